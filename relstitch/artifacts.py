@@ -1,0 +1,248 @@
+"""relstitch files: safetensors with JSON metadata under ``relstitch.*`` keys.
+
+Four kinds of file (DESIGN.md, "Artifacts"): ``anchors``, ``encoder``, ``decoder`` and
+``embeddings``. Each carries ``relstitch.kind`` and ``relstitch.version`` plus the metadata needed to
+refuse a wrong combination. Headers are read and validated in pure Python (no torch import), so
+``relstitch inspect`` is instant and a hostile header is rejected before any tensor is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .atomic import atomic_write
+from .errors import RelstitchError
+
+if TYPE_CHECKING:  # torch is imported lazily: `relstitch --help` and `inspect` must not pay for it.
+    import torch
+
+FORMAT_VERSION = 1
+KINDS = ("anchors", "encoder", "decoder", "embeddings")
+PREFIX = "relstitch."
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit; larger headers are refused unread
+
+_DTYPE_SIZES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4,
+    "I64": 8, "U64": 8, "F64": 8,
+}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor's entry in a safetensors header."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class Header:
+    """A validated safetensors header: tensor entries and decoded relstitch metadata."""
+
+    path: Path
+    tensors: dict[str, TensorInfo]
+    metadata: dict[str, Any]  # relstitch.* keys, prefix stripped, values JSON-decoded
+    raw_metadata: dict[str, str]
+    file_size: int
+
+    @property
+    def kind(self) -> str | None:
+        return self.metadata.get("kind")
+
+
+@dataclass
+class Artifact:
+    """A loaded relstitch file: its kind, tensors and metadata."""
+
+    path: Path
+    kind: str
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def read_header(path: str | os.PathLike) -> Header:
+    """Read and validate a safetensors header without reading tensor data or importing torch."""
+    p = Path(path)
+    if not p.exists():
+        raise RelstitchError("no such file", path=p, hint="check the path")
+    if p.is_dir():
+        raise RelstitchError("is a folder, expected a .safetensors file", path=p)
+    size = p.stat().st_size
+    try:
+        with p.open("rb") as handle:
+            head = handle.read(8)
+            if len(head) < 8:
+                raise RelstitchError("not a safetensors file (shorter than 8 bytes)", path=p)
+            (n,) = struct.unpack("<Q", head)
+            if n == 0 or n > MAX_HEADER_BYTES or n > size - 8:
+                raise RelstitchError(
+                    f"not a safetensors file (header length {n} does not fit a file of {size} bytes)", path=p
+                )
+            raw = handle.read(n)
+    except OSError as exc:
+        raise RelstitchError(f"cannot read: {exc.strerror}", path=p) from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise RelstitchError("not a safetensors file (header is not JSON)", path=p) from None
+    if not isinstance(header, dict):
+        raise RelstitchError("not a safetensors file (header is not a JSON object)", path=p)
+    raw_meta = header.pop("__metadata__", None) or {}
+    if not isinstance(raw_meta, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in raw_meta.items()
+    ):
+        raise RelstitchError("corrupt safetensors metadata (must map strings to strings)", path=p)
+    data_size = size - 8 - n
+    tensors: dict[str, TensorInfo] = {}
+    spans = []
+    for name, entry in header.items():
+        info = _validate_entry(p, name, entry, data_size)
+        tensors[name] = info
+        spans.append(tuple(entry["data_offsets"]))
+    spans.sort()
+    for (_, end), (begin, _) in zip(spans, spans[1:]):
+        if begin < end:
+            raise RelstitchError("corrupt safetensors file (tensor data overlaps)", path=p)
+    meta: dict[str, Any] = {}
+    for key, value in raw_meta.items():
+        if key.startswith(PREFIX):
+            try:
+                meta[key[len(PREFIX):]] = json.loads(value)
+            except json.JSONDecodeError:
+                raise RelstitchError(f"corrupt metadata: {key} is not JSON", path=p) from None
+    return Header(path=p, tensors=tensors, metadata=meta, raw_metadata=raw_meta, file_size=size)
+
+
+def _validate_entry(p: Path, name: str, entry: Any, data_size: int) -> TensorInfo:
+    bad = f"corrupt safetensors header (tensor {name!r}"
+    if not isinstance(entry, dict):
+        raise RelstitchError(f"{bad} is not an object)", path=p)
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in _DTYPE_SIZES:
+        raise RelstitchError(f"{bad} has unknown dtype {dtype!r})", path=p)
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise RelstitchError(f"{bad} has an invalid shape)", path=p)
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1] <= data_size
+    ):
+        raise RelstitchError(f"{bad} points outside the file)", path=p)
+    count = 1
+    for d in shape:
+        count *= d
+    nbytes = count * _DTYPE_SIZES[dtype]
+    if nbytes != offsets[1] - offsets[0]:
+        raise RelstitchError(f"{bad}: shape {shape} does not match its {offsets[1] - offsets[0]} bytes)", path=p)
+    return TensorInfo(dtype=dtype, shape=tuple(shape), nbytes=nbytes)
+
+
+def check_kind(header: Header, expected: str | tuple[str, ...]) -> None:
+    """Refuse a file that is not a relstitch file of the expected kind, or is from a newer relstitch."""
+    wanted = (expected,) if isinstance(expected, str) else expected
+    kind = header.kind
+    label = " or ".join(wanted)
+    if kind is None:
+        raise RelstitchError(
+            f"not a relstitch file (no relstitch.kind in its metadata); expected a {label} file", path=header.path
+        )
+    if kind not in wanted:
+        raise RelstitchError(f"is a relstitch {kind} file, expected a {label} file", path=header.path)
+    version = header.metadata.get("version")
+    if not isinstance(version, int):
+        raise RelstitchError("corrupt metadata: relstitch.version missing or not an integer", path=header.path)
+    if version > FORMAT_VERSION:
+        raise RelstitchError(
+            f"written by a newer relstitch (format {version}, this one reads up to {FORMAT_VERSION})",
+            path=header.path,
+            hint="upgrade relstitch",
+        )
+
+
+def load_artifact(path: str | os.PathLike, kind: str | tuple[str, ...]) -> Artifact:
+    """Load a relstitch file of the given kind(s): header validated first, then tensors."""
+    header = read_header(path)
+    check_kind(header, kind)
+    from safetensors.torch import load_file  # noqa: PLC0415  (lazy: keeps torch out of start-up)
+
+    try:
+        tensors = load_file(str(header.path))
+    except Exception as exc:  # safetensors raises its own types; the header check already passed
+        raise RelstitchError(f"cannot read tensors: {exc}", path=header.path) from None
+    return Artifact(path=header.path, kind=header.kind, tensors=tensors, meta=header.metadata)
+
+
+def save_artifact(
+    path: str | os.PathLike,
+    kind: str,
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    *,
+    force: bool = False,
+) -> Path:
+    """Write a relstitch file atomically; ``meta`` values are stored as JSON strings."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown artifact kind {kind!r}")
+    from safetensors.torch import save  # noqa: PLC0415
+
+    metadata = {"format": "pt", PREFIX + "kind": json.dumps(kind), PREFIX + "version": json.dumps(FORMAT_VERSION)}
+    for key, value in meta.items():
+        metadata[PREFIX + key] = json.dumps(value, sort_keys=True)
+    payload = save({name: t.detach().contiguous().cpu() for name, t in tensors.items()}, metadata=metadata)
+    return atomic_write(path, payload, force=force)
+
+
+def content_hash(tensors: dict[str, torch.Tensor], extra: Any = None) -> str:
+    """sha256 over tensor names, dtypes, shapes and bytes (sorted by name), plus optional JSON ``extra``.
+
+    Used as the identity of anchors, encoders and datasets: equal content, equal hash, whatever the
+    file name or the time it was written.
+    """
+    import torch  # noqa: PLC0415
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    if extra is not None:
+        digest.update(json.dumps(extra, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def short(h: str | None) -> str:
+    """The first 12 hex digits of a hash, for messages and tables."""
+    return (h or "?")[:12]
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe(path: str | os.PathLike) -> dict[str, Any]:
+    """What a file is: kind, version, tensors, metadata and sha256. Never imports torch."""
+    header = read_header(path)
+    return {
+        "path": str(header.path),
+        "kind": header.kind or "safetensors (not a relstitch file)",
+        "version": header.metadata.get("version"),
+        "size_bytes": header.file_size,
+        "sha256": file_sha256(header.path),
+        "tensors": {n: {"dtype": t.dtype, "shape": list(t.shape)} for n, t in header.tensors.items()},
+        "metadata": {k: v for k, v in header.metadata.items() if k not in ("kind", "version")},
+    }

@@ -1,0 +1,53 @@
+"""Writes that appear whole or not at all.
+
+Every output goes to a temporary file in the target folder, is flushed and fsync'ed, and is then
+renamed into place (``os.replace`` is atomic on one filesystem). An interruption at any point leaves
+either the old file or nothing, never half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import RelstitchError
+
+
+def check_output(path: str | os.PathLike, *, force: bool) -> Path:
+    """Refuse an output that exists (unless ``force``) or whose folder is missing/unwritable.
+
+    Commands call this *before* doing any work, so a mistake costs nothing.
+    """
+    out = Path(path)
+    if out.is_dir():
+        raise RelstitchError("is a folder, expected a file path", path=out, hint="name a file inside it")
+    if out.exists() and not force:
+        raise RelstitchError("already exists", path=out, hint="pass --force to overwrite it")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise RelstitchError("output folder does not exist", path=folder, hint="create it first")
+    if not os.access(folder, os.W_OK):
+        raise RelstitchError("output folder is not writable", path=folder, hint="choose another folder")
+    return out
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str, *, force: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file + fsync + rename)."""
+    out = check_output(path, force=force)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, out)
+    except BaseException:
+        # KeyboardInterrupt and SystemExit included: the temporary file must not survive.
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    return out

@@ -1,0 +1,185 @@
+"""Encoder and decoder checkpoints: weights plus everything needed to use them correctly.
+
+- An **encoder** file carries its architecture (registry name + arguments), its input spec
+  (modality, shape, preprocessing) and latent size.
+- A **decoder** file carries its architecture, the **space** it reads (``relative`` or
+  ``absolute``), its input size, the task (with class names), and — for relative decoders — the
+  **anchor hash** and **projection config** it was trained with, plus the hash of the encoder it was
+  trained with (so a matrix knows its diagonal).
+
+Identity is by content: an encoder's hash covers its weights and architecture, not its file name.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .artifacts import content_hash, load_artifact, save_artifact
+from .errors import RelstitchError
+from .models import create_decoder, create_encoder
+from .projection import ProjectionConfig
+
+SPACES = ("relative", "absolute")
+ENCODER_SUFFIX = ".encoder.safetensors"
+DECODER_SUFFIX = ".decoder.safetensors"
+
+
+def default_name(path: str | os.PathLike) -> str:
+    """``zoo/cnn-rel-s0.encoder.safetensors`` → ``cnn-rel-s0``."""
+    name = Path(path).name
+    for suffix in (ENCODER_SUFFIX, DECODER_SUFFIX, ".safetensors"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+@dataclass
+class Encoder:
+    """A loaded (or freshly trained) encoder: module + the metadata needed to feed it."""
+
+    module: nn.Module
+    architecture: dict[str, Any]
+    input_spec: dict[str, Any]
+    latent_dim: int
+    name: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @cached_property
+    def hash(self) -> str:
+        return content_hash(self.module.state_dict(), extra=self.architecture)
+
+
+@dataclass
+class Decoder:
+    """A loaded (or freshly trained) task head and the contract it was trained under."""
+
+    module: nn.Module
+    architecture: dict[str, Any]
+    space: str
+    input_dim: int
+    task: dict[str, Any]
+    name: str
+    projection: ProjectionConfig | None = None
+    anchor_hash: str | None = None
+    encoder_hash: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @cached_property
+    def hash(self) -> str:
+        return content_hash(self.module.state_dict(), extra=self.architecture)
+
+
+def save_encoder(encoder: Encoder, path: str | os.PathLike, *, force: bool = False) -> Path:
+    meta = dict(
+        encoder.meta,
+        name=encoder.name,
+        architecture=encoder.architecture,
+        input=encoder.input_spec,
+        latent_dim=encoder.latent_dim,
+        hash=encoder.hash,
+    )
+    return save_artifact(path, "encoder", encoder.module.state_dict(), meta, force=force)
+
+
+def save_decoder(decoder: Decoder, path: str | os.PathLike, *, force: bool = False) -> Path:
+    meta = dict(
+        decoder.meta,
+        name=decoder.name,
+        architecture=decoder.architecture,
+        space=decoder.space,
+        input_dim=decoder.input_dim,
+        task=decoder.task,
+        projection=decoder.projection.to_dict() if decoder.projection else None,
+        anchor_hash=decoder.anchor_hash,
+        encoder_hash=decoder.encoder_hash,
+        hash=decoder.hash,
+    )
+    return save_artifact(path, "decoder", decoder.module.state_dict(), meta, force=force)
+
+
+def _require(meta: dict[str, Any], key: str, kind: type | tuple[type, ...], path: Path) -> Any:
+    value = meta.get(key)
+    if not isinstance(value, kind):
+        raise RelstitchError(f"corrupt metadata: relstitch.{key} missing or of the wrong type", path=path)
+    return value
+
+
+def _build(kind: str, architecture: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path) -> nn.Module:
+    name = _require(architecture, "name", str, path)
+    args = architecture.get("args") or {}
+    try:
+        module = (create_encoder if kind == "encoder" else create_decoder)(name, **args)
+    except RelstitchError as exc:
+        raise RelstitchError(str(exc), path=path) from None
+    result = module.load_state_dict(tensors, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise RelstitchError(
+            f"weights do not fit architecture {name!r}: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}",
+            path=path,
+        )
+    return module.eval()
+
+
+def load_encoder(path: str | os.PathLike) -> Encoder:
+    """Load an encoder checkpoint (refusing any other kind of file)."""
+    art = load_artifact(path, "encoder")
+    arch = _require(art.meta, "architecture", dict, art.path)
+    try:
+        module = _build("encoder", arch, art.tensors, art.path)
+    except RuntimeError as exc:  # shape mismatch inside load_state_dict
+        raise RelstitchError(f"weights do not fit the architecture: {str(exc).splitlines()[-1].strip()}", path=art.path) from None
+    return Encoder(
+        module=module,
+        architecture=arch,
+        input_spec=_require(art.meta, "input", dict, art.path),
+        latent_dim=_require(art.meta, "latent_dim", int, art.path),
+        name=art.meta.get("name") or default_name(art.path),
+        meta=art.meta,
+        path=art.path,
+    )
+
+
+def load_decoder(path: str | os.PathLike) -> Decoder:
+    """Load a decoder checkpoint (refusing any other kind of file)."""
+    art = load_artifact(path, "decoder")
+    arch = _require(art.meta, "architecture", dict, art.path)
+    space = _require(art.meta, "space", str, art.path)
+    if space not in SPACES:
+        raise RelstitchError(f"corrupt metadata: unknown space {space!r}", path=art.path)
+    try:
+        module = _build("decoder", arch, art.tensors, art.path)
+    except RuntimeError as exc:
+        raise RelstitchError(f"weights do not fit the architecture: {str(exc).splitlines()[-1].strip()}", path=art.path) from None
+    projection = None
+    if space == "relative":
+        try:
+            projection = ProjectionConfig.from_dict(_require(art.meta, "projection", dict, art.path))
+        except RelstitchError as exc:
+            raise RelstitchError(str(exc), path=art.path) from None
+        _require(art.meta, "anchor_hash", str, art.path)
+    task = _require(art.meta, "task", dict, art.path)
+    if task.get("type") not in ("classification", "reconstruction"):
+        raise RelstitchError(f"corrupt metadata: unknown task {task.get('type')!r}", path=art.path)
+    return Decoder(
+        module=module,
+        architecture=arch,
+        space=space,
+        input_dim=_require(art.meta, "input_dim", int, art.path),
+        task=task,
+        name=art.meta.get("name") or default_name(art.path),
+        projection=projection,
+        anchor_hash=art.meta.get("anchor_hash"),
+        encoder_hash=art.meta.get("encoder_hash"),
+        meta=art.meta,
+        path=art.path,
+    )

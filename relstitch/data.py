@@ -1,0 +1,169 @@
+"""Datasets: the built-in Fashion-MNIST subset and folders of IDX files.
+
+A dataset reference names where the data is:
+
+- ``builtin`` or ``builtin:train`` / ``builtin:test`` — the stratified Fashion-MNIST subset shipped
+  inside the package (6,000 train / 1,000 test images, 28x28 uint8, MIT licence);
+- ``idx:DIR[:train|test]`` or simply ``DIR`` — a folder of (optionally gzipped) IDX files such as
+  Debian's ``/usr/share/datasets/fashion-mnist`` or the MNIST originals.
+
+Images stay uint8 until an encoder needs them (:func:`prepare_images` applies the encoder's declared
+preprocessing), so a dataset costs one byte per pixel in memory.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .artifacts import content_hash
+from .errors import RelstitchError
+
+BUILTIN_FILE = Path(__file__).parent / "assets" / "fashion_mnist_small.safetensors"
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+SPLITS = ("train", "test")
+
+
+@dataclass
+class Dataset:
+    """Labelled images as uint8 ``x [N, C, H, W]`` with int64 labels ``y [N]`` and source ids."""
+
+    name: str
+    x: torch.Tensor
+    y: torch.Tensor
+    classes: list[str]
+    ids: torch.Tensor = field(default=None)  # position of each sample in its source split
+    modality: str = "image"
+
+    def __post_init__(self) -> None:
+        if self.ids is None:
+            self.ids = torch.arange(len(self.y), dtype=torch.int64)
+        if len(self.x) == 0:
+            raise RelstitchError("dataset is empty", path=self.name)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @cached_property
+    def hash(self) -> str:
+        """Content hash of images, labels and ids: the dataset's identity in reports."""
+        return content_hash({"x": self.x, "y": self.y, "ids": self.ids})
+
+    def subset(self, indices: torch.Tensor, name: str | None = None) -> Dataset:
+        return Dataset(name or self.name, self.x[indices], self.y[indices], self.classes, self.ids[indices], self.modality)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "size": len(self), "shape": list(self.x.shape[1:]), "hash": self.hash}
+
+
+# ----------------------------------------------------------------------------------------- sources
+def _load_builtin(locator: str) -> Dataset:
+    split = locator or "train"
+    if split not in SPLITS:
+        raise RelstitchError(f"unknown split {split!r} of the built-in data; use builtin:train or builtin:test")
+    from safetensors.torch import load_file
+
+    if not BUILTIN_FILE.exists():
+        raise RelstitchError("built-in data missing", path=BUILTIN_FILE, hint="run scripts/make_builtin_data.py")
+    tensors = load_file(str(BUILTIN_FILE))
+    return Dataset(
+        f"builtin:{split}", tensors[f"{split}_x"], tensors[f"{split}_y"].long(), FASHION_MNIST_CLASSES,
+        tensors[f"{split}_ids"].long(),
+    )
+
+
+def _read_idx(path: Path) -> torch.Tensor:
+    """Read one IDX file (gzipped or not) into a uint8 tensor of its declared shape."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError) as exc:
+        raise RelstitchError(f"cannot read IDX file: {exc}", path=path) from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise RelstitchError("not an unsigned-byte IDX file (bad magic number)", path=path)
+    ndim = raw[3]
+    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    count = 1
+    for d in dims:
+        count *= d
+    body = raw[4 + 4 * ndim :]
+    if len(body) != count:
+        raise RelstitchError(f"IDX file truncated: header says {count} bytes, found {len(body)}", path=path)
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(dims)
+
+
+def _find_idx(folder: Path, prefix: str, kind: str) -> Path:
+    for name in (f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte", f"{prefix}-{kind}.idx"):
+        for candidate in (folder / f"{name}.gz", folder / name):
+            if candidate.exists():
+                return candidate
+    raise RelstitchError(
+        f"no {prefix}-{kind}-idx*-ubyte[.gz] file in this folder", path=folder,
+        hint="name a folder holding the MNIST/Fashion-MNIST IDX files",
+    )
+
+
+def _load_idx(locator: str) -> Dataset:
+    folder_text, _, split = locator.rpartition(":")
+    if split not in SPLITS:  # no split given: the whole locator is the folder
+        folder_text, split = locator, "train"
+    folder = Path(folder_text)
+    if not folder.is_dir():
+        raise RelstitchError("no such data folder", path=folder, hint="name a folder of IDX files")
+    prefix = "train" if split == "train" else "t10k"
+    images = _read_idx(_find_idx(folder, prefix, "images"))
+    labels = _read_idx(_find_idx(folder, prefix, "labels")).long()
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise RelstitchError(f"IDX images {tuple(images.shape)} and labels {tuple(labels.shape)} do not match", path=folder)
+    classes = FASHION_MNIST_CLASSES if "fashion" in str(folder).lower() else [str(i) for i in range(10)]
+    return Dataset(f"idx:{folder}:{split}", images.unsqueeze(1).contiguous(), labels, classes)
+
+
+DATA_SOURCES: dict[str, Callable[[str], Dataset]] = {"builtin": _load_builtin, "idx": _load_idx}
+"""Dataset reference kind -> loader taking the locator (the text after ``kind:``)."""
+
+
+def load_dataset(reference: str, *, limit: int | None = None) -> Dataset:
+    """Load a dataset from a reference (``builtin:test``, ``idx:DIR:train``, a folder, ...)."""
+    kind, sep, locator = reference.partition(":")
+    if kind in DATA_SOURCES:
+        dataset = DATA_SOURCES[kind](locator if sep else "")
+    elif Path(reference).is_dir():
+        dataset = _load_idx(reference)
+    else:
+        import difflib
+
+        close = difflib.get_close_matches(kind, list(DATA_SOURCES), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"use one of: {', '.join(k + ':' for k in DATA_SOURCES)} or a folder"
+        raise RelstitchError(f"unknown dataset reference {reference!r}", hint=hint)
+    if limit is not None and limit < len(dataset):
+        dataset = dataset.subset(torch.arange(limit), name=f"{dataset.name}[:{limit}]")
+    return dataset
+
+
+# ------------------------------------------------------------------------------- preprocessing
+def default_image_spec(shape: tuple[int, ...] | list[int], mean: float = 0.2860, std: float = 0.3530) -> dict[str, Any]:
+    """Input spec of relstitch's own image encoders (Fashion-MNIST statistics by default)."""
+    return {"modality": "image", "shape": list(shape), "scale": 255.0, "mean": mean, "std": std}
+
+
+def prepare_images(x: torch.Tensor, spec: dict[str, Any]) -> torch.Tensor:
+    """uint8 images → the float tensor the encoder expects, following its declared input spec."""
+    expected = tuple(spec["shape"])
+    if tuple(x.shape[1:]) != expected:
+        raise RelstitchError(
+            f"data has shape {tuple(x.shape[1:])} per sample but the encoder expects {expected}",
+            hint="use data of the encoder's input shape",
+        )
+    return (x.float() / spec.get("scale", 255.0) - spec.get("mean", 0.0)) / spec.get("std", 1.0)

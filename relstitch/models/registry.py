@@ -1,0 +1,65 @@
+"""A tiny model registry in the style of timm: ``register``, ``create``, ``names``.
+
+Architectures register themselves by name; checkpoints store ``{"name": ..., "args": {...}}`` and are
+rebuilt with :meth:`Registry.create`. Test code registers its own modules the same way.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import RelstitchError
+
+
+class Registry:
+    """Name → factory returning a ``torch.nn.Module``."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._factories: dict[str, Callable[..., Any]] = {}
+
+    def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
+            if name in self._factories and self._factories[name] is not factory:
+                raise ValueError(f"{self.kind} architecture {name!r} is already registered")
+            self._factories[name] = factory
+            return factory
+
+        return decorator
+
+    def names(self) -> list[str]:
+        return sorted(self._factories)
+
+    def create(self, name: str, **kwargs: Any) -> Any:
+        if name not in self._factories:
+            close = difflib.get_close_matches(name, self._factories, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(self.names())}"
+            raise RelstitchError(f"unknown {self.kind} architecture {name!r}", hint=hint)
+        try:
+            return self._factories[name](**kwargs)
+        except TypeError as exc:
+            raise RelstitchError(f"bad arguments for {self.kind} architecture {name!r}: {exc}") from None
+
+
+ENCODERS = Registry("encoder")
+DECODERS = Registry("decoder")
+
+
+def create_encoder(name: str, **kwargs: Any) -> Any:
+    """Build a registered encoder architecture."""
+    return ENCODERS.create(name, **kwargs)
+
+
+def create_decoder(name: str, **kwargs: Any) -> Any:
+    """Build a registered decoder architecture."""
+    return DECODERS.create(name, **kwargs)
+
+
+def list_encoders() -> list[str]:
+    return ENCODERS.names()
+
+
+def list_decoders() -> list[str]:
+    return DECODERS.names()

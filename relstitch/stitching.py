@@ -1,0 +1,142 @@
+"""Stitching: feed one encoder's space to one decoder and score the result.
+
+The decoder decides how it is fed: a relative decoder gets the encoder's latents projected onto the
+*encoder's own* anchor latents with the *decoder's* projection config; an absolute decoder gets the
+raw latents. Compatibility is checked first, so a wrong pair fails with a reason, not a shape error.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .anchors import Anchors
+from .artifacts import short
+from .checkpoints import Decoder, Encoder
+from .data import Dataset
+from .encoding import DEFAULT_BATCH, EncodedSpace, encode
+from .errors import RelstitchError
+from .metrics import classification_scores, reconstruction_scores
+
+
+@dataclass
+class PairResult:
+    """The outcome of one encoder/decoder pair: scores, or the reason it could not run."""
+
+    encoder: str
+    decoder: str
+    space: str
+    stitched: bool
+    scores: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    seconds: float = 0.0
+    encoder_hash: str | None = None
+    decoder_hash: str | None = None
+    encoder_space: str | None = None  # the bottleneck the encoder was trained with, if known
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def check_pair(space: EncodedSpace, decoder: Decoder) -> None:
+    """Raise a one-line :class:`RelstitchError` if ``decoder`` cannot read ``space``."""
+    if decoder.space == "relative":
+        if decoder.anchor_hash != space.anchor_hash:
+            raise RelstitchError(
+                f"decoder {decoder.name!r} was trained with anchors {short(decoder.anchor_hash)} but these anchors are "
+                f"{short(space.anchor_hash)}",
+                path=decoder.path,
+                hint="use the anchor file the decoder was trained with",
+            )
+        k = space.anchor_absolute.shape[0]
+        if decoder.input_dim != k:
+            raise RelstitchError(
+                f"decoder {decoder.name!r} reads {decoder.input_dim} similarities but there are {k} anchors",
+                path=decoder.path,
+            )
+    else:
+        d = space.absolute.shape[1]
+        if decoder.input_dim != d:
+            raise RelstitchError(
+                f"absolute decoder {decoder.name!r} reads {decoder.input_dim}-d latents, encoder "
+                f"{space.encoder_name!r} gives {d}-d",
+                path=decoder.path,
+                hint="absolute stitching needs equal latent sizes; use a relative decoder",
+            )
+
+
+def decoder_inputs(space: EncodedSpace, decoder: Decoder) -> torch.Tensor:
+    """What ``decoder`` reads from ``space``: relative vectors under its own projection, or latents."""
+    check_pair(space, decoder)
+    return space.relative(decoder.projection) if decoder.space == "relative" else space.absolute
+
+
+@torch.inference_mode()
+def score(decoder: Decoder, inputs: torch.Tensor, labels: torch.Tensor, dataset: Dataset | None = None,
+          *, batch_size: int = 1024) -> dict[str, float]:
+    """Run ``decoder`` over ``inputs`` in batches and compute its task metrics."""
+    decoder.module.eval()
+    task = decoder.task
+    if task["type"] == "classification":
+        classes = task["classes"]
+        if len(labels) and (int(labels.max()) >= len(classes) or int(labels.min()) < 0):
+            raise RelstitchError(f"labels outside decoder {decoder.name!r}'s {len(classes)} classes", path=decoder.path)
+        logits = torch.cat([decoder.module(inputs[s : s + batch_size]) for s in range(0, len(inputs), batch_size)])
+        return classification_scores(logits, labels, len(classes))
+    if dataset is None:
+        raise RelstitchError("a reconstruction decoder needs the original images to score against")
+    if list(dataset.x.shape[1:]) != list(task["shape"]):
+        raise RelstitchError(f"decoder {decoder.name!r} reconstructs {task['shape']}, data is {list(dataset.x.shape[1:])}")
+    squared, count = 0.0, 0
+    for s in range(0, len(inputs), batch_size):
+        out = decoder.module(inputs[s : s + batch_size])
+        target = dataset.x[s : s + batch_size].float() / 255.0
+        squared += float(((out - target) ** 2).sum())
+        count += target.numel()
+    return reconstruction_scores(squared / count)
+
+
+def evaluate_pair(space: EncodedSpace, decoder: Decoder, dataset: Dataset | None = None,
+                  encoder_space: str | None = None) -> PairResult:
+    """Score one decoder on an already encoded space. Errors raise; the matrix records them."""
+    started = time.perf_counter()
+    inputs = decoder_inputs(space, decoder)
+    scores = score(decoder, inputs, space.labels, dataset)
+    return PairResult(
+        encoder=space.encoder_name,
+        decoder=decoder.name,
+        space=decoder.space,
+        stitched=decoder.encoder_hash != space.encoder_hash,
+        scores=scores,
+        seconds=time.perf_counter() - started,
+        encoder_hash=space.encoder_hash,
+        decoder_hash=decoder.hash,
+        encoder_space=encoder_space,
+    )
+
+
+def encoder_space_of(encoder: Encoder) -> str | None:
+    """The bottleneck (relative/absolute) an encoder was trained end to end with, if recorded."""
+    training = encoder.meta.get("training")
+    return training.get("space") if isinstance(training, dict) else None
+
+
+def stitch(encoder: Encoder, decoder: Decoder, anchors: Anchors, dataset: Dataset, *,
+           batch_size: int = DEFAULT_BATCH) -> PairResult:
+    """Wire ``encoder`` into ``decoder`` through ``anchors`` and score on ``dataset``."""
+    if decoder.space == "relative" and decoder.anchor_hash != anchors.hash:
+        # Check before encoding: a wrong anchor file should cost nothing.
+        raise RelstitchError(
+            f"decoder {decoder.name!r} was trained with anchors {short(decoder.anchor_hash)} but {anchors.path or 'these anchors'} "
+            f"are {short(anchors.hash)}",
+            path=decoder.path,
+            hint="use the anchor file the decoder was trained with",
+        )
+    started = time.perf_counter()
+    space = encode(encoder, anchors, dataset, batch_size=batch_size)
+    result = evaluate_pair(space, decoder, dataset, encoder_space_of(encoder))
+    result.seconds = time.perf_counter() - started
+    return result
