@@ -109,7 +109,7 @@ def read_header(path: str | os.PathLike) -> Header:
         tensors[name] = info
         spans.append(tuple(entry["data_offsets"]))
     spans.sort()
-    for (_, end), (begin, _) in zip(spans, spans[1:]):
+    for (_, end), (begin, _) in zip(spans, spans[1:], strict=False):
         if begin < end:
             raise RelstitchError("corrupt safetensors file (tensor data overlaps)", path=p)
     meta: dict[str, Any] = {}

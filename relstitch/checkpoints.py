@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .artifacts import content_hash, load_artifact, save_artifact
+from .data import prepare_images
 from .errors import RelstitchError
 from .models import create_decoder, create_encoder
 from .projection import ProjectionConfig
@@ -55,6 +56,14 @@ class Encoder:
     @cached_property
     def hash(self) -> str:
         return content_hash(self.module.state_dict(), extra=self.architecture)
+
+    def prepare(self, raw_batch: Any) -> torch.Tensor:
+        """Raw inputs (uint8 images here) → what the module takes, per the declared input spec."""
+        return prepare_images(raw_batch, self.input_spec)
+
+    def embed_batch(self, raw_batch: Any) -> torch.Tensor:
+        """Absolute latents ``[B, latent_dim]`` of one batch of raw inputs (no grad handling here)."""
+        return self.module(self.prepare(raw_batch))
 
 
 @dataclass

@@ -168,7 +168,8 @@ def train(
     from .data import load_dataset
     from .encoding import encode
     from .stitching import evaluate_pair
-    from .training import TrainConfig, train as train_models
+    from .training import TrainConfig
+    from .training import train as train_models
 
     enc_out, dec_out = Path(output + ENCODER_SUFFIX), Path(output + DECODER_SUFFIX)
     check_output(enc_out, force=force)
@@ -211,7 +212,8 @@ def encode(
     from .atomic import check_output
     from .checkpoints import load_encoder
     from .data import load_dataset
-    from .encoding import encode as encode_space, save_embeddings
+    from .encoding import encode as encode_space
+    from .encoding import save_embeddings
     from .projection import ProjectionConfig
 
     check_output(output, force=force)
@@ -241,7 +243,8 @@ def fit(
     from .checkpoints import default_name, save_decoder
     from .encoding import load_embeddings
     from .projection import ProjectionConfig
-    from .training import FitConfig, fit as fit_head
+    from .training import FitConfig
+    from .training import fit as fit_head
 
     check_output(output, force=force)
     loaded = load_embeddings(embeddings)

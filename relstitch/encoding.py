@@ -18,7 +18,7 @@ import torch
 from .anchors import Anchors
 from .artifacts import load_artifact, save_artifact
 from .checkpoints import Encoder
-from .data import Dataset, prepare_images
+from .data import Dataset
 from .errors import RelstitchError
 from .progress import ProgressFn, silent
 from .projection import ProjectionConfig, relative_projection
@@ -33,8 +33,8 @@ def embed(encoder: Encoder, x: torch.Tensor, *, batch_size: int = DEFAULT_BATCH,
     encoder.module.eval()
     out = torch.empty((len(x), encoder.latent_dim), dtype=torch.float32)
     for start in range(0, len(x), batch_size):
-        batch = prepare_images(x[start : start + batch_size], encoder.input_spec)
-        z = encoder.module(batch)
+        batch = x[start : start + batch_size]
+        z = encoder.embed_batch(batch)
         if z.ndim != 2 or z.shape[1] != encoder.latent_dim:
             raise RelstitchError(
                 f"encoder {encoder.name!r} returned shape {tuple(z.shape)}, expected [batch, {encoder.latent_dim}]",
