@@ -38,6 +38,8 @@ def atomic_write(path: str | os.PathLike, data: bytes | str, *, force: bool = Fa
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent or ".")
     try:
+        # mkstemp creates the file 0600; give the output the permissions a plain open() would.
+        os.chmod(tmp_name, 0o666 & ~_current_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()
@@ -51,3 +53,9 @@ def atomic_write(path: str | os.PathLike, data: bytes | str, *, force: bool = Fa
             pass
         raise
     return out
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it and restore it
+    os.umask(mask)
+    return mask

@@ -281,7 +281,7 @@ def stitch(
         return
     kind = "stitched" if result.stitched else "not stitched (the decoder's own encoder)"
     scores = ", ".join(f"{k} {v:.4f}" for k, v in result.scores.items())
-    console.print(f"{result.encoder} → {result.decoder} [{result.space}, {kind}]: {scores}")
+    console.print(f"{result.encoder} → {result.decoder} ({result.space}, {kind}): {scores}", markup=False)
 
 
 @app.command("eval-matrix")
