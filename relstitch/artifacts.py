@@ -193,13 +193,58 @@ def save_artifact(
     """Write a relstitch file atomically; ``meta`` values are stored as JSON strings."""
     if kind not in KINDS:
         raise ValueError(f"unknown artifact kind {kind!r}")
-    from safetensors.torch import save  # noqa: PLC0415
-
     metadata = {"format": "pt", PREFIX + "kind": json.dumps(kind), PREFIX + "version": json.dumps(FORMAT_VERSION)}
     for key, value in meta.items():
         metadata[PREFIX + key] = json.dumps(value, sort_keys=True)
-    payload = save({name: t.detach().contiguous().cpu() for name, t in tensors.items()}, metadata=metadata)
+    payload = serialize(tensors, metadata)
     return atomic_write(path, payload, force=force)
+
+
+_TORCH_DTYPES = {
+    "bool": "BOOL", "uint8": "U8", "int8": "I8", "int16": "I16", "uint16": "U16", "float16": "F16",
+    "bfloat16": "BF16", "int32": "I32", "uint32": "U32", "float32": "F32", "int64": "I64", "uint64": "U64",
+    "float64": "F64",
+}
+
+
+def safetensors_header(shapes: dict[str, tuple[str, tuple[int, ...]]], metadata: dict[str, str]) -> bytes:
+    """The length-prefixed, 8-byte-aligned header for tensors given as name → (dtype, shape).
+
+    Names and metadata keys are sorted, so equal inputs give byte-identical files (the safetensors
+    bindings order metadata by a hash map, which differs from run to run).
+    """
+    entries: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
+    offset = 0
+    for name in sorted(shapes):
+        dtype, shape = shapes[name]
+        count = 1
+        for d in shape:
+            count *= d
+        nbytes = count * _DTYPE_SIZES[dtype]
+        entries[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    header = json.dumps(entries, separators=(",", ":")).encode("utf-8")
+    header += b" " * (-len(header) % 8)  # the format asks for 8-byte alignment of the data section
+    return struct.pack("<Q", len(header)) + header
+
+
+def serialize(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """A safetensors file as bytes, deterministic (see :func:`safetensors_header`)."""
+    cpu = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
+    shapes = {name: (_TORCH_DTYPES[str(t.dtype).removeprefix("torch.")], tuple(t.shape)) for name, t in cpu.items()}
+    parts = [safetensors_header(shapes, metadata)]
+    for name in sorted(cpu):
+        parts.append(_tensor_bytes(cpu[name]))
+    return b"".join(parts)
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    import torch  # noqa: PLC0415
+
+    if t.numel() == 0:
+        return b""
+    # Little-endian raw bytes, the safetensors layout (x86 and ARM hosts are little-endian).
+    return t.reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
 def content_hash(tensors: dict[str, torch.Tensor], extra: Any = None) -> str:

@@ -159,6 +159,7 @@ def train(
     batch_size: BatchOpt = 128,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 1e-3,
     centering: Annotated[bool, typer.Option(help="Center on the anchors' mean before the cosine.")] = False,
+    limit: LimitOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Train an encoder and a decoder end to end (relative or absolute bottleneck)."""
@@ -178,14 +179,10 @@ def train(
                          batch_size=batch_size, lr=lr, seed=seed, centering=centering)
     config.validate()
     chosen = load_anchors(anchors_file) if anchors_file else None
-    dataset, held_out = load_dataset(data), load_dataset(eval_data)
+    dataset, held_out = load_dataset(data, limit=limit), load_dataset(eval_data)
     name = default_name(enc_out)
     with progress_bar() as progress:
         encoder, decoder = train_models(dataset, chosen, config, name=name, progress=progress)
-    if chosen is None:  # absolute: score without anchors by using the data itself as a 1-anchor stand-in
-        from .anchors import select_anchors
-
-        chosen = select_anchors(held_out, 1, "uniform", 0)
     result = evaluate_pair(encode(encoder, chosen, held_out), decoder, held_out)
     for checkpoint in (encoder, decoder):
         checkpoint.meta["training"]["eval"] = {"data": held_out.describe(), "scores": result.scores}

@@ -69,9 +69,16 @@ class EncodedSpace:
         return self._relative_cache[config]
 
 
-def encode(encoder: Encoder, anchors: Anchors, dataset: Dataset, *, batch_size: int = DEFAULT_BATCH,
+def encode(encoder: Encoder, anchors: Anchors | None, dataset: Dataset, *, batch_size: int = DEFAULT_BATCH,
            progress: ProgressFn = silent) -> EncodedSpace:
-    """Embed the anchors and the dataset with ``encoder`` (each exactly once)."""
+    """Embed the anchors and the dataset with ``encoder`` (each exactly once).
+
+    ``anchors=None`` gives a space with absolute latents only (for absolute decoders).
+    """
+    if anchors is None:
+        absolute = embed(encoder, dataset.x, batch_size=batch_size, progress=progress, description=f"{encoder.name}: data")
+        return EncodedSpace(encoder.name, encoder.hash, absolute, absolute.new_empty((0, absolute.shape[1])), dataset.y,
+                            dataset.ids, anchor_hash="", dataset=dict(dataset.describe(), classes=dataset.classes))
     if anchors.inputs.shape[1:] != dataset.x.shape[1:]:
         raise RelstitchError(
             f"anchors have shape {tuple(anchors.inputs.shape[1:])} per sample but data {dataset.name} has "

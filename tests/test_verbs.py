@@ -1,0 +1,195 @@
+"""Every verb through the CLI (CliRunner, in process), and the bad-input cases of the core issue."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+
+import pytest
+import torch
+
+from relstitch.anchors import load_anchors, save_anchors, select_anchors
+from relstitch.checkpoints import load_decoder, load_encoder, save_decoder
+from relstitch.stitching import stitch
+
+
+def one_line_error(result, code: int = 1) -> str:
+    """The CLI failed the way a user should see it: one line on stderr, the right code, no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------------------ verbs
+def test_anchors_verb_writes_a_deterministic_anchor_file(cli, tmp_path):
+    for name in ("a", "b"):
+        result = cli("anchors", tmp_path / f"{name}.safetensors", "--count", 25, "--strategy", "stratified", "--seed", 4)
+        assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
+    assert len(load_anchors(tmp_path / "a.safetensors")) == 25
+
+
+def test_train_encode_fit_stitch_chain(cli, tmp_path, tiny_zoo):
+    prefix = tmp_path / "m"
+    result = cli("train", prefix, "--anchors", tiny_zoo.anchors_path, "--epochs", 1, "--limit", 600, "--latent-dim", 16)
+    assert result.exit_code == 0, result.stderr
+    assert "accuracy" in result.stdout
+    encoder_path, decoder_path = tmp_path / "m.encoder.safetensors", tmp_path / "m.decoder.safetensors"
+    assert load_decoder(decoder_path).encoder_hash == load_encoder(encoder_path).hash
+
+    emb = tmp_path / "e.safetensors"
+    result = cli("encode", encoder_path, "--anchors", tiny_zoo.anchors_path, "--limit", 300, "-o", emb)
+    assert result.exit_code == 0, result.stderr
+    head = tmp_path / "head.decoder.safetensors"
+    result = cli("fit", emb, "-o", head, "--epochs", 3)
+    assert result.exit_code == 0, result.stderr
+    assert load_decoder(head).encoder_hash == load_encoder(encoder_path).hash
+
+    # the fitted head on its own encoder is "not stitched"; on another encoder it is stitched
+    result = cli("stitch", encoder_path, head, "--anchors", tiny_zoo.anchors_path, "--json")
+    assert result.exit_code == 0, result.stderr
+    own = json.loads(result.stdout)
+    assert own["stitched"] is False and 0.1 < own["scores"]["accuracy"] <= 1.0
+    result = cli("stitch", tiny_zoo.encoder("cnn-rel-s0"), head, "--anchors", tiny_zoo.anchors_path, "--json")
+    assert json.loads(result.stdout)["stitched"] is True
+
+
+def test_reconstruction_autoencoder_trains_and_stitches(cli, tmp_path, tiny_zoo):
+    for seed in (0, 1):
+        result = cli("train", tmp_path / f"ae{seed}", "--arch", "conv-ae", "--task", "reconstruction", "--seed", seed,
+                     "--anchors", tiny_zoo.anchors_path, "--epochs", 1, "--limit", 500, "--latent-dim", 16)
+        assert result.exit_code == 0, result.stderr
+    result = cli("stitch", tmp_path / "ae0.encoder.safetensors", tmp_path / "ae1.decoder.safetensors",
+                 "--anchors", tiny_zoo.anchors_path, "--limit", 200, "--json")
+    scores = json.loads(result.stdout)["scores"]
+    assert 0 < scores["mse"] < 0.25 and scores["psnr"] > 0
+
+
+def test_eval_matrix_reports_every_pair_and_marks_the_diagonal(cli, tmp_path, tiny_zoo):
+    out_json, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
+    result = cli("eval-matrix", "-e", str(tiny_zoo.folder / "*.encoder.safetensors"),
+                 "-D", str(tiny_zoo.folder / "*.decoder.safetensors"), "--anchors", tiny_zoo.anchors_path,
+                 "--limit", 300, "--json", out_json, "--csv", out_csv)
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(out_json.read_text())
+    assert len(report["pairs"]) == 16
+    for pair in report["pairs"]:
+        assert {"encoder", "decoder", "space", "stitched", "scores"} <= set(pair)
+        assert pair["stitched"] == (pair["encoder"] != pair["decoder"])
+    assert "accuracy" in out_csv.read_text().splitlines()[1] or "accuracy" in out_csv.read_text()
+    assert "*" in result.stdout  # the diagonal mark
+
+
+def test_self_stitch_equals_the_non_stitched_result(tiny_zoo, test_data):
+    """Stitching a decoder onto its own encoder is exactly the end-to-end model."""
+    encoder, decoder = load_encoder(tiny_zoo.encoder("cnn-rel-s0")), load_decoder(tiny_zoo.decoder("cnn-rel-s0"))
+    anchors = load_anchors(tiny_zoo.anchors_path)
+    result = stitch(encoder, decoder, anchors, test_data)
+    with torch.inference_mode():
+        from relstitch.projection import relative_projection
+
+        x = encoder.prepare(test_data.x)
+        logits = decoder.module(relative_projection(encoder.module(x), encoder.module(encoder.prepare(anchors.inputs))))
+    direct = (logits.argmax(1) == test_data.y).float().mean().item()
+    assert result.stitched is False
+    assert result.scores["accuracy"] == pytest.approx(direct, abs=1e-12)
+
+
+def test_inspect_says_what_a_file_is(cli, tiny_zoo):
+    result = cli("inspect", tiny_zoo.decoder("cnn-rel-s1"), "--json")
+    info = json.loads(result.stdout)
+    assert info["kind"] == "decoder" and info["metadata"]["space"] == "relative"
+    assert info["tensors"] and len(info["sha256"]) == 64
+    assert "decoder" in cli("inspect", tiny_zoo.decoder("cnn-rel-s1")).stdout
+
+
+def test_version_and_help(cli):
+    assert cli("--version").stdout.startswith("relstitch ")
+    assert "eval-matrix" in cli("--help").stdout
+
+
+# ------------------------------------------------------------------------------------ bad input
+def test_missing_file(cli, tmp_path, tiny_zoo):
+    line = one_line_error(cli("stitch", tmp_path / "nope.safetensors", tiny_zoo.decoder("cnn-rel-s0"),
+                              "--anchors", tiny_zoo.anchors_path))
+    assert "nope.safetensors" in line and "no such file" in line
+
+
+def test_not_a_safetensors_file(cli, tmp_path, tiny_zoo):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_text("this is not a model")
+    line = one_line_error(cli("encode", junk, "--anchors", tiny_zoo.anchors_path, "-o", tmp_path / "e.safetensors"))
+    assert "junk.safetensors" in line and "not a safetensors file" in line
+    assert not (tmp_path / "e.safetensors").exists()
+
+
+def test_wrong_kind_of_relstitch_file(cli, tmp_path, tiny_zoo):
+    line = one_line_error(cli("stitch", tiny_zoo.decoder("cnn-rel-s0"), tiny_zoo.decoder("cnn-rel-s1"),
+                              "--anchors", tiny_zoo.anchors_path))
+    assert "is a relstitch decoder file, expected a encoder file" in line or "expected an encoder" in line \
+        or "expected a encoder" in line
+
+
+def test_decoder_trained_with_other_anchors_names_both_hashes(cli, tmp_path, tiny_zoo, train_data):
+    other = save_anchors(select_anchors(train_data, 64, "uniform", seed=99), tmp_path / "other.safetensors")
+    line = one_line_error(cli("stitch", tiny_zoo.encoder("cnn-rel-s0"), tiny_zoo.decoder("cnn-rel-s1"), "--anchors", other))
+    wanted = load_decoder(tiny_zoo.decoder("cnn-rel-s1")).anchor_hash[:12]
+    given = load_anchors(other).hash[:12]
+    assert wanted in line and given in line
+
+
+def test_anchor_count_differs_from_decoder_input(cli, tmp_path, tiny_zoo, train_data):
+    few = select_anchors(train_data, 10, "uniform", seed=1)
+    few_path = save_anchors(few, tmp_path / "few.safetensors")
+    decoder = load_decoder(tiny_zoo.decoder("cnn-rel-s0"))
+    decoder.anchor_hash = few.hash  # a decoder whose metadata claims these anchors but reads 64 inputs
+    forged = save_decoder(decoder, tmp_path / "forged.decoder.safetensors")
+    line = one_line_error(cli("stitch", tiny_zoo.encoder("cnn-rel-s0"), forged, "--anchors", few_path))
+    assert "reads 64 similarities but there are 10 anchors" in line
+
+
+def write_idx(folder, prefix: str, images: torch.Tensor, labels: torch.Tensor) -> None:
+    folder.mkdir(exist_ok=True)
+    n, h, w = images.shape
+    with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">BBBBIII", 0, 0, 8, 3, n, h, w) + images.numpy().tobytes())
+    with gzip.open(folder / f"{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">BBBBI", 0, 0, 8, 1, n) + labels.to(torch.uint8).numpy().tobytes())
+
+
+def test_data_whose_shape_does_not_fit_the_encoder(cli, tmp_path, tiny_zoo):
+    small = tmp_path / "small"
+    write_idx(small, "t10k", torch.randint(0, 255, (40, 8, 8), dtype=torch.uint8), torch.arange(40) % 10)
+    write_idx(small, "train", torch.randint(0, 255, (40, 8, 8), dtype=torch.uint8), torch.arange(40) % 10)
+    anchors8 = tmp_path / "a8.safetensors"
+    assert cli("anchors", anchors8, "--data", f"idx:{small}:train", "--count", 5).exit_code == 0
+    line = one_line_error(cli("encode", tiny_zoo.encoder("cnn-rel-s0"), "--anchors", anchors8,
+                              "--data", f"idx:{small}:test", "-o", tmp_path / "e.safetensors"))
+    assert "(1, 8, 8)" in line and "(1, 28, 28)" in line
+    # and 28x28 anchors with 8x8 data are refused before any encoding
+    line = one_line_error(cli("stitch", tiny_zoo.encoder("cnn-rel-s0"), tiny_zoo.decoder("cnn-rel-s0"),
+                              "--anchors", tiny_zoo.anchors_path, "--data", f"idx:{small}:test"))
+    assert "shape" in line
+
+
+def test_existing_output_needs_force(cli, tmp_path):
+    out = tmp_path / "a.safetensors"
+    out.write_bytes(b"precious")
+    line = one_line_error(cli("anchors", out, "--count", 5))
+    assert "already exists" in line and "--force" in line
+    assert out.read_bytes() == b"precious"
+    assert cli("anchors", out, "--count", 5, "--force").exit_code == 0
+
+
+def test_bad_usage_exits_2(cli):
+    assert cli("anchors", "x.safetensors", "--count", 0).exit_code == 2
+    assert cli("stitch").exit_code == 2
+    assert cli("no-such-verb").exit_code == 2
+
+
+def test_unknown_dataset_reference_suggests_a_fix(cli, tmp_path):
+    line = one_line_error(cli("anchors", tmp_path / "a.safetensors", "--data", "biltin:train"))
+    assert "did you mean 'builtin'" in line
