@@ -2,28 +2,64 @@
 
 A sample x is represented by its similarity to k anchors, each embedded by the *same* encoder E:
 
-    r(x) = [ cos(E(x), E(a_1)), ..., cos(E(x), E(a_k)) ]
+    r(x) = [ sim(E(x), E(a_1)), ..., sim(E(x), E(a_k)) ]
 
-Cosine similarity ignores any orthogonal map Q and positive rescaling s of the latent space,
-``cos(sQu, sQv) = cos(u, v)``, which is (roughly) what separates two trainings of one network.
-So a decoder trained on r from encoder A reads r from encoder B with no training: zero-shot stitching.
+With the default cosine similarity, r ignores any orthogonal map Q and positive rescaling s of the
+latent space, ``cos(sQu, sQv) = cos(u, v)``, which is (roughly) what separates two trainings of one
+network. So a decoder trained on r from encoder A reads r from encoder B with no training: zero-shot
+stitching.
 
-Optional centering subtracts the anchors' mean latent from both sides first (a translation then
-cancels too); the original paper does not center. The LayerNorm the authors apply *after* the
-projection lives in the decoder (its first layer), so the projection stays a pure function.
+A :class:`ProjectionConfig` chooses, in this order:
+
+1. **centering** of samples and anchors with the anchors' statistics: ``none`` (the paper),
+   ``center`` (subtract the anchors' mean latent: a translation of the space then cancels) or
+   ``standard`` (also divide each dimension by the anchors' standard deviation);
+2. one or more **similarities** (see :data:`SIMILARITIES`): ``cosine``, ``angular``, ``euclidean``,
+   ``l1``, ``linf``. Several, comma-separated, give the *product of invariances* (Cannistraci et al.
+   2024): one block of k values per similarity, each normalised on its own, concatenated → ``[N, m*k]``;
+3. a per-sample **normalisation** of each block over its k values: ``none``, ``l2`` or ``standard``
+   (subtract the row mean, divide by the row standard deviation: a LayerNorm without weights);
+4. **top-k** sparsification of each block: keep the k largest values of each row, zero the rest.
+
+Why distances are *negative distances*, not kernels: ``-d(x, a)`` is larger for closer anchors (so
+"largest similarity" means "nearest anchor" for every option), needs no bandwidth, and is exactly the
+formula one would check by hand. A kernel ``exp(-d/σ)`` needs a σ; a fixed σ breaks the rescaling
+invariance and a σ taken from the data adds a hidden statistic. Negative distances are invariant to
+rotations and translations but *not* to rescaling; a per-sample ``l2`` or ``standard`` normalisation
+restores scale invariance (``-s·d / |s·d| = -d / |d|``), which is why the product of invariances
+requires one. With top-k on negative distances use ``standard`` normalisation, so that a zeroed entry
+means "average" rather than "nearer than every kept anchor".
+
+Which invariances each similarity has (tested in tests/test_projections.py):
+
+==========  ========  ============  ===========  ==================================
+similarity  rotation  rescaling     translation  note
+==========  ========  ============  ===========  ==================================
+cosine      yes       yes           center       the paper's choice
+angular     yes       yes           center       1 - angle/π, in [0, 1]
+euclidean   yes       normalise     yes          -|x - a|₂
+l1          no        normalise     yes          -|x - a|₁ (axis-aligned: rotations change it)
+linf        no        normalise     yes          -max|x - a| (axis-aligned)
+==========  ========  ============  ===========  ==================================
+
+The LayerNorm the authors apply *after* the projection lives in the decoder (its first layer), so
+the projection stays a pure function.
 
 Implementation notes (why it looks like this):
-- Anchors are normalised once (k x D, small). Samples are *not* copied into a normalised tensor:
-  we compute ``x @ a_hat.T`` and divide each row by ``|x|`` afterwards, which is the same number and
-  needs no N x D temporary.
-- Samples are processed in chunks so peak extra memory is bounded by ``chunk_size x (D + k)``,
-  whatever N is.
-- A zero-norm vector has no direction; its norm is clamped to ``EPS`` so its similarities are 0
-  (not NaN). :func:`count_degenerate` lets callers report how many there were.
+- Anchors are prepared once (k x D, small). Samples are *not* copied into a normalised tensor: for
+  cosine we compute ``x @ a_hat.T`` and divide each row by ``|x|`` afterwards, which is the same
+  number and needs no N x D temporary; Euclidean distances use ``|x|² - 2 x·a + |a|²``.
+- Samples are processed in chunks so peak extra memory is bounded by ``chunk_size x (D + m*k)``,
+  whatever N is (centering makes a chunk-sized copy, never an N-sized one).
+- A zero-norm vector has no direction; its norm is clamped to ``EPS`` so its cosines are 0 (not
+  NaN). :func:`count_degenerate` lets callers report how many there were. Square roots and arccos are
+  guarded so that a sample equal to an anchor (common while training end to end: anchors come from
+  the training set) has finite gradients.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -36,14 +72,48 @@ EPS = 1e-8
 """Norms below this are treated as zero: the vector gets similarity 0 to every anchor."""
 
 DEFAULT_CHUNK = 16384
+CENTERINGS = ("none", "center", "standard")
+NORMALIZATIONS = ("none", "l2", "standard")
 
 
 @dataclass(frozen=True)
 class ProjectionConfig:
-    """How absolute latents become relative vectors. Travels inside every relative decoder."""
+    """How absolute latents become relative vectors. Travels inside every relative decoder.
 
-    similarity: str = "cosine"
-    centering: bool = False  # subtract the anchors' mean latent before comparing
+    Hashable (it keys the cache of relative vectors in :class:`~relstitch.encoding.EncodedSpace`).
+    ``centering`` also accepts the booleans older relstitch files stored (True = ``center``).
+    """
+
+    similarity: str = "cosine"  # one name, or several comma-separated (product of invariances)
+    centering: str = "none"  # none | center | standard, with the anchors' statistics
+    normalization: str = "none"  # none | l2 | standard, per sample over each block of k similarities
+    top_k: int | None = None  # keep the k largest similarities of each block, zero the rest
+
+    def __post_init__(self) -> None:
+        # Canonical spelling, so equal configs are equal keys: "Cosine + L1" == "cosine,l1".
+        names = [n.strip().lower() for n in str(self.similarity).replace("+", ",").split(",")]
+        object.__setattr__(self, "similarity", ",".join(names))
+        if isinstance(self.centering, bool):  # files written before centering had three modes
+            object.__setattr__(self, "centering", "center" if self.centering else "none")
+        if self.top_k is not None and not isinstance(self.top_k, bool):
+            object.__setattr__(self, "top_k", int(self.top_k))
+
+    @property
+    def similarities(self) -> tuple[str, ...]:
+        """The similarity names, in block order."""
+        return tuple(self.similarity.split(","))
+
+    def output_dim(self, anchors: int) -> int:
+        """Length of a relative vector with this many anchors (one block of k per similarity)."""
+        return anchors * len(self.similarities)
+
+    def describe(self) -> str:
+        """Short human form for tables: ``cosine``, ``cosine+euclidean, center, l2, top-10``."""
+        parts = ["+".join(self.similarities)]
+        parts += [x for x in (self.centering, self.normalization) if x != "none"]
+        if self.top_k:
+            parts.append(f"top-{self.top_k}")
+        return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,10 +133,32 @@ class ProjectionConfig:
         return config
 
     def validate(self) -> None:
-        if self.similarity not in SIMILARITIES:
+        """Raise a one-line :class:`RelstitchError` for an impossible configuration."""
+        names = self.similarities
+        for name in names:
+            if name not in SIMILARITIES:
+                raise RelstitchError(f"unknown similarity {name!r}; choose one of {', '.join(SIMILARITIES)}")
+        if len(set(names)) != len(names):
+            raise RelstitchError(f"similarity listed twice in {self.similarity!r}")
+        if self.centering not in CENTERINGS:
+            raise RelstitchError(f"unknown centering {self.centering!r}; choose one of {', '.join(CENTERINGS)}")
+        if self.normalization not in NORMALIZATIONS:
             raise RelstitchError(
-                f"unknown similarity {self.similarity!r}; choose one of {', '.join(sorted(SIMILARITIES))}"
+                f"unknown normalization {self.normalization!r}; choose one of {', '.join(NORMALIZATIONS)}"
             )
+        if self.top_k is not None and (isinstance(self.top_k, bool) or self.top_k < 1):
+            raise RelstitchError(f"top-k must be a positive number of anchors, got {self.top_k!r}")
+        if len(names) > 1 and self.normalization == "none":
+            raise RelstitchError(
+                f"a product of similarities ({'+'.join(names)}) needs each block normalised: their scales differ",
+                hint="add --normalization standard (or l2)",
+            )
+
+
+# ---------------------------------------------------------------------------------- similarities
+# Each similarity is a pair: prepare(anchors) once, then compare(chunk, prepared) -> [chunk, k].
+def _prepare_cosine(anchors: torch.Tensor) -> torch.Tensor:
+    return anchors / anchors.norm(dim=1, keepdim=True).clamp_min(EPS)
 
 
 def _cosine(x: torch.Tensor, anchors_hat: torch.Tensor) -> torch.Tensor:
@@ -74,14 +166,84 @@ def _cosine(x: torch.Tensor, anchors_hat: torch.Tensor) -> torch.Tensor:
     return (x @ anchors_hat.T) / x.norm(dim=1, keepdim=True).clamp_min(EPS)
 
 
-def _prepare_cosine(anchors: torch.Tensor) -> torch.Tensor:
-    return anchors / anchors.norm(dim=1, keepdim=True).clamp_min(EPS)
+def _angular(x: torch.Tensor, anchors_hat: torch.Tensor) -> torch.Tensor:
+    """``1 - angle/π`` in [0, 1]: 1 for the same direction, 0 for opposite ones."""
+    cos = _cosine(x, anchors_hat)
+    inside = cos.abs() < 1
+    # arccos has an infinite slope at ±1: feed it a harmless 0 there and take the exact value instead.
+    angle = torch.where(inside, torch.arccos(torch.where(inside, cos, torch.zeros_like(cos))),
+                        torch.where(cos > 0, torch.zeros_like(cos), torch.full_like(cos, math.pi)))
+    return 1 - angle / math.pi
 
 
-# similarity name -> (prepare the anchors once, compare a chunk of samples with the prepared anchors)
+def _identity(anchors: torch.Tensor) -> torch.Tensor:
+    return anchors
+
+
+def _euclidean(x: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """``-|x - a|₂`` through ``|x|² - 2x·a + |a|²`` (one matmul, no [chunk, k, D] temporary)."""
+    squared = (x * x).sum(1, keepdim=True) - 2 * (x @ anchors.T) + (anchors * anchors).sum(1)
+    # Clamp below at EPS² (not 0): the slope of sqrt stays finite for a sample equal to an anchor.
+    return -squared.clamp_min(EPS * EPS).sqrt()
+
+
+def _l1(x: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """``-|x - a|₁``."""
+    return -torch.cdist(x, anchors, p=1)
+
+
+def _linf(x: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """``-max_d |x_d - a_d|``."""
+    return -torch.cdist(x, anchors, p=float("inf"))
+
+
 SIMILARITIES: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[..., torch.Tensor]]] = {
     "cosine": (_prepare_cosine, _cosine),
+    "angular": (_prepare_cosine, _angular),
+    "euclidean": (_identity, _euclidean),
+    "l1": (_identity, _l1),
+    "linf": (_identity, _linf),
 }
+"""Similarity name -> (prepare the anchors once, compare a chunk of samples with the prepared anchors)."""
+
+
+# ------------------------------------------------------------------------------ post-processing
+def _normalise(r: torch.Tensor, mode: str) -> torch.Tensor:
+    """Per-sample normalisation of one block ``[n, k]`` of similarities."""
+    if mode == "l2":
+        return r / r.norm(dim=1, keepdim=True).clamp_min(EPS)
+    if mode == "standard":
+        mean = r.mean(dim=1, keepdim=True)
+        std = r.std(dim=1, keepdim=True, correction=0).clamp_min(EPS)
+        return (r - mean) / std
+    return r
+
+
+def _top_k(r: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the ``k`` largest values of each row, zero the rest (differentiable through the kept ones)."""
+    if k >= r.shape[1]:
+        return r
+    values, index = r.topk(k, dim=1)
+    return torch.zeros_like(r).scatter(1, index, values)
+
+
+def anchor_statistics(anchors: torch.Tensor, centering: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The (mean, std) a centering mode subtracts/divides by, computed on the anchors only."""
+    if centering == "none":
+        return None, None
+    mean = anchors.mean(dim=0)
+    if centering == "center":
+        return mean, None
+    # correction=0: one anchor is allowed (std 0 → clamped), and it is the statistic of the set itself.
+    return mean, anchors.std(dim=0, correction=0).clamp_min(EPS)
+
+
+def _standardise(x: torch.Tensor, mean: torch.Tensor | None, std: torch.Tensor | None) -> torch.Tensor:
+    if mean is not None:
+        x = x - mean
+    if std is not None:
+        x = x / std
+    return x
 
 
 def relative_projection(
@@ -91,11 +253,13 @@ def relative_projection(
     *,
     chunk_size: int | None = DEFAULT_CHUNK,
 ) -> torch.Tensor:
-    """Project absolute latents ``x [N, D]`` onto ``anchors [k, D]`` → relative vectors ``[N, k]``.
+    """Project absolute latents ``x [N, D]`` onto ``anchors [k, D]`` → relative vectors ``[N, m*k]``.
 
+    ``m`` is the number of similarities in ``config`` (1 unless it is a product of invariances).
     Differentiable in ``x`` (used inside training); anchors are typically computed under no_grad.
     """
     config = config or ProjectionConfig()
+    config.validate()
     if x.ndim != 2 or anchors.ndim != 2:
         raise RelstitchError(f"expected 2-d latents, got samples {tuple(x.shape)} and anchors {tuple(anchors.shape)}")
     if x.shape[1] != anchors.shape[1]:
@@ -103,25 +267,35 @@ def relative_projection(
             f"samples have {x.shape[1]} latent dimensions but anchors have {anchors.shape[1]}",
             hint="embed the anchors with the same encoder as the samples",
         )
-    prepare, compare = SIMILARITIES[config.similarity]
+    k = anchors.shape[0]
+    if config.top_k is not None and config.top_k > k:
+        raise RelstitchError(f"top-k {config.top_k} is more than the {k} anchors", hint="lower --top-k")
     anchors = anchors.to(x.dtype)
-    center = anchors.mean(dim=0) if config.centering else None
-    prepared = prepare(anchors - center if center is not None else anchors)
+    mean, std = anchor_statistics(anchors, config.centering)
+    anchors = _standardise(anchors, mean, std)
+    blocks = [(SIMILARITIES[name][0](anchors), SIMILARITIES[name][1]) for name in config.similarities]
 
     def project(chunk: torch.Tensor) -> torch.Tensor:
-        return compare(chunk - center if center is not None else chunk, prepared)
+        chunk = _standardise(chunk, mean, std)
+        parts = []
+        for prepared, compare in blocks:
+            r = _normalise(compare(chunk, prepared), config.normalization)
+            parts.append(_top_k(r, config.top_k) if config.top_k else r)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     n = x.shape[0]
     if chunk_size is None or n <= chunk_size or x.requires_grad:
         return project(x)
-    out = torch.empty((n, anchors.shape[0]), dtype=x.dtype, device=x.device)
+    out = torch.empty((n, config.output_dim(k)), dtype=x.dtype, device=x.device)
     for start in range(0, n, chunk_size):
         out[start : start + chunk_size] = project(x[start : start + chunk_size])
     return out
 
 
 def count_degenerate(x: torch.Tensor, anchors: torch.Tensor, config: ProjectionConfig | None = None) -> int:
-    """How many samples (and anchors) have a (centered) norm below EPS: their similarities are 0."""
+    """How many samples (and anchors) have a (centered) norm below EPS: their cosines are 0."""
     config = config or ProjectionConfig()
-    center = anchors.mean(dim=0) if config.centering else 0.0
-    return int(((x - center).norm(dim=1) < EPS).sum()) + int(((anchors - center).norm(dim=1) < EPS).sum())
+    mean, std = anchor_statistics(anchors, config.centering)
+    return int((_standardise(x, mean, std).norm(dim=1) < EPS).sum()) + int(
+        (_standardise(anchors, mean, std).norm(dim=1) < EPS).sum()
+    )

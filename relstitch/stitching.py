@@ -36,6 +36,12 @@ class PairResult:
     encoder_hash: str | None = None
     decoder_hash: str | None = None
     encoder_space: str | None = None  # the bottleneck the encoder was trained with, if known
+    method: str | None = None  # how the pair is wired: relative, absolute or a translation; default = space
+    control: str | None = None  # set for a control run (e.g. "shuffled-anchors"): not the method's score
+
+    def __post_init__(self) -> None:
+        if self.method is None:
+            self.method = self.space
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -52,9 +58,10 @@ def check_pair(space: EncodedSpace, decoder: Decoder) -> None:
                 hint="use the anchor file the decoder was trained with",
             )
         k = space.anchor_absolute.shape[0]
-        if decoder.input_dim != k:
+        expected = decoder.projection.output_dim(k) if decoder.projection else k
+        if decoder.input_dim != expected:
             raise RelstitchError(
-                f"decoder {decoder.name!r} reads {decoder.input_dim} similarities but there are {k} anchors",
+                f"decoder {decoder.name!r} reads {decoder.input_dim} similarities but {k} anchors give {expected}",
                 path=decoder.path,
             )
     else:

@@ -9,7 +9,7 @@ Both share one optimisation loop.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -43,7 +43,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     seed: int = 0
-    centering: bool = False
+    projection: ProjectionConfig = field(default_factory=ProjectionConfig)  # used by the relative bottleneck
 
     def validate(self) -> None:
         if self.task not in TASKS:
@@ -55,6 +55,7 @@ class TrainConfig:
                 raise RelstitchError(f"{key} must be at least 1")
         if not self.lr > 0:
             raise RelstitchError("learning rate must be positive")
+        self.projection.validate()
 
 
 def _optimise(
@@ -118,7 +119,7 @@ def train(
     enc_args.update({"in_shape": list(in_shape)} if config.arch == "mlp" else {"in_channels": in_shape[0]})
     encoder_module = create_encoder(config.arch, **enc_args)
     relative = config.space == "relative"
-    in_dim = len(anchors) if relative else config.latent_dim
+    in_dim = config.projection.output_dim(len(anchors)) if relative else config.latent_dim
     head = config.head or DEFAULT_HEAD[config.task]
     dec_args: dict[str, Any] = {"in_dim": in_dim}
     if config.task == "classification":
@@ -126,7 +127,7 @@ def train(
     else:
         dec_args.update(out_channels=in_shape[0])
     decoder_module = create_decoder(head, **dec_args)
-    projection = ProjectionConfig(centering=config.centering) if relative else None
+    projection = config.projection if relative else None
     spec = default_image_spec(in_shape)
     x_all = dataset.x
     anchor_x = prepare_images(anchors.inputs, spec) if relative else None

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from statistics import mean
 
 import pytest
 
-from conftest import REPO
-
-ZOO = REPO / "checkpoints"
+ZOO = Path(__file__).resolve().parent.parent / "checkpoints"
 
 
 @pytest.mark.skipif(not (ZOO / "anchors.safetensors").exists(), reason="shipped checkpoints/ not present")
