@@ -121,6 +121,32 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing o
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Samples per forward pass.")]
 LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N samples.")]
 
+# The projection option set, shared by every verb that builds relative vectors (train, encode).
+_PROJ = "Projection"
+SimilarityOpt = Annotated[str, typer.Option(
+    "--similarity", rich_help_panel=_PROJ,
+    help="cosine, angular, euclidean, l1 or linf (distances as negative distances); several comma-separated "
+         "= product of invariances.")]
+CenteringOpt = Annotated[str, typer.Option(
+    "--centering", rich_help_panel=_PROJ, help="none, center (anchors' mean) or standard (anchors' mean and std per dimension).")]
+NormalizationOpt = Annotated[str, typer.Option(
+    "--normalization", rich_help_panel=_PROJ, help="Per-sample normalisation of each block of similarities: none, l2 or standard.")]
+TopKOpt = Annotated[int | None, typer.Option(
+    "--top-k", min=1, rich_help_panel=_PROJ, help="Keep the k largest similarities of each sample, zero the rest.")]
+
+
+def projection_config(similarity: str, centering: str, normalization: str, top_k: int | None) -> Any:
+    """The :class:`~relstitch.projection.ProjectionConfig` the projection options describe (exit 2 if invalid)."""
+    from .errors import RelstitchError, UsageError
+    from .projection import ProjectionConfig
+
+    config = ProjectionConfig(similarity=similarity, centering=centering, normalization=normalization, top_k=top_k)
+    try:
+        config.validate()
+    except RelstitchError as exc:
+        raise UsageError(str(exc)) from None
+    return config
+
 
 @app.command()
 @handles_errors
@@ -158,7 +184,10 @@ def train(
     latent_dim: Annotated[int, typer.Option(min=1, help="Latent size of the encoder.")] = 64,
     batch_size: BatchOpt = 128,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 1e-3,
-    centering: Annotated[bool, typer.Option(help="Center on the anchors' mean before the cosine.")] = False,
+    similarity: SimilarityOpt = "cosine",
+    centering: CenteringOpt = "none",
+    normalization: NormalizationOpt = "none",
+    top_k: TopKOpt = None,
     limit: LimitOpt = None,
     force: ForceOpt = False,
 ) -> None:
@@ -176,7 +205,8 @@ def train(
     check_output(enc_out, force=force)
     check_output(dec_out, force=force)
     config = TrainConfig(arch=arch, task=task, space=space, latent_dim=latent_dim, epochs=epochs,
-                         batch_size=batch_size, lr=lr, seed=seed, centering=centering)
+                         batch_size=batch_size, lr=lr, seed=seed,
+                         projection=projection_config(similarity, centering, normalization, top_k))
     config.validate()
     chosen = load_anchors(anchors_file) if anchors_file else None
     dataset, held_out = load_dataset(data, limit=limit), load_dataset(eval_data)
@@ -199,7 +229,10 @@ def encode(
     anchors_file: AnchorsOpt = Path(DEFAULT_ANCHORS),
     data: DataOpt = "builtin:test",
     output: Annotated[Path, typer.Option("--output", "-o", help="Embeddings file to write.")] = Path("embeddings.safetensors"),
-    centering: Annotated[bool, typer.Option(help="Center on the anchors' mean before the cosine.")] = False,
+    similarity: SimilarityOpt = "cosine",
+    centering: CenteringOpt = "none",
+    normalization: NormalizationOpt = "none",
+    top_k: TopKOpt = None,
     batch_size: BatchOpt = 256,
     limit: LimitOpt = None,
     force: ForceOpt = False,
@@ -211,14 +244,15 @@ def encode(
     from .data import load_dataset
     from .encoding import encode as encode_space
     from .encoding import save_embeddings
-    from .projection import ProjectionConfig
 
+    projection = projection_config(similarity, centering, normalization, top_k)
     check_output(output, force=force)
     chosen, model, dataset = load_anchors(anchors_file), load_encoder(encoder), load_dataset(data, limit=limit)
     with progress_bar() as progress:
         space = encode_space(model, chosen, dataset, batch_size=batch_size, progress=progress)
-    save_embeddings(space, output, projection=ProjectionConfig(centering=centering), force=force)
-    console.print(f"wrote {output}: {len(dataset)} samples, absolute {space.absolute.shape[1]}-d, relative {len(chosen)}-d")
+    save_embeddings(space, output, projection=projection, force=force)
+    console.print(f"wrote {output}: {len(dataset)} samples, absolute {space.absolute.shape[1]}-d, "
+                  f"relative {projection.output_dim(len(chosen))}-d ({projection.describe()})")
 
 
 @app.command()

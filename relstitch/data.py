@@ -25,6 +25,7 @@ import torch
 
 from .artifacts import content_hash
 from .errors import RelstitchError
+from .sources.text import TextViews
 
 BUILTIN_FILE = Path(__file__).parent / "assets" / "fashion_mnist_small.safetensors"
 FASHION_MNIST_CLASSES = [
@@ -36,10 +37,14 @@ SPLITS = ("train", "test")
 
 @dataclass
 class Dataset:
-    """Labelled images as uint8 ``x [N, C, H, W]`` with int64 labels ``y [N]`` and source ids."""
+    """Labelled samples with int64 labels ``y [N]`` and source ids.
+
+    ``x`` is uint8 images ``[N, C, H, W]`` (or a float tensor), or :class:`TextViews` for text
+    (``modality == "text"``): parallel named views that index like a tensor.
+    """
 
     name: str
-    x: torch.Tensor
+    x: torch.Tensor | TextViews
     y: torch.Tensor
     classes: list[str]
     ids: torch.Tensor = field(default=None)  # position of each sample in its source split
@@ -57,13 +62,19 @@ class Dataset:
     @cached_property
     def hash(self) -> str:
         """Content hash of images, labels and ids: the dataset's identity in reports."""
-        return content_hash({"x": self.x, "y": self.y, "ids": self.ids})
+        inputs = self.x.to_tensors("x.") if isinstance(self.x, TextViews) else {"x": self.x}
+        return content_hash({**inputs, "y": self.y, "ids": self.ids})
 
     def subset(self, indices: torch.Tensor, name: str | None = None) -> Dataset:
         return Dataset(name or self.name, self.x[indices], self.y[indices], self.classes, self.ids[indices], self.modality)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "size": len(self), "shape": list(self.x.shape[1:]), "hash": self.hash}
+        info = {"name": self.name, "size": len(self), "shape": list(self.x.shape[1:]), "hash": self.hash}
+        if self.modality != "image":
+            info["modality"] = self.modality
+        if isinstance(self.x, TextViews):
+            info["views"] = self.x.names
+        return info
 
 
 # ----------------------------------------------------------------------------------------- sources
@@ -130,7 +141,25 @@ def _load_idx(locator: str) -> Dataset:
     return Dataset(f"idx:{folder}:{split}", images.unsqueeze(1).contiguous(), labels, classes)
 
 
-DATA_SOURCES: dict[str, Callable[[str], Dataset]] = {"builtin": _load_builtin, "idx": _load_idx}
+def _from_sources(loader: str) -> Callable[[str], Dataset]:
+    """A loader living in :mod:`relstitch.sources.datasets`, imported on first use (it imports this module)."""
+
+    def load(locator: str) -> Dataset:
+        from .sources import datasets
+
+        return getattr(datasets, loader)(locator)
+
+    return load
+
+
+DATA_SOURCES: dict[str, Callable[[str], Dataset]] = {
+    "builtin": _load_builtin,
+    "idx": _load_idx,
+    "imagefolder": _from_sources("load_imagefolder"),
+    "tensors": _from_sources("load_tensors"),
+    "jsonl": _from_sources("load_jsonl"),
+    "csv": _from_sources("load_csv"),
+}
 """Dataset reference kind -> loader taking the locator (the text after ``kind:``)."""
 
 
@@ -159,11 +188,33 @@ def default_image_spec(shape: tuple[int, ...] | list[int], mean: float = 0.2860,
 
 
 def prepare_images(x: torch.Tensor, spec: dict[str, Any]) -> torch.Tensor:
-    """uint8 images → the float tensor the encoder expects, following its declared input spec."""
-    expected = tuple(spec["shape"])
-    if tuple(x.shape[1:]) != expected:
+    """Images → the float tensor the encoder expects, following its declared input spec.
+
+    Spec keys: ``shape`` (required per-sample shape, if given), ``scale`` (integer inputs are divided
+    by it), ``channels`` (1 → 3 repeats grey, 3 → 1 takes luminance), ``resize`` ([H, W], bilinear),
+    ``mean``/``std`` (a number or one per channel). So a 28x28 grey dataset can feed a 224x224 RGB net.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise RelstitchError("an image encoder was given text data", hint="use a text encoder (hf:DIR) for text data")
+    if "shape" in spec and tuple(x.shape[1:]) != tuple(spec["shape"]):
         raise RelstitchError(
-            f"data has shape {tuple(x.shape[1:])} per sample but the encoder expects {expected}",
+            f"data has shape {tuple(x.shape[1:])} per sample but the encoder expects {tuple(spec['shape'])}",
             hint="use data of the encoder's input shape",
         )
-    return (x.float() / spec.get("scale", 255.0) - spec.get("mean", 0.0)) / spec.get("std", 1.0)
+    out = x.float() if x.is_floating_point() else x.float() / spec.get("scale", 255.0)
+    channels = spec.get("channels")
+    if channels and out.ndim == 4 and out.shape[1] != channels:
+        if out.shape[1] == 1:
+            out = out.expand(-1, channels, -1, -1)
+        elif out.shape[1] == 3 and channels == 1:
+            out = (out * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        else:
+            raise RelstitchError(f"cannot turn {out.shape[1]}-channel images into {channels} channels")
+    if spec.get("resize") and out.ndim == 4 and list(out.shape[2:]) != list(spec["resize"]):
+        out = torch.nn.functional.interpolate(out, size=tuple(spec["resize"]), mode="bilinear", align_corners=False,
+                                              antialias=True)
+    mean, std = spec.get("mean", 0.0), spec.get("std", 1.0)
+    if isinstance(mean, list | tuple) or isinstance(std, list | tuple):
+        shape = (1, -1) + (1,) * (out.ndim - 2)  # one value per channel
+        mean, std = torch.tensor(mean).view(shape), torch.tensor(std).view(shape)
+    return (out - mean) / std
