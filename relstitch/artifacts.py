@@ -18,14 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_write
 from .errors import RelstitchError
+from .schema import FORMAT_VERSION, KINDS, check_metadata
 
 if TYPE_CHECKING:  # torch is imported lazily: `relstitch --help` and `inspect` must not pay for it.
     import torch
 
-FORMAT_VERSION = 1
-KINDS = ("anchors", "encoder", "decoder", "embeddings")
+# The format version and the kinds of file (with their metadata schemas) live in schema.py.
 PREFIX = "relstitch."
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit; larger headers are refused unread
+MAX_NDIM = 32  # far above any real tensor; a hostile header cannot make shape arithmetic run long
 
 _DTYPE_SIZES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1,
@@ -90,9 +91,11 @@ def read_header(path: str | os.PathLike) -> Header:
             raw = handle.read(n)
     except OSError as exc:
         raise RelstitchError(f"cannot read: {exc.strerror}", path=p) from None
+    if len(raw) < n:  # the file shrank between stat() and read()
+        raise RelstitchError(f"truncated safetensors file (header of {n} bytes, {len(raw)} read)", path=p)
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = _parse_json(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
         raise RelstitchError("not a safetensors file (header is not JSON)", path=p) from None
     if not isinstance(header, dict):
         raise RelstitchError("not a safetensors file (header is not a JSON object)", path=p)
@@ -108,65 +111,94 @@ def read_header(path: str | os.PathLike) -> Header:
         info = _validate_entry(p, name, entry, data_size)
         tensors[name] = info
         spans.append(tuple(entry["data_offsets"]))
-    spans.sort()
-    for (_, end), (begin, _) in zip(spans, spans[1:], strict=False):
-        if begin < end:
-            raise RelstitchError("corrupt safetensors file (tensor data overlaps)", path=p)
+    _check_coverage(p, sorted(spans), data_size)
     meta: dict[str, Any] = {}
     for key, value in raw_meta.items():
         if key.startswith(PREFIX):
             try:
-                meta[key[len(PREFIX):]] = json.loads(value)
-            except json.JSONDecodeError:
+                meta[key[len(PREFIX):]] = _parse_json(value)
+            except ValueError:
                 raise RelstitchError(f"corrupt metadata: {key} is not JSON", path=p) from None
     return Header(path=p, tensors=tensors, metadata=meta, raw_metadata=raw_meta, file_size=size)
 
 
+def _parse_json(text: str) -> Any:
+    """``json.loads`` that refuses what a hostile file could use against the parser itself.
+
+    Duplicate keys (two entries for one tensor name: which one wins is up to the reader), NaN/Infinity
+    (not JSON), nesting deep enough to exhaust the parser's recursion, and an integer too long to
+    convert all raise ValueError.
+    """
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        if len(set(keys)) != len(keys):
+            raise ValueError("duplicate key")
+        return dict(pairs)
+
+    def no_constants(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        return json.loads(text, object_pairs_hook=unique, parse_constant=no_constants)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not a size
+
+
 def _validate_entry(p: Path, name: str, entry: Any, data_size: int) -> TensorInfo:
-    bad = f"corrupt safetensors header (tensor {name!r}"
+    bad = f"corrupt safetensors header (tensor {name[:60]!r}"
     if not isinstance(entry, dict):
         raise RelstitchError(f"{bad} is not an object)", path=p)
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in _DTYPE_SIZES:
-        raise RelstitchError(f"{bad} has unknown dtype {dtype!r})", path=p)
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(dtype, str) or dtype not in _DTYPE_SIZES:
+        raise RelstitchError(f"{bad} has unknown dtype {str(dtype)[:20]!r})", path=p)
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
         raise RelstitchError(f"{bad} has an invalid shape)", path=p)
+    if len(shape) > MAX_NDIM:
+        raise RelstitchError(f"{bad} has {len(shape)} dimensions, more than {MAX_NDIM})", path=p)
     if (
         not isinstance(offsets, list)
         or len(offsets) != 2
-        or not all(isinstance(o, int) for o in offsets)
+        or not all(_is_int(o) for o in offsets)
         or not 0 <= offsets[0] <= offsets[1] <= data_size
     ):
-        raise RelstitchError(f"{bad} points outside the file)", path=p)
-    count = 1
-    for d in shape:
+        raise RelstitchError(f"{bad} points outside the file's {data_size} data bytes)", path=p)
+    count = 0 if 0 in shape else 1
+    for d in shape if count else ():
         count *= d
+        if count > data_size:  # stop multiplying absurd shapes early: no such tensor fits anyway
+            break
     nbytes = count * _DTYPE_SIZES[dtype]
     if nbytes != offsets[1] - offsets[0]:
-        raise RelstitchError(f"{bad}: shape {shape} does not match its {offsets[1] - offsets[0]} bytes)", path=p)
+        shown = str(shape) if len(str(shape)) <= 60 else str(shape)[:57] + "..."
+        raise RelstitchError(f"{bad}: shape {shown} of {dtype} does not match its {offsets[1] - offsets[0]} bytes)", path=p)
     return TensorInfo(dtype=dtype, shape=tuple(shape), nbytes=nbytes)
 
 
+def _check_coverage(p: Path, spans: list[tuple[int, int]], data_size: int) -> None:
+    """Tensor data must tile the data area exactly, as the safetensors format requires: no gap, no
+    overlap, nothing after the last tensor (a file cut short or padded with other bytes is refused)."""
+    end = 0
+    for begin, stop in spans:
+        if begin < end:
+            raise RelstitchError("corrupt safetensors file (tensor data overlaps)", path=p)
+        if begin > end:
+            raise RelstitchError(f"corrupt safetensors file (a gap of {begin - end} bytes between tensors)", path=p)
+        end = stop
+    if end != data_size:
+        raise RelstitchError(
+            f"corrupt safetensors file (tensors cover {end} of its {data_size} data bytes: truncated or padded)", path=p
+        )
+
+
 def check_kind(header: Header, expected: str | tuple[str, ...]) -> None:
-    """Refuse a file that is not a relstitch file of the expected kind, or is from a newer relstitch."""
-    wanted = (expected,) if isinstance(expected, str) else expected
-    kind = header.kind
-    label = " or ".join(wanted)
-    if kind is None:
-        raise RelstitchError(
-            f"not a relstitch file (no relstitch.kind in its metadata); expected a {label} file", path=header.path
-        )
-    if kind not in wanted:
-        raise RelstitchError(f"is a relstitch {kind} file, expected a {label} file", path=header.path)
-    version = header.metadata.get("version")
-    if not isinstance(version, int):
-        raise RelstitchError("corrupt metadata: relstitch.version missing or not an integer", path=header.path)
-    if version > FORMAT_VERSION:
-        raise RelstitchError(
-            f"written by a newer relstitch (format {version}, this one reads up to {FORMAT_VERSION})",
-            path=header.path,
-            hint="upgrade relstitch",
-        )
+    """Refuse a file that is not a relstitch file of the expected kind, is from a newer relstitch, or whose
+    metadata does not follow its kind's schema (:func:`relstitch.schema.check_metadata`)."""
+    check_metadata(header.metadata, expected, header.path)
 
 
 def load_artifact(path: str | os.PathLike, kind: str | tuple[str, ...]) -> Artifact:
@@ -191,13 +223,18 @@ def save_artifact(
     force: bool = False,
 ) -> Path:
     """Write a relstitch file atomically; ``meta`` values are stored as JSON strings."""
+    payload = serialize(tensors, artifact_metadata(kind, meta))
+    return atomic_write(path, payload, force=force)
+
+
+def artifact_metadata(kind: str, meta: dict[str, Any]) -> dict[str, str]:
+    """The safetensors ``__metadata__`` of a relstitch file: kind, version and ``meta`` as JSON strings."""
     if kind not in KINDS:
         raise ValueError(f"unknown artifact kind {kind!r}")
     metadata = {"format": "pt", PREFIX + "kind": json.dumps(kind), PREFIX + "version": json.dumps(FORMAT_VERSION)}
     for key, value in meta.items():
         metadata[PREFIX + key] = json.dumps(value, sort_keys=True)
-    payload = serialize(tensors, metadata)
-    return atomic_write(path, payload, force=force)
+    return metadata
 
 
 _TORCH_DTYPES = {

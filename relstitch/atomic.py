@@ -29,6 +29,14 @@ def check_output(path: str | os.PathLike, *, force: bool) -> Path:
         raise RelstitchError("output folder does not exist", path=folder, hint="create it first")
     if not os.access(folder, os.W_OK):
         raise RelstitchError("output folder is not writable", path=folder, hint="choose another folder")
+    # os.access says yes to root on a read-only mount or /proc: only creating a file there is proof.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise RelstitchError(f"output folder is not writable ({exc.strerror})", path=folder,
+                             hint="choose another folder") from None
     return out
 
 
@@ -36,7 +44,10 @@ def atomic_write(path: str | os.PathLike, data: bytes | str, *, force: bool = Fa
     """Write ``data`` to ``path`` atomically (temporary file + fsync + rename)."""
     out = check_output(path, force=force)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent or ".")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent or ".")
+    except OSError as exc:
+        raise RelstitchError(f"cannot write ({exc.strerror})", path=out) from None
     try:
         # mkstemp creates the file 0600; give the output the permissions a plain open() would.
         os.chmod(tmp_name, 0o666 & ~_current_umask())
@@ -45,12 +56,14 @@ def atomic_write(path: str | os.PathLike, data: bytes | str, *, force: bool = Fa
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, out)
-    except BaseException:
+    except BaseException as exc:
         # KeyboardInterrupt and SystemExit included: the temporary file must not survive.
         try:
             os.unlink(tmp_name)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):  # a full disk, a vanished folder: the user's problem, said in one line
+            raise RelstitchError(f"cannot write ({exc.strerror or exc})", path=out) from None
         raise
     return out
 

@@ -122,13 +122,41 @@ def _require(meta: dict[str, Any], key: str, kind: type | tuple[type, ...], path
     return value
 
 
+def _check_shapes(name: str, module: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse weights whose names or shapes differ from what the architecture declares."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    if expected.keys() != found.keys():
+        missing, unexpected = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+        raise RelstitchError(f"weights do not fit architecture {name!r}: missing {missing[:5]}, unexpected {unexpected[:5]}",
+                             path=path)
+    wrong = [k for k in expected if expected[k] != found[k]]
+    if wrong:
+        raise RelstitchError(
+            f"weights do not fit architecture {name!r}: {wrong[0]} has shape {list(found[wrong[0]])}, "
+            f"the architecture needs {list(expected[wrong[0]])}",
+            path=path,
+        )
+
+
 def _build(kind: str, architecture: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path) -> nn.Module:
     name = _require(architecture, "name", str, path)
     args = architecture.get("args") or {}
+    if not isinstance(args, dict):
+        raise RelstitchError(f"corrupt metadata: arguments of architecture {name!r} are not an object", path=path)
+    create = create_encoder if kind == "encoder" else create_decoder
     try:
-        module = (create_encoder if kind == "encoder" else create_decoder)(name, **args)
+        # Built first on the meta device (no memory): a file declaring absurd sizes ("hidden": 10**9)
+        # is refused by comparing shapes before a single real parameter is allocated.
+        with torch.device("meta"):
+            probe = create(name, **args)
+        _check_shapes(name, probe, tensors, path)
+        module = create(name, **args)
     except RelstitchError as exc:
         raise RelstitchError(str(exc), path=path) from None
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:  # arguments the architecture cannot take
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise RelstitchError(f"architecture {name!r} cannot be built from the file's arguments ({reason})", path=path) from None
     result = module.load_state_dict(tensors, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise RelstitchError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import glob
+import io
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -18,10 +19,37 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from . import __version__
 
+
+class OneLineErrors(TyperGroup):
+    """Click's own usage errors (unknown option, bad value) as one ``error:`` line and exit 2, like relstitch's."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.Abort:
+            sys.stderr.write("error: aborted\n")
+            sys.exit(1)
+        except Exception as exc:
+            # Typer vendors its own click, so its ClickException is recognised by shape, not by import.
+            if not (callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int)):
+                raise  # a bug: keep its traceback
+            if type(exc).__name__ == "NoArgsIsHelpError":  # the help was printed: not an error to restate
+                sys.exit(exc.exit_code)
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            sys.stderr.write(f"error: {exc.format_message()}{hint}".replace("\n", " ") + "\n")
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     name="relstitch",
     help="Zero-shot model stitching with relative representations.",
     no_args_is_help=True,
@@ -48,16 +76,67 @@ def handles_errors(command: F) -> F:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .errors import RelstitchError
+        from .errors import RelstitchError, Terminated
 
         try:
-            return command(*args, **kwargs)
+            with sigterm_as_interrupt(), warnings_as_lines():
+                return command(*args, **kwargs)
         except RelstitchError as exc:
             raise _fail(str(exc), exc.exit_code) from None
+        except Terminated as exc:  # 128 + signal number, as a shell reports a killed process
+            raise _fail("terminated; no partial output was written", 128 + exc.signal_number) from None
         except KeyboardInterrupt:
             raise _fail("interrupted; no partial output was written", 130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Print each distinct :class:`~relstitch.errors.RelstitchWarning` once, as one ``warning:`` line on stderr."""
+    import warnings
+
+    from .errors import RelstitchWarning
+
+    seen: set[str] = set()
+    default_show = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], *rest: Any, **kw: Any) -> None:
+        if not issubclass(category, RelstitchWarning):
+            default_show(message, category, *rest, **kw)
+        elif str(message) not in seen:  # a matrix can raise one warning per pair: say it once
+            seen.add(str(message))
+            sys.stderr.write(f"warning: {str(message).replace(chr(10), ' ')}\n")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", RelstitchWarning)
+        warnings.showwarning = show
+        yield
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM raises :class:`~relstitch.errors.Terminated` (a KeyboardInterrupt),
+    so temporary files are removed and the exit is the one-line message Ctrl-C gives."""
+    import signal
+    import threading
+
+    from .errors import Terminated
+
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+        yield
+        return
+
+    def raise_terminated(number: int, frame: object) -> None:
+        # Ignore further SIGTERMs while unwinding: a second kill must not interrupt the cleanup itself.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated(number)
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -115,11 +194,38 @@ def main_options(
 
 
 # Shared option types, so every verb spells them the same way.
-DataOpt = Annotated[str, typer.Option("--data", "-d", help="Dataset: builtin:train, builtin:test, idx:DIR[:split] or a folder.")]
+DataOpt = Annotated[str, typer.Option("--data", "-d", help=(
+    "Dataset: builtin:train|test, idx:DIR[:split] (or a folder), imagefolder:DIR, tensors:FILE, jsonl:FILE, csv:FILE "
+    "(text: FILE#text=COL[,COL],label=COL). See README, Sources."))]
 AnchorsOpt = Annotated[Path, typer.Option("--anchors", "-a", help="Anchor file (from `relstitch anchors`).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Samples per forward pass.")]
 LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N samples.")]
+# Model-source options, shared by every verb that loads encoders (encode, stitch, eval-matrix).
+_SRC = "Model sources"
+EncoderRefHelp = ("Encoder: a relstitch checkpoint, hf:DIR, torchvision:NAME, python:package.module:function[(k=v)] or "
+                  "embeddings:FILE; per-reference options after # (hf:DIR#view=fr,pooling=mean).")
+ViewOpt = Annotated[str | None, typer.Option(
+    "--view", rich_help_panel=_SRC, help="Text view the encoders read (e.g. en, fr) [default: the data's first text column].")]
+SourceOptionsOpt = Annotated[list[str] | None, typer.Option(
+    "--source-option", "-O", rich_help_panel=_SRC,
+    help="KEY=VALUE for model sources (repeatable): pooling=cls|mean, max_length=N, dtype=float32|bfloat16|float16 (hf); "
+         "weights=FILE, layer=NAME[:input], resize=H,W, channels=1|3, mean=.., std=.. (torchvision, python); name=NAME.")]
+TrustOpt = Annotated[bool, typer.Option(
+    "--trust-remote-code", rich_help_panel=_SRC, help="Let hf: models run the Python code shipped in their folder.")]
+
+
+def model_loader(view: str | None, source_options: list[str] | None, trust_remote_code: bool, *,
+                 allow_embeddings: bool = True) -> Callable[[str], Any]:
+    """A function loading one encoder reference with the command line's source options as defaults."""
+    from .sources.models import load_encoder_ref, parse_options
+
+    options = parse_options(",".join(source_options or []))
+    if view:
+        options["view"] = view
+    return functools.partial(load_encoder_ref, trust_remote_code=trust_remote_code, allow_embeddings=allow_embeddings,
+                             **options)
+
 
 # The projection option set, shared by every verb that builds relative vectors (train, encode).
 _PROJ = "Projection"
@@ -153,18 +259,30 @@ def projection_config(similarity: str, centering: str, normalization: str, top_k
 def anchors(
     output: Annotated[Path, typer.Argument(help="Anchor file to write (.safetensors).")],
     data: DataOpt = "builtin:train",
-    count: Annotated[int, typer.Option("--count", "-k", min=1, help="Number of anchors.")] = 300,
-    strategy: Annotated[str, typer.Option(help="uniform (random) or stratified (one per class in turn).")] = "uniform",
+    count: Annotated[int | None, typer.Option("--count", "-k", min=1, help="Number of anchors [default: 300].")] = None,
+    strategy: Annotated[str, typer.Option(
+        help="uniform (random), stratified (one per class in turn), farthest-point, kmeans (sample nearest each "
+             "centroid) or ids (--ids).")] = "uniform",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    ids: Annotated[str | None, typer.Option(
+        "--ids", help="Anchor sample ids: a file (one per line or comma-separated) or an inline list 3,17,42.")] = None,
+    space_encoder: Annotated[str | None, typer.Option(
+        "--space-encoder", help="farthest-point/kmeans: measure distances in this encoder's latents (a checkpoint or any "
+                                "model reference) [default: input pixels].")] = None,
     force: ForceOpt = False,
 ) -> None:
     """Pick anchors from a dataset and write the anchor file."""
-    from .anchors import save_anchors, select_anchors
+    from .anchors import parse_ids, save_anchors, select_anchors
     from .atomic import check_output
     from .data import load_dataset
+    from .sources.models import load_encoder_ref
 
     check_output(output, force=force)
-    chosen = select_anchors(load_dataset(data), count, strategy, seed)
+    if ids is not None and strategy == "uniform":
+        strategy = "ids"  # --ids alone says which strategy is meant
+    space_model = load_encoder_ref(space_encoder, allow_embeddings=False) if space_encoder else None
+    chosen = select_anchors(load_dataset(data), count, strategy, seed, ids=parse_ids(ids) if ids is not None else None,
+                            space_encoder=space_model)
     save_anchors(chosen, output, force=force)
     console.print(f"wrote {output}: {len(chosen)} {strategy} anchors from {data} (seed {seed}), hash {chosen.hash[:12]}")
 
@@ -225,7 +343,7 @@ def train(
 @app.command()
 @handles_errors
 def encode(
-    encoder: Annotated[Path, typer.Argument(help="Encoder checkpoint.")],
+    encoder: Annotated[str, typer.Argument(help=EncoderRefHelp)],
     anchors_file: AnchorsOpt = Path(DEFAULT_ANCHORS),
     data: DataOpt = "builtin:test",
     output: Annotated[Path, typer.Option("--output", "-o", help="Embeddings file to write.")] = Path("embeddings.safetensors"),
@@ -235,24 +353,43 @@ def encode(
     top_k: TopKOpt = None,
     batch_size: BatchOpt = 256,
     limit: LimitOpt = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="Encoder precision under autocast: float32, bfloat16, float16.")] = "float32",
+    view: ViewOpt = None,
+    source_options: SourceOptionsOpt = None,
+    trust_remote_code: TrustOpt = False,
     force: ForceOpt = False,
 ) -> None:
-    """Embed a dataset and the anchors with an encoder → embeddings file (absolute + relative)."""
+    """Embed a dataset and the anchors with an encoder → embeddings file (absolute + relative).
+
+    Streams batch by batch into the file. Under torchrun (`torchrun --nproc-per-node P -m relstitch encode ...`)
+    each process encodes a shard and the shards land in one file, equal to a single-process run.
+    """
     from .anchors import load_anchors
     from .atomic import check_output
-    from .checkpoints import load_encoder
     from .data import load_dataset
-    from .encoding import encode as encode_space
-    from .encoding import save_embeddings
+    from .distributed import from_env
+    from .encoding import resolve_device
+    from .streaming import encode_to_file
 
     projection = projection_config(similarity, centering, normalization, top_k)
-    check_output(output, force=force)
-    chosen, model, dataset = load_anchors(anchors_file), load_encoder(encoder), load_dataset(data, limit=limit)
-    with progress_bar() as progress:
-        space = encode_space(model, chosen, dataset, batch_size=batch_size, progress=progress)
-    save_embeddings(space, output, projection=projection, force=force)
-    console.print(f"wrote {output}: {len(dataset)} samples, absolute {space.absolute.shape[1]}-d, "
-                  f"relative {projection.output_dim(len(chosen))}-d ({projection.describe()})")
+    where, precision = resolve_device(device, dtype)
+    group = from_env(where.type)
+    try:
+        check_output(output, force=force)  # every rank checks, so all stop together
+        if where.type == "cuda" and group.distributed:
+            where = resolve_device(f"cuda:{group.local_rank}", dtype)[0]
+        load = model_loader(view, source_options, trust_remote_code, allow_embeddings=False)
+        chosen, model, dataset = load_anchors(anchors_file), load(encoder), load_dataset(data, limit=limit)
+        with progress_bar() as progress:
+            done = encode_to_file(model, chosen, dataset, output, projection=projection, batch_size=batch_size,
+                                  device=where, dtype=precision, force=force, progress=progress, group=group)
+    finally:
+        group.close()
+    if group.rank == 0:
+        ranks = f" by {group.world} processes" if group.world > 1 else ""
+        console.print(f"wrote {output}{ranks}: {done['samples']} samples, absolute {done['latent_dim']}-d, "
+                      f"relative {done['relative_dim']}-d ({projection.describe()}) on {where.type} {dtype}")
 
 
 @app.command()
@@ -261,7 +398,8 @@ def fit(
     embeddings: Annotated[Path, typer.Argument(help="Embeddings file (from `relstitch encode`).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Decoder checkpoint to write.")],
     space: Annotated[str, typer.Option(help="Train on relative or absolute vectors.")] = "relative",
-    head: Annotated[str, typer.Option(help="Head architecture: vision-head or text-head.")] = "vision-head",
+    head: Annotated[str | None, typer.Option(
+        help="Head architecture: vision-head or text-head [default: text-head for text data, else vision-head].")] = None,
     hidden: Annotated[int, typer.Option(min=1, help="Hidden width of the head.")] = 128,
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     batch_size: BatchOpt = 64,
@@ -278,7 +416,8 @@ def fit(
     from .training import fit as fit_head
 
     check_output(output, force=force)
-    loaded = load_embeddings(embeddings)
+    loaded = load_embeddings(str(embeddings).removeprefix("embeddings:"))
+    head = head or ("text-head" if loaded.dataset.get("modality") == "text" else "vision-head")
     config = FitConfig(space=space, head=head, hidden=hidden, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     projection = ProjectionConfig.from_dict(loaded.meta.get("projection")) if space == "relative" else None
     with progress_bar() as progress:
@@ -291,86 +430,255 @@ def fit(
 @app.command()
 @handles_errors
 def stitch(
-    encoder: Annotated[Path, typer.Argument(help="Encoder checkpoint.")],
+    encoder: Annotated[str, typer.Argument(help=EncoderRefHelp)],
     decoder: Annotated[Path, typer.Argument(help="Decoder checkpoint.")],
     anchors_file: AnchorsOpt = Path(DEFAULT_ANCHORS),
-    data: DataOpt = "builtin:test",
+    data: Annotated[str | None, typer.Option("--data", "-d", help=(
+        "Dataset (as for encode) [default: builtin:test; for embeddings:FILE, the data they were computed on].")
+    )] = None,
     batch_size: BatchOpt = 256,
     limit: LimitOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    method: Annotated[str | None, typer.Option(
+        "--method", help="A translation (procrustes, lstsq, lstsq-ortho, affine) into the absolute decoder's own "
+                         "encoder space [default: feed the decoder its own space].")] = None,
+    target_encoder: Annotated[Path | None, typer.Option(
+        "--target-encoder", help="With --method: the decoder's own encoder [default: PREFIX.encoder.safetensors beside "
+                                 "PREFIX.decoder.safetensors].")] = None,
+    view: ViewOpt = None,
+    source_options: SourceOptionsOpt = None,
+    trust_remote_code: TrustOpt = False,
 ) -> None:
     """Wire one encoder into one decoder (in memory) and report the task metrics."""
     from .anchors import load_anchors
-    from .checkpoints import load_decoder, load_encoder
+    from .checkpoints import DECODER_SUFFIX, ENCODER_SUFFIX, Encoder, load_decoder, load_encoder
     from .data import load_dataset
+    from .errors import UsageError
+    from .sources.models import stitch_precomputed
     from .stitching import stitch as stitch_pair
 
-    head, chosen = load_decoder(decoder), load_anchors(anchors_file)
-    result = stitch_pair(load_encoder(encoder), head, chosen, load_dataset(data, limit=limit), batch_size=batch_size)
+    head, source = load_decoder(decoder), model_loader(view, source_options, trust_remote_code)(encoder)
+    if not isinstance(source, Encoder):  # vectors computed elsewhere: nothing to run, no anchor file needed
+        if method not in (None, head.space) or target_encoder is not None:
+            raise UsageError("precomputed embeddings take no translation --method or --target-encoder")
+        result = stitch_precomputed(source, head, load_dataset(data, limit=limit) if data else None)
+    elif method in (None, head.space):
+        if target_encoder is not None:
+            raise UsageError("--target-encoder only means something with a translation --method")
+        chosen, dataset = load_anchors(anchors_file), load_dataset(data or "builtin:test", limit=limit)
+        result = stitch_pair(source, head, chosen, dataset, batch_size=batch_size)
+    else:
+        from .translation import stitch_translated
+
+        if target_encoder is None and decoder.name.endswith(DECODER_SUFFIX):
+            target_encoder = decoder.with_name(decoder.name[: -len(DECODER_SUFFIX)] + ENCODER_SUFFIX)
+        if target_encoder is None:
+            raise UsageError("a translation needs the decoder's own encoder: pass --target-encoder FILE")
+        chosen, dataset = load_anchors(anchors_file), load_dataset(data or "builtin:test", limit=limit)
+        result = stitch_translated(source, head, chosen, dataset, method,
+                                   target_encoder=load_encoder(target_encoder), batch_size=batch_size)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
     kind = "stitched" if result.stitched else "not stitched (the decoder's own encoder)"
     scores = ", ".join(f"{k} {v:.4f}" for k, v in result.scores.items())
-    console.print(f"{result.encoder} → {result.decoder} ({result.space}, {kind}): {scores}", markup=False)
+    via = f"{result.method} → " if result.method != result.space else ""
+    console.print(f"{result.encoder} → {result.decoder} ({via}{result.space}, {kind}): {scores}", markup=False)
 
 
 @app.command("eval-matrix")
 @handles_errors
 def eval_matrix(
-    encoders: Annotated[list[str] | None, typer.Option("--encoders", "-e", help="Encoder checkpoints or globs (repeatable).")] = None,
+    encoders: Annotated[list[str] | None, typer.Option("--encoders", "-e", help=(
+        "Encoders (repeatable): checkpoints or globs, hf:DIR, torchvision:NAME, python:MOD:FN, embeddings:FILE.")
+    )] = None,
     decoders: Annotated[list[str] | None, typer.Option("--decoders", "-D", help="Decoder checkpoints or globs (repeatable).")] = None,
     anchors_file: Annotated[Path | None, typer.Option("--anchors", "-a", help="Anchor file [default: the shipped zoo's].")] = None,
     data: DataOpt = "builtin:test",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the long-form CSV here.")] = None,
+    markdown_out: Annotated[Path | None, typer.Option("--markdown", help="Write the Markdown report here.")] = None,
+    html_out: Annotated[Path | None, typer.Option("--html", help="Write the self-contained HTML report here.")] = None,
     metric: Annotated[str | None, typer.Option(help="Metric shown in the table [default: the task's main metric].")] = None,
+    group: Annotated[list[str] | None, typer.Option(
+        "--group", help="NAME=GROUP: label encoders/decoders matching the glob NAME (repeatable) [default: architecture].")] = None,
     batch_size: BatchOpt = 256,
     limit: LimitOpt = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing pair.")] = False,
+    cache: Annotated[Path | None, typer.Option("--cache", help="Folder of cached embeddings (by encoder, anchors, data).")] = None,
+    method: Annotated[str, typer.Option(
+        "--method", help="Comma-separated: relative, absolute, and translations procrustes, lstsq, lstsq-ortho, affine "
+                         "(an absolute decoder fed the row's encoder mapped into its own encoder's space).")] = "relative,absolute",
+    null_baseline: Annotated[bool, typer.Option(
+        "--null-baseline", help="Add the control with the encoder's anchors shuffled (method NAME-null): it must collapse.")] = False,
+    view: ViewOpt = None,
+    source_options: SourceOptionsOpt = None,
+    trust_remote_code: TrustOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Score every encoder with every decoder; the non-stitched diagonal is marked.
 
-    With no arguments it runs on the built-in data and the shipped checkpoints.
+    With no arguments it runs on the built-in data and the shipped checkpoints. The terminal shows one
+    heatmap per method and the mean ± std table per pair of groups; --json/--csv/--markdown/--html
+    write the report (re-render a saved JSON later with `relstitch report`).
     """
     from .anchors import load_anchors
     from .atomic import check_output
-    from .checkpoints import load_decoder
+    from .checkpoints import default_name, load_decoder
     from .data import load_dataset
     from .errors import UsageError
     from .matrix import eval_matrix as run_matrix
-    from .report import build_report, matrix_table, summary_table, write_csv, write_json
+    from .reports import build_report, parse_groups, print_report, write_csv, write_html, write_json, write_markdown
+    from .reports.document import check_groups
 
-    for out in (json_out, csv_out):
-        if out is not None:
-            check_output(out, force=force)
+    outputs = [p for p in (json_out, csv_out, markdown_out, html_out) if p is not None]
+    for out in outputs:
+        check_output(out, force=force)
+    groups = parse_groups(group)
+    methods = [m.strip() for m in method.split(",") if m.strip()]
     zoo = zoo_dir()
     encoder_paths = expand(encoders or [str(zoo / "*.encoder.safetensors")], "encoder")
     decoder_paths = expand(decoders or [str(zoo / "*.decoder.safetensors")], "decoder")
     heads = [load_decoder(p) for p in decoder_paths]
+    check_groups(groups, [default_name(p) for p in encoder_paths] + [h.name for h in heads])  # before the run, not after
     chosen = load_anchors(anchors_file or zoo / "anchors.safetensors")
     dataset = load_dataset(data, limit=limit)
     with progress_bar() as progress:
-        result = run_matrix(encoder_paths, heads, chosen, dataset, batch_size=batch_size, fail_fast=fail_fast,
-                            progress=progress)
+        result = run_matrix(encoder_paths, heads, chosen, dataset, batch_size=batch_size, fail_fast=fail_fast, cache=cache,
+                            progress=progress, methods=methods, null_baseline=null_baseline,
+                            load=model_loader(view, source_options, trust_remote_code))
     known = {m for p in result.pairs for m in p.scores}
     if metric is not None and metric not in known:
         raise UsageError(f"unknown metric {metric!r} for this task; choose one of {', '.join(sorted(known))}")
-    table, notes = matrix_table(result, metric)
-    console.print(table)
-    for note in notes:
-        console.print(note, style="dim", soft_wrap=True)
-    console.print(summary_table(result))
     config = {"data": data, "limit": limit, "batch_size": batch_size, "anchors": str(chosen.path),
-              "encoders": encoder_paths, "decoders": decoder_paths}
-    report = build_report(result, config=config)
-    if json_out:
-        write_json(report, json_out, force=force)
-    if csv_out:
-        write_csv(report, csv_out, force=force)
-    if json_out or csv_out:
-        console.print("wrote " + " and ".join(str(p) for p in (json_out, csv_out) if p))
+              "encoders": encoder_paths, "decoders": decoder_paths, "requested_methods": methods,
+              "null_baseline": null_baseline}
+    report = build_report(result, config=config, groups=groups)
+    print_report(console, report, metric)
+    for out, write in ((json_out, write_json), (csv_out, write_csv)):
+        if out:
+            write(report, out, force=force)
+    for out, write in ((markdown_out, write_markdown), (html_out, write_html)):
+        if out:
+            write(report, out, metric=metric, force=force)
+    if outputs:
+        console.print("wrote " + ", ".join(str(p) for p in outputs))
+
+
+@app.command()
+@handles_errors
+def report(
+    file: Annotated[Path, typer.Argument(help="A JSON report (from `eval-matrix --json`).")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table (terminal heatmap), md, csv, html or json.")] = "table",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of printing.")] = None,
+    metric: Annotated[str | None, typer.Option(help="Metric to show [default: the report's main metric].")] = None,
+    force: ForceOpt = False,
+) -> None:
+    """Re-render a saved report without recomputing anything (older report versions are migrated)."""
+    from .atomic import atomic_write, check_output
+    from .errors import UsageError
+    from .reports import FORMATS, load_report, print_report, render
+
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if output is not None:
+        check_output(output, force=force)
+    document = load_report(file)
+    if fmt == "table":
+        if output is None:
+            print_report(console, document, metric)
+            return
+        # A file gets what a plain 100-column terminal would show: no colour codes.
+        buffer = Console(file=io.StringIO(), width=100, color_system=None)
+        print_report(buffer, document, metric)
+        text = "".join(line.rstrip() + "\n" for line in buffer.file.getvalue().splitlines())  # rich pads lines to the table
+    else:
+        text = render(document, fmt, metric=metric)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write(output, text, force=force)
+        err_console.print(f"wrote {output}")
+
+
+@app.command()
+@handles_errors
+def compare(
+    spaces: Annotated[list[str], typer.Argument(help="Two or more embeddings files (from `relstitch encode`) or encoders.")],
+    k: Annotated[int, typer.Option("--k", "-k", min=1, help="Neighbours for Jaccard@k and MRR@k.")] = 10,
+    anchors_file: Annotated[Path | None, typer.Option(
+        "--anchors", "-a", help="Anchor file, to encode the encoders given [default: the shipped zoo's].")] = None,
+    data: DataOpt = "builtin:test",
+    limit: LimitOpt = None,
+    similarity: SimilarityOpt = "cosine",
+    centering: CenteringOpt = "none",
+    normalization: NormalizationOpt = "none",
+    top_k: TopKOpt = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the scores as JSON here.")] = None,
+    force: ForceOpt = False,
+) -> None:
+    """Label-free similarity of latent spaces: Jaccard@k, MRR@k, mean cosine and linear CKA,
+    in absolute and relative space (a matrix per metric for more than two)."""
+    from .anchors import load_anchors
+    from .atomic import atomic_write, check_output
+    from .comparison import compare_spaces
+    from .data import load_dataset
+    from .encoding import EncodedSpace
+    from .encoding import encode as encode_space
+    from .errors import UsageError
+    from .sources.models import load_encoder_ref
+
+    if len(spaces) < 2:
+        raise UsageError("compare needs at least two embeddings files or encoders")
+    projection = projection_config(similarity, centering, normalization, top_k)
+    if json_out is not None:
+        check_output(json_out, force=force)
+    loaded, chosen, dataset = [], None, None
+    with progress_bar() as progress:
+        for ref in spaces:
+            item = load_encoder_ref(ref)
+            if not isinstance(item, EncodedSpace):  # an encoder: embed the anchors and the data with it
+                chosen = chosen or load_anchors(anchors_file or zoo_dir() / "anchors.safetensors")
+                dataset = dataset or load_dataset(data, limit=limit)
+                item = encode_space(item, chosen, dataset, progress=progress)
+            loaded.append(item)
+    result = compare_spaces(loaded, k=k, projection=projection)
+    _print_comparison(result)
+    if json_out is not None:
+        atomic_write(json_out, json.dumps(result.to_dict(), indent=2) + "\n", force=force)
+        console.print(f"wrote {json_out}")
+
+
+def _print_comparison(result: Any) -> None:
+    """Two spaces: one table, A→B and B→A side by side. More: one source × target matrix per space and metric."""
+    from rich.table import Table
+
+    from .comparison import METRICS, SPACES
+
+    def fmt(value: float | None) -> str:
+        return "—" if value is None else f"{value:.3f}"
+
+    labels = {"jaccard": f"Jaccard@{result.k} ↑", "mrr": f"MRR@{result.k} ↑", "cosine": "mean cosine ↑", "cka": "linear CKA ↑"}
+    names = result.names
+    if len(names) == 2:
+        a, b = names
+        table = Table("space", "metric", f"{a} → {b}", f"{b} → {a}", title=f"compare (relative: {result.projection['similarity']}, "
+                      f"{len(names)} spaces)", title_justify="left")
+        for space in SPACES:
+            for metric in METRICS:
+                table.add_row(space, labels[metric], fmt(result.value(a, b, space, metric)), fmt(result.value(b, a, space, metric)))
+        console.print(table)
+    else:
+        for space in SPACES:
+            for metric in METRICS:
+                table = Table("source \\ target", *names, title=f"{space} · {labels[metric]}", title_justify="left")
+                for source in names:
+                    table.add_row(source, *("1.000" if source == target else fmt(result.value(source, target, space, metric))
+                                            for target in names))
+                console.print(table)
+    notes = sorted({r["note"] for r in result.rows if r["note"]})
+    for note in notes:
+        console.print(f"— : {note}", style="dim", markup=False)
 
 
 @app.command()

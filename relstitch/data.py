@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -99,11 +100,13 @@ def _read_idx(path: Path) -> torch.Tensor:
     try:
         with opener(path, "rb") as handle:
             raw = handle.read()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # zlib.error: a corrupt gzip stream is neither of the others
         raise RelstitchError(f"cannot read IDX file: {exc}", path=path) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise RelstitchError("not an unsigned-byte IDX file (bad magic number)", path=path)
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise RelstitchError(f"IDX file truncated: its header declares {ndim} dimensions", path=path)
     dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     count = 1
     for d in dims:
@@ -111,6 +114,8 @@ def _read_idx(path: Path) -> torch.Tensor:
     body = raw[4 + 4 * ndim :]
     if len(body) != count:
         raise RelstitchError(f"IDX file truncated: header says {count} bytes, found {len(body)}", path=path)
+    if not count:  # frombuffer refuses an empty buffer; the empty dataset is refused later, with its name
+        return torch.zeros(dims, dtype=torch.uint8)
     return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(dims)
 
 
@@ -178,6 +183,11 @@ def load_dataset(reference: str, *, limit: int | None = None) -> Dataset:
         raise RelstitchError(f"unknown dataset reference {reference!r}", hint=hint)
     if limit is not None and limit < len(dataset):
         dataset = dataset.subset(torch.arange(limit), name=f"{dataset.name}[:{limit}]")
+    from .hygiene import check_finite, check_labels  # noqa: PLC0415
+
+    if isinstance(dataset.x, torch.Tensor):  # float inputs (tensor files) can carry NaN/Inf; uint8 cannot
+        check_finite(dataset.x, f"inputs of {dataset.name}")
+    check_labels(dataset.y, dataset.classes, f"data {dataset.name}")
     return dataset
 
 

@@ -9,6 +9,7 @@ embeddings file is an EncodedSpace on disk.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,28 +21,81 @@ from .artifacts import load_artifact, save_artifact
 from .checkpoints import Encoder
 from .data import Dataset
 from .errors import RelstitchError
+from .hygiene import check_finite
 from .progress import ProgressFn, silent
 from .projection import ProjectionConfig, relative_projection
 
 DEFAULT_BATCH = 256
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""``--dtype`` names → the dtype encoders run in (under autocast; outputs are stored as float32)."""
+
+
+def resolve_device(device: str | torch.device = "auto", dtype: str = "float32") -> tuple[torch.device, torch.dtype]:
+    """``auto|cpu|cuda[:i]`` and ``float32|bfloat16|float16`` → what :func:`iter_embed` takes."""
+    if dtype not in DTYPES:
+        raise RelstitchError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise RelstitchError(f"unknown device {device!r}; choose auto, cpu or cuda") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise RelstitchError("--device cuda but torch sees no CUDA device here", hint="use --device cpu or auto")
+    if resolved.type not in ("cpu", "cuda"):
+        raise RelstitchError(f"unsupported device {device!r}; choose auto, cpu or cuda")
+    return resolved, DTYPES[dtype]
+
+
+def _module_device(module: torch.nn.Module) -> torch.device:
+    return next((p.device for p in module.parameters()), torch.device("cpu"))
+
+
 @torch.inference_mode()
-def embed(encoder: Encoder, x: torch.Tensor, *, batch_size: int = DEFAULT_BATCH, progress: ProgressFn = silent,
-          description: str = "encoding") -> torch.Tensor:
-    """Absolute latents ``[N, latent_dim]`` of uint8 inputs ``x``, computed batch by batch."""
+def iter_embed(encoder: Encoder, x: Any, *, batch_size: int = DEFAULT_BATCH, device: torch.device | None = None,
+               dtype: torch.dtype | None = None, progress: ProgressFn = silent,
+               description: str = "encoding") -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield ``(start, latents [B, latent_dim] float32)`` batch by batch, on ``device``.
+
+    ``device`` moves the module there (default: where it already is); uint8 batches are copied from
+    pinned memory without blocking on CUDA. A ``dtype`` other than float32 runs the encoder under
+    autocast. The loop is over batches only: per-sample work happens inside the module.
+    """
     encoder.module.eval()
-    out = torch.empty((len(x), encoder.latent_dim), dtype=torch.float32)
+    if device is not None:
+        encoder.module.to(device)
+    where = device or _module_device(encoder.module)
+    cast = dtype is not None and dtype != torch.float32
     for start in range(0, len(x), batch_size):
         batch = x[start : start + batch_size]
-        z = encoder.embed_batch(batch)
+        if where.type == "cuda" and isinstance(batch, torch.Tensor):
+            batch = batch.pin_memory().to(where, non_blocking=True)
+        with torch.autocast(where.type, dtype=dtype, enabled=cast):
+            z = encoder.embed_batch(batch)
+        if not encoder.latent_dim and z.ndim == 2:  # adapters (relstitch.sources) learn their size on first use
+            encoder.latent_dim = z.shape[1]
         if z.ndim != 2 or z.shape[1] != encoder.latent_dim:
             raise RelstitchError(
                 f"encoder {encoder.name!r} returned shape {tuple(z.shape)}, expected [batch, {encoder.latent_dim}]",
                 path=encoder.path,
             )
-        out[start : start + len(batch)] = z.float()
+        check_finite(z, f"latents of encoder {encoder.name!r} ({description})", path=encoder.path, offset=start)
+        yield start, z.float()
         progress(description, len(batch), len(x))
+
+
+def embed(encoder: Encoder, x: Any, *, batch_size: int = DEFAULT_BATCH, progress: ProgressFn = silent,
+          description: str = "encoding", device: torch.device | None = None,
+          dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Absolute latents ``[N, latent_dim]`` (float32, on the CPU) of inputs ``x``, computed batch by batch."""
+    out = torch.empty((len(x), encoder.latent_dim), dtype=torch.float32)
+    for start, z in iter_embed(encoder, x, batch_size=batch_size, device=device, dtype=dtype, progress=progress,
+                               description=description):
+        if out.shape[1] != z.shape[1]:  # the latent size was learned on the first batch
+            out = torch.empty((len(x), z.shape[1]), dtype=torch.float32)
+        out[start : start + len(z)] = z
     return out
 
 
@@ -69,23 +123,32 @@ class EncodedSpace:
         return self._relative_cache[config]
 
 
-def encode(encoder: Encoder, anchors: Anchors | None, dataset: Dataset, *, batch_size: int = DEFAULT_BATCH,
-           progress: ProgressFn = silent) -> EncodedSpace:
-    """Embed the anchors and the dataset with ``encoder`` (each exactly once).
-
-    ``anchors=None`` gives a space with absolute latents only (for absolute decoders).
-    """
-    if anchors is None:
-        absolute = embed(encoder, dataset.x, batch_size=batch_size, progress=progress, description=f"{encoder.name}: data")
-        return EncodedSpace(encoder.name, encoder.hash, absolute, absolute.new_empty((0, absolute.shape[1])), dataset.y,
-                            dataset.ids, anchor_hash="", dataset=dict(dataset.describe(), classes=dataset.classes))
-    if anchors.inputs.shape[1:] != dataset.x.shape[1:]:
+def check_inputs(encoder: Encoder, anchors: Anchors | None, dataset: Dataset) -> None:
+    """Refuse data (or anchors) of another modality or shape than the encoder reads, before any work."""
+    reads = encoder.input_spec.get("modality", "image")
+    if (reads == "text") != (dataset.modality == "text"):
+        raise RelstitchError(f"encoder {encoder.name!r} reads {reads} but data {dataset.name} is {dataset.modality}",
+                             path=encoder.path, hint=f"give it {reads} data")
+    if anchors is not None and anchors.inputs.shape[1:] != dataset.x.shape[1:]:
         raise RelstitchError(
             f"anchors have shape {tuple(anchors.inputs.shape[1:])} per sample but data {dataset.name} has "
             f"{tuple(dataset.x.shape[1:])}",
             path=anchors.path,
             hint="use anchors picked from the same kind of data",
         )
+
+
+def encode(encoder: Encoder, anchors: Anchors | None, dataset: Dataset, *, batch_size: int = DEFAULT_BATCH,
+           progress: ProgressFn = silent) -> EncodedSpace:
+    """Embed the anchors and the dataset with ``encoder`` (each exactly once).
+
+    ``anchors=None`` gives a space with absolute latents only (for absolute decoders).
+    """
+    check_inputs(encoder, anchors, dataset)
+    if anchors is None:
+        absolute = embed(encoder, dataset.x, batch_size=batch_size, progress=progress, description=f"{encoder.name}: data")
+        return EncodedSpace(encoder.name, encoder.hash, absolute, absolute.new_empty((0, absolute.shape[1])), dataset.y,
+                            dataset.ids, anchor_hash="", dataset=dict(dataset.describe(), classes=dataset.classes))
     anchor_absolute = embed(encoder, anchors.inputs, batch_size=batch_size, progress=progress,
                             description=f"{encoder.name}: anchors")
     absolute = embed(encoder, dataset.x, batch_size=batch_size, progress=progress, description=f"{encoder.name}: data")
@@ -113,13 +176,19 @@ def save_embeddings(space: EncodedSpace, path: str | os.PathLike, *, projection:
         "labels": space.labels,
         "ids": space.ids,
     }
-    meta = {
-        "encoder": {"name": space.encoder_name, "hash": space.encoder_hash},
-        "anchor_hash": space.anchor_hash,
-        "dataset": space.dataset,
+    meta = embeddings_meta(space.encoder_name, space.encoder_hash, space.anchor_hash, space.dataset, projection)
+    return save_artifact(path, "embeddings", tensors, meta, force=force)
+
+
+def embeddings_meta(encoder_name: str, encoder_hash: str, anchor_hash: str, dataset: dict[str, Any],
+                    projection: ProjectionConfig) -> dict[str, Any]:
+    """The metadata of an embeddings file (shared by the in-memory and the streaming writers)."""
+    return {
+        "encoder": {"name": encoder_name, "hash": encoder_hash},
+        "anchor_hash": anchor_hash,
+        "dataset": dataset,
         "projection": projection.to_dict(),
     }
-    return save_artifact(path, "embeddings", tensors, meta, force=force)
 
 
 def load_embeddings(path: str | os.PathLike) -> EncodedSpace:
@@ -137,6 +206,9 @@ def load_embeddings(path: str | os.PathLike) -> EncodedSpace:
         raise RelstitchError("corrupt embeddings file: absolute and anchor latents disagree in shape", path=art.path)
     if len(art.tensors["labels"]) != len(absolute):
         raise RelstitchError("corrupt embeddings file: labels and vectors differ in length", path=art.path)
+    for name in ("absolute", "anchor_absolute", "relative"):
+        if name in art.tensors:
+            check_finite(art.tensors[name], f"{name} vectors", path=art.path)
     space = EncodedSpace(
         encoder_name=str(encoder.get("name", "?")),
         encoder_hash=str(encoder.get("hash", "")),

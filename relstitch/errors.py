@@ -26,3 +26,21 @@ class UsageError(RelstitchError):
     """Bad command-line usage (a wrong option value or combination). Exit code 2."""
 
     exit_code = 2
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when the process gets SIGTERM, so it unwinds exactly like Ctrl-C.
+
+    A KeyboardInterrupt subclass on purpose: every ``except BaseException`` cleanup (temporary files,
+    stream writers) and every place that handles Ctrl-C treats a polite kill the same way.
+    """
+
+    def __init__(self, signal_number: int) -> None:
+        self.signal_number = signal_number
+        super().__init__(f"terminated by signal {signal_number}")
+
+
+class RelstitchWarning(UserWarning):
+    """Something the user should know that does not stop the run (duplicate anchors, a single-class
+    evaluation, zero-norm latents). The library only warns (``warnings.warn``); the CLI prints each
+    distinct warning once, as one ``warning: ...`` line on stderr."""

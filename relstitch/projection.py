@@ -49,8 +49,9 @@ Implementation notes (why it looks like this):
 - Anchors are prepared once (k x D, small). Samples are *not* copied into a normalised tensor: for
   cosine we compute ``x @ a_hat.T`` and divide each row by ``|x|`` afterwards, which is the same
   number and needs no N x D temporary; Euclidean distances use ``|x|² - 2 x·a + |a|²``.
-- Samples are processed in chunks so peak extra memory is bounded by ``chunk_size x (D + m*k)``,
-  whatever N is (centering makes a chunk-sized copy, never an N-sized one).
+- Samples are processed in blocks of rows (and of anchors when k is large) sized so the block's
+  temporaries fit ``max_chunk_bytes`` (256 MB by default), whatever N and k are; only the output
+  grows with N (centering makes a block-sized copy, never an N-sized one).
 - A zero-norm vector has no direction; its norm is clamped to ``EPS`` so its cosines are 0 (not
   NaN). :func:`count_degenerate` lets callers report how many there were. Square roots and arccos are
   guarded so that a sample equal to an anchor (common while training end to end: anchors come from
@@ -72,6 +73,9 @@ EPS = 1e-8
 """Norms below this are treated as zero: the vector gets similarity 0 to every anchor."""
 
 DEFAULT_CHUNK = 16384
+DEFAULT_MAX_CHUNK_BYTES = 256 * 1024**2
+"""Budget for one block's temporaries (a standardised copy of its rows, its similarities)."""
+MIN_BLOCK_ROWS = 256  # fewer rows and a matrix product runs far from peak speed: split the anchors instead
 CENTERINGS = ("none", "center", "standard")
 NORMALIZATIONS = ("none", "l2", "standard")
 
@@ -252,11 +256,14 @@ def relative_projection(
     config: ProjectionConfig | None = None,
     *,
     chunk_size: int | None = DEFAULT_CHUNK,
+    max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
 ) -> torch.Tensor:
     """Project absolute latents ``x [N, D]`` onto ``anchors [k, D]`` → relative vectors ``[N, m*k]``.
 
     ``m`` is the number of similarities in ``config`` (1 unless it is a product of invariances).
     Differentiable in ``x`` (used inside training); anchors are typically computed under no_grad.
+    Without grad, rows go in blocks of at most ``chunk_size`` (``None``: the budget alone decides)
+    whose temporaries fit ``max_chunk_bytes``; anchors are split too when k is too large for that.
     """
     config = config or ProjectionConfig()
     config.validate()
@@ -284,12 +291,60 @@ def relative_projection(
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     n = x.shape[0]
-    if chunk_size is None or n <= chunk_size or x.requires_grad:
+    if x.requires_grad:
+        return project(x)
+    # Per-row normalisation and top-k read a whole row of k values; otherwise anchors can be split.
+    separable = config.normalization == "none" and not config.top_k
+    rows, cols = block_shape(n, x.shape[1], config.output_dim(k), x.element_size(), max_chunk_bytes, chunk_size,
+                             split_anchors=separable)
+    # The paper's plain cosine writes its products straight into the output and scales them in place:
+    # no [rows, k] temporaries at all, so it runs at the speed of the bare matrix product.
+    fused = config.similarities == ("cosine",) and separable
+    if rows >= n and cols >= config.output_dim(k) and not fused:
         return project(x)
     out = torch.empty((n, config.output_dim(k)), dtype=x.dtype, device=x.device)
-    for start in range(0, n, chunk_size):
-        out[start : start + chunk_size] = project(x[start : start + chunk_size])
+    for start in range(0, n, rows):
+        if fused:
+            _cosine_into(_standardise(x[start : start + rows], mean, std), blocks[0][0], out[start : start + rows], cols)
+            continue
+        if cols >= config.output_dim(k):
+            out[start : start + rows] = project(x[start : start + rows])
+            continue
+        chunk = _standardise(x[start : start + rows], mean, std)
+        for b, (prepared, compare) in enumerate(blocks):
+            for a0 in range(0, k, cols):
+                a1 = min(k, a0 + cols)
+                out[start : start + rows, b * k + a0 : b * k + a1] = compare(chunk, prepared[a0:a1])
     return out
+
+
+def _cosine_into(x: torch.Tensor, anchors_hat: torch.Tensor, out: torch.Tensor, cols: int) -> None:
+    """``out[:] = cos(x, anchors)``, the same numbers as :func:`_cosine`, written in place in blocks of ``cols`` anchors."""
+    for a0 in range(0, anchors_hat.shape[0], cols):
+        target = out[:, a0 : a0 + cols]
+        if target.is_contiguous():
+            torch.mm(x, anchors_hat[a0 : a0 + cols].T, out=target)
+        else:  # a column block of the output is strided: compute it apart (its size is within the budget)
+            target.copy_(x @ anchors_hat[a0 : a0 + cols].T)
+    out.div_(x.norm(dim=1, keepdim=True).clamp_min(EPS))
+
+
+def block_shape(n: int, d: int, width: int, itemsize: int, max_bytes: int, chunk_size: int | None = None,
+                *, split_anchors: bool = True) -> tuple[int, int]:
+    """(rows, anchors) of one projection block whose temporaries fit ``max_bytes``.
+
+    A block holds a standardised copy of its rows (``rows x d``) and up to three arrays of its
+    similarities (``rows x width``: the product, its scaled copy, a concatenation). Rows shrink first,
+    down to ``MIN_BLOCK_ROWS``; below that the anchors are split instead (when ``split_anchors``).
+    """
+    if max_bytes <= 0:
+        raise RelstitchError(f"max_chunk_bytes must be positive, got {max_bytes}")
+    cap = max(1, min(n, chunk_size or n))
+    by_budget = max_bytes // (itemsize * (d + 3 * width))
+    if by_budget >= min(cap, MIN_BLOCK_ROWS) or not split_anchors:
+        return max(1, min(cap, by_budget)), width
+    rows = min(cap, MIN_BLOCK_ROWS)
+    return rows, max(1, min(width, (max_bytes // (itemsize * rows) - d) // 3))
 
 
 def count_degenerate(x: torch.Tensor, anchors: torch.Tensor, config: ProjectionConfig | None = None) -> int:

@@ -19,6 +19,7 @@ from .checkpoints import Decoder, Encoder
 from .data import Dataset
 from .encoding import DEFAULT_BATCH, EncodedSpace, encode
 from .errors import RelstitchError
+from .hygiene import check_labels, warn_single_class
 from .metrics import classification_scores, reconstruction_scores
 
 
@@ -89,8 +90,8 @@ def score(decoder: Decoder, inputs: torch.Tensor, labels: torch.Tensor, dataset:
     task = decoder.task
     if task["type"] == "classification":
         classes = task["classes"]
-        if len(labels) and (int(labels.max()) >= len(classes) or int(labels.min()) < 0):
-            raise RelstitchError(f"labels outside decoder {decoder.name!r}'s {len(classes)} classes", path=decoder.path)
+        check_labels(labels, classes, f"the data for decoder {decoder.name!r}", path=decoder.path)
+        warn_single_class(labels, classes, "the evaluation data")
         logits = torch.cat([decoder.module(inputs[s : s + batch_size]) for s in range(0, len(inputs), batch_size)])
         return classification_scores(logits, labels, len(classes))
     if dataset is None:

@@ -106,6 +106,9 @@ def train(
 ) -> tuple[Encoder, Decoder]:
     """Train an encoder + decoder end to end; relative space needs ``anchors``."""
     config.validate()
+    if dataset.modality == "text":
+        raise RelstitchError(f"train builds image encoders but data {dataset.name} is text",
+                             hint="for text, embed with a pretrained model (encode hf:DIR) and train a head with fit")
     if config.space == "relative" and anchors is None:
         raise RelstitchError("a relative bottleneck needs anchors", hint="pass --anchors FILE (see `relstitch anchors`)")
     if anchors is not None and anchors.inputs.shape[1:] != dataset.x.shape[1:]:

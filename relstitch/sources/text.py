@@ -83,7 +83,8 @@ class TextViews:
             encoded = [t.encode("utf-8") for t in texts]
             lengths = torch.tensor([0] + [len(b) for b in encoded], dtype=torch.int64)
             blob = b"".join(encoded)
-            out[f"{prefix}{name}.bytes"] = torch.frombuffer(bytearray(blob), dtype=torch.uint8) if blob else torch.zeros(0, dtype=torch.uint8)
+            # frombuffer refuses an empty buffer, hence the spare byte sliced off again
+            out[f"{prefix}{name}.bytes"] = torch.frombuffer(bytearray(blob) or bytearray(1), dtype=torch.uint8)[: len(blob)]
             out[f"{prefix}{name}.offsets"] = torch.cumsum(lengths, 0)
         return out
 

@@ -1,0 +1,94 @@
+"""Shared helpers of the bench scripts: the machine's description, interleaved timing, one printed row.
+
+Every ratio is measured in one process, candidate and baseline interleaved (A B A B ...), keeping the
+best (smallest) time of each: on a shared, noisy machine the minimum is the least disturbed run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run from a source tree (the GPU machine has no pip install of relstitch)
+    sys.path.insert(0, str(REPO))
+
+RESULTS: list[dict[str, Any]] = []
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine(device: str = "cpu") -> str:
+    """One line naming the machine the numbers come from."""
+    import torch
+
+    where = f"{platform.machine()} {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    if device.startswith("cuda") and torch.cuda.is_available():
+        where += f", GPU {torch.cuda.get_device_name()}"
+    return where
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], Any], device: str = "cpu") -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def interleaved(candidate: Callable[[], Any], baseline: Callable[[], Any], *, repeats: int = 3, warmup: int = 1,
+                device: str = "cpu") -> tuple[float, float]:
+    """Best time of ``candidate`` and of ``baseline``, run alternately after ``warmup`` rounds."""
+    for _ in range(warmup):
+        candidate()
+        baseline()
+    best_c = best_b = float("inf")
+    for _ in range(repeats):
+        best_c = min(best_c, timed(candidate, device))
+        best_b = min(best_b, timed(baseline, device))
+    return best_c, best_b
+
+
+def report(name: str, shapes: str, candidate_s: float, baseline_s: float, baseline: str, *, target: str = "",
+           higher_is_better: bool = True, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Print one ratio with its shapes and baseline; keep it for ``--json``.
+
+    ``higher_is_better``: the ratio is baseline/candidate (a throughput ratio: 1.0 = as fast as the
+    baseline); otherwise candidate/baseline (a time ratio).
+    """
+    ratio = baseline_s / candidate_s if higher_is_better else candidate_s / baseline_s
+    row = {"name": name, "shapes": shapes, "candidate_s": round(candidate_s, 4), "baseline_s": round(baseline_s, 4),
+           "baseline": baseline, "ratio": round(ratio, 3), "target": target, **(extra or {})}
+    RESULTS.append(row)
+    print(f"{name}: ratio {ratio:.3f} (target {target or '-'}) | {shapes} | relstitch {candidate_s:.4f} s vs "
+          f"baseline {baseline_s:.4f} s = {baseline}" + "".join(f" | {k} {v}" for k, v in (extra or {}).items()),
+          flush=True)
+    return row
+
+
+def finish(json_path: str | None, device: str = "cpu") -> None:
+    """Print the machine line (and write the rows as JSON when asked)."""
+    print(f"machine: {machine(device)}; shared with other work, so numbers are noisy", flush=True)
+    if json_path:
+        Path(json_path).write_text(json.dumps({"machine": machine(device), "results": RESULTS}, indent=2))

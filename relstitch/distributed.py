@@ -1,0 +1,84 @@
+"""Data-parallel ``encode`` under ``torchrun``: one process per CPU socket share or per GPU.
+
+``torchrun --nproc-per-node P -m relstitch encode ...`` starts P processes with ``RANK``,
+``WORLD_SIZE`` and ``LOCAL_RANK`` set; :func:`from_env` joins them into a process group (gloo on CPU,
+nccl on GPU). :func:`relstitch.streaming.encode_to_file` then gives each rank a contiguous shard of
+whole batches and every rank writes its rows into the one temporary file rank 0 created, so the
+output is byte for byte the file a single process writes. The ranks must share a filesystem (one
+node, or a shared mount across nodes).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Group:
+    """This process's place in a data-parallel run (rank 0 of 1 when not under torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    distributed: bool = False
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank (a small picklable object such as a file name)."""
+        if not self.distributed:
+            return value
+        import torch.distributed as dist  # noqa: PLC0415
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.distributed:
+            import torch.distributed as dist  # noqa: PLC0415
+
+            dist.barrier()
+
+    def close(self) -> None:
+        """Leave the process group (torch warns at exit if it is left open)."""
+        if self.distributed:
+            import torch.distributed as dist  # noqa: PLC0415
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    sys.exit(128 + signum)
+
+
+def single() -> Group:
+    """A group of one: the ordinary single-process run."""
+    return Group()
+
+
+def launched() -> bool:
+    """True when started by torchrun (or any launcher that sets WORLD_SIZE > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def from_env(device_type: str = "cpu") -> Group:
+    """Join the torchrun process group: gloo for CPU work, nccl for CUDA (one GPU per local rank)."""
+    if not launched():
+        return single()
+    import torch  # noqa: PLC0415
+    import torch.distributed as dist  # noqa: PLC0415
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    # torchrun stops the other workers with SIGTERM when one fails: turn it into SystemExit so the
+    # temporary output file is removed on the way out instead of left behind.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    return Group(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank, distributed=True)

@@ -1,0 +1,121 @@
+"""Numerical hygiene: refuse numbers that would silently poison a result, flag the doubtful ones.
+
+- NaN/Inf in data, latents or embeddings are refused, with their count and the first index, because
+  one NaN latent makes every similarity of that sample NaN and the decoder's output meaningless.
+- Zero-norm latents have no direction: the projection clamps their norm to ``projection.EPS`` so their
+  cosines are 0; they are counted so the report can say how many samples were affected.
+- Duplicate anchors, a single-class evaluation: legal but doubtful, so a :class:`RelstitchWarning`.
+
+Library code never prints: it raises or warns (``warnings.warn``), and the CLI renders.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from .errors import RelstitchError, RelstitchWarning
+
+if TYPE_CHECKING:
+    import torch
+
+    from .projection import ProjectionConfig
+
+
+def warn(message: str) -> None:
+    """Issue a :class:`RelstitchWarning` (the CLI prints it as one ``warning:`` line)."""
+    warnings.warn(RelstitchWarning(message), stacklevel=3)
+
+
+def check_finite(values: torch.Tensor, what: str, *, path: object | None = None, offset: int = 0) -> None:
+    """Refuse a float tensor holding NaN or ±Inf, naming how many and the first index.
+
+    ``offset`` is added to the first (row) index, for a batch taken from the middle of a dataset.
+    """
+    import torch  # noqa: PLC0415
+
+    if not values.is_floating_point() or bool(torch.isfinite(values).all()):
+        return
+    bad = ~torch.isfinite(values)
+    first = [int(i) for i in bad.nonzero()[0].tolist()]
+    if first:
+        first[0] += offset
+    where = ", ".join(map(str, first))
+    nan, inf = int(torch.isnan(values).sum()), int(torch.isinf(values).sum())
+    raise RelstitchError(f"{what} hold {nan} NaN and {inf} infinite value(s), the first at index [{where}]", path=path,
+                         hint="fix the input: relstitch does not guess replacements")
+
+
+def zero_norm_count(x: torch.Tensor, anchors: torch.Tensor, config: ProjectionConfig | None = None) -> int:
+    """Rows of ``x`` whose (centered, per ``config``) norm is below ``projection.EPS``: their cosines are 0."""
+    from .projection import EPS, ProjectionConfig, anchor_statistics  # noqa: PLC0415
+
+    config = config or ProjectionConfig()
+    mean, std = anchor_statistics(anchors, config.centering) if len(anchors) else (None, None)
+    if mean is not None:
+        x = x - mean
+    if std is not None:
+        x = x / std
+    return int((x.norm(dim=1) < EPS).sum()) if len(x) else 0
+
+
+def warn_zero_norm(count: int, total: int, what: str) -> None:
+    """Warn when some latents have no direction (their similarities are 0 by the documented EPS)."""
+    if count:
+        warn(f"{count} of {total} {what} have zero norm: no direction, so their cosine similarities are set to 0")
+
+
+def duplicate_groups(rows: torch.Tensor) -> list[list[int]]:
+    """Positions of identical rows (each group of two or more, in order of first appearance)."""
+    import torch  # noqa: PLC0415
+
+    if len(rows) < 2:
+        return []
+    flat = rows.reshape(len(rows), -1)
+    _, inverse, counts = torch.unique(flat, dim=0, return_inverse=True, return_counts=True)
+    groups: dict[int, list[int]] = {}
+    for position, group in enumerate(inverse.tolist()):
+        if counts[group] > 1:
+            groups.setdefault(group, []).append(position)
+    return sorted(groups.values())
+
+
+def warn_duplicate_anchors(inputs: Any, ids: torch.Tensor, where: str) -> None:
+    """Warn when two anchors are the same sample or have identical inputs: they give equal columns."""
+    import torch  # noqa: PLC0415
+
+    groups = duplicate_groups(ids.reshape(-1, 1))
+    kind = "id"
+    if not groups and isinstance(inputs, torch.Tensor):
+        groups, kind = duplicate_groups(inputs), "input"
+    if groups:
+        shown = "; ".join(", ".join(str(int(ids[p])) for p in g) for g in groups[:3])
+        more = f" (and {len(groups) - 3} more groups)" if len(groups) > 3 else ""
+        warn(f"{where}: {sum(len(g) for g in groups)} anchors share an {kind} with another (ids {shown}){more}; "
+             "duplicates add identical similarity columns")
+
+
+def check_labels(labels: torch.Tensor, classes: list[str], what: str, *, path: object | None = None) -> None:
+    """Refuse labels outside ``0 .. len(classes) - 1``, with their count and the first index."""
+    if not len(labels) or not classes:
+        return
+    outside = (labels < 0) | (labels >= len(classes))
+    count = int(outside.sum())
+    if count:
+        first = int(outside.nonzero()[0][0])
+        raise RelstitchError(
+            f"{count} label(s) of {what} outside its {len(classes)} classes (first at index {first}: label "
+            f"{int(labels[first])})",
+            path=path,
+        )
+
+
+def warn_single_class(labels: torch.Tensor, classes: list[str], what: str) -> None:
+    """Flag a classification evaluation whose data hold one class: accuracy then says little."""
+    import torch  # noqa: PLC0415
+
+    present = torch.unique(labels).tolist() if len(labels) else []
+    if len(present) == 1:
+        label = int(present[0])
+        name = classes[label] if 0 <= label < len(classes) else str(label)
+        warn(f"{what} hold a single class ({name!r}): accuracy cannot tell a classifier from a constant")

@@ -1,0 +1,159 @@
+"""What every renderer shares: number format, arrows, the heat scale, cell lookup, abbreviations.
+
+Renderers read only the report document (never a live run), so ``relstitch report`` re-renders a
+saved file exactly as ``eval-matrix`` printed it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .document import ALL, SETTINGS, is_score
+
+# A red → yellow → green scale (ColorBrewer RdYlGn end points): red is the worst value, green the best.
+_STOPS = ((215, 48, 39), (254, 224, 139), (26, 152, 80))
+
+
+def fmt(value: Any) -> str:
+    """A score for people: 3 decimals (1 from 100 up); stored non-finite strings as they are; – for none."""
+    if value is None:
+        return "–"
+    if isinstance(value, str):
+        return value
+    return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+
+
+def arrow(direction: str) -> str:
+    return "↑" if direction == "higher" else "↓"
+
+
+def method_title(report: dict[str, Any], method: str) -> str:
+    """``relative``, or ``relative-null (control: shuffled-anchors)`` for a control's matrix."""
+    control = next((p.get("control") for p in report["pairs"] if p["method"] == method and p.get("control")), None)
+    return f"{method} (control: {control})" if control else method
+
+
+def direction_of(report: dict[str, Any], metric: str) -> str:
+    return report["metrics"].get(metric, {}).get("direction", "higher")
+
+
+def choose_metric(report: dict[str, Any], metric: str | None) -> str:
+    """``metric`` if the report has it, else the main metric; an unknown name is a usage error."""
+    from ..errors import UsageError
+
+    if metric is None:
+        return report["main_metric"]
+    if metric not in report["metrics"]:
+        raise UsageError(f"unknown metric {metric!r} for this report; choose one of {', '.join(sorted(report['metrics']))}")
+    return metric
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Maps a metric's values onto [0, 1] with 1 the best, shared by every method's heatmap."""
+
+    low: float
+    high: float
+    direction: str
+
+    def position(self, value: Any) -> float | None:
+        if not is_score(value):
+            return None
+        t = 0.5 if self.high == self.low else (value - self.low) / (self.high - self.low)
+        return 1.0 - t if self.direction == "lower" else t
+
+
+def scale_for(report: dict[str, Any], metric: str) -> Scale:
+    values = [v for m in report["matrices"].values() for row in m["values"].get(metric, []) for v in row if is_score(v)]
+    return Scale(min(values, default=0.0), max(values, default=1.0), direction_of(report, metric))
+
+
+def heat_rgb(t: float) -> tuple[int, int, int]:
+    """Colour of position ``t`` (0 worst, 1 best) on the red-yellow-green scale."""
+    t = min(max(t, 0.0), 1.0)
+    (a, b), u = ((_STOPS[0], _STOPS[1]), t * 2) if t < 0.5 else ((_STOPS[1], _STOPS[2]), t * 2 - 1)
+    return tuple(round(x + (y - x) * u) for x, y in zip(a, b, strict=True))  # type: ignore[return-value]
+
+
+def ink_for(rgb: tuple[int, int, int]) -> str:
+    """Black or white text, whichever reads better on ``rgb`` (relative luminance)."""
+    r, g, b = rgb
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 140 else "white"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One matrix cell as renderers need it."""
+
+    value: Any
+    diagonal: bool
+    error: str | None
+    present: bool
+
+
+def cells(report: dict[str, Any], method: str, metric: str) -> Iterator[tuple[str, list[Cell]]]:
+    """Rows of ``(encoder, cells)`` of one method's matrix, with the diagonal and failures marked."""
+    index = {(p["encoder"], p["decoder"], p["method"]): p for p in reversed(report["pairs"])}
+    matrix = report["matrices"][method]
+    for i, encoder in enumerate(matrix["rows"]):
+        row = []
+        for j, decoder in enumerate(matrix["columns"]):
+            pair = index.get((encoder, decoder, method))
+            row.append(Cell(matrix["values"][metric][i][j], bool(pair and not pair["stitched"]),
+                            pair["error"] if pair else None, pair is not None))
+        yield encoder, row
+
+
+def abbreviations(names: list[str], prefix: str) -> dict[str, str]:
+    """``{"cnn-rel-s0": "E1", ...}``: short labels for a narrow screen, explained in a legend."""
+    return {name: f"{prefix}{i}" for i, name in enumerate(names, 1)}
+
+
+def group_pairs(report: dict[str, Any], metric: str) -> list[tuple[str, str]]:
+    """The (encoder group, decoder group) columns of the aggregated table: ``all`` first.
+
+    When every pair falls in one group pair, that column would repeat ``all``, so it is left out.
+    """
+    found: list[tuple[str, str]] = []
+    for row in report["aggregate"]:
+        key = (row["encoder_group"], row["decoder_group"])
+        if row["metric"] == metric and key != (ALL, ALL) and key not in found:
+            found.append(key)
+    found.sort()
+    return [(ALL, ALL)] + (found if len(found) > 1 else [])
+
+
+def aggregate_rows(report: dict[str, Any], metric: str) -> list[tuple[str, str, dict[tuple[str, str], dict[str, Any]]]]:
+    """``(method, setting, {group pair: aggregate row})`` in method then setting order."""
+    table: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = {}
+    for row in report["aggregate"]:
+        if row["metric"] == metric:
+            table.setdefault((row["method"], row["setting"]), {})[(row["encoder_group"], row["decoder_group"])] = row
+    order = {m: i for i, m in enumerate(report["methods"])}
+    keys = sorted(table, key=lambda k: (order.get(k[0], len(order)), SETTINGS.index(k[1])))
+    return [(method, setting, table[(method, setting)]) for method, setting in keys]
+
+
+def mean_std(row: dict[str, Any] | None) -> str:
+    """``0.812 ± 0.011 (n=6)``; the std is left out for a single pair."""
+    if row is None:
+        return "–"
+    spread = f" ± {fmt(row['std'])}" if row["std"] is not None else ""
+    return f"{fmt(row['mean'])}{spread} (n={row['n']})"
+
+
+def group_label(pair: tuple[str, str]) -> str:
+    return ALL if pair == (ALL, ALL) else f"{pair[0]}→{pair[1]}"
+
+
+def checkpoint_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(role, name, group, seed, short hash) for the provenance tables."""
+    rows = []
+    for role, items in (("encoder", report["encoders"]), ("decoder", report["decoders"])):
+        for item in items:
+            extra = f" ({item['space']})" if role == "decoder" else ""
+            seed = "–" if item.get("seed") is None else str(item["seed"])
+            rows.append((role + extra, item["name"], item["group"], seed, (item.get("hash") or "–")[:12]))
+    return rows

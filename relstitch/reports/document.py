@@ -1,0 +1,395 @@
+"""The JSON report: build it from a matrix run, write it, load it back (migrating older versions).
+
+Layout (schema version :data:`SCHEMA_VERSION`, documented field by field in
+``relstitch/schemas/report.schema.json``): provenance (config, environment, hashes of anchors,
+dataset, encoders and decoders), metric directions, the main score, one matrix per method and
+metric, every pair, the failed pairs, the aggregated table, and ``run``. Only ``run`` (date, command
+line, timings) changes between two runs of the same command, so reports can be diffed.
+
+The derived parts (matrices, failed pairs, aggregate, main score) are computed from the pairs by one
+function, :func:`_assemble`, used both for fresh runs and for migrated old reports.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from statistics import mean, stdev
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from ..atomic import atomic_write
+from ..errors import RelstitchError, UsageError
+from .schema import schema_errors
+
+if TYPE_CHECKING:  # the matrix module imports torch; re-rendering a saved report must not.
+    from ..matrix import MatrixResult
+
+SCHEMA_NAME = "relstitch-report"
+SCHEMA_VERSION = 2
+MAIN_METHOD = "relative"  # the paper's method; its stitched mean is the report's main score
+SETTINGS = ("not stitched", "stitched", "stitched (cross-space)")
+ALL = "all"  # the group label that pools every group
+PACKAGES = ("torch", "torchvision", "transformers", "safetensors", "typer", "rich")
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no Infinity/NaN: store them as strings so the file stays standard JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def is_score(value: Any) -> bool:
+    """A finite number (not a stored "inf"/"nan" string, not null)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def pair_method(pair: Any) -> str:
+    """A pair's method: its own ``method`` field when it has one, else the decoder's space."""
+    method = pair.get("method") if isinstance(pair, dict) else getattr(pair, "method", None)
+    return method or (pair["space"] if isinstance(pair, dict) else pair.space)
+
+
+def crosses_space(pair: dict[str, Any]) -> bool:
+    """A native pair (method = the decoder's space) whose encoder was trained with the other bottleneck.
+
+    Translations and controls are never cross-space: they map into the decoder's own space by design.
+    """
+    encoder_space = pair.get("encoder_space")
+    return bool(pair["stitched"] and pair["method"] == pair["space"] and encoder_space is not None and encoder_space != pair["space"])
+
+
+def setting_of(pair: dict[str, Any]) -> str:
+    """not stitched (the diagonal), stitched, or stitched across bottlenecks (neither the method nor its control)."""
+    if not pair["stitched"]:
+        return "not stitched"
+    return "stitched (cross-space)" if pair["cross_space"] else "stitched"
+
+
+# ------------------------------------------------------------------------------------------ groups
+def parse_groups(specs: list[str] | None) -> list[tuple[str, str]]:
+    """``["cnn-*=cnn", "vit-b=vit"]`` → ``[("cnn-*", "cnn"), ("vit-b", "vit")]`` (patterns are globs)."""
+    parsed = []
+    for spec in specs or []:
+        pattern, sep, group = spec.partition("=")
+        if not sep or not pattern.strip() or not group.strip():
+            raise UsageError(f"--group {spec!r}: expected NAME=GROUP (NAME may be a glob such as 'cnn-*')")
+        parsed.append((pattern.strip(), group.strip()))
+    return parsed
+
+
+def check_groups(groups: list[tuple[str, str]], names: list[str]) -> None:
+    """Refuse a ``--group`` pattern that names no encoder or decoder (a typo would silently do nothing)."""
+    for pattern, group in groups:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            raise UsageError(f"--group {pattern}={group} matches no encoder or decoder; names are: {', '.join(sorted(set(names)))}")
+
+
+def _override(name: str, groups: list[tuple[str, str]]) -> str | None:
+    # The last matching option wins, as with repeated command-line options elsewhere.
+    found = None
+    for pattern, group in groups:
+        if fnmatch.fnmatchcase(name, pattern):
+            found = group
+    return found
+
+
+def label_checkpoints(encoders: list[dict[str, Any]], decoders: list[dict[str, Any]],
+                      groups: list[tuple[str, str]]) -> None:
+    """Give every encoder and decoder a ``group`` and a ``seed`` (in place).
+
+    Encoder group: ``--group``, else its architecture (``architecture.name`` in its metadata).
+    Decoder group: ``--group``, else the group of the encoder it was trained with when that encoder is
+    in the matrix, else the encoder architecture recorded in its training config, else its own
+    architecture. A decoder belongs with its encoder: a head named ``vision-head`` says nothing about
+    which family's space it reads.
+    """
+    check_groups(groups, [e["name"] for e in encoders] + [d["name"] for d in decoders])
+    for e in encoders:
+        e["group"] = _override(e["name"], groups) or e.get("architecture") or "unknown"
+        e.setdefault("seed", None)
+    by_hash = {e["hash"]: e for e in encoders if e.get("hash")}
+    for d in decoders:
+        own = by_hash.get(d.get("encoder_hash") or "")
+        trained_with = d.pop("encoder_architecture", None)  # an input to the label, not part of the report
+        d["group"] = (_override(d["name"], groups) or (own["group"] if own else None)
+                      or trained_with or d.get("architecture") or "unknown")
+        if d.get("seed") is None:
+            d["seed"] = own.get("seed") if own else None
+
+
+# ------------------------------------------------------------------------------------ derived parts
+def _methods(pairs: list[dict[str, Any]]) -> list[str]:
+    """Methods present: the main method first, the others as first seen, each control right after its method."""
+    base: dict[str, str] = {}
+    for p in pairs:
+        # a control is reported as "<method>-null" (matrix._label); it sorts with the method it controls
+        base.setdefault(p["method"], p["method"].removesuffix("-null") if p.get("control") else p["method"])
+    first = list(dict.fromkeys(base.values()))
+    return sorted(base, key=lambda m: (base[m] != MAIN_METHOD, first.index(base[m]), m != base[m]))
+
+
+def _matrices(pairs: list[dict[str, Any]], encoders: list[str], decoders: list[str], methods: list[str],
+              metrics: list[str]) -> dict[str, Any]:
+    index = {(p["encoder"], p["decoder"], p["method"]): p for p in reversed(pairs)}  # first pair wins on duplicates
+    out: dict[str, Any] = {}
+    for method in methods:
+        columns = [d for d in decoders if any((e, d, method) in index for e in encoders)]
+        values = {}
+        for metric in metrics:
+            values[metric] = [
+                [(p["scores"].get(metric) if (p := index.get((e, d, method))) and not p["error"] else None) for d in columns]
+                for e in encoders
+            ]
+        out[method] = {"rows": list(encoders), "columns": columns, "values": values}
+    return out
+
+
+def _aggregate(pairs: list[dict[str, Any]], encoders: list[dict[str, Any]], decoders: list[dict[str, Any]],
+               methods: list[str], metrics: list[str]) -> list[dict[str, Any]]:
+    """Mean ± sample std per (method, setting, encoder group → decoder group, metric), plus the pooled ``all``."""
+    egroup = {e["name"]: e["group"] for e in encoders}
+    dgroup = {d["name"]: d["group"] for d in decoders}
+    buckets: dict[tuple[str, str, str, str, str], list[float]] = {}
+    for p in pairs:
+        if p["error"]:
+            continue
+        for metric, value in p["scores"].items():
+            if not is_score(value):
+                continue  # an infinite PSNR would swallow the mean; it stays visible in the matrix
+            setting = setting_of(p)
+            for eg, dg in ((ALL, ALL), (egroup.get(p["encoder"], "unknown"), dgroup.get(p["decoder"], "unknown"))):
+                buckets.setdefault((p["method"], setting, eg, dg, metric), []).append(value)
+    order = {m: i for i, m in enumerate(methods)}
+
+    def key(k: tuple[str, str, str, str, str]) -> tuple[Any, ...]:
+        method, setting, eg, dg, metric = k
+        return (order.get(method, len(order)), SETTINGS.index(setting), (eg, dg) != (ALL, ALL), eg, dg, metric)
+
+    return [
+        {"method": k[0], "setting": k[1], "encoder_group": k[2], "decoder_group": k[3], "metric": k[4],
+         "n": len(v), "mean": mean(v), "std": stdev(v) if len(v) > 1 else None}
+        for k, v in sorted(buckets.items(), key=lambda kv: key(kv[0]))
+    ]
+
+
+def _main_score(pairs: list[dict[str, Any]], methods: list[str], metric: str, direction: str) -> dict[str, Any]:
+    method = methods[0] if methods else None
+    values = [p["scores"][metric] for p in pairs
+              if p["method"] == method and not p["error"] and setting_of(p) == "stitched" and is_score(p["scores"].get(metric))]
+    return {"metric": metric, "direction": direction, "method": method, "setting": "stitched",
+            "value": mean(values) if values else None, "n": len(values)}
+
+
+def _assemble(*, relstitch_version: str, task: str, main_metric: str, directions: dict[str, str], config: dict[str, Any],
+              environment: dict[str, Any], anchors: dict[str, Any], dataset: dict[str, Any], encoders: list[dict[str, Any]],
+              decoders: list[dict[str, Any]], pairs: list[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any]:
+    """The full document, derived parts computed from ``pairs`` (shared by build and migration)."""
+    metrics = sorted({m for p in pairs for m in p["scores"]} | {main_metric})
+    methods = _methods(pairs)
+    direction = {m: directions.get(m, "higher") for m in metrics}
+    return _clean({
+        "schema": SCHEMA_NAME,
+        "schema_version": SCHEMA_VERSION,
+        "relstitch_version": relstitch_version,
+        "task": task,
+        "main_metric": main_metric,
+        "metrics": {m: {"direction": direction[m]} for m in metrics},
+        "main_score": _main_score(pairs, methods, main_metric, direction[main_metric]),
+        "config": config,
+        "environment": environment,
+        "anchors": anchors,
+        "dataset": dataset,
+        "encoders": encoders,
+        "decoders": decoders,
+        "methods": methods,
+        "matrices": _matrices(pairs, [e["name"] for e in encoders], [d["name"] for d in decoders], methods, metrics),
+        "pairs": pairs,
+        "failed_pairs": [{"encoder": p["encoder"], "decoder": p["decoder"], "method": p["method"], "error": p["error"]}
+                         for p in pairs if p["error"]],
+        "aggregate": _aggregate(pairs, encoders, decoders, methods, metrics),
+        "run": run,
+    })
+
+
+def environment() -> dict[str, Any]:
+    """Python, platform and the versions of the packages that shape the numbers (no imports needed)."""
+    packages: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    return {"python": platform.python_version(), "platform": platform.platform(), "packages": packages}
+
+
+def _distinct(items: list[Any]) -> list[Any]:
+    seen: dict[str, Any] = {}
+    for item in items:
+        seen.setdefault(json.dumps(item, sort_keys=True), item)
+    return list(seen.values())
+
+
+# ------------------------------------------------------------------------------------------- build
+def build_report(result: MatrixResult, *, config: dict[str, Any], command: list[str] | None = None,
+                 groups: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """The JSON report of a matrix run (schema version :data:`SCHEMA_VERSION`).
+
+    ``config`` is what the caller chose (data, limit, batch size, device, dtype, paths); the anchor
+    identity, projections, methods and groups are filled in from the run. ``groups`` are
+    ``(glob, group)`` overrides of the group labels read from the checkpoints' metadata.
+    """
+    from ..matrix import metric_direction  # noqa: PLC0415  (imports torch; already loaded by the run)
+
+    groups = groups or []
+    pairs: list[dict[str, Any]] = []
+    run_pairs: list[dict[str, Any]] = []
+    for p in result.pairs:
+        row = {k: v for k, v in p.to_dict().items() if k != "seconds"}
+        row["method"] = pair_method(p)
+        row["cross_space"] = crosses_space(row)
+        pairs.append(row)
+        run_pairs.append({"encoder": p.encoder, "decoder": p.decoder, "method": row["method"], "seconds": p.seconds})
+    volatile = ("encode_seconds", "from_cache")  # differ between two runs of one command: they go under run
+    encoders = [{k: v for k, v in e.items() if k not in volatile} for e in result.encoders]
+    decoders = [dict(d) for d in result.decoders]
+    label_checkpoints(encoders, decoders, groups)
+    full_config = {"data": None, "limit": None, "batch_size": None, "device": "cpu", "dtype": "float32",
+                   "anchors": result.anchors.get("path")}
+    full_config.update(config)
+    full_config.update(
+        projections=_distinct([d["projection"] for d in result.decoders if d.get("projection")]),
+        methods=config.get("methods") or _methods(pairs),
+        groups=[{"pattern": p, "group": g} for p, g in groups],
+        encoders=config.get("encoders") or [e["path"] for e in result.encoders],
+        decoders=config.get("decoders") or [d["path"] for d in result.decoders],
+    )
+    metrics = {m for p in pairs for m in p["scores"]} | {result.main_metric}
+    return _assemble(
+        relstitch_version=__version__,
+        task=result.task,
+        main_metric=result.main_metric,
+        directions={m: metric_direction(m) for m in metrics},
+        config=full_config,
+        environment=environment(),
+        anchors=result.anchors,
+        dataset=result.dataset,
+        encoders=encoders,
+        decoders=decoders,
+        pairs=pairs,
+        run={
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            # the program's name, not the path of the venv it ran from
+            "command": list(command) if command is not None else [Path(sys.argv[0]).name, *sys.argv[1:]],
+            "timings": dict(result.timings),
+            "pair_seconds": run_pairs,
+            "encode_seconds": {e["name"]: e.get("encode_seconds") for e in result.encoders},
+            "from_cache": {e["name"]: bool(e.get("from_cache")) for e in result.encoders},
+        },
+    )
+
+
+def report_json(report: dict[str, Any]) -> str:
+    """The report as text: two-space indent, keys in schema order, a final newline."""
+    return json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_json(report: dict[str, Any], path: str | os.PathLike, *, force: bool = False) -> None:
+    atomic_write(path, report_json(report), force=force)
+
+
+# ------------------------------------------------------------------------------------ load/migrate
+def _migrate_v1(doc: dict[str, Any]) -> dict[str, Any]:
+    """Schema 1 (relstitch 0.1.0's first reports): one mixed matrix, no methods, groups or seeds."""
+    pairs = []
+    for p in doc["pairs"]:
+        row = dict(p)
+        row["method"] = row.get("method") or row["space"]
+        row["cross_space"] = crosses_space(row)
+        pairs.append(row)
+    encoders = [dict(e, seed=None) for e in doc["encoders"]]
+    decoders = [dict(d, architecture=None, seed=None) for d in doc["decoders"]]
+    label_checkpoints(encoders, decoders, [])
+    old_run = doc.get("run", {})
+    seconds = old_run.get("pair_seconds", {})
+    config = dict(doc.get("config", {}))
+    # Schema-1 reports came from a pipeline that only ran on the CPU in float32.
+    config = {"data": config.get("data", doc["dataset"].get("name")), "limit": config.get("limit"),
+              "batch_size": config.get("batch_size", 256), "device": "cpu", "dtype": "float32",
+              "anchors": config.get("anchors", doc["anchors"].get("path")),
+              "projections": _distinct([d["projection"] for d in decoders if d.get("projection")]),
+              "methods": _methods(pairs), "groups": [],
+              "encoders": config.get("encoders", [e.get("path") or e["name"] for e in encoders]),
+              "decoders": config.get("decoders", [d.get("path") or d["name"] for d in decoders])}
+    old_env = doc.get("environment", {})
+    env = {"python": old_env.get("python", "unknown"), "platform": old_env.get("platform", "unknown"),
+           "packages": {"torch": old_env.get("torch")}}
+    return _assemble(
+        relstitch_version=doc.get("relstitch_version", "unknown"),
+        task=doc["task"], main_metric=doc["main_metric"],
+        directions={m: v["direction"] for m, v in doc.get("metrics", {}).items()},
+        config=config, environment=env, anchors=doc["anchors"], dataset=doc["dataset"],
+        encoders=encoders, decoders=decoders, pairs=pairs,
+        run={"date": old_run.get("date", ""), "command": [str(c) for c in old_run.get("command", [])],
+             "timings": old_run.get("timings", {}),
+             "pair_seconds": [{"encoder": p["encoder"], "decoder": p["decoder"], "method": p["method"],
+                               "seconds": seconds.get(f"{p['encoder']}|{p['decoder']}")} for p in pairs],
+             "encode_seconds": old_run.get("encode_seconds", {})},
+    )
+
+
+MIGRATIONS = {1: _migrate_v1}
+
+
+def upgrade_report(doc: Any, *, source: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Bring a report document to the current schema and validate it; refuse what cannot be read."""
+    if not isinstance(doc, dict) or "schema_version" not in doc:
+        raise RelstitchError("not a relstitch report (no schema_version field)", path=source)
+    version = doc["schema_version"]
+    if doc.get("schema", SCHEMA_NAME) != SCHEMA_NAME:
+        raise RelstitchError(f"not a relstitch report (schema {doc.get('schema')!r})", path=source)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise RelstitchError(f"invalid report schema_version {version!r}", path=source)
+    if version > SCHEMA_VERSION:
+        raise RelstitchError(f"report schema version {version} is newer than this relstitch reads ({SCHEMA_VERSION})",
+                             path=source, hint=f"upgrade relstitch (this is {__version__})")
+    if version < SCHEMA_VERSION:
+        try:
+            doc = MIGRATIONS[version](doc)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise RelstitchError(f"cannot migrate this schema-{version} report: field {exc} missing or malformed",
+                                 path=source) from None
+    errors = schema_errors(doc)
+    if errors:
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        raise RelstitchError(f"report does not match schema {SCHEMA_VERSION}: {'; '.join(errors[:3])}{more}", path=source)
+    return doc
+
+
+def load_report(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a saved report (any supported schema version) as a current-version document."""
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RelstitchError("no such report file", path=source) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RelstitchError(f"cannot read report: {exc}", path=source) from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RelstitchError(f"not valid JSON ({exc.msg} at line {exc.lineno})", path=source,
+                             hint="pass the --json file eval-matrix wrote") from None
+    return upgrade_report(doc, source=source)

@@ -1,0 +1,540 @@
+"""Model sources: one registry of kinds, each reference written ``kind:locator[#option=value,...]``.
+
+=================================  ==========================================================================
+``PATH`` or ``relstitch:PATH``     a relstitch encoder checkpoint (or an embeddings file, read as precomputed)
+``hf:DIR``                         a Hugging Face ``transformers`` model saved in a local folder (text)
+``torchvision:NAME``               a torchvision architecture with a local weights file (images)
+``python:pkg.mod:function``        any ``torch.nn.Module`` a Python function builds, ``function(k=v)`` for kwargs
+``embeddings:FILE``                vectors computed elsewhere: a relstitch embeddings file, no encoder to run
+=================================  ==========================================================================
+
+Every loader returns an :class:`~relstitch.checkpoints.Encoder` (the seam the rest of relstitch uses:
+``embed_batch(raw_batch)``), or an :class:`~relstitch.encoding.EncodedSpace` for precomputed vectors.
+An encoder's hash stays content based (weights + the config that changes its output: pooling, maximum
+length, tokenizer files, latent layer, preprocessing), never its path, so a decoder fitted on one
+still recognises it as its own encoder (the matrix diagonal) wherever the files are moved.
+
+Options come from keyword arguments (the CLI's ``--view`` and ``-O key=value``) and, per reference,
+after ``#``: ``hf:models/fr#view=fr,pooling=mean``; a reference's own options win. Lists are written
+with commas: ``mean=0.485,0.456,0.406``. Remote code is never enabled by an option string: only
+``trust_remote_code=True`` (the CLI's ``--trust-remote-code``).
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import hashlib
+import importlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ..checkpoints import Encoder, load_encoder
+from ..errors import RelstitchError, UsageError
+from .refs import split_fragment, split_options
+from .text import TextViews
+
+if TYPE_CHECKING:
+    from ..encoding import EncodedSpace
+
+POOLINGS = ("cls", "mean")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+CLASSIFIER_NAMES = ("fc", "classifier", "heads", "head")
+"""Where torchvision models keep their classifier; the default latent is that module's input."""
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
+                   "merges.txt", "spiece.model", "sentencepiece.bpe.model", "added_tokens.json")
+
+
+# ------------------------------------------------------------------------------------- options
+def _ints(text: str) -> list[int]:
+    parts = text.replace("x", ",").split(",")
+    values = [int(p) for p in parts if p.strip()]
+    if len(values) == 1:
+        values *= 2  # resize=224 means 224x224
+    if len(values) != 2 or min(values) < 1:
+        raise ValueError("expected H,W or one size")
+    return values
+
+
+def _floats(text: str) -> float | list[float]:
+    values = [float(p) for p in text.split(",") if p.strip()]
+    return values[0] if len(values) == 1 else values
+
+
+OPTION_TYPES: dict[str, Callable[[str], Any]] = {
+    "view": str, "pooling": str, "max_length": int, "dtype": str, "name": str,
+    "weights": str, "layer": str, "resize": _ints, "channels": int, "mean": _floats, "std": _floats,
+}
+"""Source options and how each is read from text."""
+
+
+def parse_options(text: str) -> dict[str, Any]:
+    """``"pooling=mean,mean=0.5,0.5,0.5"`` → ``{"pooling": "mean", "mean": [0.5, 0.5, 0.5]}``."""
+    return {key: _coerce(key, value) for key, value in split_options(text).items()}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    if key == "trust_remote_code":
+        raise UsageError("remote code is enabled only by the --trust-remote-code flag (trust_remote_code=True), not an option")
+    if key not in OPTION_TYPES:
+        close = difflib.get_close_matches(key, OPTION_TYPES, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known options: {', '.join(OPTION_TYPES)}"
+        raise UsageError(f"unknown source option {key!r}", hint=hint)
+    if not isinstance(value, str):
+        return value
+    try:
+        return OPTION_TYPES[key](value)
+    except ValueError:
+        raise UsageError(f"bad value {value!r} for source option {key!r}") from None
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """How to load and feed one model source (each kind reads the options that concern it)."""
+
+    view: str | None = None
+    pooling: str = "cls"
+    max_length: int | None = None
+    dtype: str | None = None
+    name: str | None = None
+    weights: str | None = None
+    layer: str | None = None
+    resize: list[int] | None = None
+    channels: int | None = None
+    mean: float | list[float] | None = None
+    std: float | list[float] | None = None
+    trust_remote_code: bool = False
+
+
+def _parse_call(locator: str) -> tuple[str, dict[str, Any]]:
+    """``pkg.mod:build(width=8)`` → (``pkg.mod:build``, ``{"width": 8}``); literal keyword arguments only."""
+    if not locator.endswith(")") or "(" not in locator:
+        return locator, {}
+    target, _, args = locator.partition("(")
+    try:
+        call = ast.parse(f"f({args}", mode="eval").body
+        assert isinstance(call, ast.Call) and not call.args
+        kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords if kw.arg}
+        assert len(kwargs) == len(call.keywords)
+    except (SyntaxError, ValueError, AssertionError):
+        raise UsageError(f"cannot read the arguments of {locator!r}",
+                         hint="write keyword arguments with literal values, e.g. build(width=8, name='a')") from None
+    return target, kwargs
+
+
+# ------------------------------------------------------------------------------------ registry
+SourceLoader = Callable[[str, SourceOptions], "Encoder | EncodedSpace"]
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One kind of model reference: its loader, the options it reads, and a one-line description."""
+
+    load: SourceLoader
+    reads: frozenset[str]
+    help: str
+
+
+MODEL_SOURCES: dict[str, ModelSource] = {}
+"""Model reference kind -> :class:`ModelSource`; ``register_model_source`` adds one."""
+
+
+def register_model_source(kind: str, reads: tuple[str, ...], help: str) -> Callable[[SourceLoader], SourceLoader]:
+    """Register a loader for references ``kind:locator``."""
+
+    def decorator(load: SourceLoader) -> SourceLoader:
+        MODEL_SOURCES[kind] = ModelSource(load, frozenset(reads + ("name",)), help)
+        return load
+
+    return decorator
+
+
+def load_encoder_ref(ref: str | Path, *, trust_remote_code: bool = False, allow_embeddings: bool = True,
+                     **options: Any) -> Encoder | EncodedSpace:
+    """Load the model a reference names (any registered kind; a plain path is a relstitch file).
+
+    ``options`` are defaults (strings are parsed as on the command line); the reference's own
+    ``#key=value`` options override them. ``allow_embeddings=False`` refuses precomputed vectors
+    (for verbs that must run an encoder).
+    """
+    text, fragment = split_fragment(str(ref))
+    merged = {key: _coerce(key.replace("-", "_"), value) for key, value in options.items() if value is not None}
+    own = parse_options(fragment)
+    kind, sep, locator = text.partition(":")
+    if kind in MODEL_SOURCES:
+        source = MODEL_SOURCES[kind]
+    elif Path(text).exists() or not sep or "/" in kind or "\\" in kind or "." in kind:
+        kind, source, locator = "relstitch", MODEL_SOURCES["relstitch"], text
+    else:
+        close = difflib.get_close_matches(kind, MODEL_SOURCES, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"use one of: {', '.join(k + ':' for k in MODEL_SOURCES)} or a path"
+        raise RelstitchError(f"unknown model source kind {kind!r} in {str(ref)!r}", hint=hint)
+    ignored = sorted(set(own) - source.reads)
+    if ignored:
+        raise UsageError(f"option(s) {', '.join(ignored)} do not apply to {kind}: references",
+                         hint=f"{kind}: reads {', '.join(sorted(source.reads))}")
+    opts = SourceOptions(**{k: v for k, v in {**merged, **own}.items() if k in source.reads},
+                         trust_remote_code=trust_remote_code)
+    if not locator:
+        raise UsageError(f"{kind}: reference without a locator", hint=f"write {kind}:{_EXAMPLES.get(kind, 'LOCATOR')}")
+    loaded = source.load(locator, opts)
+    if not allow_embeddings and not isinstance(loaded, Encoder):
+        raise RelstitchError(f"{ref} holds precomputed embeddings, not an encoder to run",
+                             hint="use it directly in fit, stitch or eval-matrix")
+    return loaded
+
+
+_EXAMPLES = {"hf": "DIR", "torchvision": "resnet18#weights=FILE", "python": "package.module:function",
+             "embeddings": "FILE", "relstitch": "FILE"}
+
+
+# ---------------------------------------------------------------------------------- relstitch
+@register_model_source("relstitch", (), "a relstitch encoder checkpoint (the default for a plain path)")
+def _load_relstitch(locator: str, opts: SourceOptions) -> Encoder | EncodedSpace:
+    from ..artifacts import read_header
+
+    if read_header(locator).kind == "embeddings":  # a plain path to vectors: treat as embeddings:FILE
+        return _load_embeddings(locator, opts)
+    encoder = load_encoder(locator)
+    if opts.name:
+        encoder.name = opts.name
+    return encoder
+
+
+@register_model_source("embeddings", (), "vectors computed elsewhere: a relstitch embeddings file")
+def _load_embeddings(locator: str, opts: SourceOptions) -> EncodedSpace:
+    from ..encoding import load_embeddings
+
+    space = load_embeddings(locator)
+    if opts.name:
+        space.encoder_name = opts.name
+    return space
+
+
+@dataclass
+class PrecomputedEncoder(Encoder):
+    """Stands for the encoder that produced precomputed vectors: its name and hash, nothing to run."""
+
+    encoder_hash: str = ""
+
+    @property
+    def hash(self) -> str:  # type: ignore[override]  (recorded, not recomputed: there are no weights here)
+        return self.encoder_hash
+
+    def embed_batch(self, raw_batch: Any) -> torch.Tensor:
+        raise RelstitchError(f"{self.name!r} is precomputed embeddings: it cannot embed new inputs", path=self.path)
+
+
+def as_encoder(space: EncodedSpace) -> PrecomputedEncoder:
+    """The encoder record of precomputed vectors (for reports: name, hash, latent size)."""
+    return PrecomputedEncoder(module=nn.Identity(), architecture={"name": "embeddings"}, input_spec={},
+                              latent_dim=int(space.absolute.shape[1]), name=space.encoder_name,
+                              meta={"source": f"embeddings:{space.path}"}, path=space.path, encoder_hash=space.encoder_hash)
+
+
+def check_precomputed(space: EncodedSpace, dataset_hash: str | None) -> EncodedSpace:
+    """Refuse precomputed vectors of other data than the run's (their labels would not be the run's)."""
+    recorded = space.dataset.get("hash")
+    if dataset_hash is not None and recorded != dataset_hash:
+        raise RelstitchError(
+            f"embeddings were computed on data {space.dataset.get('name')!r} ({str(recorded)[:12]}), "
+            f"not on the data of this run ({dataset_hash[:12]})",
+            path=space.path, hint="use the same --data and --limit as `relstitch encode` did",
+        )
+    return space
+
+
+def stitch_precomputed(space: EncodedSpace, decoder: Any, dataset: Any = None) -> Any:
+    """Score ``decoder`` on precomputed vectors (``stitch embeddings:FILE DECODER``).
+
+    ``dataset``, when given, must be the data the vectors were computed on; reconstruction decoders
+    need it (they score against the images).
+    """
+    from ..stitching import evaluate_pair
+
+    check_precomputed(space, dataset.hash if dataset is not None else None)
+    return evaluate_pair(space, decoder, dataset)
+
+
+# ----------------------------------------------------------------------------------------- hf
+@dataclass
+class TextEncoder(Encoder):
+    """A Hugging Face model + tokenizer: texts of one view → pooled hidden states ``[B, hidden]``."""
+
+    tokenizer: Any = None
+    pooling: str = "cls"
+    max_length: int = 512
+    view: str | None = None
+
+    def prepare(self, raw_batch: Any) -> dict[str, torch.Tensor]:
+        if not isinstance(raw_batch, TextViews):
+            raise RelstitchError(f"text encoder {self.name!r} was given image data", path=self.path,
+                                 hint="give it text data (jsonl:FILE or csv:FILE)")
+        texts = raw_batch.view(self.view)
+        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+
+    def embed_batch(self, raw_batch: Any) -> torch.Tensor:
+        tokens = self.prepare(raw_batch)
+        hidden = self.module(**tokens)[0]  # last hidden state [B, T, H]
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # padding must not count in the mean
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def _files_hash(folder: Path, names: tuple[str, ...]) -> str:
+    digest = hashlib.sha256()
+    for name in names:
+        if (folder / name).is_file():
+            digest.update(name.encode() + b"\0" + (folder / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+@register_model_source("hf", ("view", "pooling", "max_length", "dtype"), "a Hugging Face transformers model in a local folder")
+def _load_hf(locator: str, opts: SourceOptions) -> TextEncoder:
+    folder = Path(locator)
+    if not folder.is_dir():
+        raise RelstitchError("no such model folder", path=folder, hint="name a folder written by save_pretrained")
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise RelstitchError("not a Hugging Face model folder: no config.json", path=folder,
+                             hint="save the model with model.save_pretrained(DIR)")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RelstitchError(f"cannot read config.json: {_first_line(exc)}", path=config_file) from None
+    if "auto_map" in config and not opts.trust_remote_code:
+        raise RelstitchError("this model runs its own Python code (config.json has auto_map)", path=folder,
+                             hint="pass --trust-remote-code only if you trust the code in that folder")
+    if opts.pooling not in POOLINGS:
+        raise UsageError(f"unknown pooling {opts.pooling!r}; choose one of {', '.join(POOLINGS)}")
+    if opts.dtype is not None and opts.dtype not in DTYPES:
+        raise UsageError(f"unknown dtype {opts.dtype!r}; choose one of {', '.join(DTYPES)}")
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    common = {"local_files_only": True, "trust_remote_code": opts.trust_remote_code}
+    shown, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()  # relstitch reports what matters itself: no loading bars or load reports
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = AutoModel.from_pretrained(folder, dtype=DTYPES[opts.dtype or "float32"], output_loading_info=True,
+                                                **common)
+        tokenizer = AutoTokenizer.from_pretrained(folder, **common)
+    except Exception as exc:  # transformers raises OSError/ValueError/KeyError/...: all mean "this folder will not load"
+        raise RelstitchError(f"cannot load the model: {_first_line(exc)}", path=folder) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if shown:
+            hf_logging.enable_progress_bar()
+    missing = sorted(info.get("missing_keys") or [])
+    if missing and all(k.startswith("pooler.") for k in missing) and getattr(model, "pooler", None) is not None:
+        # Sentence encoders often ship without the pooler head; relstitch never uses it (cls = first token's
+        # state). Left in, its random initialisation would make the encoder's hash differ at every load.
+        model.pooler = None
+    elif missing:
+        raise RelstitchError(f"the weights lack {len(missing)} tensor(s) the model needs ({', '.join(missing[:4])}): they would be "
+                             "random", path=folder, hint="save the complete model with save_pretrained")
+    limits = [n for n in (getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length) if n]
+    max_length = opts.max_length or min([512, *limits])
+    settings = json.loads(model.config.to_json_string(use_diff=False))
+    for volatile in ("_name_or_path", "transformers_version", "_commit_hash", "dtype", "torch_dtype"):
+        settings.pop(volatile, None)  # paths and versions are not content; dtype shows in the weights
+    architecture = {"name": "hf", "model_type": settings.get("model_type"), "config": settings, "pooling": opts.pooling,
+                    "max_length": max_length, "tokenizer_sha256": _files_hash(folder, TOKENIZER_FILES)}
+    if opts.view:
+        architecture["view"] = opts.view  # the same weights reading another language are another encoder
+    return TextEncoder(
+        module=model.eval(),
+        architecture=architecture,
+        input_spec={"modality": "text", "view": opts.view, "pooling": opts.pooling, "max_length": max_length},
+        latent_dim=int(model.config.hidden_size),
+        name=opts.name or folder.resolve().name,
+        meta={"source": f"hf:{folder}"},
+        path=folder,
+        tokenizer=tokenizer,
+        pooling=opts.pooling,
+        max_length=max_length,
+        view=opts.view,
+    )
+
+
+# ----------------------------------------------------------------------- torchvision and python
+class _Tapped(Exception):
+    """Carries a layer's activation out of the forward pass (the rest of the network is skipped)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _to_vector(out: Any) -> torch.Tensor:
+    """Model output → ``[B, D]``: first element of tuples, 4-d maps average-pooled, anything else flattened."""
+    if isinstance(out, Mapping):
+        out = next(iter(out.values()))
+    if isinstance(out, list | tuple):
+        out = out[0]
+    if not isinstance(out, torch.Tensor):
+        raise RelstitchError(f"the model returned {type(out).__name__}, not a tensor", hint="pick a layer with -O layer=NAME")
+    if out.ndim == 4:
+        out = out.mean(dim=(2, 3))
+    return out.flatten(1)
+
+
+class LatentTap(nn.Module):
+    """Wrap a network so its forward returns one layer's activation (``NAME`` output, ``NAME:input`` input)."""
+
+    def __init__(self, model: nn.Module, layer: str | None) -> None:
+        super().__init__()
+        self.model = model
+        self.layer = layer
+        if layer:
+            name, _, where = layer.partition(":")
+            modules = dict(model.named_modules())
+            modules.pop("", None)
+            if name not in modules:
+                close = difflib.get_close_matches(name, modules, n=3)
+                top = ", ".join(n for n in modules if "." not in n)
+                hint = f"did you mean {' or '.join(map(repr, close))}?" if close else f"top-level layers: {top}"
+                raise RelstitchError(f"the model has no layer {name!r}", hint=hint)
+            if where not in ("", "output", "input"):
+                raise UsageError(f"layer {layer!r}: write NAME, NAME:output or NAME:input")
+        self._target, self._on_input = layer.partition(":")[0] if layer else "", layer is not None and layer.endswith(":input")
+
+    @staticmethod
+    def _grab_input(module: nn.Module, args: tuple[Any, ...]) -> None:
+        raise _Tapped(args[0])
+
+    @staticmethod
+    def _grab_output(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        raise _Tapped(output)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.layer:
+            return _to_vector(self.model(x))
+        # The hook lives only during this call, so the wrapped network behaves normally anywhere else.
+        target = self.model.get_submodule(self._target)
+        if self._on_input:
+            hook = target.register_forward_pre_hook(self._grab_input)
+        else:
+            hook = target.register_forward_hook(self._grab_output)
+        try:
+            self.model(x)
+        except _Tapped as tapped:
+            return _to_vector(tapped.value)
+        finally:
+            hook.remove()
+        raise RelstitchError(f"layer {self.layer!r} did not run in the forward pass", hint="pick another layer")
+
+
+def fit_weights(model: nn.Module, path: str | Path, what: str) -> None:
+    """Load a weights file into ``model``, refusing any missing, unexpected or misshapen tensor by name.
+
+    The file is read by :func:`relstitch.safe_load.load_weights`: safetensors, or ``.pt/.pth/.bin``
+    through ``torch.load(weights_only=True)`` only.
+    """
+    from ..safe_load import load_weights
+
+    state = load_weights(path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    misshapen = [f"{k} {tuple(state[k].shape)}≠{tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or misshapen:
+        parts = [f"{label} {len(keys)}: {', '.join(keys[:4])}{', …' if len(keys) > 4 else ''}"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)) if keys]
+        raise RelstitchError(f"weights do not fit {what}: " + "; ".join(parts), path=path)
+    model.load_state_dict(state)
+
+
+def _image_encoder(model: nn.Module, architecture: dict[str, Any], spec: dict[str, Any], name: str,
+                   source: str) -> Encoder:
+    architecture = dict(architecture, input=spec)  # preprocessing changes the latents: it is part of identity
+    return Encoder(module=LatentTap(model, architecture.get("layer")).eval(), architecture=architecture, input_spec=spec,
+                   latent_dim=0, name=name, meta={"source": source})  # latent size: learnt on the first batch
+
+
+def _image_spec(opts: SourceOptions, *, resize: list[int] | None, channels: int | None, mean: Any, std: Any) -> dict[str, Any]:
+    spec = {"modality": "image", "scale": 255.0, "resize": opts.resize or resize, "channels": opts.channels or channels,
+            "mean": opts.mean if opts.mean is not None else mean, "std": opts.std if opts.std is not None else std}
+    return {k: v for k, v in spec.items() if v is not None}
+
+
+@register_model_source("torchvision", ("weights", "layer", "resize", "channels", "mean", "std"),
+                       "a torchvision architecture with a local weights file")
+def _load_torchvision(locator: str, opts: SourceOptions) -> Encoder:
+    arch, kwargs = _parse_call(locator)
+    import torchvision
+
+    known = torchvision.models.list_models()
+    if arch not in known:
+        close = difflib.get_close_matches(arch, known, n=1)
+        raise RelstitchError(f"torchvision has no model {arch!r}",
+                             hint=f"did you mean {close[0]!r}?" if close else "see torchvision.models.list_models()")
+    if not opts.weights:
+        raise UsageError(f"torchvision:{arch} needs a local weights file (relstitch never downloads)",
+                         hint=f"write torchvision:{arch}#weights=FILE or pass -O weights=FILE")
+    try:
+        model = torchvision.models.get_model(arch, weights=None, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise RelstitchError(f"cannot build torchvision:{arch}: {_first_line(exc)}") from None
+    fit_weights(model, opts.weights, f"torchvision:{arch}")
+    layer = opts.layer or next((f"{n}:input" for n in CLASSIFIER_NAMES if isinstance(getattr(model, n, None), nn.Module)), None)
+    if layer is None:
+        raise UsageError(f"torchvision:{arch} has no fc/classifier/head: say which layer is the latent", hint="-O layer=NAME")
+    spec = _image_spec(opts, resize=[224, 224], channels=3, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    architecture = {"name": f"torchvision:{arch}", "args": kwargs, "layer": layer}
+    return _image_encoder(model, architecture, spec, opts.name or arch, f"torchvision:{arch}")
+
+
+@register_model_source("python", ("weights", "layer", "resize", "channels", "mean", "std"),
+                       "a torch.nn.Module built by a Python function: package.module:function(key=value)")
+def _load_python(locator: str, opts: SourceOptions) -> Encoder:
+    target, kwargs = _parse_call(locator)
+    module_name, sep, function_name = target.rpartition(":")
+    if not sep or not module_name or not function_name:
+        raise UsageError(f"python:{locator}: expected python:package.module:function")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or whatever the module raises while importing
+        raise RelstitchError(f"cannot import {module_name!r}: {_first_line(exc)}",
+                             hint="check the module path and that it is installed") from None
+    factory: Any = module
+    for part in function_name.split("."):  # Class.classmethod works too (EfficientNet.from_name)
+        factory = getattr(factory, part, None)
+    if not callable(factory):
+        raise RelstitchError(f"module {module_name!r} has no function {function_name!r}")
+    try:
+        model = factory(**kwargs)
+    except Exception as exc:  # the user's factory failed: report it in one line
+        raise RelstitchError(f"{target}({', '.join(kwargs)}) raised {_first_line(exc)}") from None
+    if not isinstance(model, nn.Module):
+        raise RelstitchError(f"{target} returned {type(model).__name__}, not a torch.nn.Module")
+    if opts.weights:
+        fit_weights(model, opts.weights, target)
+    spec = _image_spec(opts, resize=None, channels=None, mean=0.0, std=1.0)
+    architecture = {"name": f"python:{target}", "args": kwargs, "layer": opts.layer}
+    return _image_encoder(model, architecture, spec, opts.name or function_name, f"python:{target}")
+
+
+def list_model_sources() -> dict[str, str]:
+    """Kind → one-line description, for help texts."""
+    return {kind: source.help for kind, source in MODEL_SOURCES.items()}
+
+
+__all__ = ["MODEL_SOURCES", "LatentTap", "PrecomputedEncoder", "SourceOptions", "TextEncoder", "as_encoder",
+           "check_precomputed", "fit_weights", "list_model_sources", "load_encoder_ref", "parse_options",
+           "register_model_source", "stitch_precomputed"]

