@@ -70,7 +70,6 @@ def functions():
 
 def worker_time(n: int, d: int, k: int, repeats: int) -> dict:
     import torch
-
     from _common import interleaved
 
     x, a = inputs(n, d, k)

@@ -46,7 +46,7 @@ def main() -> None:
                target=">= 0.9")
 
         # Anchor blocks: many anchors and a budget too small for 256 rows of them.
-        n2, k2, budget = min(args.n, 20_000), 20_000, 8 * 1024**2
+        n2, k2, budget = min(args.n, 5_000), 20_000, 8 * 1024**2
         x2, a2 = x[:n2], torch.randn(k2, args.d, generator=gen, device=args.device, dtype=dtype)
         a2_hat, x2_hat = a2 / a2.norm(dim=1, keepdim=True), x_hat[:n2]
         rows, cols = block_shape(n2, args.d, k2, x.element_size(), budget, None)

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ASSETS=${RELSTITCH_ASSETS:-assets}
 OUT=${OUT:-experiments/results/text-minilm}
-TRAIN=${TRAIN:-1000} TEST=${TEST:-500} ANCHORS=${ANCHORS:-256} EPOCHS=${EPOCHS:-20}
+TRAIN=${TRAIN:-1000} TEST=${TEST:-500} ANCHORS=${ANCHORS:-256} EPOCHS=${EPOCHS:-10}
 RS=(${PYTHON:-.venv/bin/python} -m relstitch)
 mkdir -p "$OUT"
 train="jsonl:$ASSETS/wordnet/train.jsonl" test="jsonl:$ASSETS/wordnet/test.jsonl"

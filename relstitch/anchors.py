@@ -166,12 +166,13 @@ def parse_ids(spec: str) -> list[int]:
         except (OSError, UnicodeDecodeError) as exc:
             raise RelstitchError(f"cannot read ids: {exc}", path=path) from None
     tokens = [t for t in text.replace(",", " ").split() if t]
-    try:
-        ids = [int(t) for t in tokens]
-    except ValueError:
-        bad = next(t for t in tokens if not t.lstrip("-").isdigit())
-        raise RelstitchError(f"anchor id {bad!r} is not an integer", path=path if path.is_file() else None,
-                             hint="give integer sample ids, comma-separated or one per line") from None
+    ids = []
+    for token in tokens:
+        try:
+            ids.append(int(token))
+        except ValueError:  # str.isdigit() is no guide: it accepts "²", which int() refuses
+            raise RelstitchError(f"anchor id {token!r} is not an integer", path=path if path.is_file() else None,
+                                 hint="give integer sample ids, comma-separated or one per line") from None
     if not ids:
         raise RelstitchError("no anchor ids given", path=path if path.is_file() else None)
     return ids

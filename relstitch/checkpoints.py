@@ -122,20 +122,18 @@ def _require(meta: dict[str, Any], key: str, kind: type | tuple[type, ...], path
     return value
 
 
-def _check_shapes(name: str, module: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """Refuse weights whose names or shapes differ from what the architecture declares."""
+def _check_shapes(name: str, module: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse weights whose names or shapes differ from what the architecture declares (the caller adds the path)."""
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in tensors.items()}
     if expected.keys() != found.keys():
         missing, unexpected = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
-        raise RelstitchError(f"weights do not fit architecture {name!r}: missing {missing[:5]}, unexpected {unexpected[:5]}",
-                             path=path)
+        raise RelstitchError(f"weights do not fit architecture {name!r}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     wrong = [k for k in expected if expected[k] != found[k]]
     if wrong:
         raise RelstitchError(
             f"weights do not fit architecture {name!r}: {wrong[0]} has shape {list(found[wrong[0]])}, "
-            f"the architecture needs {list(expected[wrong[0]])}",
-            path=path,
+            f"the architecture needs {list(expected[wrong[0]])}"
         )
 
 
@@ -150,7 +148,7 @@ def _build(kind: str, architecture: dict[str, Any], tensors: dict[str, torch.Ten
         # is refused by comparing shapes before a single real parameter is allocated.
         with torch.device("meta"):
             probe = create(name, **args)
-        _check_shapes(name, probe, tensors, path)
+        _check_shapes(name, probe, tensors)
         module = create(name, **args)
     except RelstitchError as exc:
         raise RelstitchError(str(exc), path=path) from None

@@ -467,6 +467,9 @@ def stitch(
             raise UsageError("--target-encoder only means something with a translation --method")
         chosen, dataset = load_anchors(anchors_file), load_dataset(data or "builtin:test", limit=limit)
         result = stitch_pair(source, head, chosen, dataset, batch_size=batch_size)
+    elif method in ("relative", "absolute"):
+        raise UsageError(f"decoder {head.name!r} reads {head.space} vectors, so --method {method} cannot feed it",
+                         hint=f"use --method {head.space} (the default) or a translation into an absolute decoder")
     else:
         from .translation import stitch_translated
 
@@ -499,9 +502,10 @@ def eval_matrix(
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the long-form CSV here.")] = None,
     markdown_out: Annotated[Path | None, typer.Option("--markdown", help="Write the Markdown report here.")] = None,
     html_out: Annotated[Path | None, typer.Option("--html", help="Write the self-contained HTML report here.")] = None,
-    metric: Annotated[str | None, typer.Option(help="Metric shown in the table [default: the task's main metric].")] = None,
+    metric: Annotated[str | None, typer.Option(
+        help="Metric shown in the table and the Markdown/HTML \\[default: the task's main metric].")] = None,
     group: Annotated[list[str] | None, typer.Option(
-        "--group", help="NAME=GROUP: label encoders/decoders matching the glob NAME (repeatable) [default: architecture].")] = None,
+        "--group", help="NAME=GROUP: label encoders/decoders matching the glob NAME (repeatable) \\[default: architecture].")] = None,
     batch_size: BatchOpt = 256,
     limit: LimitOpt = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing pair.")] = False,
@@ -571,7 +575,7 @@ def report(
     file: Annotated[Path, typer.Argument(help="A JSON report (from `eval-matrix --json`).")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="table (terminal heatmap), md, csv, html or json.")] = "table",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of printing.")] = None,
-    metric: Annotated[str | None, typer.Option(help="Metric to show [default: the report's main metric].")] = None,
+    metric: Annotated[str | None, typer.Option(help="Metric to show \\[default: the report's main metric].")] = None,
     force: ForceOpt = False,
 ) -> None:
     """Re-render a saved report without recomputing anything (older report versions are migrated)."""

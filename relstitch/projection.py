@@ -321,11 +321,8 @@ def relative_projection(
 def _cosine_into(x: torch.Tensor, anchors_hat: torch.Tensor, out: torch.Tensor, cols: int) -> None:
     """``out[:] = cos(x, anchors)``, the same numbers as :func:`_cosine`, written in place in blocks of ``cols`` anchors."""
     for a0 in range(0, anchors_hat.shape[0], cols):
-        target = out[:, a0 : a0 + cols]
-        if target.is_contiguous():
-            torch.mm(x, anchors_hat[a0 : a0 + cols].T, out=target)
-        else:  # a column block of the output is strided: compute it apart (its size is within the budget)
-            target.copy_(x @ anchors_hat[a0 : a0 + cols].T)
+        # A column block of the output is a matrix with a leading dimension: BLAS writes it in place.
+        torch.mm(x, anchors_hat[a0 : a0 + cols].T, out=out[:, a0 : a0 + cols])
     out.div_(x.norm(dim=1, keepdim=True).clamp_min(EPS))
 
 

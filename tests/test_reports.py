@@ -160,7 +160,8 @@ def test_everything_outside_run_is_byte_deterministic(run, cli, tiny_zoo):
     second = run["dir"] / "again.json"
     result = cli("eval-matrix", *run["args"], "-a", tiny_zoo.anchors_path, "--limit", LIMIT, "--json", second)
     assert result.exit_code == 0
-    first, again = run["report"], json.loads(second.read_text())
+    first, again = copy.deepcopy(run["report"]), json.loads(second.read_text())
+    assert_valid(again)
     first.pop("run"), again.pop("run")
     assert report_json(first) == report_json(again)
 
@@ -184,8 +185,11 @@ def test_old_report_is_migrated_and_a_newer_one_refused(tmp_path, cli):
     result = cli("report", newer)
     assert result.exit_code == 1 and "newer than this relstitch reads" in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    ragged = load_report(V1_REPORT)
+    ragged["matrices"]["relative"]["values"]["accuracy"][0].pop()
     for text, message in (("{", "not valid JSON"), ("[]", "not a relstitch report"),
-                          (json.dumps({"schema_version": 2, "task": "x"}), "does not match schema")):
+                          (json.dumps({"schema_version": 2, "task": "x"}), "does not match schema"),
+                          (json.dumps(ragged), "$.matrices.relative.values.accuracy is not 2 × 2")):
         bad = tmp_path / "bad.json"
         bad.write_text(text)
         result = cli("report", bad)
@@ -390,7 +394,7 @@ def test_group_option_relabels_and_refuses_a_pattern_matching_nothing(run, cli, 
 
 def test_one_matrix_per_method_with_controls_next_to_their_method(run, cli, tiny_zoo, tmp_path):
     out = tmp_path / "m.json"
-    result = cli("eval-matrix", *run["args"][:-10], *run["args"][-8:], "-a", tiny_zoo.anchors_path, "--limit", "100",
+    result = cli("eval-matrix", *run["args"][:-10], *run["args"][-8:], "-a", tiny_zoo.anchors_path, "--limit", "50",
                  "--method", "absolute,procrustes,relative", "--null-baseline", "--json", out, "--markdown", tmp_path / "m.md",
                  "--html", tmp_path / "m.html")
     assert result.exit_code == 0, result.output
@@ -469,13 +473,42 @@ def test_html_heatmap_renders_in_headless_chromium(run, tmp_path):
     assert green.sum() < 50 and red.sum() < 50, (int(green.sum()), int(red.sum()))
 
 
-def test_non_finite_scores_are_stored_as_strings_and_left_out_of_means():
-    report = toy_report(first_score=math.inf)
+def test_reconstruction_report_lower_is_better_and_an_infinite_psnr():
+    """A perfect reconstruction has mse 0 and psnr inf: stored as the string "inf", left out of means, shown as inf."""
+    h = {n: c * 64 for n, c in (("e0", "a"), ("e1", "b"), ("d0", "c"), ("d1", "d"))}
+    encoders = [{"name": f"ae{i}", "path": f"ae{i}.e", "hash": h[f"e{i}"], "latent_dim": 8, "trained_space": "relative",
+                 "architecture": "conv-ae", "seed": i} for i in (0, 1)]
+    decoders = [{"name": f"ae{i}", "path": f"ae{i}.d", "hash": h[f"d{i}"], "space": "relative", "input_dim": 4,
+                 "encoder_hash": h[f"e{i}"], "anchor_hash": "e" * 64, "projection": {"similarity": "cosine"},
+                 "architecture": "conv-decoder", "seed": i} for i in (0, 1)]
+    mse = {("ae0", "ae0"): 0.0, ("ae0", "ae1"): 0.04, ("ae1", "ae0"): 0.06, ("ae1", "ae1"): 0.01}
+    pairs = [PairResult(e, d, "relative", e != d, {"mse": v, "psnr": 10 * math.log10(1 / v) if v else math.inf},
+                        encoder_space="relative") for (e, d), v in mse.items()]
+    report = build_report(MatrixResult(encoders, decoders, pairs, "reconstruction", "mse",
+                                       {"path": None, "hash": "e" * 64, "count": 4, "strategy": "uniform", "seed": 0},
+                                       {"name": "toy", "size": 2, "hash": "f" * 64}), config={"data": "toy", "batch_size": 2})
     assert_valid(report)
-    assert report["pairs"][0]["scores"]["accuracy"] == "inf" and report["matrices"]["relative"]["values"]["accuracy"][0][0] == "inf"
-    json.loads(report_json(report))  # standard JSON: no bare Infinity
-    assert "Infinity" not in report_json(report)
-    not_stitched = next(r for r in report["aggregate"] if (r["setting"], r["encoder_group"], r["metric"])
-                        == ("not stitched", "all", "accuracy"))
-    assert not_stitched["n"] == 1 and not_stitched["mean"] == 0.875
-    assert "inf*" in render(report, 100)
+    assert "Infinity" not in report_json(report) and report["pairs"][0]["scores"]["psnr"] == "inf"
+    assert report["metrics"] == {"mse": {"direction": "lower"}, "psnr": {"direction": "higher"}}
+    assert report["main_score"] == {"metric": "mse", "direction": "lower", "method": "relative", "setting": "stitched",
+                                    "value": pytest.approx(0.05), "n": 2}
+    psnr = next(r for r in report["aggregate"] if (r["setting"], r["encoder_group"], r["metric"]) == ("not stitched", "all", "psnr"))
+    assert psnr["n"] == 1 and psnr["mean"] == pytest.approx(20.0)  # the infinite one is left out
+    text = render(report, 100)
+    assert "relative · mse ↓" in text and "0.000*" in text
+    assert "| ae0 | **inf**\\* |" in to_markdown(report, "psnr")
+
+
+def test_a_run_where_every_pair_failed_still_renders_in_every_form():
+    decoder = {"name": "d", "path": "d.d", "hash": "c" * 64, "space": "relative", "input_dim": 4, "encoder_hash": None,
+               "anchor_hash": "e" * 64, "projection": {"similarity": "cosine"}, "architecture": "vision-head", "seed": None}
+    result = MatrixResult([{"name": "g", "path": "g.e", "error": "g.e: truncated"}], [decoder],
+                          [PairResult("g", "d", "relative", True, error="g.e: truncated")], "classification", "accuracy",
+                          {"path": None, "hash": "e" * 64, "count": 4, "strategy": None, "seed": None},
+                          {"name": "t", "size": 1, "hash": "f" * 64})
+    report = build_report(result, config={"data": "t", "batch_size": 1})
+    assert_valid(report)
+    assert report["main_score"]["value"] is None and report["aggregate"] == [] and len(report["failed_pairs"]) == 1
+    assert "main score: none" in render(report, 80) and "✗1 g → d: g.e: truncated" in render(report, 80)
+    assert "| g | ✗ |" in to_markdown(report) and "Aggregated" not in to_markdown(report)
+    assert "g.e: truncated" in to_html(report) and to_csv(report).splitlines()[1].endswith(",g.e: truncated")

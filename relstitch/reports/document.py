@@ -291,14 +291,19 @@ def build_report(result: MatrixResult, *, config: dict[str, Any], command: list[
         pairs=pairs,
         run={
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            # the program's name, not the path of the venv it ran from
-            "command": list(command) if command is not None else [Path(sys.argv[0]).name, *sys.argv[1:]],
+            "command": list(command) if command is not None else [_program(sys.argv[0]), *sys.argv[1:]],
             "timings": dict(result.timings),
             "pair_seconds": run_pairs,
             "encode_seconds": {e["name"]: e.get("encode_seconds") for e in result.encoders},
             "from_cache": {e["name"]: bool(e.get("from_cache")) for e in result.encoders},
         },
     )
+
+
+def _program(argv0: str) -> str:
+    """The program's name as a user would type it: not the venv path, not ``__main__.py`` of ``python -m``."""
+    name = Path(argv0).name
+    return "relstitch" if name == "__main__.py" and Path(argv0).parent.name == "relstitch" else name
 
 
 def report_json(report: dict[str, Any]) -> str:
@@ -353,6 +358,21 @@ def _migrate_v1(doc: dict[str, Any]) -> dict[str, Any]:
 MIGRATIONS = {1: _migrate_v1}
 
 
+def _shape_errors(doc: dict[str, Any]) -> list[str]:
+    """What a schema cannot say: every method has a matrix, and every grid is rows × columns."""
+    errors = []
+    if set(doc["methods"]) != set(doc["matrices"]):
+        errors.append(f"$.methods {doc['methods']} and $.matrices {sorted(doc['matrices'])} disagree")
+    for method, matrix in doc["matrices"].items():
+        shape = (len(matrix["rows"]), len(matrix["columns"]))
+        for metric, grid in matrix["values"].items():
+            if len(grid) != shape[0] or any(len(row) != shape[1] for row in grid):
+                errors.append(f"$.matrices.{method}.values.{metric} is not {shape[0]} × {shape[1]}")
+    for metric in {doc["main_metric"], *(m for p in doc["pairs"] for m in p["scores"])} - set(doc["metrics"]):
+        errors.append(f"$.metrics has no direction for {metric!r}")
+    return errors
+
+
 def upgrade_report(doc: Any, *, source: str | os.PathLike | None = None) -> dict[str, Any]:
     """Bring a report document to the current schema and validate it; refuse what cannot be read."""
     if not isinstance(doc, dict) or "schema_version" not in doc:
@@ -371,7 +391,7 @@ def upgrade_report(doc: Any, *, source: str | os.PathLike | None = None) -> dict
         except (KeyError, TypeError, AttributeError) as exc:
             raise RelstitchError(f"cannot migrate this schema-{version} report: field {exc} missing or malformed",
                                  path=source) from None
-    errors = schema_errors(doc)
+    errors = schema_errors(doc) or _shape_errors(doc)
     if errors:
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         raise RelstitchError(f"report does not match schema {SCHEMA_VERSION}: {'; '.join(errors[:3])}{more}", path=source)
@@ -392,4 +412,6 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise RelstitchError(f"not valid JSON ({exc.msg} at line {exc.lineno})", path=source,
                              hint="pass the --json file eval-matrix wrote") from None
+    except (ValueError, RecursionError):  # an integer too long to convert, arrays nested past the parser's depth
+        raise RelstitchError("not a usable JSON report (a number too long or nesting too deep)", path=source) from None
     return upgrade_report(doc, source=source)

@@ -131,12 +131,13 @@ def to_html(report: dict[str, Any], metric: str | None = None) -> str:
     body.append(f"<p>{colour_bar_svg(scale, metric)}</p>")
     body.append('<p class="muted">Rows: encoders; columns: decoders; outlined and * = not stitched (the decoder\'s own '
                 "encoder); ✗ = failed. One colour scale for every method.</p>")
-    columns = group_pairs(report, metric)
-    body.append(f"<h2>Aggregated: {escape(metric)} {arrow(direction_of(report, metric))}, mean ± std over pairs</h2>")
-    body.append(_table(["method", "setting", *(group_label(p) for p in columns)],
-                       [[m, s, *(mean_std(g.get(p)) for p in columns)] for m, s, g in aggregate_rows(report, metric)],
-                       numeric=set(range(2, 2 + len(columns)))))
-    body.append('<p class="muted">Columns: encoder group → decoder group; std is the sample std (n − 1) over pairs.</p>')
+    if report["aggregate"]:  # empty when every pair failed
+        columns = group_pairs(report, metric)
+        body.append(f"<h2>Aggregated: {escape(metric)} {arrow(direction_of(report, metric))}, mean ± std over pairs</h2>")
+        body.append(_table(["method", "setting", *(group_label(p) for p in columns)],
+                           [[m, s, *(mean_std(g.get(p)) for p in columns)] for m, s, g in aggregate_rows(report, metric)],
+                           numeric=set(range(2, 2 + len(columns)))))
+        body.append('<p class="muted">Columns: encoder group → decoder group; std is the sample std (n − 1) over pairs.</p>')
     if report["failed_pairs"]:
         body.append("<h2>Failed pairs</h2>")
         body.append(_table(["encoder", "decoder", "method", "error"],

@@ -144,5 +144,6 @@ def print_report(console: Console, report: dict[str, Any], metric: str | None = 
         console.print(table)
         for note in notes:
             console.print(note, style="dim", soft_wrap=True, highlight=False)
-    console.print(aggregate_table(report, metric, width=console.width))
+    if report["aggregate"]:  # empty when every pair failed
+        console.print(aggregate_table(report, metric, width=console.width))
     console.print(main_score_line(report), highlight=False)

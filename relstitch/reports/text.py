@@ -112,12 +112,13 @@ def to_markdown(report: dict[str, Any], metric: str | None = None) -> str:
         out += _md_table(["encoder \\ decoder", *matrix["columns"]], rows, ["left"] + ["right"] * len(matrix["columns"]))
         note = "Rows: encoders; columns: decoders; \\* = not stitched (the decoder's own encoder)"
         out += ["", note + ("; ✗ = failed (see below)." if failures else "."), ""]
-    columns = group_pairs(report, metric)
-    out += [f"## Aggregated: {metric} {up}, mean ± std over pairs", ""]
-    out += _md_table(["method", "setting", *(group_label(p) for p in columns)],
-                     [[_md(m), s, *(mean_std(g.get(p)) for p in columns)] for m, s, g in aggregate_rows(report, metric)],
-                     ["left", "left"] + ["right"] * len(columns))
-    out += ["", "Columns: encoder group → decoder group; std is the sample std (n − 1) over pairs.", ""]
+    if report["aggregate"]:  # empty when every pair failed
+        columns = group_pairs(report, metric)
+        out += [f"## Aggregated: {metric} {up}, mean ± std over pairs", ""]
+        out += _md_table(["method", "setting", *(group_label(p) for p in columns)],
+                         [[_md(m), s, *(mean_std(g.get(p)) for p in columns)] for m, s, g in aggregate_rows(report, metric)],
+                         ["left", "left"] + ["right"] * len(columns))
+        out += ["", "Columns: encoder group → decoder group; std is the sample std (n − 1) over pairs.", ""]
     if report["failed_pairs"]:
         out += ["## Failed pairs", ""]
         out += _md_table(["encoder", "decoder", "method", "error"],

@@ -91,6 +91,9 @@ def load_jsonl(locator: str) -> Dataset:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise RelstitchError(f"line {number} is not JSON ({exc.msg})", path=path) from None
+                except (ValueError, RecursionError):  # a number too long to convert, nesting past the parser's depth
+                    raise RelstitchError(f"line {number} is not usable JSON (a number too long or nesting too deep)",
+                                         path=path) from None
                 if not isinstance(row, dict):
                     raise RelstitchError(f"line {number} is not a JSON object", path=path)
                 rows.append(row)

