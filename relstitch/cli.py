@@ -55,7 +55,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,  # help texts are plain: "[default: ...]" must not be read as markup
 )
 console = Console()
 err_console = Console(stderr=True)
@@ -503,9 +503,9 @@ def eval_matrix(
     markdown_out: Annotated[Path | None, typer.Option("--markdown", help="Write the Markdown report here.")] = None,
     html_out: Annotated[Path | None, typer.Option("--html", help="Write the self-contained HTML report here.")] = None,
     metric: Annotated[str | None, typer.Option(
-        help="Metric shown in the table and the Markdown/HTML \\[default: the task's main metric].")] = None,
+        help="Metric shown in the table and the Markdown/HTML [default: the task's main metric].")] = None,
     group: Annotated[list[str] | None, typer.Option(
-        "--group", help="NAME=GROUP: label encoders/decoders matching the glob NAME (repeatable) \\[default: architecture].")] = None,
+        "--group", help="NAME=GROUP: label encoders/decoders matching the glob NAME (repeatable) [default: architecture].")] = None,
     batch_size: BatchOpt = 256,
     limit: LimitOpt = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing pair.")] = False,
@@ -575,7 +575,7 @@ def report(
     file: Annotated[Path, typer.Argument(help="A JSON report (from `eval-matrix --json`).")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="table (terminal heatmap), md, csv, html or json.")] = "table",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of printing.")] = None,
-    metric: Annotated[str | None, typer.Option(help="Metric to show \\[default: the report's main metric].")] = None,
+    metric: Annotated[str | None, typer.Option(help="Metric to show [default: the report's main metric].")] = None,
     force: ForceOpt = False,
 ) -> None:
     """Re-render a saved report without recomputing anything (older report versions are migrated)."""
