@@ -92,3 +92,24 @@ def finish(json_path: str | None, device: str = "cpu") -> None:
     print(f"machine: {machine(device)}; shared with other work, so numbers are noisy", flush=True)
     if json_path:
         Path(json_path).write_text(json.dumps({"machine": machine(device), "results": RESULTS}, indent=2))
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def reset_peak_rss() -> float:
+    """Reset this process's peak resident size (Linux ``clear_refs``) and return the current RSS in MB."""
+    import gc
+
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_kb("VmRSS") / 1024
+
+
+def peak_rss() -> float:
+    """Peak resident size (MB) since the last :func:`reset_peak_rss`."""
+    return _status_kb("VmHWM") / 1024

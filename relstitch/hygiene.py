@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from .projection import ProjectionConfig
 
 
+CHECK_ROWS = 65536
+"""Rows checked for NaN/Inf at a time."""
+
+
 def warn(message: str) -> None:
     """Issue a :class:`RelstitchWarning` (the CLI prints it as one ``warning:`` line)."""
     warnings.warn(RelstitchWarning(message), stacklevel=3)
@@ -35,14 +39,19 @@ def check_finite(values: torch.Tensor, what: str, *, path: object | None = None,
     """
     import torch  # noqa: PLC0415
 
-    if not values.is_floating_point() or bool(torch.isfinite(values).all()):
+    if not values.is_floating_point():
         return
-    bad = ~torch.isfinite(values)
-    first = [int(i) for i in bad.nonzero()[0].tolist()]
+    # Row blocks keep the boolean temporaries small whatever the size of the data (bounded memory).
+    blocks = [values[s : s + CHECK_ROWS] for s in range(0, len(values), CHECK_ROWS)] if values.ndim else [values]
+    if all(bool(torch.isfinite(b).all()) for b in blocks):
+        return
+    nan = sum(int(torch.isnan(b).sum()) for b in blocks)
+    inf = sum(int(torch.isinf(b).sum()) for b in blocks)
+    number, block = next((i, b) for i, b in enumerate(blocks) if not bool(torch.isfinite(b).all()))
+    first = [int(i) for i in (~torch.isfinite(block)).nonzero()[0].tolist()]
     if first:
-        first[0] += offset
+        first[0] += offset + number * CHECK_ROWS
     where = ", ".join(map(str, first))
-    nan, inf = int(torch.isnan(values).sum()), int(torch.isinf(values).sum())
     raise RelstitchError(f"{what} hold {nan} NaN and {inf} infinite value(s), the first at index [{where}]", path=path,
                          hint="fix the input: relstitch does not guess replacements")
 

@@ -62,7 +62,8 @@ def check_pair(space: EncodedSpace, decoder: Decoder) -> None:
         expected = decoder.projection.output_dim(k) if decoder.projection else k
         if decoder.input_dim != expected:
             raise RelstitchError(
-                f"decoder {decoder.name!r} reads {decoder.input_dim} similarities but {k} anchors give {expected}",
+                f"decoder {decoder.name!r} reads {decoder.input_dim} similarities but there are {k} anchors"
+                + (f" ({expected} values with its {decoder.projection.similarity} projection)" if expected != k else ""),
                 path=decoder.path,
             )
     else:

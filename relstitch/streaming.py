@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .artifacts import _DTYPE_SIZES, _TORCH_DTYPES, _tensor_bytes, artifact_metadata, safetensors_header
 from .atomic import _current_umask, check_output
+from .errors import RelstitchError
 
 if TYPE_CHECKING:
     import torch
@@ -215,6 +216,10 @@ def encode_to_file(encoder: Encoder, anchors: Anchors, dataset: Dataset, path: s
             writer.commit()
         else:
             writer.close()
+    except OSError as exc:  # a full disk or a file-size limit: the user's problem, said in one line
+        if writer is not None:
+            writer.abort()
+        raise RelstitchError(f"cannot write ({exc.strerror or exc})", path=path) from None
     except BaseException:
         if writer is not None:
             writer.abort()

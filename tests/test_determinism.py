@@ -42,6 +42,11 @@ def test_every_verb_writes_the_same_bytes_twice(cli, tmp_path):
     embeddings = tmp_path / "e.safetensors"
     twice(cli, "encode", models[0][0], "--anchors", anchors, "--limit", 200, "-o", embeddings, outputs=[embeddings])
 
+    other = tmp_path / "e1.safetensors"
+    assert cli("encode", models[1][0], "--anchors", anchors, "--limit", 200, "-o", other).exit_code == 0
+    scores = tmp_path / "compare.json"
+    twice(cli, "compare", embeddings, other, "--json", scores, outputs=[scores])
+
     head = tmp_path / "head.decoder.safetensors"
     twice(cli, "fit", embeddings, "-o", head, "--epochs", 2, "--seed", 5, outputs=[head])
     assert read_header(head).metadata["training"]["seed"] == 5

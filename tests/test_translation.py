@@ -168,7 +168,7 @@ def test_target_anchor_latents_come_from_the_decoders_own_encoder(zoo_run):
 # ------------------------------------------------------------------------------------------ CLI
 def test_stitch_with_a_translation_finds_the_decoders_own_encoder(cli):
     args = ("stitch", ZOO / "cnn-abs-s1.encoder.safetensors", ZOO / "cnn-abs-s0.decoder.safetensors",
-            "--anchors", ZOO / "anchors.safetensors", "--limit", "300")
+            "--anchors", ZOO / "anchors.safetensors", "--limit", "200")
     result = cli(*args, "--method", "lstsq-ortho", "--json")
     assert result.exit_code == 0, result.output
     pair = json.loads(result.stdout)
@@ -178,6 +178,8 @@ def test_stitch_with_a_translation_finds_the_decoders_own_encoder(cli):
     relative = cli("stitch", ZOO / "cnn-abs-s1.encoder.safetensors", ZOO / "cnn-rel-s0.decoder.safetensors",
                    "--anchors", ZOO / "anchors.safetensors", "--method", "procrustes")
     assert relative.exit_code == 1 and "reads relative vectors" in relative.stderr
+    native = cli(*args, "--method", "relative")
+    assert native.exit_code == 2 and "reads absolute vectors" in native.stderr
 
 
 def test_eval_matrix_cli_reports_methods_and_the_control(cli, tmp_path):
@@ -185,7 +187,7 @@ def test_eval_matrix_cli_reports_methods_and_the_control(cli, tmp_path):
     encoders = [str(ZOO / f"{n}.encoder.safetensors") for n in ("cnn-abs-s0", "cnn-abs-s1", "cnn-rel-s0", "cnn-rel-s1")]
     decoders = [str(ZOO / f"{n}.decoder.safetensors") for n in ("cnn-abs-s0", "cnn-abs-s1", "cnn-rel-s0", "cnn-rel-s1")]
     result = cli("eval-matrix", *(a for e in encoders for a in ("-e", e)), *(a for d in decoders for a in ("-D", d)),
-                 "--anchors", ZOO / "anchors.safetensors", "--limit", "300", "--method", "relative,absolute,procrustes",
+                 "--anchors", ZOO / "anchors.safetensors", "--limit", "200", "--method", "relative,absolute,procrustes",
                  "--null-baseline", "--json", out)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
