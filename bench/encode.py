@@ -160,7 +160,7 @@ def main() -> None:
     parser.add_argument("--memory-n", type=int, default=100_000, help="0 skips the memory part")
     parser.add_argument("--json")
     args = parser.parse_args()
-    for name in args.models.split(","):
+    for name in filter(None, args.models.split(",")):
         if name == "resnet18" and args.device == "cpu":  # ~0.5 GFLOP per 28x28 image: keep the CPU run short
             small = argparse.Namespace(**{**vars(args), "n": min(args.n, 1000)})
             throughput(name, small)

@@ -61,10 +61,10 @@ class Run:
         self.steps: dict[str, float] = {}
         log(f"[{name}] {'quick' if self.quick else 'full'} run, {torch.get_num_threads()} thread(s), work folder {self.work}")
 
-    def step(self, label: str, fn: Callable[[], Any]) -> Any:
-        """Run ``fn``, log and record its wall time under ``label``."""
+    def step(self, label: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)``, log and record its wall time under ``label``."""
         t0 = time.perf_counter()
-        out = fn()
+        out = fn(*args, **kwargs)
         self.steps[label] = round(self.steps.get(label, 0.0) + time.perf_counter() - t0, 2)
         log(f"[{self.name}] {label}: {time.perf_counter() - t0:.1f}s")
         return out
@@ -161,12 +161,13 @@ run line below.
 """
 
 
-def update_results_md(name: str, block: str) -> None:
+def update_results_md(name: str, block: str, path: Path | None = None) -> None:
     """Replace (or append) the block between this experiment's markers in docs/RESULTS.md, atomically."""
     from relstitch.atomic import atomic_write
 
+    path = path or RESULTS_MD
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = RESULTS_MD.read_text(encoding="utf-8") if RESULTS_MD.exists() else RESULTS_HEADER
+    text = path.read_text(encoding="utf-8") if path.exists() else RESULTS_HEADER
     section = f"{start}\n{block.rstrip()}\n{end}"
     if start in text and end in text:
         before, _, rest = text.partition(start)
@@ -174,8 +175,8 @@ def update_results_md(name: str, block: str) -> None:
         text = before + section + after
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
-    RESULTS_MD.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(RESULTS_MD, text, force=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, text, force=True)
 
 
 # ----------------------------------------------------------------------------------- formatting
@@ -256,6 +257,24 @@ def cached_decoder(run: Run, name: str, fit: Callable[[], Any]):
 
 def cached_json(run: Run, filename: str, compute: Callable[[], Any]):
     return run.cached(filename, compute, lambda v, p: p.write_text(json.dumps(v)), lambda p: json.loads(p.read_text()))
+
+
+def lazy(factory: Callable[[], Any]) -> Callable[[], Any]:
+    """``factory()`` called on first use only (an encoder is loaded only if something must be encoded)."""
+    made: list[Any] = []
+
+    def get() -> Any:
+        if not made:
+            made.append(factory())
+        return made[0]
+
+    return get
+
+
+def encode_lazily(get_encoder: Callable[[], Any], anchors: Any, data: Any, batch_size: int = 64) -> Any:
+    from relstitch.encoding import encode
+
+    return encode(get_encoder(), anchors, data, batch_size=batch_size)
 
 
 def need(path: Path, what: str) -> Path:

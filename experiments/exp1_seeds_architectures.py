@@ -8,7 +8,7 @@ the diagonal is "not stitched", the rest "stitched", within and across architect
 scores each stitched relative pair with the encoder's anchors shuffled (``relstitch.controls``).
 
 Scale (full run): CNN and MLP on the full 60,000 training images, 5 seeds, scored on the full 10,000 test
-images. ResNet-18 at 28x28 (3x3 stem, no max-pool) costs ~1,000 times the CNN per image on this CPU, so it
+images. ResNet-18 at 28x28 (3x3 stem, no max-pool) trains ~300 times slower than the CNN per image here, so it
 is trained on a seeded subset, with fewer seeds, and every pair involving it is scored on a test subset.
 
     python experiments/exp1_seeds_architectures.py [--quick] [--threads N]
@@ -16,13 +16,14 @@ is trained on a seeded subset, with fewer seeds, and every pair involving it is 
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import common
 
 FULL = {"anchors": 500, "anchor_seed": 0, "latent_dim": 64, "hidden": 128, "batch_size": 256, "lr": 1e-3,
-        "small": {"archs": ["cnn", "mlp"], "seeds": [0, 1, 2, 3, 4], "epochs": 2, "train": None, "test": None},
-        "resnet": {"archs": ["resnet18"], "seeds": [0, 1], "epochs": 2, "train": 1000, "test": 1000}}
+        "small": {"archs": ["cnn", "mlp"], "seeds": [0, 1, 2, 3, 4], "epochs": 3, "train": None, "test": None},
+        "resnet": {"archs": ["resnet18"], "seeds": [0, 1], "epochs": 2, "train": 2000, "test": 1000}}
 QUICK = {"anchors": 64, "anchor_seed": 0, "latent_dim": 32, "hidden": 64, "batch_size": 128, "lr": 1e-3,
          "small": {"archs": ["cnn", "mlp"], "seeds": [0, 1], "epochs": 1, "train": 2000, "test": 500},
          "resnet": {"archs": ["resnet18"], "seeds": [0, 1], "epochs": 1, "train": 64, "test": 64}}
@@ -52,8 +53,8 @@ def train_all(run: common.Run, config: dict, train_full, anchors, only: set[str]
         data = common.seeded_subset(train_full, g["train"], 0, f"{g['train']}")
         cfg = TrainConfig(arch=m["arch"], space=m["space"], seed=m["seed"], epochs=g["epochs"], latent_dim=config["latent_dim"],
                           hidden=config["hidden"], batch_size=config["batch_size"], lr=config["lr"])
-        trained[m["name"]] = run.step(f"train {m['name']} ({len(data)} images)", lambda: common.cached_models(
-            run, m["name"], lambda: train(data, anchors if m["space"] == "relative" else None, cfg, name=m["name"])))
+        train_it = functools.partial(train, data, anchors if m["space"] == "relative" else None, cfg, name=m["name"])
+        trained[m["name"]] = run.step(f"train {m['name']} ({len(data)} images)", common.cached_models, run, m["name"], train_it)
     return trained
 
 
@@ -79,8 +80,9 @@ def main() -> None:
     for name, (encoder, _) in trained.items():
         groups = ["small", "resnet"] if info[name]["group"] == "small" else ["resnet"]
         for group in groups:
-            spaces[name, group] = run.step(f"encode {name} on {group} test", lambda: common.cached_space(
-                run, f"{name}.{group}.embeddings.safetensors", lambda: encode(encoder, anchors, test_sets[group])))
+            spaces[name, group] = run.step(f"encode {name} on {group} test", common.cached_space, run,
+                                           f"{name}.{group}.embeddings.safetensors",
+                                           functools.partial(encode, encoder, anchors, test_sets[group]))
     pairs = []
     for space in SPACES:
         names = [n for n in trained if info[n]["space"] == space]

@@ -15,12 +15,13 @@ training set and scored on a seeded test subset; the sizes are in the table's no
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import common
 
 FULL = {"anchors": 500, "anchor_seed": 0, "latent_dim": 64, "batch_size": 256, "lr": 1e-3, "epochs": 3,
-        "seeds": [0, 1, 2, 3, 4], "train": 12000, "test": 2000, "grid_images": 10}
+        "seeds": [0, 1, 2, 3, 4], "train": 20000, "test": 2000, "grid_images": 10}
 QUICK = {"anchors": 64, "anchor_seed": 0, "latent_dim": 32, "batch_size": 128, "lr": 1e-3, "epochs": 1,
          "seeds": [0, 1], "train": 1000, "test": 200, "grid_images": 8}
 SPACES = ("relative", "absolute")
@@ -47,10 +48,10 @@ def main() -> None:
         name = f"ae-{space[:3]}-s{seed}"
         cfg = TrainConfig(arch="conv-ae", task="reconstruction", space=space, seed=seed, epochs=config["epochs"],
                           latent_dim=config["latent_dim"], batch_size=config["batch_size"], lr=config["lr"])
-        trained[name] = run.step(f"train {name}", lambda: common.cached_models(
-            run, name, lambda: train(data, anchors if space == "relative" else None, cfg, name=name)))
-    spaces = {name: run.step(f"encode {name}", lambda: common.cached_space(
-        run, f"{name}.embeddings.safetensors", lambda: encode(enc, anchors, test))) for name, (enc, _) in trained.items()}
+        train_it = functools.partial(train, data, anchors if space == "relative" else None, cfg, name=name)
+        trained[name] = run.step(f"train {name}", common.cached_models, run, name, train_it)
+    spaces = {name: run.step(f"encode {name}", common.cached_space, run, f"{name}.embeddings.safetensors",
+                             functools.partial(encode, enc, anchors, test)) for name, (enc, _) in trained.items()}
 
     pairs = []
     for space in SPACES:

@@ -17,6 +17,7 @@ a seeded training pool and test subset; sizes in the table's note.
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import common
@@ -38,7 +39,6 @@ def encoder_ref(name: str, resize: int) -> str:
 def spaces(run: common.Run, config: dict) -> tuple[dict, dict, object, object]:
     """Train-pool and test EncodedSpaces of both encoders (cached), plus the data and the anchors."""
     from relstitch.anchors import select_anchors
-    from relstitch.encoding import encode
     from relstitch.sources.models import load_encoder_ref
 
     train = common.seeded_subset(common.fashion_mnist("train"), config["train"], 0, "train")
@@ -46,17 +46,11 @@ def spaces(run: common.Run, config: dict) -> tuple[dict, dict, object, object]:
     anchors = select_anchors(train, config["anchors"], "uniform", seed=config["anchor_seed"])
     train_spaces, test_spaces = {}, {}
     for name in ENCODERS:
-        encoder = None
-
-        def load():
-            nonlocal encoder
-            encoder = encoder or load_encoder_ref(encoder_ref(name, config["resize"]))
-            return encoder
-
-        train_spaces[name] = run.step(f"encode {name} train", lambda: common.cached_space(
-            run, f"{name}.train.embeddings.safetensors", lambda: encode(load(), anchors, train, batch_size=64)))
-        test_spaces[name] = run.step(f"encode {name} test", lambda: common.cached_space(
-            run, f"{name}.test.embeddings.safetensors", lambda: encode(load(), anchors, test, batch_size=64)))
+        load = common.lazy(functools.partial(load_encoder_ref, encoder_ref(name, config["resize"])))
+        train_spaces[name] = run.step(f"encode {name} train", common.cached_space, run, f"{name}.train.embeddings.safetensors",
+                                      functools.partial(common.encode_lazily, load, anchors, train))
+        test_spaces[name] = run.step(f"encode {name} test", common.cached_space, run, f"{name}.test.embeddings.safetensors",
+                                     functools.partial(common.encode_lazily, load, anchors, test))
     return train_spaces, test_spaces, test, anchors
 
 
@@ -74,8 +68,8 @@ def main() -> None:
         cfg = FitConfig(space=space, head="vision-head", hidden=config["hidden"], epochs=config["epochs"], lr=config["lr"],
                         batch_size=config["batch_size"], seed=seed)
         label = f"{name}-{space[:3]}-s{seed}"
-        heads[name, space, seed] = run.step(f"fit {label}", lambda: common.cached_decoder(
-            run, label, lambda: fit(train_spaces[name], cfg, name=label)))
+        heads[name, space, seed] = run.step(f"fit {label}", common.cached_decoder, run, label,
+                                            functools.partial(fit, train_spaces[name], cfg, name=label))
     pairs = []
     for (dec_enc, space, seed), head in heads.items():
         for enc in ENCODERS:

@@ -12,6 +12,7 @@ other one: relative, absolute, and the Procrustes translation baseline.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import itertools
 import json
@@ -65,7 +66,6 @@ def main() -> None:
     run = common.Run("exp4_pretrained_text", args, config)
     from relstitch.anchors import select_anchors
     from relstitch.data import load_dataset
-    from relstitch.encoding import encode
     from relstitch.sources.models import load_encoder_ref
     from relstitch.stitching import evaluate_pair
     from relstitch.training import FitConfig, fit
@@ -78,24 +78,19 @@ def main() -> None:
     train_spaces, test_spaces = {}, {}
     for name in ENCODERS:
         folder = common.need(common.ASSETS / name, name)
-        encoder = None
-
-        def load():
-            nonlocal encoder
-            encoder = encoder or load_encoder_ref(f"hf:{folder}#name={name},pooling=mean,max_length={config['max_length']}")
-            return encoder
-
-        train_spaces[name] = run.step(f"encode {name} train", lambda: common.cached_space(
-            run, f"{name}.train.embeddings.safetensors", lambda: encode(load(), anchors, train, batch_size=64)))
-        test_spaces[name] = run.step(f"encode {name} test", lambda: common.cached_space(
-            run, f"{name}.test.embeddings.safetensors", lambda: encode(load(), anchors, test, batch_size=64)))
+        ref = f"hf:{folder}#name={name},pooling=mean,max_length={config['max_length']}"
+        load = common.lazy(functools.partial(load_encoder_ref, ref))
+        train_spaces[name] = run.step(f"encode {name} train", common.cached_space, run, f"{name}.train.embeddings.safetensors",
+                                      functools.partial(common.encode_lazily, load, anchors, train))
+        test_spaces[name] = run.step(f"encode {name} test", common.cached_space, run, f"{name}.test.embeddings.safetensors",
+                                     functools.partial(common.encode_lazily, load, anchors, test))
     heads = {}
     for name, space, seed in itertools.product(ENCODERS, ("relative", "absolute"), config["head_seeds"]):
         cfg = FitConfig(space=space, head="text-head", hidden=config["hidden"], epochs=config["epochs"], lr=config["lr"],
                         batch_size=config["batch_size"], seed=seed)
         label = f"{name}-{space[:3]}-s{seed}"
-        heads[name, space, seed] = run.step(f"fit {label}", lambda: common.cached_decoder(
-            run, label, lambda: fit(train_spaces[name], cfg, name=label)))
+        heads[name, space, seed] = run.step(f"fit {label}", common.cached_decoder, run, label,
+                                            functools.partial(fit, train_spaces[name], cfg, name=label))
     pairs = []
     for (dec_enc, space, seed), head in heads.items():
         for enc in ENCODERS:
@@ -117,7 +112,8 @@ def main() -> None:
     md = f"""## 4. Pretrained text (frozen all-MiniLM-L6-v2 / paraphrase-MiniLM-L3-v2, WordNet supersenses)
 
 WordNet noun gloss → supersense, the {len(task['classes'])} largest classes ({', '.join(task['classes'])}), balanced:
-{config['train_per_class']} training and {config['test_per_class']} test glosses per class (seeded, of {task['glosses']:,} noun glosses).
+{config['train_per_class']} training and {config['test_per_class']} test glosses per class
+(seeded, of {task['glosses']:,} noun glosses).
 Mean ± std over heads (3 seeds x 2 head encoders), in %. Stitched = head fitted on one encoder, fed by the other.
 
 {common.table(["method", "accuracy not stitched", "accuracy stitched", "macro-F1 not stitched", "macro-F1 stitched"], rows)}

@@ -15,14 +15,16 @@ linear CKA (any sizes) is given for both spaces.
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import common
 
-FULL = {"words": {"spacy": 20000, "minilm": 10000}, "anchors": 300, "k": 5, "seeds": [0, 1],
+FULL = {"words": {"spacy": 20000, "minilm": 10000}, "anchors": 300, "k": 5, "seeds": [0, 1, 2],
         "strategies": ["uniform", "farthest-point", "kmeans", "top-1000"], "strategy_space": "glove"}
 QUICK = {"words": {"spacy": 1500, "minilm": 1500}, "anchors": 50, "k": 5, "seeds": [0],
          "strategies": ["uniform", "farthest-point", "kmeans", "top-1000"], "strategy_space": "glove"}
+HEADER = ["second space", "anchors", "space", "GloVe → other (ours)", "other → GloVe (ours)", "FT → W2V (paper)", "W2V → FT (paper)"]
 OTHER = {"spacy": "spaCy en md", "minilm": "MiniLM tokens"}
 LABEL = {"uniform": "uniform", "farthest-point": "farthest-point", "kmeans": "k-means", "top-1000": "random in top-1000"}
 PAPER = {"uniform": ("0.38 / 0.93 / 0.86", "0.44 / 0.97 / 0.86"), "farthest-point": ("0.38 / 0.94 / 0.81", "0.47 / 0.98 / 0.83"),
@@ -37,7 +39,6 @@ def shared_vocabulary(run: common.Run, limit: int, other: str = "spacy"):
     embeddings, 384-d: a second, independently trained English word space).
     """
     import torch
-
     import wordvectors
 
     g_words, g_vectors = wordvectors.glove(run.work.parent / "glove.npz")
@@ -95,6 +96,7 @@ def compare_pair(run: common.Run, config: dict, other: str) -> tuple[dict, list[
 
     from relstitch.artifacts import content_hash
     from relstitch.comparison import compare_spaces, linear_cka, mean_cosine, retrieval_scores
+    from relstitch.projection import ProjectionConfig
 
     words, glove, vectors = run.step(f"load GloVe + {other}", lambda: shared_vocabulary(run, config["words"][other], other))
     words_hash = content_hash({"glove": glove, other: vectors})
@@ -109,7 +111,8 @@ def compare_pair(run: common.Run, config: dict, other: str) -> tuple[dict, list[
             out[direction] = {"jaccard": jaccard, "mrr": mrr, "cosine": mean_cosine(a, b)}
         return out
 
-    results["absolute"] = common.cached_json(run, f"{other}-absolute.json", lambda: run.step(f"{other}: absolute (zero-padded)", absolute))
+    results["absolute"] = common.cached_json(run, f"{other}-absolute.json",
+                                             functools.partial(run.step, f"{other}: absolute (zero-padded)", absolute))
     if other == "spacy":
         sharing = wordvectors_keys_per_row(run, words)
         results["spacy_keys_per_row"] = {**common.summary(sharing), "median": sorted(sharing)[len(sharing) // 2]}
@@ -124,16 +127,20 @@ def compare_pair(run: common.Run, config: dict, other: str) -> tuple[dict, list[
 
     results["control_rotation"] = common.cached_json(run, f"{other}-control-rotation.json",
                                                      lambda: run.step(f"{other}: control, rotated copy", control))
-    for strategy, seed in itertools.product(config["strategies"], config["seeds"]):
-        def compare(strategy=strategy, seed=seed) -> dict:
+    runs = [(strategy, seed, "none") for strategy, seed in itertools.product(config["strategies"], config["seeds"])]
+    runs += [("uniform", seed, "center") for seed in config["seeds"]]  # relstitch's centering option, not the paper's
+    for strategy, seed, centering in runs:
+        def compare(strategy=strategy, seed=seed, centering=centering) -> dict:
             positions, anchor_hash = pick_anchors(strategy, seed, config["anchors"], glove, vectors, config["strategy_space"])
-            spaces = [space("glove", glove, positions, anchor_hash, words_hash), space(other, vectors, positions, anchor_hash, words_hash)]
-            cmp = compare_spaces(spaces, k=k, names=["glove", "other"])
-            return {"strategy": strategy, "seed": seed, "anchor_words": [words[i] for i in positions[:10].tolist()],
-                    "pairs": cmp.to_dict()["pairs"]}
+            spaces = [space("glove", glove, positions, anchor_hash, words_hash),
+                      space(other, vectors, positions, anchor_hash, words_hash)]
+            cmp = compare_spaces(spaces, k=k, names=["glove", "other"], projection=ProjectionConfig(centering=centering))
+            return {"strategy": strategy if centering == "none" else f"{strategy}, centered", "seed": seed,
+                    "anchor_words": [words[i] for i in positions[:10].tolist()], "pairs": cmp.to_dict()["pairs"]}
 
-        results["relative"].append(common.cached_json(run, f"{other}-{strategy}-s{seed}.json",
-                                                      lambda: run.step(f"{other}: relative {strategy} seed {seed}", compare)))
+        label = strategy if centering == "none" else f"{strategy}-centered"
+        results["relative"].append(common.cached_json(run, f"{other}-{label}-s{seed}.json",
+                                                      functools.partial(run.step, f"{other}: relative {label} seed {seed}", compare)))
 
     def triple(row: dict) -> str:
         return " / ".join(f"{row[m]:.2f}" for m in ("jaccard", "mrr", "cosine"))
@@ -147,12 +154,16 @@ def compare_pair(run: common.Run, config: dict, other: str) -> tuple[dict, list[
     a = results["absolute"]
     rows = [[name, "any", "absolute (GloVe zero-padded)", triple(a["glove→other"]), triple(a["other→glove"]), *PAPER["absolute"]]]
     for strategy in config["strategies"]:
-        rows.append([name, LABEL[strategy], "relative", cell(strategy, "glove", "other"), cell(strategy, "other", "glove"), *PAPER[strategy]])
+        rows.append([name, LABEL[strategy], "relative", cell(strategy, "glove", "other"), cell(strategy, "other", "glove"),
+                     *PAPER[strategy]])
+    rows.append([name, "uniform", "relative, centered on the anchors", cell("uniform, centered", "glove", "other"),
+                 cell("uniform, centered", "other", "glove"), "", ""])
     ctrl = {(p["space"], p["source"]): p for p in results["control_rotation"]}
     rows.append([f"{name} vs itself rotated (control)", "uniform", "absolute / relative",
                  f"{triple(ctrl['absolute', other])} / {triple(ctrl['relative', other])}",
                  f"{triple(ctrl['absolute', 'rotated'])} / {triple(ctrl['relative', 'rotated'])}", "1.00 (a space vs itself)", ""])
-    results["cka_relative"] = common.summary([next(p["cka"] for p in r["pairs"] if p["space"] == "relative") for r in results["relative"]])
+    results["cka_relative"] = common.summary([next(p["cka"] for p in r["pairs"] if p["space"] == "relative")
+                                              for r in results["relative"] if "centered" not in r["strategy"]])
     return results, rows
 
 
@@ -174,13 +185,14 @@ spaCy en md: {sp['words']:,} words; MiniLM tokens (all-MiniLM-L6-v2's whole-word
 independently trained English space added because the spaCy table is degraded, see below): the {mi['words']:,} most
 frequent shared words.
 
-{common.table(["second space", "anchors", "space", "GloVe → other (ours)", "other → GloVe (ours)", "FT → W2V (paper)", "W2V → FT (paper)"], rows)}
+{common.table(HEADER, rows)}
 
 Linear CKA (label-free, any sizes), GloVe vs spaCy: absolute {sp['absolute']['cka']:.2f}, relative {sp['cka_relative']['mean']:.2f};
 GloVe vs MiniLM: absolute {mi['absolute']['cka']:.2f}, relative {mi['cka_relative']['mean']:.2f}.
 Farthest-point and k-means measure distances in the {config['strategy_space']} space; "random in top-1000" draws the anchors
 among the 1,000 most frequent shared words. Absolute rows zero-pad GloVe's 50 dimensions: spaces of different
-sizes have no raw-coordinate comparison, which is the point of the relative one. The control row compares a
+sizes have no raw-coordinate comparison, which is the point of the relative one. "Centered" subtracts each
+space's anchor mean before the cosine (a relstitch projection option, not the paper's). The control row compares a
 space with a random rotation of itself (absolute / relative): the pipeline is exact when relative scores 1.00.
 
 Why the spaCy numbers are far below the paper's: the English md package keeps 20,000 vector rows for ~685,000

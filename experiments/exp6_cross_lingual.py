@@ -24,7 +24,6 @@ QUICK = {"anchors": 100, "seeds": [0], "k": 10, "max_pairs": 1200}
 def dictionary_pairs(run: common.Run) -> tuple[list[tuple[str, str]], object, object]:
     """One-to-one (en, fr) dictionary pairs with vectors on both sides, and the two vector matrices."""
     import torch
-
     import wordvectors
 
     g_words, _ = wordvectors.glove(run.work.parent / "glove.npz")
@@ -62,7 +61,8 @@ def main() -> None:
     for seed in config["seeds"]:
         order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))
         anchor_pos, held = order[: config["anchors"]], order[config["anchors"] :].sort().values
-        spaces = {lang: EncodedSpace(lang, f"spacy-{lang}-md", vectors[held], vectors[anchor_pos], torch.zeros(len(held), dtype=torch.int64),
+        zeros = torch.zeros(len(held), dtype=torch.int64)
+        spaces = {lang: EncodedSpace(lang, f"spacy-{lang}-md", vectors[held], vectors[anchor_pos], zeros,
                                      held, f"freedict-anchors-s{seed}", {"name": "held-out dictionary pairs", "size": len(held)})
                   for lang, vectors in (("en", en), ("fr", fr))}
         vectors = {"absolute": (spaces["en"].absolute, spaces["fr"].absolute)}

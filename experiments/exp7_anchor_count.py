@@ -17,6 +17,7 @@ embeddings (an encoder in eval mode embeds a sample the same way alone or in a b
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 
 import common
@@ -52,7 +53,8 @@ def cnn_sweep(run: common.Run, config: dict, args) -> list[dict]:
             cfg = FitConfig(space="relative", head="vision-head", hidden=config["hidden"], epochs=config["epochs"],
                             batch_size=config["batch_size"], seed=0)
             label = f"cnn-k{count}-{head_enc}"
-            head = run.step(f"fit {label}", lambda: common.cached_decoder(run, label, lambda: fit(train_spaces[head_enc], cfg, name=label)))
+            fit_it = functools.partial(fit, train_spaces[head_enc], cfg, name=label)
+            head = run.step(f"fit {label}", common.cached_decoder, run, label, fit_it)
             for enc in sorted(encoders):
                 result = evaluate_pair(test_spaces[enc], head, test)
                 rows.append({"setting": "cnn", "anchors": count, "encoder": enc, "head_encoder": head_enc,
@@ -94,7 +96,8 @@ def vision_sweep(run: common.Run, config: dict, args) -> list[dict]:
             cfg = FitConfig(space="relative", head="vision-head", hidden=config["vision_hidden"], epochs=config["vision_epochs"],
                             batch_size=64, seed=seed)
             label = f"effnet-k{count}-{head_enc}-s{seed}"
-            head = run.step(f"fit {label}", lambda: common.cached_decoder(run, label, lambda: fit(trains[head_enc], cfg, name=label)))
+            fit_it = functools.partial(fit, trains[head_enc], cfg, name=label)
+            head = run.step(f"fit {label}", common.cached_decoder, run, label, fit_it)
             for enc in exp3.ENCODERS:
                 result = evaluate_pair(tests[enc], head, test)
                 rows.append({"setting": "efficientnet", "anchors": count, "encoder": enc, "head_encoder": head_enc, "head_seed": seed,
@@ -115,11 +118,12 @@ def main() -> None:
             summaries.append({"setting": setting, "anchors": count, "stitched": stitched, **common.summary(values)})
             line.append(common.mean_std(values))
         table_rows.append(line)
+    test_size = "full 10,000-image" if config["test"] is None else f"{config['test']:,}-image"
     md = f"""## 7. Anchor count (10 to 1,000)
 
 Test accuracy (%) of relative heads, mean ± std over pairs, against the number of uniform anchors.
 CNN: experiment 1's absolute-bottleneck CNNs (seeds {config['cnn_seeds']}) frozen, one relative head per seed fitted on
-{config['head_train']:,} seeded training images ({config['epochs']} epochs), scored on the {'full 10,000-image' if config['test'] is None else f"{config['test']:,}-image"} test set;
+{config['head_train']:,} seeded training images ({config['epochs']} epochs), scored on the {test_size} test set;
 stitched = a head fed by another seed's encoder. EfficientNet: experiment 3's frozen Lite0/Lite2 embeddings
 (same pool, resolution and test subset), heads over seeds {config['vision_head_seeds']}; stitched = the other network.
 

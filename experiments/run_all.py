@@ -75,9 +75,10 @@ def main() -> None:
     total = time.perf_counter() - started
     rows = [[str(n), EXPERIMENTS[n], outcome.get(n, ("not selected", 0.0))[0], f"{outcome.get(n, ('', 0.0))[1] / 60:.1f}"]
             for n in EXPERIMENTS]
+    flags = (" --quick" if args.quick else "") + (f" --jobs {args.jobs}" if args.jobs > 1 else "")
     block = f"""## The run
 
-One full run of `experiments/run_all.py{' --quick' if args.quick else ''}{f' --jobs {args.jobs}' if args.jobs > 1 else ''}`, started {date} UTC on
+One full run of `experiments/run_all.py{flags}`, started {date} UTC on
 {common.machine()} (torch {common.versions()['torch']}); total wall time **{total / 60:.1f} min**{
 ' (two experiments at a time, one thread each, then experiment 7)' if args.jobs == 2 else ''}.
 

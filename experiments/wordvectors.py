@@ -18,9 +18,8 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
-
 import common
+import numpy as np
 
 MASK = (1 << 64) - 1
 M, R = 0xC6A4A7935BD1E995, 47

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +79,8 @@ def from_env(device_type: str = "cpu") -> Group:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend=backend)
-    # torchrun stops the other workers with SIGTERM when one fails: turn it into SystemExit so the
-    # temporary output file is removed on the way out instead of left behind.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # torchrun stops the other workers with SIGTERM when one fails: unless a handler is already set (the
+    # CLI sets one), turn it into SystemExit so the temporary output is removed on the way out.
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     return Group(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank, distributed=True)

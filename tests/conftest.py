@@ -17,6 +17,10 @@ from relstitch.training import TrainConfig, train
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The models in the tests are tiny: one thread is faster than two fighting over a shared 2-core machine,
+# and results do not depend on it.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def train_data() -> Dataset:

@@ -27,6 +27,16 @@ from relstitch.errors import RelstitchError, UsageError
 from relstitch.sources.models import LatentTap, load_encoder_ref, parse_options
 from relstitch.sources.text import TextViews
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on a shared CPU: one torch thread avoids OpenMP contention (measured 0.5 vs 74 ms per head step)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ------------------------------------------------------------------------------------ text data
 TOPICS = {  # English word → French word, per topic (the label)
     "animal": {"cat": "chat", "dog": "chien", "bird": "oiseau", "fish": "poisson", "horse": "cheval"},
@@ -116,8 +126,16 @@ def test_text_views_round_trip_through_an_anchor_file(tmp_path: Path, text_files
     # content based: the same texts under another file name hash alike; one changed word changes the hash
     other = TextViews({"en": chosen.inputs.view("en"), "fr": [t.replace("le", "la") for t in chosen.inputs.view("fr")]})
     assert type(chosen)(other, chosen.ids, chosen.labels).hash != chosen.hash
-    # the CSV reader gives the same dataset
+    # texts index like tensors: positions, masks and slices subset every view alike
+    assert data.x[torch.tensor([2, 0])].view("fr") == [data.x.view("fr")[2], data.x.view("fr")[0]]
+    assert data.x[data.y == 1].view("en") == [t for t, y in zip(data.x.view("en"), data.y.tolist(), strict=True) if y == 1]
+    assert data.x[3:5].view("fr") == data.x.view("fr")[3:5]
+    # the CSV reader gives the same dataset; numeric labels sort as numbers
     assert load_dataset(f"csv:{text_files['csv']}#text=en,fr,label=topic").hash == data.hash
+    numbers = tmp_path / "n.csv"
+    numbers.write_text("text,label\na,10\nb,2\nc,10\n", encoding="utf-8")
+    read = load_dataset(f"csv:{numbers}")
+    assert read.classes == ["2", "10"] and read.y.tolist() == [1, 0, 1] and read.x.view() == ["a", "b", "c"]
 
 
 def test_text_encoders_in_every_verb(tmp_path: Path, cli, text_files: dict[str, Path], berts: dict[str, Path]) -> None:
@@ -158,6 +176,10 @@ def test_hf_hash_is_content_based(tmp_path: Path, berts: dict[str, Path]) -> Non
     first, second = load_encoder_ref(f"hf:{berts['a']}"), load_encoder_ref(f"hf:{moved}")
     assert isinstance(first, Encoder) and first.hash == second.hash and first.latent_dim == 32
     assert load_encoder_ref(f"hf:{moved}", pooling="mean").hash != first.hash  # pooling changes the latents
+    half = load_encoder_ref(f"hf:{moved}#dtype=bfloat16,max_length=4")
+    assert half.hash != first.hash and half.max_length == 4
+    z = half.embed_batch(TextViews({"en": ["the red cat and the blue dog near a cake"]}))
+    assert z.shape == (1, 32) and z.dtype == torch.bfloat16
     weights = moved / "model.safetensors"
     from safetensors.torch import load_file
 
@@ -190,7 +212,11 @@ def tiny_anchor_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_anchors(select_anchors(data, 16, "uniform", seed=0), tmp_path_factory.mktemp("anc") / "img.anchors.safetensors")
 
 
-def test_text_data_refused_by_image_encoders(text_files: dict[str, Path]) -> None:
+def test_text_data_refused_by_image_encoders(cli, tmp_path: Path, text_files: dict[str, Path], tiny_anchor_file: Path) -> None:
+    out, text_ref = tmp_path / "e.safetensors", f"jsonl:{text_files['jsonl']}#text=en,label=topic"
+    fails(cli("encode", f"python:{__name__}:tiny_cnn", "-a", tiny_anchor_file, "--data", text_ref, "-o", out), 1,
+          "reads image but data", "is text")
+    assert not out.exists()
     text = load_dataset(f"jsonl:{text_files['jsonl']}#text=en,label=topic")
     encoder = load_encoder_ref(f"python:{__name__}:tiny_cnn")
     with pytest.raises(RelstitchError, match="reads image but data .* is text"):

@@ -57,6 +57,8 @@ class TextViews:
         if isinstance(index, slice):
             picked = {name: texts[index] for name, texts in self._views.items()}
         else:
+            if isinstance(index, torch.Tensor) and index.dtype == torch.bool:  # a mask, as tensors accept
+                index = index.nonzero().flatten()
             positions = index.tolist() if isinstance(index, torch.Tensor) else list(index)
             if isinstance(positions, int):
                 positions = [positions]
