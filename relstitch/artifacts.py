@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_write
 from .errors import RelstitchError
-from .schema import FORMAT_VERSION, KINDS, check_metadata
+from .metadata_schema import FORMAT_VERSION, KINDS, check_metadata
 
 if TYPE_CHECKING:  # torch is imported lazily: `relstitch --help` and `inspect` must not pay for it.
     import torch
@@ -197,7 +197,7 @@ def _check_coverage(p: Path, spans: list[tuple[int, int]], data_size: int) -> No
 
 def check_kind(header: Header, expected: str | tuple[str, ...]) -> None:
     """Refuse a file that is not a relstitch file of the expected kind, is from a newer relstitch, or whose
-    metadata does not follow its kind's schema (:func:`relstitch.schema.check_metadata`)."""
+    metadata does not follow its kind's schema (:func:`relstitch.metadata_schema.check_metadata`)."""
     check_metadata(header.metadata, expected, header.path)
 
 

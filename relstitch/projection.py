@@ -295,17 +295,17 @@ def relative_projection(
         return project(x)
     # Per-row normalisation and top-k read a whole row of k values; otherwise anchors can be split.
     separable = config.normalization == "none" and not config.top_k
-    rows, cols = block_shape(n, x.shape[1], config.output_dim(k), x.element_size(), max_chunk_bytes, chunk_size,
-                             split_anchors=separable)
     # The paper's plain cosine writes its products straight into the output and scales them in place:
-    # no [rows, k] temporaries at all, so it runs at the speed of the bare matrix product.
+    # no [rows, k] temporaries at all (so no need to split the anchors), at the bare matrix product's speed.
     fused = config.similarities == ("cosine",) and separable
+    rows, cols = block_shape(n, x.shape[1], config.output_dim(k), x.element_size(), max_chunk_bytes, chunk_size,
+                             split_anchors=separable and not fused, temporaries=not fused)
     if rows >= n and cols >= config.output_dim(k) and not fused:
         return project(x)
     out = torch.empty((n, config.output_dim(k)), dtype=x.dtype, device=x.device)
     for start in range(0, n, rows):
         if fused:
-            _cosine_into(_standardise(x[start : start + rows], mean, std), blocks[0][0], out[start : start + rows], cols)
+            _cosine_into(_standardise(x[start : start + rows], mean, std), blocks[0][0], out[start : start + rows])
             continue
         if cols >= config.output_dim(k):
             out[start : start + rows] = project(x[start : start + rows])
@@ -318,26 +318,25 @@ def relative_projection(
     return out
 
 
-def _cosine_into(x: torch.Tensor, anchors_hat: torch.Tensor, out: torch.Tensor, cols: int) -> None:
-    """``out[:] = cos(x, anchors)``, the same numbers as :func:`_cosine`, written in place in blocks of ``cols`` anchors."""
-    for a0 in range(0, anchors_hat.shape[0], cols):
-        # A column block of the output is a matrix with a leading dimension: BLAS writes it in place.
-        torch.mm(x, anchors_hat[a0 : a0 + cols].T, out=out[:, a0 : a0 + cols])
+def _cosine_into(x: torch.Tensor, anchors_hat: torch.Tensor, out: torch.Tensor) -> None:
+    """``out[:] = cos(x, anchors)``, the same numbers as :func:`_cosine`, with no temporary of out's size."""
+    torch.mm(x, anchors_hat.T, out=out)
     out.div_(x.norm(dim=1, keepdim=True).clamp_min(EPS))
 
 
 def block_shape(n: int, d: int, width: int, itemsize: int, max_bytes: int, chunk_size: int | None = None,
-                *, split_anchors: bool = True) -> tuple[int, int]:
+                *, split_anchors: bool = True, temporaries: bool = True) -> tuple[int, int]:
     """(rows, anchors) of one projection block whose temporaries fit ``max_bytes``.
 
-    A block holds a standardised copy of its rows (``rows x d``) and up to three arrays of its
-    similarities (``rows x width``: the product, its scaled copy, a concatenation). Rows shrink first,
-    down to ``MIN_BLOCK_ROWS``; below that the anchors are split instead (when ``split_anchors``).
+    A block holds a standardised copy of its rows (``rows x d``) and, unless it writes straight into
+    the output (``temporaries=False``), up to three arrays of its similarities (``rows x width``: the
+    product, its scaled copy, a concatenation). Rows shrink first, down to ``MIN_BLOCK_ROWS``; below
+    that the anchors are split instead (when ``split_anchors``).
     """
     if max_bytes <= 0:
         raise RelstitchError(f"max_chunk_bytes must be positive, got {max_bytes}")
     cap = max(1, min(n, chunk_size or n))
-    by_budget = max_bytes // (itemsize * (d + 3 * width))
+    by_budget = max_bytes // (itemsize * (d + (3 * width if temporaries else 0)))
     if by_budget >= min(cap, MIN_BLOCK_ROWS) or not split_anchors:
         return max(1, min(cap, by_budget)), width
     rows = min(cap, MIN_BLOCK_ROWS)

@@ -31,7 +31,7 @@ from relstitch.models import create_decoder, create_encoder
 from relstitch.projection import ProjectionConfig
 from relstitch.reports import load_report
 from relstitch.safe_load import load_weights
-from relstitch.schema import check_metadata
+from relstitch.metadata_schema import check_metadata
 
 EXAMPLES = 100  # per reader and strategy: 12 readers x 2 + 2 → 2,600 cases in ~15 s on two cores
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -63,12 +63,22 @@ def test_blocked_projection_equals_unblocked(config):
     whole = relative_projection(x, anchors, config, chunk_size=None, max_chunk_bytes=1 << 40)
     budget = 150_000  # far below one 256-row block of 600 anchors: forces anchor blocks where allowed
     blocked = relative_projection(x, anchors, config, chunk_size=None, max_chunk_bytes=budget)
-    rows, cols = block_shape(len(x), 40, config.output_dim(600), 4, budget,
-                             split_anchors=config.normalization == "none" and not config.top_k)
+    separable = config.normalization == "none" and not config.top_k
+    fused = separable and config.similarity == "cosine"  # writes straight into the output: no anchor blocks needed
+    rows, cols = block_shape(len(x), 40, config.output_dim(600), 4, budget, split_anchors=separable and not fused,
+                             temporaries=not fused)
     assert rows < len(x)
-    if config.normalization == "none" and not config.top_k:
+    if separable and not fused:
         assert cols < 600  # the anchors really were split
     torch.testing.assert_close(blocked, whole, rtol=1e-6, atol=1e-6)
+
+
+def test_plain_cosine_needs_no_anchor_blocks_however_many_anchors():
+    # No [rows, k] temporaries: the budget only covers a copy of the rows, so k never forces a split.
+    assert block_shape(10**6, 768, 10**6, 4, 256 * 1024**2, split_anchors=False, temporaries=False) == (87381, 10**6)
+    x, anchors = torch.randn(700, 16), torch.randn(5000, 16)
+    torch.testing.assert_close(relative_projection(x, anchors, max_chunk_bytes=16 * 64 * 4),
+                               relative_projection(x, anchors, chunk_size=None, max_chunk_bytes=1 << 40), rtol=1e-6, atol=1e-6)
 
 
 def test_projection_chunk_size_still_caps_rows():
