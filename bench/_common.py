@@ -22,6 +22,19 @@ if str(REPO) not in sys.path:  # run from a source tree (the GPU machine has no 
 RESULTS: list[dict[str, Any]] = []
 
 
+def configure_threads() -> int:
+    """Torch CPU threads for a bench: ``BENCH_THREADS`` (default 1).
+
+    One thread by default: on a machine shared with other work, a descheduled OpenMP thread stalls
+    every parallel op at its barrier, which swung our ratios by 5x between identical runs.
+    """
+    import torch
+
+    threads = int(os.environ.get("BENCH_THREADS", "1"))
+    torch.set_num_threads(threads)
+    return threads
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -36,7 +49,7 @@ def machine(device: str = "cpu") -> str:
     """One line naming the machine the numbers come from."""
     import torch
 
-    where = f"{platform.machine()} {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    where = f"{platform.machine()} {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} ({configure_threads()} threads)"
     if device.startswith("cuda") and torch.cuda.is_available():
         where += f", GPU {torch.cuda.get_device_name()}"
     return where

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import REPO, finish, interleaved, report
+from _common import REPO, configure_threads, finish, interleaved, report
 
 
 def build(name: str, n: int, k: int, seed: int = 0):
@@ -82,6 +82,8 @@ def build(name: str, n: int, k: int, seed: int = 0):
 
 def throughput(name: str, args: argparse.Namespace) -> None:
     import torch
+
+    configure_threads()
 
     from relstitch.encoding import resolve_device
     from relstitch.streaming import encode_to_file

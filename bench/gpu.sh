@@ -14,6 +14,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export BENCH_THREADS=${BENCH_THREADS:-8}  # the GPU machine is not shared: let the CPU side use several cores
 PY=${PYTHON:-python3}
 OUTDIR=${OUT:-$(mktemp -d)}
 LOG="$OUTDIR/gpu-bench.log"

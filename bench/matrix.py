@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from _common import REPO, finish, interleaved, report, timed
+from _common import REPO, configure_threads, finish, interleaved, report, timed
 
 
 def main() -> None:
@@ -25,6 +25,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+
+    configure_threads()
 
     from relstitch.anchors import load_anchors
     from relstitch.checkpoints import load_decoder, load_encoder

@@ -70,8 +70,9 @@ def functions():
 
 def worker_time(n: int, d: int, k: int, repeats: int) -> dict:
     import torch
-    from _common import interleaved
+    from _common import configure_threads, interleaved
 
+    configure_threads()
     x, a = inputs(n, d, k)
     fns = functions()
     with torch.inference_mode():

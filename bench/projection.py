@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from _common import finish, interleaved, report
+from _common import configure_threads, finish, interleaved, report
 
 
 def main() -> None:
@@ -28,6 +28,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+
+    configure_threads()
 
     from relstitch.projection import DEFAULT_MAX_CHUNK_BYTES, ProjectionConfig, block_shape, relative_projection
 
