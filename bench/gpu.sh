@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One prepared GPU check for issue #6 (about 3-4 minutes on one H100/H200-class card).
+# One prepared GPU check for issue #6, sized for under 5 minutes on one H100/H200-class card
+# (an estimate: written without access to a GPU, never run there yet).
 #
 #   bash bench/gpu.sh            # from the repository root, on the GPU machine
 #

@@ -27,11 +27,11 @@ from relstitch.checkpoints import Decoder, Encoder, load_decoder, load_encoder, 
 from relstitch.data import default_image_spec, load_dataset
 from relstitch.encoding import encode, load_embeddings, save_embeddings
 from relstitch.errors import RelstitchError
+from relstitch.metadata_schema import check_metadata
 from relstitch.models import create_decoder, create_encoder
 from relstitch.projection import ProjectionConfig
 from relstitch.reports import load_report
 from relstitch.safe_load import load_weights
-from relstitch.metadata_schema import check_metadata
 
 EXAMPLES = 100  # per reader and strategy: 12 readers x 2 + 2 → 2,600 cases in ~15 s on two cores
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
