@@ -21,8 +21,12 @@ from pathlib import Path
 from _common import REPO, configure_threads, finish, interleaved, report
 
 
-def build(name: str, n: int, k: int, seed: int = 0):
-    """(encoder, anchors, dataset) for a model name; real shipped weights or a random init of a real architecture."""
+def build(name: str, n: int, k: int, seed: int = 0, data: str | None = None):
+    """(encoder, anchors, dataset) for a model name; real shipped weights or a random init of a real architecture.
+
+    ``data`` (shipped models only): a real dataset reference such as ``/usr/share/datasets/fashion-mnist``
+    (all 60,000 training images) instead of the built-in set repeated up to ``n``.
+    """
     import torch
     from torch import nn
 
@@ -33,9 +37,12 @@ def build(name: str, n: int, k: int, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     if name in ("cnn", "mlp"):
         encoder = load_encoder(REPO / "checkpoints" / f"{name}-rel-s0.encoder.safetensors")
-        full = load_dataset("builtin:train")
-        index = torch.arange(n) % len(full)  # repeat the real images when n is larger than the set
-        dataset = Dataset(f"builtin:train x{n}", full.x[index], full.y[index], full.classes, torch.arange(n))
+        if data:
+            dataset = load_dataset(data)
+        else:
+            full = load_dataset("builtin:train")
+            index = torch.arange(n) % len(full)  # repeat the real images when n is larger than the set
+            dataset = Dataset(f"builtin:train x{n}", full.x[index], full.y[index], full.classes, torch.arange(n))
         anchors = load_anchors(REPO / "checkpoints" / "anchors.safetensors")
         return encoder, anchors, dataset
     if name == "resnet18":
@@ -89,7 +96,7 @@ def throughput(name: str, args: argparse.Namespace) -> None:
     from relstitch.streaming import encode_to_file
 
     device, dtype = resolve_device(args.device, args.dtype)
-    encoder, anchors, dataset = build(name, args.n, args.k)
+    encoder, anchors, dataset = build(name, args.n, args.k, data=args.data)
     encoder.module.to(device)
     _ = encoder.hash, anchors.hash, dataset.hash  # identities are computed once per object, not per run
     folder = Path(tempfile.mkdtemp(prefix="relstitch-bench-"))
@@ -107,7 +114,8 @@ def throughput(name: str, args: argparse.Namespace) -> None:
                 encoder.module(encoder.prepare(batch.to(device)))
 
     best_ours, best_bare = interleaved(ours, bare, repeats=args.repeats, device=args.device)
-    report(f"encode vs bare forward ({name})", f"N={args.n} + k={args.k} anchors, batch {args.batch_size}, "
+    report(f"encode vs bare forward ({name})", f"N={len(dataset)} ({dataset.name}) + k={len(anchors)} anchors, "
+           f"batch {args.batch_size}, "
            f"{args.dtype} {device.type}, file {out.stat().st_size / 1e6:.1f} MB", best_ours, best_bare,
            "module(prepare(batch)) over the same batches, no projection, no file", target=">= 0.9")
     out.unlink()
@@ -155,6 +163,7 @@ def main() -> None:
     parser.add_argument("--models", default="cnn,resnet18")
     parser.add_argument("--n", type=int, default=6000)
     parser.add_argument("--k", type=int, default=300)
+    parser.add_argument("--data", help="a real dataset for the shipped models (cnn, mlp) instead of the built-in set repeated")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 from .errors import RelstitchError
 
 if TYPE_CHECKING:
+    import torch
+
     from .anchors import Anchors
     from .checkpoints import Encoder
     from .data import Dataset
@@ -23,14 +25,21 @@ if TYPE_CHECKING:
     from .progress import ProgressFn
 
 
-def cache_key(encoder_hash: str, anchor_hash: str, data_hash: str) -> str:
-    """The file stem of a cache entry: sha256 over the three identities."""
-    return hashlib.sha256(f"{encoder_hash}|{anchor_hash}|{data_hash}".encode()).hexdigest()[:32]
+def cache_key(encoder_hash: str, anchor_hash: str, data_hash: str, precision: str = "float32") -> str:
+    """The file stem of a cache entry: sha256 over the three identities (and a reduced ``precision``).
+
+    Vectors computed in bfloat16 or float16 are other numbers, so they get their own entries; float32
+    keeps the key it always had, on any device (CPU and CUDA agree within float32 rounding).
+    """
+    identity = f"{encoder_hash}|{anchor_hash}|{data_hash}" + (f"|{precision}" if precision != "float32" else "")
+    return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
 
-def cache_path(folder: str | os.PathLike, encoder: Encoder, anchors: Anchors, dataset: Dataset) -> Path:
-    """Where the embeddings of ``encoder`` on ``anchors`` and ``dataset`` live in ``folder``."""
-    return Path(folder) / f"{cache_key(encoder.hash, anchors.hash, dataset.hash)}.embeddings.safetensors"
+def cache_path(folder: str | os.PathLike, encoder: Encoder, anchors: Anchors, dataset: Dataset,
+               dtype: torch.dtype | None = None) -> Path:
+    """Where the embeddings of ``encoder`` on ``anchors`` and ``dataset`` (encoded in ``dtype``) live in ``folder``."""
+    precision = str(dtype).removeprefix("torch.") if dtype is not None else "float32"
+    return Path(folder) / f"{cache_key(encoder.hash, anchors.hash, dataset.hash, precision)}.embeddings.safetensors"
 
 
 def prepare_cache(folder: str | os.PathLike) -> Path:
@@ -46,16 +55,18 @@ def prepare_cache(folder: str | os.PathLike) -> Path:
 
 
 def cached_encode(encoder: Encoder, anchors: Anchors, dataset: Dataset, folder: str | os.PathLike | None, *,
-                  batch_size: int, progress: ProgressFn) -> tuple[EncodedSpace, bool]:
+                  batch_size: int, progress: ProgressFn, device: torch.device | None = None,
+                  dtype: torch.dtype | None = None) -> tuple[EncodedSpace, bool]:
     """``encode(encoder, anchors, dataset)``, read from / written to the cache ``folder`` when given.
 
     Returns the space and whether it came from the cache.
     """
     from .encoding import encode, load_embeddings, save_embeddings  # noqa: PLC0415
 
+    on = {"batch_size": batch_size, "progress": progress, "device": device, "dtype": dtype}
     if folder is None:
-        return encode(encoder, anchors, dataset, batch_size=batch_size, progress=progress), False
-    path = cache_path(prepare_cache(folder), encoder, anchors, dataset)
+        return encode(encoder, anchors, dataset, **on), False
+    path = cache_path(prepare_cache(folder), encoder, anchors, dataset, dtype)
     if path.exists():
         try:
             space = load_embeddings(path)
@@ -65,6 +76,6 @@ def cached_encode(encoder: Encoder, anchors: Anchors, dataset: Dataset, folder: 
                 and space.dataset.get("hash") == dataset.hash):
             space.encoder_name = encoder.name  # the entry may have been written under another file name
             return space, True
-    space = encode(encoder, anchors, dataset, batch_size=batch_size, progress=progress)
+    space = encode(encoder, anchors, dataset, **on)
     save_embeddings(space, path, force=True)
     return space, False

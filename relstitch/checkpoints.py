@@ -149,7 +149,14 @@ def _build(kind: str, architecture: dict[str, Any], tensors: dict[str, torch.Ten
         with torch.device("meta"):
             probe = create(name, **args)
         _check_shapes(name, probe, tensors)
-        module = create(name, **args)
+        # The shapes fit: give the probe real (uninitialised) memory and load every weight into it,
+        # rather than building again and drawing a random init that load_state_dict overwrites at once.
+        # Only when the state dict covers every buffer (a non-persistent one would stay uninitialised)
+        # and no parameter is shared (to_empty would untie it) and no plain tensor attribute is left on meta.
+        covered = ({n for n, _ in probe.named_buffers()} <= tensors.keys()
+                   and len(list(probe.parameters())) == len(list(probe.named_parameters(remove_duplicate=False)))
+                   and not any(isinstance(v, torch.Tensor) for m in probe.modules() for v in vars(m).values()))
+        module = probe.to_empty(device="cpu") if covered else create(name, **args)
     except RelstitchError as exc:
         raise RelstitchError(str(exc), path=path) from None
     except (TypeError, ValueError, RuntimeError, OverflowError) as exc:  # arguments the architecture cannot take

@@ -201,6 +201,8 @@ AnchorsOpt = Annotated[Path, typer.Option("--anchors", "-a", help="Anchor file (
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Samples per forward pass.")]
 LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N samples.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="Where encoders run: auto (CUDA when present), cpu, cuda or cuda:N.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="Encoder precision under autocast: float32, bfloat16, float16.")]
 # Model-source options, shared by every verb that loads encoders (encode, stitch, eval-matrix).
 _SRC = "Model sources"
 EncoderRefHelp = ("Encoder: a relstitch checkpoint, hf:DIR, torchvision:NAME, python:package.module:function[(k=v)] or "
@@ -353,8 +355,8 @@ def encode(
     top_k: TopKOpt = None,
     batch_size: BatchOpt = 256,
     limit: LimitOpt = None,
-    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")] = "auto",
-    dtype: Annotated[str, typer.Option(help="Encoder precision under autocast: float32, bfloat16, float16.")] = "float32",
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
     view: ViewOpt = None,
     source_options: SourceOptionsOpt = None,
     trust_remote_code: TrustOpt = False,
@@ -508,6 +510,8 @@ def eval_matrix(
         "--group", help="NAME=GROUP: label encoders/decoders matching the glob NAME (repeatable) [default: architecture].")] = None,
     batch_size: BatchOpt = 256,
     limit: LimitOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing pair.")] = False,
     cache: Annotated[Path | None, typer.Option("--cache", help="Folder of cached embeddings (by encoder, anchors, data).")] = None,
     method: Annotated[str, typer.Option(
@@ -530,11 +534,13 @@ def eval_matrix(
     from .atomic import check_output
     from .checkpoints import default_name, load_decoder
     from .data import load_dataset
+    from .encoding import resolve_device
     from .errors import UsageError
     from .matrix import eval_matrix as run_matrix
     from .reports import build_report, parse_groups, print_report, write_csv, write_html, write_json, write_markdown
     from .reports.document import check_groups
 
+    where, precision = resolve_device(device, dtype)  # a bad --device/--dtype costs nothing
     outputs = [p for p in (json_out, csv_out, markdown_out, html_out) if p is not None]
     for out in outputs:
         check_output(out, force=force)
@@ -550,11 +556,12 @@ def eval_matrix(
     with progress_bar() as progress:
         result = run_matrix(encoder_paths, heads, chosen, dataset, batch_size=batch_size, fail_fast=fail_fast, cache=cache,
                             progress=progress, methods=methods, null_baseline=null_baseline,
-                            load=model_loader(view, source_options, trust_remote_code))
+                            load=model_loader(view, source_options, trust_remote_code), device=where, dtype=precision)
     known = {m for p in result.pairs for m in p.scores}
     if metric is not None and metric not in known:
         raise UsageError(f"unknown metric {metric!r} for this task; choose one of {', '.join(sorted(known))}")
-    config = {"data": data, "limit": limit, "batch_size": batch_size, "anchors": str(chosen.path),
+    config = {"data": data, "limit": limit, "batch_size": batch_size, "device": str(where), "dtype": dtype,
+              "anchors": str(chosen.path),
               "encoders": encoder_paths, "decoders": decoder_paths, "requested_methods": methods,
               "null_baseline": null_baseline}
     report = build_report(result, config=config, groups=groups)

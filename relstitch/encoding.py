@@ -139,19 +139,24 @@ def check_inputs(encoder: Encoder, anchors: Anchors | None, dataset: Dataset) ->
 
 
 def encode(encoder: Encoder, anchors: Anchors | None, dataset: Dataset, *, batch_size: int = DEFAULT_BATCH,
-           progress: ProgressFn = silent) -> EncodedSpace:
+           progress: ProgressFn = silent, device: torch.device | None = None,
+           dtype: torch.dtype | None = None) -> EncodedSpace:
     """Embed the anchors and the dataset with ``encoder`` (each exactly once).
 
-    ``anchors=None`` gives a space with absolute latents only (for absolute decoders).
+    ``anchors=None`` gives a space with absolute latents only (for absolute decoders). ``device`` and
+    ``dtype`` are :func:`iter_embed`'s (see :func:`resolve_device`); the latents come back float32 on the CPU.
     """
     check_inputs(encoder, anchors, dataset)
+    on = {"device": device, "dtype": dtype}
     if anchors is None:
-        absolute = embed(encoder, dataset.x, batch_size=batch_size, progress=progress, description=f"{encoder.name}: data")
+        absolute = embed(encoder, dataset.x, batch_size=batch_size, progress=progress, description=f"{encoder.name}: data",
+                         **on)
         return EncodedSpace(encoder.name, encoder.hash, absolute, absolute.new_empty((0, absolute.shape[1])), dataset.y,
                             dataset.ids, anchor_hash="", dataset=dict(dataset.describe(), classes=dataset.classes))
     anchor_absolute = embed(encoder, anchors.inputs, batch_size=batch_size, progress=progress,
-                            description=f"{encoder.name}: anchors")
-    absolute = embed(encoder, dataset.x, batch_size=batch_size, progress=progress, description=f"{encoder.name}: data")
+                            description=f"{encoder.name}: anchors", **on)
+    absolute = embed(encoder, dataset.x, batch_size=batch_size, progress=progress, description=f"{encoder.name}: data",
+                     **on)
     return EncodedSpace(
         encoder_name=encoder.name,
         encoder_hash=encoder.hash,

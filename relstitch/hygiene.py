@@ -41,6 +41,11 @@ def check_finite(values: torch.Tensor, what: str, *, path: object | None = None,
 
     if not values.is_floating_point():
         return
+    # Fast path, one reduction: a NaN or an infinity anywhere makes the sum NaN or infinite, so a finite
+    # sum proves every value finite (~6x cheaper than isfinite().all(), which allocates a mask). A
+    # non-finite sum (or a finite overflow) falls through to the exact, blockwise check below.
+    if bool(torch.isfinite(values.sum())):
+        return
     # Row blocks keep the boolean temporaries small whatever the size of the data (bounded memory).
     blocks = [values[s : s + CHECK_ROWS] for s in range(0, len(values), CHECK_ROWS)] if values.ndim else [values]
     if all(bool(torch.isfinite(b).all()) for b in blocks):
@@ -108,6 +113,12 @@ def check_labels(labels: torch.Tensor, classes: list[str], what: str, *, path: o
     """Refuse labels outside ``0 .. len(classes) - 1``, with their count and the first index."""
     if not len(labels) or not classes:
         return
+    import torch  # noqa: PLC0415
+
+    if not labels.is_floating_point():  # one pass over integer labels; the mask below only when some are outside
+        low, high = torch.aminmax(labels)
+        if int(low) >= 0 and int(high) < len(classes):
+            return
     outside = (labels < 0) | (labels >= len(classes))
     count = int(outside.sum())
     if count:
@@ -123,8 +134,14 @@ def warn_single_class(labels: torch.Tensor, classes: list[str], what: str) -> No
     """Flag a classification evaluation whose data hold one class: accuracy then says little."""
     import torch  # noqa: PLC0415
 
-    present = torch.unique(labels).tolist() if len(labels) else []
-    if len(present) == 1:
-        label = int(present[0])
+    if not len(labels):
+        return
+    if labels.is_floating_point():
+        present = torch.unique(labels).tolist()
+        low = high = present[0] if len(present) == 1 else None
+    else:  # a single class iff min == max: one pass, no sort as unique() needs
+        low, high = (int(v) for v in torch.aminmax(labels))
+    if low is not None and low == high:
+        label = int(low)
         name = classes[label] if 0 <= label < len(classes) else str(label)
         warn(f"{what} hold a single class ({name!r}): accuracy cannot tell a classifier from a constant")

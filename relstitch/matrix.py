@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from statistics import mean
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .anchors import Anchors
 from .artifacts import short
@@ -29,6 +29,9 @@ from .progress import ProgressFn, silent
 from .stitching import PairResult, encoder_space_of, evaluate_pair
 from .translation import METHODS as TRANSLATIONS
 from .translation import evaluate_translation
+
+if TYPE_CHECKING:
+    import torch
 
 NATIVE_METHODS = ("relative", "absolute")
 """Methods that feed a decoder what it was trained on: its own space, no translation."""
@@ -87,6 +90,8 @@ def eval_matrix(
     load: Callable[[str], Encoder | EncodedSpace] | None = None,
     methods: Sequence[str] = NATIVE_METHODS,
     null_baseline: bool = False,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
 ) -> MatrixResult:
     """Score every encoder with every decoder on ``dataset`` through ``anchors``.
 
@@ -100,6 +105,9 @@ def eval_matrix(
     ``encoder_paths`` (found by its hash; the cell says why when it is not). ``null_baseline`` adds,
     for every relative and translation pair, the control with the encoder's anchors shuffled
     (method ``<method>-null``, ``control="shuffled-anchors"``).
+    ``device``/``dtype``: where and in which precision the encoders run (as ``encode``'s, from
+    :func:`~relstitch.encoding.resolve_device`; default: where each encoder is, float32). The heads run
+    on the CPU, on the float32 vectors.
     """
     from .sources.models import as_encoder, check_precomputed, load_encoder_ref
 
@@ -108,7 +116,8 @@ def eval_matrix(
         raise RelstitchError("an eval-matrix needs at least one encoder and one decoder")
     plan = _plan(decoders, methods, null_baseline)
     needs_targets = any(m in TRANSLATIONS for _, m, _ in plan)
-    targets = _own_encoder_anchors(encoder_paths, anchors, load, batch_size) if needs_targets else {}
+    on = {"device": device, "dtype": dtype}
+    targets = _own_encoder_anchors(encoder_paths, anchors, load, batch_size, **on) if needs_targets else {}
     tasks = {d.task["type"] for d in decoders}
     if len(tasks) > 1:
         raise RelstitchError(f"decoders mix tasks {sorted(tasks)}: run one matrix per task")
@@ -127,7 +136,8 @@ def eval_matrix(
                 space, from_cache = check_precomputed(encoder, dataset.hash), False
                 encoder = as_encoder(space)
             else:
-                space, from_cache = cached_encode(encoder, anchors, dataset, cache, batch_size=batch_size, progress=progress)
+                space, from_cache = cached_encode(encoder, anchors, dataset, cache, batch_size=batch_size, progress=progress,
+                                                  **on)
                 encoder.latent_dim = encoder.latent_dim or space.absolute.shape[1]  # adapters learn it when they run
         except RelstitchError as exc:
             if fail_fast:
@@ -203,7 +213,8 @@ def _label(method: str, control: str | None) -> str:
 
 
 def _own_encoder_anchors(encoder_paths: Sequence[str | os.PathLike], anchors: Anchors,
-                         load: Callable[[str], Encoder | EncodedSpace] | None, batch_size: int) -> dict[str, Any]:
+                         load: Callable[[str], Encoder | EncodedSpace] | None, batch_size: int,
+                         device: torch.device | None = None, dtype: torch.dtype | None = None) -> dict[str, Any]:
     """Anchor latents of every loadable encoder, by encoder hash: the targets translations map into.
 
     A cheap first pass (k anchors per encoder), so any row can map into any decoder's own encoder
@@ -219,7 +230,7 @@ def _own_encoder_anchors(encoder_paths: Sequence[str | os.PathLike], anchors: An
                 if loaded.anchor_hash == anchors.hash:
                     targets[loaded.encoder_hash] = loaded.anchor_absolute
                 continue
-            targets[loaded.hash] = embed(loaded, anchors.inputs, batch_size=batch_size)
+            targets[loaded.hash] = embed(loaded, anchors.inputs, batch_size=batch_size, device=device, dtype=dtype)
         except RelstitchError:
             continue
     return targets

@@ -266,21 +266,42 @@ def relative_projection(
     whose temporaries fit ``max_chunk_bytes``; anchors are split too when k is too large for that.
     """
     config = config or ProjectionConfig()
+    config.validate()  # in the order the errors were always raised: config, shapes, top-k
+    _check_latents(x, anchors)
+    return relative_projector(anchors, config, dtype=x.dtype, chunk_size=chunk_size, max_chunk_bytes=max_chunk_bytes)(x)
+
+
+def relative_projector(
+    anchors: torch.Tensor,
+    config: ProjectionConfig | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+    chunk_size: int | None = DEFAULT_CHUNK,
+    max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """:func:`relative_projection` with the anchors prepared once: ``project(x)`` for batch after batch.
+
+    Validating the config, the anchors' statistics and their normalised copy are computed here, not
+    per call (a streamed encode projects every batch onto the same anchors). ``dtype``: the dtype of
+    the latents it will be given (default: the anchors').
+    """
+    config = config or ProjectionConfig()
     config.validate()
-    if x.ndim != 2 or anchors.ndim != 2:
-        raise RelstitchError(f"expected 2-d latents, got samples {tuple(x.shape)} and anchors {tuple(anchors.shape)}")
-    if x.shape[1] != anchors.shape[1]:
-        raise RelstitchError(
-            f"samples have {x.shape[1]} latent dimensions but anchors have {anchors.shape[1]}",
-            hint="embed the anchors with the same encoder as the samples",
-        )
+    if anchors.ndim != 2:
+        raise RelstitchError(f"expected 2-d anchor latents, got anchors {tuple(anchors.shape)}")
     k = anchors.shape[0]
     if config.top_k is not None and config.top_k > k:
         raise RelstitchError(f"top-k {config.top_k} is more than the {k} anchors", hint="lower --top-k")
-    anchors = anchors.to(x.dtype)
+    anchors = anchors.to(dtype or anchors.dtype)
     mean, std = anchor_statistics(anchors, config.centering)
     anchors = _standardise(anchors, mean, std)
     blocks = [(SIMILARITIES[name][0](anchors), SIMILARITIES[name][1]) for name in config.similarities]
+    width = config.output_dim(k)
+    # Per-row normalisation and top-k read a whole row of k values; otherwise anchors can be split.
+    separable = config.normalization == "none" and not config.top_k
+    # The paper's plain cosine writes its products straight into the output and scales them in place:
+    # no [rows, k] temporaries at all (so no need to split the anchors), at the bare matrix product's speed.
+    fused = config.similarities == ("cosine",) and separable
 
     def project(chunk: torch.Tensor) -> torch.Tensor:
         chunk = _standardise(chunk, mean, std)
@@ -290,32 +311,41 @@ def relative_projection(
             parts.append(_top_k(r, config.top_k) if config.top_k else r)
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
-    n = x.shape[0]
-    if x.requires_grad:
-        return project(x)
-    # Per-row normalisation and top-k read a whole row of k values; otherwise anchors can be split.
-    separable = config.normalization == "none" and not config.top_k
-    # The paper's plain cosine writes its products straight into the output and scales them in place:
-    # no [rows, k] temporaries at all (so no need to split the anchors), at the bare matrix product's speed.
-    fused = config.similarities == ("cosine",) and separable
-    rows, cols = block_shape(n, x.shape[1], config.output_dim(k), x.element_size(), max_chunk_bytes, chunk_size,
-                             split_anchors=separable and not fused, temporaries=not fused)
-    if rows >= n and cols >= config.output_dim(k) and not fused:
-        return project(x)
-    out = torch.empty((n, config.output_dim(k)), dtype=x.dtype, device=x.device)
-    for start in range(0, n, rows):
-        if fused:
-            _cosine_into(_standardise(x[start : start + rows], mean, std), blocks[0][0], out[start : start + rows])
-            continue
-        if cols >= config.output_dim(k):
-            out[start : start + rows] = project(x[start : start + rows])
-            continue
-        chunk = _standardise(x[start : start + rows], mean, std)
-        for b, (prepared, compare) in enumerate(blocks):
-            for a0 in range(0, k, cols):
-                a1 = min(k, a0 + cols)
-                out[start : start + rows, b * k + a0 : b * k + a1] = compare(chunk, prepared[a0:a1])
-    return out
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        _check_latents(x, anchors)
+        n = x.shape[0]
+        if x.requires_grad:
+            return project(x)
+        rows, cols = block_shape(n, x.shape[1], width, x.element_size(), max_chunk_bytes, chunk_size,
+                                 split_anchors=separable and not fused, temporaries=not fused)
+        if rows >= n and cols >= width and not fused:
+            return project(x)
+        out = torch.empty((n, width), dtype=x.dtype, device=x.device)
+        for start in range(0, n, rows):
+            if fused:
+                _cosine_into(_standardise(x[start : start + rows], mean, std), blocks[0][0], out[start : start + rows])
+                continue
+            if cols >= width:
+                out[start : start + rows] = project(x[start : start + rows])
+                continue
+            chunk = _standardise(x[start : start + rows], mean, std)
+            for b, (prepared, compare) in enumerate(blocks):
+                for a0 in range(0, k, cols):
+                    a1 = min(k, a0 + cols)
+                    out[start : start + rows, b * k + a0 : b * k + a1] = compare(chunk, prepared[a0:a1])
+        return out
+
+    return apply
+
+
+def _check_latents(x: torch.Tensor, anchors: torch.Tensor) -> None:
+    if x.ndim != 2 or anchors.ndim != 2:
+        raise RelstitchError(f"expected 2-d latents, got samples {tuple(x.shape)} and anchors {tuple(anchors.shape)}")
+    if x.shape[1] != anchors.shape[1]:
+        raise RelstitchError(
+            f"samples have {x.shape[1]} latent dimensions but anchors have {anchors.shape[1]}",
+            hint="embed the anchors with the same encoder as the samples",
+        )
 
 
 def _cosine_into(x: torch.Tensor, anchors_hat: torch.Tensor, out: torch.Tensor) -> None:

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .artifacts import _DTYPE_SIZES, _TORCH_DTYPES, _tensor_bytes, artifact_metadata, safetensors_header
+from .artifacts import _DTYPE_SIZES, _TORCH_DTYPES, artifact_metadata, safetensors_header
 from .atomic import _current_umask, check_output
 from .errors import RelstitchError
 
@@ -36,6 +38,11 @@ if TYPE_CHECKING:
 Shapes = dict[str, tuple[str, tuple[int, ...]]]
 """Tensor name → (safetensors dtype such as ``F32``, shape)."""
 
+WRITES_IN_FLIGHT = 4
+"""Background writes queued at most (two per encoded batch): memory stays one batch or two, not N rows."""
+SYNC_EVERY_BYTES = 8 * 1024**2
+"""A background writer flushes to disk (fdatasync) every this many bytes, so the final fsync is short."""
+
 
 def safetensors_dtype(dtype: torch.dtype) -> str:
     """``torch.float32`` → ``F32``."""
@@ -47,12 +54,20 @@ class StreamWriter:
 
     Use as a context manager (``commit`` on success, the temporary file removed on any error), or
     :meth:`attach` from another process to fill other rows of the same temporary file.
+
+    ``background=True`` hands each write (and a periodic ``fdatasync``) to one thread, so the disk
+    works while the caller computes the next batch; at most :data:`WRITES_IN_FLIGHT` writes wait, and
+    the first error is raised by a later ``write``, ``wait`` or ``commit``. The caller must not modify a
+    tensor after passing it to ``write``.
     """
 
     def __init__(self, path: str | os.PathLike, shapes: Shapes, metadata: dict[str, str], *, force: bool = False,
-                 _tmp: str | None = None) -> None:
+                 background: bool = False, _tmp: str | None = None) -> None:
         self.path = Path(path)
         self.force = force
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="relstitch-write") if background else None
+        self._pending: deque[Future[None]] = deque()
+        self._unsynced = 0
         header = safetensors_header(shapes, metadata)
         self._offsets: dict[str, tuple[int, int, tuple[int, ...]]] = {}  # name -> (start, row bytes, shape)
         offset = len(header)
@@ -81,9 +96,10 @@ class StreamWriter:
             raise
 
     @classmethod
-    def attach(cls, tmp: str, path: str | os.PathLike, shapes: Shapes, metadata: dict[str, str]) -> StreamWriter:
+    def attach(cls, tmp: str, path: str | os.PathLike, shapes: Shapes, metadata: dict[str, str], *,
+               background: bool = False) -> StreamWriter:
         """Open another process's temporary file to write rows into it (the owner commits)."""
-        return cls(path, shapes, metadata, _tmp=tmp)
+        return cls(path, shapes, metadata, background=background, _tmp=tmp)
 
     def write(self, name: str, tensor: torch.Tensor, row: int = 0) -> None:
         """Write ``tensor`` as rows ``row ... row + len(tensor)`` of tensor ``name``."""
@@ -94,19 +110,58 @@ class StreamWriter:
             raise ValueError(f"{name}: got {tensor.dtype} {tuple(tensor.shape)}, declared {self._dtypes[name]} {shape}")
         if row < 0 or row + len(tensor) > (shape[0] if shape else 1):
             raise ValueError(f"{name}: rows {row}..{row + len(tensor)} outside {shape}")
-        data = _tensor_bytes(tensor.detach().contiguous().cpu())
-        os.pwrite(self._fd, data, start + row * row_bytes)
+        if self._pool is None:
+            self._pwrite(tensor, start + row * row_bytes)
+            return
+        while len(self._pending) >= WRITES_IN_FLIGHT:
+            self._pending.popleft().result()  # re-raises the writer thread's error here
+        self._pending.append(self._pool.submit(self._pwrite, tensor, start + row * row_bytes))
+
+    def _pwrite(self, tensor: torch.Tensor, offset: int) -> None:
+        """Write the tensor's raw bytes at ``offset``: no copy on the CPU, and all of them (pwrite may write fewer)."""
+        import torch  # noqa: PLC0415
+
+        tensor = tensor.detach().contiguous().cpu()
+        if not tensor.numel():
+            return
+        # Little-endian raw bytes, the safetensors layout (x86 and ARM hosts are little-endian).
+        data = memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
+        while data:
+            written = os.pwrite(self._fd, data, offset)
+            data, offset = data[written:], offset + written
+        if self._pool is not None:  # on the writer thread: start the flush now rather than all at commit
+            self._unsynced += tensor.numel() * tensor.element_size()
+            if self._unsynced >= SYNC_EVERY_BYTES:
+                os.fdatasync(self._fd)
+                self._unsynced = 0
+
+    def wait(self) -> None:
+        """Finish every queued write, raising the first error."""
+        while self._pending:
+            self._pending.popleft().result()
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        try:
+            self.wait()
+        finally:
+            self._stop_thread()
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def _stop_thread(self) -> None:
+        """Let queued writes end (they must not touch a closed, maybe reused, descriptor), then drop the thread."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._pending.clear()
 
     def commit(self) -> Path:
         """fsync and rename the temporary file into place (owner only)."""
         if not self.owner:
             raise RuntimeError("only the process that created the file commits it")
         try:
+            self.wait()
             os.fsync(self._fd)
             self.close()
             check_output(self.path, force=self.force)  # the output may have appeared meanwhile
@@ -118,6 +173,7 @@ class StreamWriter:
 
     def abort(self) -> None:
         """Drop the temporary file (owner) or just close it (attached)."""
+        self._stop_thread()  # queued writes end first; their errors do not matter any more
         self.close()
         if self.owner:
             try:
@@ -166,7 +222,7 @@ def encode_to_file(encoder: Encoder, anchors: Anchors, dataset: Dataset, path: s
     from .encoding import check_inputs, embed, embeddings_meta, iter_embed  # noqa: PLC0415
     from .hygiene import warn_zero_norm, zero_norm_count  # noqa: PLC0415
     from .progress import silent  # noqa: PLC0415
-    from .projection import ProjectionConfig, relative_projection  # noqa: PLC0415
+    from .projection import ProjectionConfig, relative_projector  # noqa: PLC0415
 
     projection = projection or ProjectionConfig()
     projection.validate()
@@ -190,20 +246,22 @@ def encode_to_file(encoder: Encoder, anchors: Anchors, dataset: Dataset, path: s
                                                                projection))
     writer = None
     try:
+        # Writes go to a background thread: the disk works while the encoder computes the next batch.
         if group.rank == 0:
-            writer = StreamWriter(path, shapes, metadata, force=force)
+            writer = StreamWriter(path, shapes, metadata, force=force, background=True)
         tmp = group.broadcast(writer.tmp if writer else None)
         if writer is None:
-            writer = StreamWriter.attach(tmp, path, shapes, metadata)
+            writer = StreamWriter.attach(tmp, path, shapes, metadata, background=True)
         start, stop = batch_shard(n, batch_size, group.rank, group.world)
         on = anchor_absolute.to(device) if device is not None else anchor_absolute
         zero_norm = zero_norm_count(anchor_absolute, anchor_absolute, projection)  # counted for the report (hygiene)
         warn_zero_norm(zero_norm, k, f"anchor latents of {encoder.name!r}")
         zero_norm = 0
+        project = relative_projector(on, projection)  # the anchors are prepared once, not per batch
         for offset, z in iter_embed(encoder, dataset.x[start:stop], batch_size=batch_size, device=device,
                                     dtype=dtype, progress=progress, description=f"{encoder.name}: data"):
             with torch.inference_mode():
-                r = relative_projection(z, on, projection)
+                r = project(z)
                 zero_norm += zero_norm_count(z, on, projection)
             writer.write("absolute", z, start + offset)
             writer.write("relative", r, start + offset)
