@@ -149,20 +149,23 @@ def _build(kind: str, architecture: dict[str, Any], tensors: dict[str, torch.Ten
         with torch.device("meta"):
             probe = create(name, **args)
         _check_shapes(name, probe, tensors)
-        # The shapes fit: give the probe real (uninitialised) memory and load every weight into it,
-        # rather than building again and drawing a random init that load_state_dict overwrites at once.
-        # Only when the state dict covers every buffer (a non-persistent one would stay uninitialised)
-        # and no parameter is shared (to_empty would untie it) and no plain tensor attribute is left on meta.
+        # The shapes fit: the loaded weights become the probe's tensors (load_state_dict(assign=True)),
+        # rather than building again, drawing a random init and copying every weight over it. Only when
+        # the file covers every buffer (a non-persistent one would stay on meta), no parameter is shared
+        # (assigning would untie it) and no plain tensor attribute was built on meta.
         covered = ({n for n, _ in probe.named_buffers()} <= tensors.keys()
                    and len(list(probe.parameters())) == len(list(probe.named_parameters(remove_duplicate=False)))
                    and not any(isinstance(v, torch.Tensor) for m in probe.modules() for v in vars(m).values()))
-        module = probe.to_empty(device="cpu") if covered else create(name, **args)
+        if covered:  # each weight in the dtype the architecture declares, as a copying load would give it
+            declared = probe.state_dict()
+            tensors = {k: v.to(declared[k].dtype) for k, v in tensors.items()}
+        module = probe if covered else create(name, **args)
     except RelstitchError as exc:
         raise RelstitchError(str(exc), path=path) from None
     except (TypeError, ValueError, RuntimeError, OverflowError) as exc:  # arguments the architecture cannot take
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise RelstitchError(f"architecture {name!r} cannot be built from the file's arguments ({reason})", path=path) from None
-    result = module.load_state_dict(tensors, strict=False)
+    result = module.load_state_dict(tensors, strict=False, assign=covered)
     if result.missing_keys or result.unexpected_keys:
         raise RelstitchError(
             f"weights do not fit architecture {name!r}: missing {result.missing_keys[:5]}, "

@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -22,12 +24,15 @@ from hypothesis import strategies as st
 from relstitch.anchors import load_anchors
 from relstitch.artifacts import serialize
 from relstitch.cache import cache_path
-from relstitch.checkpoints import load_decoder, load_encoder
-from relstitch.data import load_dataset
+from relstitch.checkpoints import Encoder, load_decoder, load_encoder, save_encoder
+from relstitch.data import default_image_spec, load_dataset
 from relstitch.encoding import encode, iter_embed, load_embeddings, save_embeddings
 from relstitch.errors import RelstitchError
+from relstitch.hygiene import check_finite
 from relstitch.matrix import eval_matrix
-from relstitch.projection import MIN_BLOCK_ROWS, ProjectionConfig, block_shape, relative_projection
+from relstitch.metrics import classification_scores
+from relstitch.models.registry import ENCODERS as ENCODER_REGISTRY
+from relstitch.projection import MIN_BLOCK_ROWS, ProjectionConfig, block_shape, relative_projection, relative_projector
 from relstitch.streaming import StreamWriter, batch_shard, encode_to_file
 
 REPO = Path(__file__).resolve().parent.parent
@@ -269,6 +274,131 @@ def test_eval_matrix_cache_option_through_the_cli(cli, tmp_path):
     (tmp_path / "file").write_text("x")
     result = cli("eval-matrix", "-e", ENCODERS[0], "-D", DECODERS[0], "--limit", 100, "--cache", tmp_path / "file")
     assert result.exit_code == 1 and "cache is a file" in result.stderr
+
+
+def matrix_report(cli, path: Path, *args) -> dict:
+    result = cli("eval-matrix", "-e", ENCODERS[0], "-e", ENCODERS[2], "-D", DECODERS[0], "-D", DECODERS[1],
+                 "--limit", 200, "--json", path, *args)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(path.read_text())
+
+
+def test_eval_matrix_device_cpu_equals_the_default_and_is_recorded(cli, tmp_path):
+    default = matrix_report(cli, tmp_path / "default.json")
+    on_cpu = matrix_report(cli, tmp_path / "cpu.json", "--device", "cpu", "--dtype", "float32")
+    assert on_cpu["pairs"] == default["pairs"]  # the same vectors, so the same scores to the last bit
+    assert on_cpu["config"]["device"] == "cpu" and on_cpu["config"]["dtype"] == "float32"
+    expected = "cuda" if torch.cuda.is_available() else "cpu"  # auto resolves to a real device before it is recorded
+    assert default["config"]["device"].startswith(expected) and default["config"]["dtype"] == "float32"
+
+
+def test_eval_matrix_bfloat16_is_close_to_float32(cli, tmp_path):
+    full = matrix_report(cli, tmp_path / "f32.json", "--device", "cpu")
+    half = matrix_report(cli, tmp_path / "bf16.json", "--device", "cpu", "--dtype", "bfloat16")
+    assert half["config"]["dtype"] == "bfloat16"
+    scores = [(a["scores"]["accuracy"], b["scores"]["accuracy"]) for a, b in zip(full["pairs"], half["pairs"], strict=True)
+              if not a.get("error")]
+    assert scores and all(abs(a - b) <= 0.05 for a, b in scores)  # 200 samples: at most 10 flip
+
+
+def test_eval_matrix_refuses_bad_device_or_dtype_before_any_work(cli, tmp_path):
+    for args, message in ((("--dtype", "int8"), "unknown dtype"), (("--device", "tpu"), "device")):
+        result = cli("eval-matrix", "-e", ENCODERS[0], "-D", DECODERS[0], "--json", tmp_path / "r.json", *args)
+        assert result.exit_code == 1 and message in result.stderr and "Traceback" not in result.stderr
+        assert not (tmp_path / "r.json").exists()
+
+
+def test_reduced_precision_gets_its_own_cache_entry(tmp_path, small_data, zoo_anchors):
+    encoder = load_encoder(ENCODERS[0])
+    full = cache_path(tmp_path, encoder, zoo_anchors, small_data)
+    assert cache_path(tmp_path, encoder, zoo_anchors, small_data, torch.float32) == full  # float32 keeps its old key
+    half = cache_path(tmp_path, encoder, zoo_anchors, small_data, torch.bfloat16)
+    assert half != full
+    eval_matrix([ENCODERS[0]], [load_decoder(DECODERS[0])], zoo_anchors, small_data, cache=tmp_path, dtype=torch.bfloat16)
+    assert half.exists() and not full.exists()  # a float32 run will not be served bfloat16 vectors
+
+
+# ---------------------------------------------------------------------------- cheaper, same answers
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.describe())
+def test_prepared_projector_equals_relative_projection(config):
+    gen = torch.Generator().manual_seed(3)
+    anchors = torch.randn(40, 16, generator=gen)
+    project = relative_projector(anchors, config)
+    for rows in (1, 7, 300):
+        x = torch.randn(rows, 16, generator=gen)
+        assert torch.equal(project(x), relative_projection(x, anchors, config))
+    with pytest.raises(RelstitchError, match="latent dimensions"):
+        project(torch.zeros(2, 5))
+
+
+def reference_scores(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:
+    """The per-class loop classification_scores replaced (kept here as the definition)."""
+    pred = logits.argmax(dim=1)
+    f1s = []
+    for c in range(num_classes):
+        tp = int(((pred == c) & (labels == c)).sum())
+        fp = int(((pred == c) & (labels != c)).sum())
+        fn = int(((pred != c) & (labels == c)).sum())
+        if tp + fp + fn:
+            f1s.append(2 * tp / (2 * tp + fp + fn))
+    return {"accuracy": (pred == labels).float().mean().item(), "macro_f1": sum(f1s) / len(f1s) if f1s else 0.0}
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 60), classes=st.integers(1, 12), extra=st.integers(0, 3), seed=st.integers(0, 10**6))
+def test_vectorised_metrics_equal_the_per_class_loop(n, classes, extra, seed):
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, classes + extra, generator=gen)  # extra columns: predictions outside the classes
+    labels = torch.randint(0, classes, (n,), generator=gen)
+    assert classification_scores(logits, labels, classes) == reference_scores(logits, labels, classes)
+
+
+def test_finite_check_fast_path_keeps_every_verdict():
+    check_finite(torch.full((4, 3), 3e38), "big")  # finite values whose sum overflows: still accepted
+    for bad, counts in ((float("nan"), "1 NaN and 0 infinite"), (float("inf"), "0 NaN and 1 infinite")):
+        values = torch.ones(5, 3)
+        values[3, 1] = bad
+        with pytest.raises(RelstitchError, match=rf"{counts} value\(s\), the first at index \[13, 1\]"):
+            check_finite(values, "x", offset=10)
+
+
+def test_checkpoint_loading_without_a_second_build_keeps_the_weights_and_buffers(tmp_path):
+    encoder = load_encoder(ENCODERS[0])
+    again = load_encoder(ENCODERS[0])
+    assert again.hash == encoder.hash and not any(p.is_meta for p in again.module.parameters())
+
+    @ENCODER_REGISTRY.register("perf-test-buffered")
+    def buffered(width: int = 4) -> torch.nn.Module:
+        class Buffered(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.linear = torch.nn.Linear(784, width)
+                self.register_buffer("scale", torch.full((width,), 2.0), persistent=False)  # not in the file
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.linear(x.flatten(1)) * self.scale
+
+        return Buffered()
+
+    module = buffered()
+    path = save_encoder(Encoder(module, {"name": "perf-test-buffered", "args": {}},
+                                default_image_spec([1, 28, 28]), 4, "buffered"), tmp_path / "b.encoder.safetensors")
+    loaded = load_encoder(path)
+    assert torch.equal(loaded.module.scale, torch.full((4,), 2.0))  # built for real: the buffer is not left uninitialised
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(loaded.module(x), module(x))
+
+
+def test_background_writes_report_a_failed_write_and_leave_nothing(tmp_path):
+    shapes = {"a": ("F32", (64, 2))}
+    with pytest.raises(OSError), StreamWriter(tmp_path / "x.safetensors", shapes, {}, background=True) as writer:
+        writer.write("a", torch.zeros(2, 2))
+        os.close(writer._fd)  # the descriptor goes away under the writer thread: its next write fails
+        writer._fd = os.open(os.devnull, os.O_RDONLY)
+        for row in range(2, 64, 2):
+            writer.write("a", torch.zeros(2, 2), row)
+        writer.wait()
+    assert list(tmp_path.iterdir()) == []
 
 
 # -------------------------------------------------------------------------------------- start-up
