@@ -132,7 +132,7 @@ class StreamWriter:
         if self._pool is not None:  # on the writer thread: start the flush now rather than all at commit
             self._unsynced += tensor.numel() * tensor.element_size()
             if self._unsynced >= SYNC_EVERY_BYTES:
-                os.fdatasync(self._fd)
+                getattr(os, "fdatasync", os.fsync)(self._fd)  # macOS has no fdatasync
                 self._unsynced = 0
 
     def wait(self) -> None:
@@ -269,6 +269,7 @@ def encode_to_file(encoder: Encoder, anchors: Anchors, dataset: Dataset, path: s
             writer.write("anchor_absolute", anchor_absolute)
             writer.write("labels", dataset.y)
             writer.write("ids", dataset.ids)
+        writer.wait()  # this rank's queued background writes are issued before it says it is done
         group.barrier()  # every shard is in the file before rank 0 renames it
         if group.rank == 0:
             writer.commit()
