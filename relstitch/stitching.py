@@ -114,16 +114,23 @@ def evaluate_pair(space: EncodedSpace, decoder: Decoder, dataset: Dataset | None
     started = time.perf_counter()
     inputs = decoder_inputs(space, decoder)
     scores = score(decoder, inputs, space.labels, dataset)
+    return scored_pair(space, decoder, scores, started, encoder_space)
+
+
+def scored_pair(space: EncodedSpace, decoder: Decoder, scores: dict[str, float], started: float,
+                encoder_space: str | None, *, space_name: str | None = None, method: str | None = None) -> PairResult:
+    """The :class:`PairResult` of ``decoder`` scored on ``space`` (timed from ``started``)."""
     return PairResult(
         encoder=space.encoder_name,
         decoder=decoder.name,
-        space=decoder.space,
+        space=space_name or decoder.space,
         stitched=decoder.encoder_hash != space.encoder_hash,
         scores=scores,
         seconds=time.perf_counter() - started,
         encoder_hash=space.encoder_hash,
         decoder_hash=decoder.hash,
         encoder_space=encoder_space,
+        method=method,
     )
 
 

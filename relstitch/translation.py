@@ -40,7 +40,7 @@ from .data import Dataset
 from .encoding import DEFAULT_BATCH, EncodedSpace, embed, encode
 from .errors import RelstitchError
 from .projection import EPS
-from .stitching import PairResult, encoder_space_of, score
+from .stitching import PairResult, encoder_space_of, score, scored_pair
 
 METHODS = ("procrustes", "lstsq", "lstsq-ortho", "affine")
 SCALINGS = ("standard", "isotropic", "center", "none")
@@ -210,18 +210,7 @@ def evaluate_translation(space: EncodedSpace, target_anchor_absolute: torch.Tens
     translation = fit_translation(space.anchor_absolute, target_anchor_absolute, method, scaling=scaling, seed=seed)
     mapped = translation(space.absolute).float()
     scores = score(decoder, mapped, space.labels, dataset)
-    return PairResult(
-        encoder=space.encoder_name,
-        decoder=decoder.name,
-        space="absolute",
-        stitched=decoder.encoder_hash != space.encoder_hash,
-        scores=scores,
-        seconds=time.perf_counter() - started,
-        encoder_hash=space.encoder_hash,
-        decoder_hash=decoder.hash,
-        encoder_space=encoder_space,
-        method=method,
-    )
+    return scored_pair(space, decoder, scores, started, encoder_space, space_name="absolute", method=method)
 
 
 def stitch_translated(encoder: Encoder, decoder: Decoder, anchors: Anchors, dataset: Dataset, method: str, *,
