@@ -62,7 +62,6 @@ err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-DEFAULT_ANCHORS = "checkpoints/anchors.safetensors"
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -161,6 +160,11 @@ def progress_bar() -> Iterator[Any]:
         yield update
 
 
+def anchors_or_zoo(anchors_file: Path | None) -> Path:
+    """The anchor file the user named, else the shipped zoo's."""
+    return anchors_file if anchors_file is not None else zoo_dir() / "anchors.safetensors"
+
+
 def zoo_dir() -> Path:
     """The shipped checkpoints: ``checkpoints/`` beside the package (source checkout) or here."""
     beside = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -197,7 +201,8 @@ def main_options(
 DataOpt = Annotated[str, typer.Option("--data", "-d", help=(
     "Dataset: builtin:train|test, idx:DIR[:split] (or a folder), imagefolder:DIR, tensors:FILE, jsonl:FILE, csv:FILE "
     "(text: FILE#text=COL[,COL],label=COL). See README, Sources."))]
-AnchorsOpt = Annotated[Path, typer.Option("--anchors", "-a", help="Anchor file (from `relstitch anchors`).")]
+AnchorsOpt = Annotated[Path | None, typer.Option(
+    "--anchors", "-a", help="Anchor file (from `relstitch anchors`) [default: the shipped zoo's checkpoints/anchors.safetensors].")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Samples per forward pass.")]
 LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N samples.")]
@@ -346,7 +351,7 @@ def train(
 @handles_errors
 def encode(
     encoder: Annotated[str, typer.Argument(help=EncoderRefHelp)],
-    anchors_file: AnchorsOpt = Path(DEFAULT_ANCHORS),
+    anchors_file: AnchorsOpt = None,
     data: DataOpt = "builtin:test",
     output: Annotated[Path, typer.Option("--output", "-o", help="Embeddings file to write.")] = Path("embeddings.safetensors"),
     similarity: SimilarityOpt = "cosine",
@@ -382,7 +387,7 @@ def encode(
         if where.type == "cuda" and group.distributed:
             where = resolve_device(f"cuda:{group.local_rank}", dtype)[0]
         load = model_loader(view, source_options, trust_remote_code, allow_embeddings=False)
-        chosen, model, dataset = load_anchors(anchors_file), load(encoder), load_dataset(data, limit=limit)
+        chosen, model, dataset = load_anchors(anchors_or_zoo(anchors_file)), load(encoder), load_dataset(data, limit=limit)
         with progress_bar() as progress:
             done = encode_to_file(model, chosen, dataset, output, projection=projection, batch_size=batch_size,
                                   device=where, dtype=precision, force=force, progress=progress, group=group)
@@ -434,7 +439,7 @@ def fit(
 def stitch(
     encoder: Annotated[str, typer.Argument(help=EncoderRefHelp)],
     decoder: Annotated[Path, typer.Argument(help="Decoder checkpoint.")],
-    anchors_file: AnchorsOpt = Path(DEFAULT_ANCHORS),
+    anchors_file: AnchorsOpt = None,
     data: Annotated[str | None, typer.Option("--data", "-d", help=(
         "Dataset (as for encode) [default: builtin:test; for embeddings:FILE, the data they were computed on].")
     )] = None,
@@ -467,7 +472,7 @@ def stitch(
     elif method in (None, head.space):
         if target_encoder is not None:
             raise UsageError("--target-encoder only means something with a translation --method")
-        chosen, dataset = load_anchors(anchors_file), load_dataset(data or "builtin:test", limit=limit)
+        chosen, dataset = load_anchors(anchors_or_zoo(anchors_file)), load_dataset(data or "builtin:test", limit=limit)
         result = stitch_pair(source, head, chosen, dataset, batch_size=batch_size)
     elif method in ("relative", "absolute"):
         raise UsageError(f"decoder {head.name!r} reads {head.space} vectors, so --method {method} cannot feed it",
@@ -479,7 +484,7 @@ def stitch(
             target_encoder = decoder.with_name(decoder.name[: -len(DECODER_SUFFIX)] + ENCODER_SUFFIX)
         if target_encoder is None:
             raise UsageError("a translation needs the decoder's own encoder: pass --target-encoder FILE")
-        chosen, dataset = load_anchors(anchors_file), load_dataset(data or "builtin:test", limit=limit)
+        chosen, dataset = load_anchors(anchors_or_zoo(anchors_file)), load_dataset(data or "builtin:test", limit=limit)
         result = stitch_translated(source, head, chosen, dataset, method,
                                    target_encoder=load_encoder(target_encoder), batch_size=batch_size)
     if as_json:
@@ -535,8 +540,9 @@ def eval_matrix(
     from .checkpoints import default_name, load_decoder
     from .data import load_dataset
     from .encoding import resolve_device
-    from .errors import UsageError
+    from .errors import RelstitchError, UsageError
     from .matrix import eval_matrix as run_matrix
+    from .metrics import TASK_METRICS
     from .reports import build_report, parse_groups, print_report, write_csv, write_html, write_json, write_markdown
     from .reports.document import check_groups
 
@@ -550,16 +556,16 @@ def eval_matrix(
     encoder_paths = expand(encoders or [str(zoo / "*.encoder.safetensors")], "encoder")
     decoder_paths = expand(decoders or [str(zoo / "*.decoder.safetensors")], "decoder")
     heads = [load_decoder(p) for p in decoder_paths]
+    known = sorted({m for h in heads for m in TASK_METRICS[h.task["type"]]})
+    if metric is not None and metric not in known:  # checked before the run, not after it
+        raise UsageError(f"unknown metric {metric!r} for these decoders; choose one of {', '.join(known)}")
     check_groups(groups, [default_name(p) for p in encoder_paths] + [h.name for h in heads])  # before the run, not after
-    chosen = load_anchors(anchors_file or zoo / "anchors.safetensors")
+    chosen = load_anchors(anchors_or_zoo(anchors_file))
     dataset = load_dataset(data, limit=limit)
     with progress_bar() as progress:
         result = run_matrix(encoder_paths, heads, chosen, dataset, batch_size=batch_size, fail_fast=fail_fast, cache=cache,
                             progress=progress, methods=methods, null_baseline=null_baseline,
                             load=model_loader(view, source_options, trust_remote_code), device=where, dtype=precision)
-    known = {m for p in result.pairs for m in p.scores}
-    if metric is not None and metric not in known:
-        raise UsageError(f"unknown metric {metric!r} for this task; choose one of {', '.join(sorted(known))}")
     config = {"data": data, "limit": limit, "batch_size": batch_size, "device": str(where), "dtype": dtype,
               "anchors": str(chosen.path),
               "encoders": encoder_paths, "decoders": decoder_paths, "requested_methods": methods,
@@ -574,6 +580,9 @@ def eval_matrix(
             write(report, out, metric=metric, force=force)
     if outputs:
         console.print("wrote " + ", ".join(str(p) for p in outputs))
+    failed = [p for p in result.pairs if p.error]
+    if failed and len(failed) == len(result.pairs):  # a matrix of nothing but errors is not a success
+        raise RelstitchError(f"all {len(failed)} pairs failed; the first: {failed[0].error}")
 
 
 @app.command()
@@ -649,7 +658,7 @@ def compare(
         for ref in spaces:
             item = load_encoder_ref(ref)
             if not isinstance(item, EncodedSpace):  # an encoder: embed the anchors and the data with it
-                chosen = chosen or load_anchors(anchors_file or zoo_dir() / "anchors.safetensors")
+                chosen = chosen or load_anchors(anchors_or_zoo(anchors_file))
                 dataset = dataset or load_dataset(data, limit=limit)
                 item = encode_space(item, chosen, dataset, progress=progress)
             loaded.append(item)

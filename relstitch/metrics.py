@@ -8,6 +8,7 @@ import torch
 
 DIRECTIONS = {"accuracy": "higher", "macro_f1": "higher", "mse": "lower", "psnr": "higher"}
 MAIN_METRIC = {"classification": "accuracy", "reconstruction": "mse"}
+TASK_METRICS = {"classification": ("accuracy", "macro_f1"), "reconstruction": ("mse", "psnr")}
 
 
 def classification_scores(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, float]:

@@ -193,3 +193,30 @@ def test_bad_usage_exits_2(cli):
 def test_unknown_dataset_reference_suggests_a_fix(cli, tmp_path):
     line = one_line_error(cli("anchors", tmp_path / "a.safetensors", "--data", "biltin:train"))
     assert "did you mean 'builtin'" in line
+
+
+def test_eval_matrix_where_every_pair_fails_exits_1_and_still_writes_its_report(cli, tmp_path, tiny_zoo):
+    out = tmp_path / "r.json"
+    result = cli("eval-matrix", "-e", tiny_zoo.anchors_path, "-D", tiny_zoo.decoder("cnn-rel-s0"),
+                 "--anchors", tiny_zoo.anchors_path, "--limit", 50, "--json", out)
+    line = one_line_error(result)
+    assert "all 1 pairs failed" in line and "expected an encoder file" in line
+    assert json.loads(out.read_text())["failed_pairs"]
+
+
+def test_eval_matrix_refuses_an_unknown_metric_before_running(cli, tiny_zoo):
+    result = cli("eval-matrix", "-e", tiny_zoo.encoder("cnn-rel-s0"), "-D", tiny_zoo.decoder("cnn-rel-s0"),
+                 "--anchors", tiny_zoo.anchors_path, "--metric", "bogus")
+    assert "accuracy, macro_f1" in one_line_error(result, code=2)
+    assert result.stdout == ""  # nothing ran, nothing rendered
+
+
+def test_anchor_file_defaults_to_the_shipped_zoo_from_any_folder(cli, tmp_path, monkeypatch):
+    from relstitch.cli import zoo_dir
+
+    if not (zoo_dir() / "anchors.safetensors").exists():
+        pytest.skip("shipped checkpoints/ not present")
+    monkeypatch.chdir(tmp_path)
+    result = cli("encode", zoo_dir() / "cnn-rel-s0.encoder.safetensors", "--limit", 20, "-o", "e.safetensors")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "e.safetensors").exists()
