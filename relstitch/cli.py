@@ -301,7 +301,9 @@ def train(
     arch: Annotated[str, typer.Option(help="Encoder architecture: mlp, cnn, conv-ae, resnet18.")] = "cnn",
     task: Annotated[str, typer.Option(help="classification or reconstruction.")] = "classification",
     space: Annotated[str, typer.Option(help="Bottleneck: relative (the method) or absolute (the control).")] = "relative",
-    anchors_file: Annotated[Path | None, typer.Option("--anchors", "-a", help="Anchor file (needed for relative).")] = None,
+    anchors_file: Annotated[Path | None, typer.Option(
+        "--anchors", "-a",
+        help="Anchor file for a relative bottleneck [default: the shipped zoo's checkpoints/anchors.safetensors].")] = None,
     data: DataOpt = "builtin:train",
     eval_data: Annotated[str, typer.Option(help="Held-out data scored after training.")] = "builtin:test",
     seed: Annotated[int, typer.Option(help="Random seed (weights and batch order).")] = 0,
@@ -322,6 +324,7 @@ def train(
     from .checkpoints import DECODER_SUFFIX, ENCODER_SUFFIX, default_name, save_decoder, save_encoder
     from .data import load_dataset
     from .encoding import encode
+    from .errors import UsageError
     from .stitching import evaluate_pair
     from .training import TrainConfig
     from .training import train as train_models
@@ -333,7 +336,9 @@ def train(
                          batch_size=batch_size, lr=lr, seed=seed,
                          projection=projection_config(similarity, centering, normalization, top_k))
     config.validate()
-    chosen = load_anchors(anchors_file) if anchors_file else None
+    if space == "absolute" and anchors_file is not None:
+        raise UsageError("an absolute bottleneck uses no anchors: drop --anchors (or train --space relative)")
+    chosen = load_anchors(anchors_or_zoo(anchors_file)) if space == "relative" else None
     dataset, held_out = load_dataset(data, limit=limit), load_dataset(eval_data)
     name = default_name(enc_out)
     with progress_bar() as progress:
@@ -468,6 +473,8 @@ def stitch(
     if not isinstance(source, Encoder):  # vectors computed elsewhere: nothing to run, no anchor file needed
         if method not in (None, head.space) or target_encoder is not None:
             raise UsageError("precomputed embeddings take no translation --method or --target-encoder")
+        if anchors_file is not None or limit is not None:  # silently ignoring them would mislead
+            raise UsageError("precomputed embeddings carry their anchors and samples: drop --anchors and --limit")
         result = stitch_precomputed(source, head, load_dataset(data, limit=limit) if data else None)
     elif method in (None, head.space):
         if target_encoder is not None:
@@ -493,7 +500,8 @@ def stitch(
     kind = "stitched" if result.stitched else "not stitched (the decoder's own encoder)"
     scores = ", ".join(f"{k} {v:.4f}" for k, v in result.scores.items())
     via = f"{result.method} → " if result.method != result.space else ""
-    console.print(f"{result.encoder} → {result.decoder} ({via}{result.space}, {kind}): {scores}", markup=False)
+    on = data or ("the data the embeddings were computed on" if not isinstance(source, Encoder) else "builtin:test")
+    console.print(f"{result.encoder} → {result.decoder} ({via}{result.space}, {kind}) on {on}: {scores}", markup=False)
 
 
 @app.command("eval-matrix")

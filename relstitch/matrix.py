@@ -12,7 +12,6 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from statistics import mean
 from typing import TYPE_CHECKING, Any
 
 from .anchors import Anchors
@@ -54,27 +53,6 @@ class MatrixResult:
         """The pair of ``encoder`` and ``decoder`` under ``method`` (default: the decoder's own space)."""
         return next((p for p in self.pairs if p.encoder == encoder and p.decoder == decoder
                      and (p.method == method if method else p.method == p.space)), None)
-
-    def summary(self) -> list[dict[str, Any]]:
-        """Mean main metric per (space, stitched) over pairs whose encoder was trained in that space.
-
-        Pairs that cross spaces (a relative decoder on an encoder trained with an absolute bottleneck,
-        or the reverse) are summarised apart as ``cross-space``: they are neither the method nor its
-        control.
-        """
-        groups: dict[tuple[str, str], list[float]] = {}
-        for pair in self.pairs:
-            if pair.error or self.main_metric not in pair.scores:
-                continue
-            crossing = pair.encoder_space is not None and pair.encoder_space != pair.space and pair.method == pair.space
-            space = f"{pair.space} (cross-space)" if crossing else (pair.method or pair.space)
-            setting = "stitched" if pair.stitched else "not stitched"
-            groups.setdefault((space, setting), []).append(pair.scores[self.main_metric])
-        return [
-            {"space": space, "setting": setting, "pairs": len(values), "metric": self.main_metric,
-             "mean": mean(values), "min": min(values), "max": max(values)}
-            for (space, setting), values in sorted(groups.items())
-        ]
 
 
 def eval_matrix(
