@@ -57,6 +57,12 @@ class Encoder:
     def hash(self) -> str:
         return content_hash(self.module.state_dict(), extra=self.architecture)
 
+    def provenance(self) -> dict[str, Any]:
+        """Architecture and training facts that travel into embeddings files (for reports and ``fit``)."""
+        training = self.meta.get("training") if isinstance(self.meta.get("training"), dict) else {}
+        return {"architecture": self.architecture.get("name"),
+                "training": {"space": training.get("space"), "seed": training.get("seed")}}
+
     def prepare(self, raw_batch: Any) -> torch.Tensor:
         """Raw inputs (uint8 images here) → what the module takes, per the declared input spec."""
         return prepare_images(raw_batch, self.input_spec)

@@ -166,7 +166,7 @@ def encode(encoder: Encoder, anchors: Anchors | None, dataset: Dataset, *, batch
         ids=dataset.ids,
         anchor_hash=anchors.hash,
         dataset=dict(dataset.describe(), classes=dataset.classes),
-        meta={"encoder_training": encoder.meta.get("training")},
+        meta={"encoder_training": encoder.meta.get("training"), "encoder": encoder.provenance()},
     )
 
 
@@ -181,15 +181,20 @@ def save_embeddings(space: EncodedSpace, path: str | os.PathLike, *, projection:
         "labels": space.labels,
         "ids": space.ids,
     }
-    meta = embeddings_meta(space.encoder_name, space.encoder_hash, space.anchor_hash, space.dataset, projection)
+    meta = embeddings_meta(space.encoder_name, space.encoder_hash, space.anchor_hash, space.dataset, projection,
+                           provenance=space.meta.get("encoder"))
     return save_artifact(path, "embeddings", tensors, meta, force=force)
 
 
 def embeddings_meta(encoder_name: str, encoder_hash: str, anchor_hash: str, dataset: dict[str, Any],
-                    projection: ProjectionConfig) -> dict[str, Any]:
-    """The metadata of an embeddings file (shared by the in-memory and the streaming writers)."""
+                    projection: ProjectionConfig, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The metadata of an embeddings file (shared by the in-memory and the streaming writers).
+
+    ``provenance`` (:meth:`Encoder.provenance`) keeps the encoder's architecture and training facts, so
+    a report or a head fitted on the file can still say which kind of encoder made it.
+    """
     return {
-        "encoder": {"name": encoder_name, "hash": encoder_hash},
+        "encoder": {**(provenance or {}), "name": encoder_name, "hash": encoder_hash},
         "anchor_hash": anchor_hash,
         "dataset": dataset,
         "projection": projection.to_dict(),

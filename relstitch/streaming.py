@@ -243,7 +243,7 @@ def encode_to_file(encoder: Encoder, anchors: Anchors, dataset: Dataset, path: s
     }
     description = dict(dataset.describe(), classes=dataset.classes)
     metadata = artifact_metadata("embeddings", embeddings_meta(encoder.name, encoder.hash, anchors.hash, description,
-                                                               projection))
+                                                               projection, provenance=encoder.provenance()))
     writer = None
     try:
         # Writes go to a background thread: the disk works while the encoder computes the next batch.

@@ -224,7 +224,10 @@ def fit(
         lr=config.lr, seed=config.seed, progress=progress, description=f"fitting {name}",
         loss_of_batch=lambda idx: F.cross_entropy(module(inputs[idx]), labels[idx]),
     )
-    training = {"config": asdict(config), "dataset": {k: v for k, v in space.dataset.items() if k != "classes"},
+    made_by = space.meta.get("encoder") if isinstance(space.meta.get("encoder"), dict) else {}
+    # "arch" names the encoder the head was fitted on, as in `train`'s config: reports group heads by it.
+    training = {"config": dict(asdict(config), arch=made_by.get("architecture")),
+                "dataset": {k: v for k, v in space.dataset.items() if k != "classes"},
                 "final_train_loss": final_loss, "space": config.space, "seed": config.seed,
                 "embeddings": str(space.path) if space.path else None}
     return Decoder(

@@ -234,3 +234,21 @@ def test_options_that_would_be_silently_ignored_are_refused(cli, tmp_path, tiny_
                "-o", emb).exit_code == 0
     line = one_line_error(cli("stitch", f"embeddings:{emb}", tiny_zoo.decoder("cnn-rel-s1"), "--limit", 5), code=2)
     assert "drop --anchors and --limit" in line
+
+
+def test_embeddings_files_keep_who_made_them(cli, tmp_path, tiny_zoo):
+    """An encoder given as precomputed vectors is grouped and classified like the live encoder."""
+    emb, head = tmp_path / "abs0.safetensors", tmp_path / "head.decoder.safetensors"
+    assert cli("encode", tiny_zoo.encoder("cnn-abs-s0"), "--anchors", tiny_zoo.anchors_path, "-o", emb).exit_code == 0
+    assert cli("fit", emb, "-o", head, "--epochs", 1).exit_code == 0
+    assert load_decoder(head).meta["training"]["config"]["arch"] == "cnn"
+    out = tmp_path / "r.json"
+    result = cli("eval-matrix", "-e", f"embeddings:{emb}", "-e", tiny_zoo.encoder("cnn-abs-s0"),
+                 "-D", tiny_zoo.decoder("cnn-rel-s0"), "--anchors", tiny_zoo.anchors_path, "--json", out)
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(out.read_text())
+    live, pre = sorted(report["encoders"], key=lambda e: e["path"].startswith("embeddings:"))
+    assert pre["trained_space"] == live["trained_space"] == "absolute"
+    assert pre["group"] == live["group"] == "cnn"
+    scores = [p["scores"]["accuracy"] for p in report["pairs"]]
+    assert scores[0] == scores[1]  # the same vectors, the same score

@@ -236,9 +236,12 @@ class PrecomputedEncoder(Encoder):
 
 def as_encoder(space: EncodedSpace) -> PrecomputedEncoder:
     """The encoder record of precomputed vectors (for reports: name, hash, latent size)."""
-    return PrecomputedEncoder(module=nn.Identity(), architecture={"name": "embeddings"}, input_spec={},
-                              latent_dim=int(space.absolute.shape[1]), name=space.encoder_name,
-                              meta={"source": f"embeddings:{space.path}"}, path=space.path, encoder_hash=space.encoder_hash)
+    made_by = space.meta.get("encoder") if isinstance(space.meta.get("encoder"), dict) else {}
+    training = made_by.get("training") if isinstance(made_by.get("training"), dict) else {}
+    return PrecomputedEncoder(module=nn.Identity(), architecture={"name": made_by.get("architecture") or "embeddings"},
+                              input_spec={}, latent_dim=int(space.absolute.shape[1]), name=space.encoder_name,
+                              meta={"source": f"embeddings:{space.path}", "training": training}, path=space.path,
+                              encoder_hash=space.encoder_hash)
 
 
 def check_precomputed(space: EncodedSpace, dataset_hash: str | None) -> EncodedSpace:
