@@ -40,6 +40,24 @@ def check_output(path: str | os.PathLike, *, force: bool) -> Path:
     return out
 
 
+def check_outputs(paths: list[str | os.PathLike], *, force: bool, inputs: tuple[str | os.PathLike, ...] = ()) -> list[Path]:
+    """:func:`check_output` for each path, and refuse one file named twice or an output that is an input.
+
+    Without this, ``--json r --markdown r`` would run the whole job and then fail (or, with ``--force``,
+    keep only the last), and ``fit e.safetensors -o e.safetensors --force`` would replace its own input.
+    """
+    seen: set[Path] = set()
+    for path in paths:
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            raise RelstitchError("is named twice as an output", path=path, hint="give each output its own file")
+        seen.add(resolved)
+    for path in inputs:
+        if Path(path).resolve() in seen:
+            raise RelstitchError("is both an input and an output", path=path, hint="write the output to another file")
+    return [check_output(path, force=force) for path in paths]
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | str, *, force: bool = False) -> Path:
     """Write ``data`` to ``path`` atomically (temporary file + fsync + rename)."""
     out = check_output(path, force=force)

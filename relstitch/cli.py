@@ -420,14 +420,14 @@ def fit(
     force: ForceOpt = False,
 ) -> None:
     """Train a task head on a frozen encoder's embeddings → decoder checkpoint."""
-    from .atomic import check_output
+    from .atomic import check_outputs
     from .checkpoints import default_name, save_decoder
     from .encoding import load_embeddings
     from .projection import ProjectionConfig
     from .training import FitConfig
     from .training import fit as fit_head
 
-    check_output(output, force=force)
+    check_outputs([output], force=force, inputs=(str(embeddings).removeprefix("embeddings:"),))
     loaded = load_embeddings(str(embeddings).removeprefix("embeddings:"))
     head = head or ("text-head" if loaded.dataset.get("modality") == "text" else "vision-head")
     config = FitConfig(space=space, head=head, hidden=hidden, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
@@ -544,7 +544,7 @@ def eval_matrix(
     write the report (re-render a saved JSON later with `relstitch report`).
     """
     from .anchors import load_anchors
-    from .atomic import check_output
+    from .atomic import check_outputs
     from .checkpoints import default_name, load_decoder
     from .data import load_dataset
     from .encoding import resolve_device
@@ -556,8 +556,7 @@ def eval_matrix(
 
     where, precision = resolve_device(device, dtype)  # a bad --device/--dtype costs nothing
     outputs = [p for p in (json_out, csv_out, markdown_out, html_out) if p is not None]
-    for out in outputs:
-        check_output(out, force=force)
+    check_outputs(outputs, force=force)
     groups = parse_groups(group)
     methods = [m.strip() for m in method.split(",") if m.strip()]
     zoo = zoo_dir()

@@ -252,3 +252,15 @@ def test_embeddings_files_keep_who_made_them(cli, tmp_path, tiny_zoo):
     assert pre["group"] == live["group"] == "cnn"
     scores = [p["scores"]["accuracy"] for p in report["pairs"]]
     assert scores[0] == scores[1]  # the same vectors, the same score
+
+
+def test_outputs_that_collide_are_refused_before_any_work(cli, tmp_path, tiny_zoo):
+    same = tmp_path / "r.out"
+    line = one_line_error(cli("eval-matrix", "-e", tiny_zoo.encoder("cnn-rel-s0"), "-D", tiny_zoo.decoder("cnn-rel-s0"),
+                              "--anchors", tiny_zoo.anchors_path, "--json", same, "--markdown", same))
+    assert "named twice as an output" in line and not same.exists()
+    emb = tmp_path / "e.safetensors"
+    assert cli("encode", tiny_zoo.encoder("cnn-rel-s0"), "--anchors", tiny_zoo.anchors_path, "--limit", 30, "-o", emb).exit_code == 0
+    before = emb.read_bytes()
+    line = one_line_error(cli("fit", emb, "-o", emb, "--force"))
+    assert "both an input and an output" in line and emb.read_bytes() == before
