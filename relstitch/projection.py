@@ -242,7 +242,8 @@ def anchor_statistics(anchors: torch.Tensor, centering: str) -> tuple[torch.Tens
     return mean, anchors.std(dim=0, correction=0).clamp_min(EPS)
 
 
-def _standardise(x: torch.Tensor, mean: torch.Tensor | None, std: torch.Tensor | None) -> torch.Tensor:
+def standardise(x: torch.Tensor, mean: torch.Tensor | None, std: torch.Tensor | None) -> torch.Tensor:
+    """``(x - mean) / std``, each step skipped when its statistic is None (shared with translation)."""
     if mean is not None:
         x = x - mean
     if std is not None:
@@ -294,7 +295,7 @@ def relative_projector(
         raise RelstitchError(f"top-k {config.top_k} is more than the {k} anchors", hint="lower --top-k")
     anchors = anchors.to(dtype or anchors.dtype)
     mean, std = anchor_statistics(anchors, config.centering)
-    anchors = _standardise(anchors, mean, std)
+    anchors = standardise(anchors, mean, std)
     blocks = [(SIMILARITIES[name][0](anchors), SIMILARITIES[name][1]) for name in config.similarities]
     width = config.output_dim(k)
     # Per-row normalisation and top-k read a whole row of k values; otherwise anchors can be split.
@@ -304,7 +305,7 @@ def relative_projector(
     fused = config.similarities == ("cosine",) and separable
 
     def project(chunk: torch.Tensor) -> torch.Tensor:
-        chunk = _standardise(chunk, mean, std)
+        chunk = standardise(chunk, mean, std)
         parts = []
         for prepared, compare in blocks:
             r = _normalise(compare(chunk, prepared), config.normalization)
@@ -323,12 +324,12 @@ def relative_projector(
         out = torch.empty((n, width), dtype=x.dtype, device=x.device)
         for start in range(0, n, rows):
             if fused:
-                _cosine_into(_standardise(x[start : start + rows], mean, std), blocks[0][0], out[start : start + rows])
+                _cosine_into(standardise(x[start : start + rows], mean, std), blocks[0][0], out[start : start + rows])
                 continue
             if cols >= width:
                 out[start : start + rows] = project(x[start : start + rows])
                 continue
-            chunk = _standardise(x[start : start + rows], mean, std)
+            chunk = standardise(x[start : start + rows], mean, std)
             for b, (prepared, compare) in enumerate(blocks):
                 for a0 in range(0, k, cols):
                     a1 = min(k, a0 + cols)
@@ -377,6 +378,6 @@ def count_degenerate(x: torch.Tensor, anchors: torch.Tensor, config: ProjectionC
     """How many samples (and anchors) have a (centered) norm below EPS: their cosines are 0."""
     config = config or ProjectionConfig()
     mean, std = anchor_statistics(anchors, config.centering)
-    return int((_standardise(x, mean, std).norm(dim=1) < EPS).sum()) + int(
-        (_standardise(anchors, mean, std).norm(dim=1) < EPS).sum()
+    return int((standardise(x, mean, std).norm(dim=1) < EPS).sum()) + int(
+        (standardise(anchors, mean, std).norm(dim=1) < EPS).sum()
     )

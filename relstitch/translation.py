@@ -39,7 +39,7 @@ from .checkpoints import Decoder, Encoder
 from .data import Dataset
 from .encoding import DEFAULT_BATCH, EncodedSpace, embed, encode
 from .errors import RelstitchError
-from .projection import EPS
+from .projection import EPS, standardise
 from .stitching import PairResult, encoder_space_of, score, scored_pair
 
 METHODS = ("procrustes", "lstsq", "lstsq-ortho", "affine")
@@ -65,7 +65,7 @@ class Translation:
         """Map source latents ``[N, D_source]`` to target latents ``[N, D_target]``."""
         if x.shape[1] != self.source_dim:
             raise RelstitchError(f"translation expects {self.source_dim}-d latents, got {x.shape[1]}-d")
-        z = _pad(_scale(x.to(self.matrix.dtype), self.source_mean, self.source_std), self.matrix.shape[0]) @ self.matrix
+        z = _pad(standardise(x.to(self.matrix.dtype), self.source_mean, self.source_std), self.matrix.shape[0]) @ self.matrix
         if self.bias is not None:
             z = z + self.bias
         z = z[:, : self.target_dim]
@@ -86,14 +86,6 @@ def _statistics(anchors: torch.Tensor, scaling: str) -> tuple[torch.Tensor | Non
     if scaling == "isotropic":  # root mean squared distance to the mean: keeps angles, so a rotation stays one
         return mean, ((anchors - mean) ** 2).sum(1).mean().sqrt().clamp_min(EPS)
     return mean, None
-
-
-def _scale(x: torch.Tensor, mean: torch.Tensor | None, std: torch.Tensor | None) -> torch.Tensor:
-    if mean is not None:
-        x = x - mean
-    if std is not None:
-        x = x / std
-    return x
 
 
 def _pad(x: torch.Tensor, width: int) -> torch.Tensor:
@@ -174,7 +166,7 @@ def fit_translation(source_anchors: torch.Tensor, target_anchors: torch.Tensor, 
     s_mean, s_std = _statistics(source, scaling)
     t_mean, t_std = _statistics(target, scaling)
     width = max(source.shape[1], target.shape[1])
-    x, y = _pad(_scale(source, s_mean, s_std), width), _pad(_scale(target, t_mean, t_std), width)
+    x, y = _pad(standardise(source, s_mean, s_std), width), _pad(standardise(target, t_mean, t_std), width)
     bias = None
     if method == "procrustes":
         matrix = procrustes(x, y)
