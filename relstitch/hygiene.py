@@ -130,6 +130,15 @@ def check_labels(labels: torch.Tensor, classes: list[str], what: str, *, path: o
         )
 
 
+def warn_class_names(decoder_classes: list[str], data_classes: list[str] | None, decoder_name: str) -> None:
+    """Flag a decoder scored on data whose class names differ: the labels are compared as numbers only."""
+    if data_classes and list(data_classes) != list(decoder_classes):
+        shown = ", ".join(map(str, data_classes[:3])) + (", ..." if len(data_classes) > 3 else "")
+        mine = ", ".join(map(str, decoder_classes[:3])) + (", ..." if len(decoder_classes) > 3 else "")
+        warn(f"decoder {decoder_name!r} was trained on classes ({mine}) but the data name theirs ({shown}): "
+             "labels are matched by number only")
+
+
 def warn_single_class(labels: torch.Tensor, classes: list[str], what: str) -> None:
     """Flag a classification evaluation whose data hold one class: accuracy then says little."""
     import torch  # noqa: PLC0415

@@ -19,7 +19,7 @@ from .checkpoints import Decoder, Encoder
 from .data import Dataset
 from .encoding import DEFAULT_BATCH, EncodedSpace, encode
 from .errors import RelstitchError
-from .hygiene import check_labels, warn_single_class
+from .hygiene import check_labels, warn_class_names, warn_single_class
 from .metrics import classification_scores, reconstruction_scores
 
 
@@ -114,6 +114,8 @@ def evaluate_pair(space: EncodedSpace, decoder: Decoder, dataset: Dataset | None
     started = time.perf_counter()
     inputs = decoder_inputs(space, decoder)
     scores = score(decoder, inputs, space.labels, dataset)
+    if decoder.task["type"] == "classification":  # after scoring: a refused pair needs no warning on top
+        warn_class_names(decoder.task["classes"], space.dataset.get("classes"), decoder.name)
     return scored_pair(space, decoder, scores, started, encoder_space)
 
 

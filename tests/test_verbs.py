@@ -264,3 +264,15 @@ def test_outputs_that_collide_are_refused_before_any_work(cli, tmp_path, tiny_zo
     before = emb.read_bytes()
     line = one_line_error(cli("fit", emb, "-o", emb, "--force"))
     assert "both an input and an output" in line and emb.read_bytes() == before
+
+
+def test_decoder_scored_on_data_with_other_class_names_is_flagged(cli, tmp_path, tiny_zoo):
+    digits = tmp_path / "digits"  # IDX data outside a "fashion" folder are named "0".."9"
+    write_idx(digits, "t10k", torch.randint(0, 255, (30, 28, 28), dtype=torch.uint8), torch.arange(30) % 10)
+    result = cli("stitch", tiny_zoo.encoder("cnn-rel-s0"), tiny_zoo.decoder("cnn-rel-s1"), "--anchors", tiny_zoo.anchors_path,
+                 "--data", f"idx:{digits}:test")
+    assert result.exit_code == 0, result.stderr
+    assert "trained on classes (T-shirt/top, Trouser, Pullover, ...) but the data name theirs (0, 1, 2, ...)" in result.stderr
+    quiet = cli("stitch", tiny_zoo.encoder("cnn-rel-s0"), tiny_zoo.decoder("cnn-rel-s1"), "--anchors", tiny_zoo.anchors_path,
+                "--limit", 50)
+    assert "classes" not in quiet.stderr
