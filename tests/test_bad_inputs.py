@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_checks import one_line_error
 from safetensors.torch import load_file
 
 from relstitch.anchors import Anchors, save_anchors, select_anchors
@@ -403,15 +404,6 @@ def _bad_magic(c: Ctx) -> str:
 def snapshot(folder: Path) -> dict[str, int]:
     """Every file (hidden ones included) under ``folder`` with its size."""
     return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def one_line_error(result, code: int) -> str:
-    """One ``error:`` line on stderr, the exit code expected, no traceback anywhere."""
-    assert "Traceback" not in result.stdout + result.stderr, result.stderr
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -9,19 +9,11 @@ import struct
 
 import pytest
 import torch
+from cli_checks import one_line_error
 
 from relstitch.anchors import load_anchors, save_anchors, select_anchors
 from relstitch.checkpoints import load_decoder, load_encoder, save_decoder
 from relstitch.stitching import stitch
-
-
-def one_line_error(result, code: int = 1) -> str:
-    """The CLI failed the way a user should see it: one line on stderr, the right code, no traceback."""
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    return lines[0]
 
 
 # ------------------------------------------------------------------------------------------ verbs
