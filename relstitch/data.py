@@ -34,6 +34,7 @@ FASHION_MNIST_CLASSES = [
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]
 SPLITS = ("train", "test")
+MAX_IDX_BYTES = 16 * 1024**3  # 16 GiB: far above any IDX data set, far below what a bomb could announce
 
 
 @dataclass
@@ -95,25 +96,37 @@ def _load_builtin(locator: str) -> Dataset:
 
 
 def _read_idx(path: Path) -> torch.Tensor:
-    """Read one IDX file (gzipped or not) into a uint8 tensor of its declared shape."""
+    """Read one IDX file (gzipped or not) into a uint8 tensor of its declared shape.
+
+    The header is read first and the body only up to its declared size (plus one byte to detect extra
+    data), so a small gzip file that inflates to gigabytes cannot make relstitch hold more than the
+    tensor its header announces.
+    """
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as handle:
-            raw = handle.read()
+            head = handle.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08:
+                raise RelstitchError("not an unsigned-byte IDX file (bad magic number)", path=path)
+            ndim = head[3]
+            raw_dims = handle.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise RelstitchError(f"IDX file truncated: its header declares {ndim} dimensions", path=path)
+            dims = struct.unpack(f">{ndim}I", raw_dims)
+            count = 1
+            for d in dims:
+                count *= d
+            if count > MAX_IDX_BYTES:
+                raise RelstitchError(f"IDX header declares {count:,} bytes, more than relstitch reads ({MAX_IDX_BYTES:,})",
+                                     path=path)
+            body = handle.read(count + 1)
     except (OSError, EOFError, zlib.error) as exc:  # zlib.error: a corrupt gzip stream is neither of the others
         raise RelstitchError(f"cannot read IDX file: {exc}", path=path) from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise RelstitchError("not an unsigned-byte IDX file (bad magic number)", path=path)
-    ndim = raw[3]
-    if len(raw) < 4 + 4 * ndim:
-        raise RelstitchError(f"IDX file truncated: its header declares {ndim} dimensions", path=path)
-    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    count = 1
-    for d in dims:
-        count *= d
-    body = raw[4 + 4 * ndim :]
-    if len(body) != count:
+    if len(body) < count:
         raise RelstitchError(f"IDX file truncated: header says {count} bytes, found {len(body)}", path=path)
+    if len(body) > count:
+        raise RelstitchError(f"IDX file holds more than its header's {count} bytes (corrupt, or not what it claims)",
+                             path=path)
     if not count:  # frombuffer refuses an empty buffer; the empty dataset is refused later, with its name
         return torch.zeros(dims, dtype=torch.uint8)
     return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(dims)

@@ -268,3 +268,17 @@ def test_decoder_scored_on_data_with_other_class_names_is_flagged(cli, tmp_path,
     quiet = cli("stitch", tiny_zoo.encoder("cnn-rel-s0"), tiny_zoo.decoder("cnn-rel-s1"), "--anchors", tiny_zoo.anchors_path,
                 "--limit", 50)
     assert "classes" not in quiet.stderr
+
+
+def test_idx_file_that_inflates_past_its_header_is_refused_without_reading_it_all(cli, tmp_path):
+    """A gzip 'bomb': the header declares 10 images, the stream inflates to 64 MB of zeros."""
+    folder = tmp_path / "bomb"
+    folder.mkdir()
+    with gzip.open(folder / "train-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">BBBBIII", 0, 0, 8, 3, 10, 28, 28))
+        for _ in range(64):
+            f.write(bytes(1 << 20))
+    with gzip.open(folder / "train-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">BBBBI", 0, 0, 8, 1, 10) + bytes(10))
+    line = one_line_error(cli("anchors", tmp_path / "a.safetensors", "--data", f"idx:{folder}:train", "--count", 2))
+    assert "holds more than its header's 7840 bytes" in line
