@@ -10,6 +10,7 @@ to ``experiments/results/<experiment>.json`` and its table replaces the block be
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -275,6 +276,38 @@ def encode_lazily(get_encoder: Callable[[], Any], anchors: Any, data: Any, batch
     from relstitch.encoding import encode
 
     return encode(get_encoder(), anchors, data, batch_size=batch_size)
+
+
+def heads_and_pairs(run: Run, config: dict[str, Any], encoders: list[str], train_spaces: dict[str, Any],
+                    test_spaces: dict[str, Any], test: Any, head: str) -> list[dict[str, Any]]:
+    """Fit relative and absolute heads on each frozen encoder (one per seed), then score every head on every
+    encoder: relative heads read relative vectors; absolute heads read raw latents and, as the translation
+    baseline, latents mapped by Procrustes onto the head's own encoder space (fitted on the anchors)."""
+    import itertools
+
+    from relstitch.stitching import evaluate_pair
+    from relstitch.training import FitConfig, fit
+    from relstitch.translation import evaluate_translation
+
+    heads = {}
+    for name, space, seed in itertools.product(encoders, ("relative", "absolute"), config["head_seeds"]):
+        cfg = FitConfig(space=space, head=head, hidden=config["hidden"], epochs=config["epochs"], lr=config["lr"],
+                        batch_size=config["batch_size"], seed=seed)
+        label = f"{name}-{space[:3]}-s{seed}"
+        heads[name, space, seed] = run.step(f"fit {label}", cached_decoder, run, label,
+                                            functools.partial(fit, train_spaces[name], cfg, name=label))
+    pairs = []
+    for (dec_enc, space, seed), decoder in heads.items():
+        for enc in encoders:
+            for method in (["relative"] if space == "relative" else ["absolute", "procrustes"]):
+                if method == "procrustes":
+                    result = evaluate_translation(test_spaces[enc], train_spaces[dec_enc].anchor_absolute, decoder,
+                                                  "procrustes", test)
+                else:
+                    result = evaluate_pair(test_spaces[enc], decoder, test)
+                pairs.append({"encoder": enc, "head_encoder": dec_enc, "method": method, "head_seed": seed,
+                              "stitched": enc != dec_enc, **result.scores})
+    return pairs
 
 
 def need(path: Path, what: str) -> Path:

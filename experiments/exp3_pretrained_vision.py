@@ -18,7 +18,6 @@ a seeded training pool and test subset; sizes in the table's note.
 from __future__ import annotations
 
 import functools
-import itertools
 
 import common
 
@@ -58,29 +57,9 @@ def main() -> None:
     args = common.parser(__doc__.splitlines()[0]).parse_args()
     config = QUICK if args.quick else FULL
     run = common.Run("exp3_pretrained_vision", args, config)
-    from relstitch.stitching import evaluate_pair
-    from relstitch.training import FitConfig, fit
-    from relstitch.translation import evaluate_translation
 
     train_spaces, test_spaces, test, anchors = spaces(run, config)
-    heads = {}
-    for name, space, seed in itertools.product(ENCODERS, ("relative", "absolute"), config["head_seeds"]):
-        cfg = FitConfig(space=space, head="vision-head", hidden=config["hidden"], epochs=config["epochs"], lr=config["lr"],
-                        batch_size=config["batch_size"], seed=seed)
-        label = f"{name}-{space[:3]}-s{seed}"
-        heads[name, space, seed] = run.step(f"fit {label}", common.cached_decoder, run, label,
-                                            functools.partial(fit, train_spaces[name], cfg, name=label))
-    pairs = []
-    for (dec_enc, space, seed), head in heads.items():
-        for enc in ENCODERS:
-            methods = ["relative"] if space == "relative" else ["absolute", "procrustes"]
-            for method in methods:
-                if method == "procrustes":
-                    result = evaluate_translation(test_spaces[enc], train_spaces[dec_enc].anchor_absolute, head, "procrustes", test)
-                else:
-                    result = evaluate_pair(test_spaces[enc], head, test)
-                pairs.append({"encoder": enc, "head_encoder": dec_enc, "method": method, "head_seed": seed,
-                              "stitched": enc != dec_enc, **result.scores})
+    pairs = common.heads_and_pairs(run, config, ENCODERS, train_spaces, test_spaces, test, "vision-head")
     rows, summaries = [], []
     for method in ("relative", "absolute", "procrustes"):
         cells = []

@@ -67,9 +67,6 @@ def main() -> None:
     from relstitch.anchors import select_anchors
     from relstitch.data import load_dataset
     from relstitch.sources.models import load_encoder_ref
-    from relstitch.stitching import evaluate_pair
-    from relstitch.training import FitConfig, fit
-    from relstitch.translation import evaluate_translation
 
     task = write_task(run, config)
     train = load_dataset(f"jsonl:{run.work / 'wordnet-train.jsonl'}")
@@ -84,23 +81,7 @@ def main() -> None:
                                       functools.partial(common.encode_lazily, load, anchors, train))
         test_spaces[name] = run.step(f"encode {name} test", common.cached_space, run, f"{name}.test.embeddings.safetensors",
                                      functools.partial(common.encode_lazily, load, anchors, test))
-    heads = {}
-    for name, space, seed in itertools.product(ENCODERS, ("relative", "absolute"), config["head_seeds"]):
-        cfg = FitConfig(space=space, head="text-head", hidden=config["hidden"], epochs=config["epochs"], lr=config["lr"],
-                        batch_size=config["batch_size"], seed=seed)
-        label = f"{name}-{space[:3]}-s{seed}"
-        heads[name, space, seed] = run.step(f"fit {label}", common.cached_decoder, run, label,
-                                            functools.partial(fit, train_spaces[name], cfg, name=label))
-    pairs = []
-    for (dec_enc, space, seed), head in heads.items():
-        for enc in ENCODERS:
-            for method in (["relative"] if space == "relative" else ["absolute", "procrustes"]):
-                if method == "procrustes":
-                    result = evaluate_translation(test_spaces[enc], train_spaces[dec_enc].anchor_absolute, head, "procrustes", test)
-                else:
-                    result = evaluate_pair(test_spaces[enc], head, test)
-                pairs.append({"encoder": enc, "head_encoder": dec_enc, "method": method, "head_seed": seed,
-                              "stitched": enc != dec_enc, **result.scores})
+    pairs = common.heads_and_pairs(run, config, ENCODERS, train_spaces, test_spaces, test, "text-head")
     rows, summaries = [], []
     for method in ("relative", "absolute", "procrustes"):
         row = [method]
