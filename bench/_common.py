@@ -23,13 +23,16 @@ RESULTS: list[dict[str, Any]] = []
 
 
 def configure_threads() -> int:
-    """Torch CPU threads for a bench: ``BENCH_THREADS`` (default 1).
+    """Torch CPU threads for a bench: ``BENCH_THREADS`` (default 1); also the allocator tuning the CLI applies.
 
     One thread by default: on a machine shared with other work, a descheduled OpenMP thread stalls
     every parallel op at its barrier, which swung our ratios by 5x between identical runs.
     """
     import torch
 
+    from relstitch.runtime import tune_allocator
+
+    tune_allocator()  # as the relstitch command does; both sides of every ratio run under it
     threads = int(os.environ.get("BENCH_THREADS", "1"))
     torch.set_num_threads(threads)
     return threads

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -39,7 +41,7 @@ Shapes = dict[str, tuple[str, tuple[int, ...]]]
 """Tensor name → (safetensors dtype such as ``F32``, shape)."""
 
 WRITES_IN_FLIGHT = 4
-"""Background writes queued at most (two per encoded batch): memory stays one batch or two, not N rows."""
+"""Background jobs queued at most: memory stays a few batches, not N rows."""
 SYNC_EVERY_BYTES = 8 * 1024**2
 """A background writer flushes to disk (fdatasync) every this many bytes, so the final fsync is short."""
 
@@ -67,6 +69,7 @@ class StreamWriter:
         self.force = force
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="relstitch-write") if background else None
         self._pending: deque[Future[None]] = deque()
+        self._worker: int | None = None  # the writer thread's id, once it has run a job
         self._unsynced = 0
         header = safetensors_header(shapes, metadata)
         self._offsets: dict[str, tuple[int, int, tuple[int, ...]]] = {}  # name -> (start, row bytes, shape)
@@ -110,12 +113,28 @@ class StreamWriter:
             raise ValueError(f"{name}: got {tensor.dtype} {tuple(tensor.shape)}, declared {self._dtypes[name]} {shape}")
         if row < 0 or row + len(tensor) > (shape[0] if shape else 1):
             raise ValueError(f"{name}: rows {row}..{row + len(tensor)} outside {shape}")
-        if self._pool is None:
+        if self._pool is None or threading.get_ident() == self._worker:  # called by a job already on the writer thread
             self._pwrite(tensor, start + row * row_bytes)
+            return
+        self.submit(self._pwrite, tensor, start + row * row_bytes)
+
+    def submit(self, work: Callable[..., None], *args: Any) -> None:
+        """Run ``work(*args)`` on the writer thread, after the writes queued before it (inline without one).
+
+        For the work that may as well overlap the caller's next batch (a streamed encode projects each
+        batch there); ``write`` calls made by ``work`` run at once, on that thread. At most
+        :data:`WRITES_IN_FLIGHT` jobs wait; the first error is raised by a later ``submit``, ``wait`` or ``commit``.
+        """
+        if self._pool is None:
+            work(*args)
             return
         while len(self._pending) >= WRITES_IN_FLIGHT:
             self._pending.popleft().result()  # re-raises the writer thread's error here
-        self._pending.append(self._pool.submit(self._pwrite, tensor, start + row * row_bytes))
+        self._pending.append(self._pool.submit(self._run, work, args))
+
+    def _run(self, work: Callable[..., None], args: tuple[Any, ...]) -> None:
+        self._worker = threading.get_ident()  # so writes from inside ``work`` are not queued behind it
+        work(*args)
 
     def _pwrite(self, tensor: torch.Tensor, offset: int) -> None:
         """Write the tensor's raw bytes at ``offset``: no copy on the CPU, and all of them (pwrite may write fewer)."""
@@ -256,20 +275,25 @@ def encode_to_file(encoder: Encoder, anchors: Anchors, dataset: Dataset, path: s
         on = anchor_absolute.to(device) if device is not None else anchor_absolute
         zero_norm = zero_norm_count(anchor_absolute, anchor_absolute, projection)  # counted for the report (hygiene)
         warn_zero_norm(zero_norm, k, f"anchor latents of {encoder.name!r}")
-        zero_norm = 0
         project = relative_projector(on, projection)  # the anchors are prepared once, not per batch
+        zero_norms: list[int] = []  # appended by the writer thread only, read after writer.wait()
+
+        def finish_batch(row: int, z: torch.Tensor) -> None:
+            # On the writer thread: projection, count and writes overlap the encoder's next batch.
+            with torch.inference_mode():  # thread-local, like autocast: entered here, not inherited
+                writer.write("relative", project(z), row)
+                zero_norms.append(zero_norm_count(z, on, projection))
+            writer.write("absolute", z, row)
+
         for offset, z in iter_embed(encoder, dataset.x[start:stop], batch_size=batch_size, device=device,
                                     dtype=dtype, progress=progress, description=f"{encoder.name}: data"):
-            with torch.inference_mode():
-                r = project(z)
-                zero_norm += zero_norm_count(z, on, projection)
-            writer.write("absolute", z, start + offset)
-            writer.write("relative", r, start + offset)
+            writer.submit(finish_batch, start + offset, z)
         if group.rank == 0:
             writer.write("anchor_absolute", anchor_absolute)
             writer.write("labels", dataset.y)
             writer.write("ids", dataset.ids)
-        writer.wait()  # this rank's queued background writes are issued before it says it is done
+        writer.wait()  # this rank's queued background work is done before it says it is done
+        zero_norm = sum(zero_norms)
         group.barrier()  # every shard is in the file before rank 0 renames it
         if group.rank == 0:
             writer.commit()
