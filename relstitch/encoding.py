@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -53,20 +53,63 @@ def _module_device(module: torch.nn.Module) -> torch.device:
     return next((p.device for p in module.parameters()), torch.device("cpu"))
 
 
+BatchSize = int | Literal["auto"]
+"""Samples per forward pass, or ``"auto"``: as many as fit the card (:func:`resolve_batch_size`)."""
+AUTO_MEMORY_FRACTION = 0.5
+"""Share of the card's free memory an ``auto`` batch may take (the rest: the projection, other work, headroom)."""
+AUTO_MAX_BATCH = 8192
+"""Largest ``auto`` batch: beyond this a batch is already far past saturating the card."""
+_AUTO_PROBE = 16
+
+
+def resolve_batch_size(batch_size: BatchSize, encoder: Encoder, x: Any, *, device: torch.device | None = None,
+                       dtype: torch.dtype | None = None) -> int:
+    """An explicit batch size as is; ``"auto"`` → :data:`DEFAULT_BATCH` on the CPU, and on CUDA the largest
+    power of two whose activations fit :data:`AUTO_MEMORY_FRACTION` of the free memory.
+
+    On CUDA the encoder runs two probe batches (16 and 32 samples of ``x``, under the same autocast) and
+    the difference of their peak memory is the cost of one more sample, so fixed costs (weights,
+    workspaces) are not mistaken for per-sample ones.
+    """
+    if batch_size != "auto":
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise RelstitchError(f"batch size must be a positive integer or 'auto', got {batch_size!r}")
+        return batch_size
+    where = device or _module_device(encoder.module)
+    if where.type != "cuda" or len(x) < 2 * _AUTO_PROBE:
+        return DEFAULT_BATCH
+    encoder.module.to(where)
+    peaks = []
+    for n in (_AUTO_PROBE, 2 * _AUTO_PROBE):
+        torch.cuda.synchronize(where)
+        base = torch.cuda.memory_allocated(where)
+        torch.cuda.reset_peak_memory_stats(where)
+        for _ in iter_embed(encoder, x[:n], batch_size=n, device=where, dtype=dtype):
+            pass
+        torch.cuda.synchronize(where)
+        peaks.append(torch.cuda.max_memory_allocated(where) - base)
+    per_sample = max(1.0, (peaks[1] - peaks[0]) / _AUTO_PROBE, peaks[1] / (8 * 2 * _AUTO_PROBE))  # floor: noise guard
+    free, _total = torch.cuda.mem_get_info(where)
+    fits = max(1, int(free * AUTO_MEMORY_FRACTION / per_sample))
+    return min(AUTO_MAX_BATCH, 1 << (fits.bit_length() - 1))
+
+
 @torch.inference_mode()
-def iter_embed(encoder: Encoder, x: Any, *, batch_size: int = DEFAULT_BATCH, device: torch.device | None = None,
+def iter_embed(encoder: Encoder, x: Any, *, batch_size: BatchSize = DEFAULT_BATCH, device: torch.device | None = None,
                dtype: torch.dtype | None = None, progress: ProgressFn = silent,
                description: str = "encoding") -> Iterator[tuple[int, torch.Tensor]]:
     """Yield ``(start, latents [B, latent_dim] float32)`` batch by batch, on ``device``.
 
     ``device`` moves the module there (default: where it already is); uint8 batches are copied from
     pinned memory without blocking on CUDA. A ``dtype`` other than float32 runs the encoder under
-    autocast. The loop is over batches only: per-sample work happens inside the module.
+    autocast. ``batch_size="auto"``: see :func:`resolve_batch_size`. The loop is over batches only:
+    per-sample work happens inside the module.
     """
     encoder.module.eval()
     if device is not None:
         encoder.module.to(device)
     where = device or _module_device(encoder.module)
+    batch_size = resolve_batch_size(batch_size, encoder, x, device=where, dtype=dtype)
     cast = dtype is not None and dtype != torch.float32
     for start in range(0, len(x), batch_size):
         batch = x[start : start + batch_size]
@@ -86,7 +129,7 @@ def iter_embed(encoder: Encoder, x: Any, *, batch_size: int = DEFAULT_BATCH, dev
         progress(description, len(batch), len(x))
 
 
-def embed(encoder: Encoder, x: Any, *, batch_size: int = DEFAULT_BATCH, progress: ProgressFn = silent,
+def embed(encoder: Encoder, x: Any, *, batch_size: BatchSize = DEFAULT_BATCH, progress: ProgressFn = silent,
           description: str = "encoding", device: torch.device | None = None,
           dtype: torch.dtype | None = None) -> torch.Tensor:
     """Absolute latents ``[N, latent_dim]`` (float32, on the CPU) of inputs ``x``, computed batch by batch."""
@@ -138,7 +181,7 @@ def check_inputs(encoder: Encoder, anchors: Anchors | None, dataset: Dataset) ->
         )
 
 
-def encode(encoder: Encoder, anchors: Anchors | None, dataset: Dataset, *, batch_size: int = DEFAULT_BATCH,
+def encode(encoder: Encoder, anchors: Anchors | None, dataset: Dataset, *, batch_size: BatchSize = DEFAULT_BATCH,
            progress: ProgressFn = silent, device: torch.device | None = None,
            dtype: torch.dtype | None = None) -> EncodedSpace:
     """Embed the anchors and the dataset with ``encoder`` (each exactly once).
@@ -148,6 +191,7 @@ def encode(encoder: Encoder, anchors: Anchors | None, dataset: Dataset, *, batch
     """
     check_inputs(encoder, anchors, dataset)
     on = {"device": device, "dtype": dtype}
+    batch_size = resolve_batch_size(batch_size, encoder, dataset.x, **on)  # once, for the anchors and the data
     if anchors is None:
         absolute = embed(encoder, dataset.x, batch_size=batch_size, progress=progress, description=f"{encoder.name}: data",
                          **on)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .checkpoints import Encoder
     from .data import Dataset
     from .distributed import Group
+    from .encoding import BatchSize
     from .progress import ProgressFn
     from .projection import ProjectionConfig
 
@@ -225,7 +226,7 @@ def batch_shard(n: int, batch_size: int, rank: int, world: int) -> tuple[int, in
 
 
 def encode_to_file(encoder: Encoder, anchors: Anchors, dataset: Dataset, path: str | os.PathLike, *,
-                   projection: ProjectionConfig | None = None, batch_size: int = 256,
+                   projection: ProjectionConfig | None = None, batch_size: BatchSize = 256,
                    device: torch.device | None = None, dtype: torch.dtype | None = None, force: bool = False,
                    progress: ProgressFn | None = None, group: Group | None = None) -> dict[str, Any]:
     """Embed anchors and data with ``encoder`` and stream the embeddings file to ``path``.
@@ -238,7 +239,7 @@ def encode_to_file(encoder: Encoder, anchors: Anchors, dataset: Dataset, path: s
     import torch  # noqa: PLC0415
 
     from .distributed import single  # noqa: PLC0415
-    from .encoding import check_inputs, embed, embeddings_meta, iter_embed  # noqa: PLC0415
+    from .encoding import check_inputs, embed, embeddings_meta, iter_embed, resolve_batch_size  # noqa: PLC0415
     from .hygiene import warn_zero_norm, zero_norm_count  # noqa: PLC0415
     from .progress import silent  # noqa: PLC0415
     from .projection import ProjectionConfig, relative_projector  # noqa: PLC0415
@@ -249,6 +250,9 @@ def encode_to_file(encoder: Encoder, anchors: Anchors, dataset: Dataset, path: s
     progress = progress or silent
     check_inputs(encoder, anchors, dataset)
     check_output(path, force=force)  # before any work, on every rank (so all stop, none waits for the others)
+    # Shards are whole batches, so every rank must use rank 0's size (an "auto" size is probed there).
+    batch_size = group.broadcast(resolve_batch_size(batch_size, encoder, dataset.x, device=device, dtype=dtype)
+                                 if group.rank == 0 else None)
     # Each rank embeds the k anchors itself (k is small): the same bits everywhere, no broadcast needed.
     anchor_absolute = embed(encoder, anchors.inputs, batch_size=batch_size, device=device, dtype=dtype,
                             progress=progress, description=f"{encoder.name}: anchors")
@@ -309,4 +313,4 @@ def encode_to_file(encoder: Encoder, anchors: Anchors, dataset: Dataset, path: s
         raise
     warn_zero_norm(zero_norm, stop - start, f"sample latents of {encoder.name!r}")
     return {"path": str(path), "samples": n, "latent_dim": d, "anchors": k, "relative_dim": shapes["relative"][1][1],
-            "ranks": group.world, "zero_norm_latents": zero_norm}
+            "ranks": group.world, "zero_norm_latents": zero_norm, "batch_size": batch_size}
