@@ -1,7 +1,7 @@
 """relstitch files: safetensors with JSON metadata under ``relstitch.*`` keys.
 
-Four kinds of file (DESIGN.md, "Artifacts"): ``anchors``, ``encoder``, ``decoder`` and
-``embeddings``. Each carries ``relstitch.kind`` and ``relstitch.version`` plus the metadata needed to
+Five kinds of file (DESIGN.md, "Artifacts"): ``anchors``, ``encoder``, ``decoder``, ``embeddings``
+and ``predictions`` (``stitch --predictions``). Each carries ``relstitch.kind`` and ``relstitch.version`` plus the metadata needed to
 refuse a wrong combination. Headers are read and validated in pure Python (no torch import), so
 ``relstitch inspect`` is instant and a hostile header is rejected before any tensor is touched.
 """
@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import struct
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,12 +83,10 @@ def read_header(path: str | os.PathLike) -> Header:
         with p.open("rb") as handle:
             head = handle.read(8)
             if len(head) < 8:
-                raise RelstitchError("not a safetensors file (shorter than 8 bytes)", path=p)
+                raise not_safetensors(p, "shorter than 8 bytes")
             (n,) = struct.unpack("<Q", head)
             if n == 0 or n > MAX_HEADER_BYTES or n > size - 8:
-                raise RelstitchError(
-                    f"not a safetensors file (header length {n} does not fit a file of {size} bytes)", path=p
-                )
+                raise not_safetensors(p, f"header length {n} does not fit a file of {size} bytes")
             raw = handle.read(n)
     except OSError as exc:
         raise RelstitchError(f"cannot read: {exc.strerror}", path=p) from None
@@ -96,7 +95,7 @@ def read_header(path: str | os.PathLike) -> Header:
     try:
         header = _parse_json(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        raise RelstitchError("not a safetensors file (header is not JSON)", path=p) from None
+        raise not_safetensors(p, "header is not JSON") from None
     if not isinstance(header, dict):
         raise RelstitchError("not a safetensors file (header is not a JSON object)", path=p)
     raw_meta = header.pop("__metadata__", None) or {}
@@ -120,6 +119,63 @@ def read_header(path: str | os.PathLike) -> Header:
             except ValueError:
                 raise RelstitchError(f"corrupt metadata: {key} is not JSON", path=p) from None
     return Header(path=p, tensors=tensors, metadata=meta, raw_metadata=raw_meta, file_size=size)
+
+
+GIVE_ARTIFACT = "give a relstitch .safetensors file"
+_TORCH_HINT = ("load its weights through a model source (torchvision:NAME#weights=FILE or python:MOD:FN#weights=FILE), "
+               "or convert it with safetensors.torch.save_file")
+
+
+def not_safetensors(path: Path, detail: str) -> RelstitchError:
+    """The error for a file that is not safetensors at all, saying what it looks like when that is cheap to tell.
+
+    Every reader of relstitch files goes through :func:`read_header`, so ``inspect``, ``stitch``,
+    ``encode``... all say the same thing. ``detail`` (the raw header length, say) is shown only when the
+    file is not recognised: for a PyTorch checkpoint or a JSON report it would only confuse.
+    """
+    what, hint = _sniff(path)
+    if what is None:
+        return RelstitchError(f"not a safetensors file ({detail})", path=path, hint=GIVE_ARTIFACT)
+    return RelstitchError(f"not a safetensors file: it looks like {what}", path=path, hint=hint)
+
+
+def _sniff(path: Path) -> tuple[str | None, str]:
+    """What a non-safetensors file looks like, from its first bytes (and a zip's table of contents), and the fix."""
+    try:
+        with path.open("rb") as handle:
+            start = handle.read(4096)
+    except OSError:
+        return None, GIVE_ARTIFACT
+    if not start:
+        return "an empty file (an interrupted copy or download?)", GIVE_ARTIFACT
+    if start.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as archive:  # reads only the central directory
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            names = []
+        if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            return "a PyTorch checkpoint (torch.save's zip format)", _TORCH_HINT
+        if names and all(n.endswith(".npy") for n in names):
+            return "a NumPy .npz archive", "convert it with safetensors.numpy.save_file, or " + GIVE_ARTIFACT
+        return "a zip archive", "unzip it first, or " + GIVE_ARTIFACT
+    if start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "a Python pickle (an old-style PyTorch checkpoint?)", _TORCH_HINT
+    if start.startswith(b"\x1f\x8b"):
+        return "gzip-compressed data", "decompress it first (gunzip) if it holds a safetensors file, or " + GIVE_ARTIFACT
+    if start.startswith(b"\x93NUMPY"):
+        return "a NumPy .npy array", "convert it with safetensors.numpy.save_file, or " + GIVE_ARTIFACT
+    if start.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "an HDF5 file (Keras .h5?)", GIVE_ARTIFACT
+    try:
+        text = start.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a multi-byte character cut at the 4 KiB boundary is still text
+        text = start[: exc.start].decode("utf-8") if exc.start > len(start) - 4 else None
+    if text is None or "\0" in text or sum(c.isprintable() or c.isspace() for c in text) < 0.95 * len(text):
+        return None, GIVE_ARTIFACT
+    if text.lstrip()[:1] in ("{", "["):
+        return "JSON text", "a relstitch JSON report is read by `relstitch report FILE`; otherwise " + GIVE_ARTIFACT
+    return "a text file", GIVE_ARTIFACT
 
 
 def _parse_json(text: str) -> Any:

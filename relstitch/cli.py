@@ -76,7 +76,9 @@ def handles_errors(command: F) -> F:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from .errors import RelstitchError, Terminated
+        from .runtime import tune_allocator
 
+        tune_allocator()  # before any tensor exists: freed activations are reused, not faulted back in per batch
         try:
             with sigterm_as_interrupt(), warnings_as_lines():
                 return command(*args, **kwargs)
@@ -205,6 +207,23 @@ AnchorsOpt = Annotated[Path | None, typer.Option(
     "--anchors", "-a", help="Anchor file (from `relstitch anchors`) [default: the shipped zoo's checkpoints/anchors.safetensors].")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Samples per forward pass.")]
+
+
+def _encoder_batch(value: str | int) -> int | str:
+    if str(value) == "auto":
+        return "auto"
+    try:
+        size = int(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is neither a positive integer nor 'auto'") from None
+    if size < 1:
+        raise typer.BadParameter(f"{size} is not a positive number of samples")
+    return size
+
+
+EncoderBatchOpt = Annotated[str, typer.Option(
+    "--batch-size", metavar="N|auto", callback=_encoder_batch,
+    help="Samples per encoder forward pass; auto: as many as fit half the GPU's free memory (256 on the CPU).")]
 LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N samples.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="Where encoders run: auto (CUDA when present), cpu, cuda or cuda:N.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="Encoder precision under autocast: float32, bfloat16, float16.")]
@@ -363,7 +382,7 @@ def encode(
     centering: CenteringOpt = "none",
     normalization: NormalizationOpt = "none",
     top_k: TopKOpt = None,
-    batch_size: BatchOpt = 256,
+    batch_size: EncoderBatchOpt = "256",
     limit: LimitOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
@@ -401,7 +420,8 @@ def encode(
     if group.rank == 0:
         ranks = f" by {group.world} processes" if group.world > 1 else ""
         console.print(f"wrote {output}{ranks}: {done['samples']} samples, absolute {done['latent_dim']}-d, "
-                      f"relative {done['relative_dim']}-d ({projection.describe()}) on {where.type} {dtype}")
+                      f"relative {done['relative_dim']}-d ({projection.describe()}) on {where.type} {dtype}, "
+                      f"batch {done['batch_size']}{' (auto)' if batch_size == 'auto' else ''}")
 
 
 @app.command()
@@ -448,7 +468,7 @@ def stitch(
     data: Annotated[str | None, typer.Option("--data", "-d", help=(
         "Dataset (as for encode) [default: builtin:test; for embeddings:FILE, the data they were computed on].")
     )] = None,
-    batch_size: BatchOpt = 256,
+    batch_size: EncoderBatchOpt = "256",
     limit: LimitOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     method: Annotated[str | None, typer.Option(
@@ -457,11 +477,15 @@ def stitch(
     target_encoder: Annotated[Path | None, typer.Option(
         "--target-encoder", help="With --method: the decoder's own encoder [default: PREFIX.encoder.safetensors beside "
                                  "PREFIX.decoder.safetensors].")] = None,
+    predictions: Annotated[Path | None, typer.Option(
+        "--predictions", help="Also write the per-sample predictions here: FILE.csv (one row per sample) or "
+                              "FILE.safetensors (ids, labels, predictions, raw outputs and provenance).")] = None,
     view: ViewOpt = None,
     source_options: SourceOptionsOpt = None,
     trust_remote_code: TrustOpt = False,
+    force: ForceOpt = False,
 ) -> None:
-    """Wire one encoder into one decoder (in memory) and report the task metrics."""
+    """Wire one encoder into one decoder (in memory) and report the task metrics (and, on request, the predictions)."""
     from .anchors import load_anchors
     from .checkpoints import DECODER_SUFFIX, ENCODER_SUFFIX, Encoder, load_decoder, load_encoder
     from .data import load_dataset
@@ -469,18 +493,25 @@ def stitch(
     from .sources.models import stitch_precomputed
     from .stitching import stitch as stitch_pair
 
+    keep = predictions is not None
+    if keep:  # before any work: a wrong extension or an existing file costs nothing
+        from .predictions import check_predictions_output
+
+        encoder_file = encoder.split("#")[0].removeprefix("embeddings:")
+        check_predictions_output(predictions, force=force,
+                                 inputs=[p for p in (encoder_file, decoder, anchors_file, target_encoder) if p is not None])
     head, source = load_decoder(decoder), model_loader(view, source_options, trust_remote_code)(encoder)
     if not isinstance(source, Encoder):  # vectors computed elsewhere: nothing to run, no anchor file needed
         if method not in (None, head.space) or target_encoder is not None:
             raise UsageError("precomputed embeddings take no translation --method or --target-encoder")
         if anchors_file is not None or limit is not None:  # silently ignoring them would mislead
             raise UsageError("precomputed embeddings carry their anchors and samples: drop --anchors and --limit")
-        result = stitch_precomputed(source, head, load_dataset(data, limit=limit) if data else None)
+        result = stitch_precomputed(source, head, load_dataset(data, limit=limit) if data else None, keep_predictions=keep)
     elif method in (None, head.space):
         if target_encoder is not None:
             raise UsageError("--target-encoder only means something with a translation --method")
         chosen, dataset = load_anchors(anchors_or_zoo(anchors_file)), load_dataset(data or "builtin:test", limit=limit)
-        result = stitch_pair(source, head, chosen, dataset, batch_size=batch_size)
+        result = stitch_pair(source, head, chosen, dataset, batch_size=batch_size, keep_predictions=keep)
     elif method in ("relative", "absolute"):
         raise UsageError(f"decoder {head.name!r} reads {head.space} vectors, so --method {method} cannot feed it",
                          hint=f"use --method {head.space} (the default) or a translation into an absolute decoder")
@@ -493,15 +524,24 @@ def stitch(
             raise UsageError("a translation needs the decoder's own encoder: pass --target-encoder FILE")
         chosen, dataset = load_anchors(anchors_or_zoo(anchors_file)), load_dataset(data or "builtin:test", limit=limit)
         result = stitch_translated(source, head, chosen, dataset, method,
-                                   target_encoder=load_encoder(target_encoder), batch_size=batch_size)
+                                   target_encoder=load_encoder(target_encoder), batch_size=batch_size, keep_predictions=keep)
+    if keep:
+        from .predictions import save_predictions
+
+        save_predictions(result, predictions, force=force)
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2))
+        info = result.to_dict()
+        if keep:
+            info["predictions_file"] = str(predictions)
+        typer.echo(json.dumps(info, indent=2))
         return
     kind = "stitched" if result.stitched else "not stitched (the decoder's own encoder)"
     scores = ", ".join(f"{k} {v:.4f}" for k, v in result.scores.items())
     via = f"{result.method} → " if result.method != result.space else ""
     on = data or ("the data the embeddings were computed on" if not isinstance(source, Encoder) else "builtin:test")
     console.print(f"{result.encoder} → {result.decoder} ({via}{result.space}, {kind}) on {on}: {scores}", markup=False)
+    if keep:
+        console.print(f"wrote {predictions}: {len(result.predictions.ids)} predictions", markup=False)
 
 
 @app.command("eval-matrix")
@@ -521,7 +561,7 @@ def eval_matrix(
         help="Metric shown in the table and the Markdown/HTML [default: the task's main metric].")] = None,
     group: Annotated[list[str] | None, typer.Option(
         "--group", help="NAME=GROUP: label encoders/decoders matching the glob NAME (repeatable) [default: architecture].")] = None,
-    batch_size: BatchOpt = 256,
+    batch_size: EncoderBatchOpt = "256",
     limit: LimitOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",

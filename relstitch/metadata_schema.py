@@ -100,6 +100,15 @@ SCHEMAS: dict[str, tuple[Key, ...]] = {
         Key("dataset", OBJECT, "the dataset it encodes"),
         _optional("projection", OBJECT | NULL, "the projection of its relative vectors"),
     ),
+    "predictions": (
+        Key("encoder", OBJECT, "the encoder of the pair (name, hash)"),
+        Key("decoder", OBJECT, "the decoder of the pair (name, hash)"),
+        Key("anchor_hash", STRING | NULL, "the hash of the anchors the encoder was run with"),
+        Key("data", OBJECT, "the dataset predicted on"),
+        Key("method", STRING, "how the pair was wired: relative, absolute or a translation"),
+        Key("task", OBJECT, "the decoder's task"),
+        _optional("scores", OBJECT, "the task metrics of these predictions"),
+    ),
 }
 """File kind → the keys of its metadata."""
 KINDS = tuple(SCHEMAS)
@@ -110,6 +119,7 @@ _NESTED: dict[tuple[str, str], tuple[Key, ...]] = {
     ("decoder", "architecture"): (Key("name", STRING, "the registry name"), _optional("args", OBJECT | NULL, "arguments")),
     ("decoder", "task"): (Key("type", one_of("classification", "reconstruction"), "the task type"),),
     ("embeddings", "encoder"): (_optional("name", STRING, "the encoder's name"), _optional("hash", STRING, "its hash")),
+    ("predictions", "task"): (Key("type", one_of("classification", "reconstruction"), "the task type"),),
 }
 
 

@@ -21,6 +21,7 @@ from .encoding import DEFAULT_BATCH, EncodedSpace, encode
 from .errors import RelstitchError
 from .hygiene import check_labels, warn_class_names, warn_single_class
 from .metrics import classification_scores, reconstruction_scores
+from .predictions import Predictions
 
 
 @dataclass
@@ -39,13 +40,15 @@ class PairResult:
     encoder_space: str | None = None  # the bottleneck the encoder was trained with, if known
     method: str | None = None  # how the pair is wired: relative, absolute or a translation; default = space
     control: str | None = None  # set for a control run (e.g. "shuffled-anchors"): not the method's score
+    # Per-sample output, only when scored with keep_predictions=True; tensors, so never in to_dict (reports, --json).
+    predictions: Predictions | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.method is None:
             self.method = self.space
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "predictions"}
 
 
 def check_pair(space: EncodedSpace, decoder: Decoder) -> None:
@@ -83,10 +86,27 @@ def decoder_inputs(space: EncodedSpace, decoder: Decoder) -> torch.Tensor:
     return space.relative(decoder.projection) if decoder.space == "relative" else space.absolute
 
 
-@torch.inference_mode()
+@dataclass
+class DecoderOutputs:
+    """What :func:`decode_and_score` kept of its pass: the raw outputs and, for a reconstruction, per-sample MSE."""
+
+    outputs: torch.Tensor  # logits [N, classes] or reconstructions [N, C, H, W]
+    errors: torch.Tensor | None = None
+
+
 def score(decoder: Decoder, inputs: torch.Tensor, labels: torch.Tensor, dataset: Dataset | None = None,
           *, batch_size: int = 1024) -> dict[str, float]:
     """Run ``decoder`` over ``inputs`` in batches and compute its task metrics."""
+    return decode_and_score(decoder, inputs, labels, dataset, batch_size=batch_size)[0]
+
+
+@torch.inference_mode()
+def decode_and_score(decoder: Decoder, inputs: torch.Tensor, labels: torch.Tensor, dataset: Dataset | None = None,
+                     *, batch_size: int = 1024, keep: bool = False) -> tuple[dict[str, float], DecoderOutputs | None]:
+    """:func:`score`, and with ``keep`` the outputs the scores were computed from (one decoder pass either way).
+
+    Keeping costs memory only for a reconstruction (its images); logits are gathered to be scored anyway.
+    """
     decoder.module.eval()
     task = decoder.task
     if task["type"] == "classification":
@@ -94,34 +114,45 @@ def score(decoder: Decoder, inputs: torch.Tensor, labels: torch.Tensor, dataset:
         check_labels(labels, classes, f"the data for decoder {decoder.name!r}", path=decoder.path)
         warn_single_class(labels, classes, "the evaluation data")
         logits = torch.cat([decoder.module(inputs[s : s + batch_size]) for s in range(0, len(inputs), batch_size)])
-        return classification_scores(logits, labels, len(classes))
+        return classification_scores(logits, labels, len(classes)), DecoderOutputs(logits) if keep else None
     if dataset is None:
         raise RelstitchError("a reconstruction decoder needs the original images to score against")
     if list(dataset.x.shape[1:]) != list(task["shape"]):
         raise RelstitchError(f"decoder {decoder.name!r} reconstructs {task['shape']}, data is {list(dataset.x.shape[1:])}")
     squared, count = 0.0, 0
+    outputs, errors = [], []
     for s in range(0, len(inputs), batch_size):
         out = decoder.module(inputs[s : s + batch_size])
         target = dataset.x[s : s + batch_size].float() / 255.0
-        squared += float(((out - target) ** 2).sum())
+        error = (out - target) ** 2
+        squared += float(error.sum())  # the same sum with or without keep: the scores do not depend on it
         count += target.numel()
-    return reconstruction_scores(squared / count)
+        if keep:
+            outputs.append(out)
+            errors.append(error.flatten(1).mean(1))
+    kept = DecoderOutputs(torch.cat(outputs), torch.cat(errors)) if keep else None
+    return reconstruction_scores(squared / count), kept
 
 
 def evaluate_pair(space: EncodedSpace, decoder: Decoder, dataset: Dataset | None = None,
-                  encoder_space: str | None = None) -> PairResult:
-    """Score one decoder on an already encoded space. Errors raise; the matrix records them."""
+                  encoder_space: str | None = None, *, keep_predictions: bool = False) -> PairResult:
+    """Score one decoder on an already encoded space. Errors raise; the matrix records them.
+
+    With ``keep_predictions`` the result carries the per-sample :class:`~relstitch.predictions.Predictions`.
+    """
     started = time.perf_counter()
     inputs = decoder_inputs(space, decoder)
-    scores = score(decoder, inputs, space.labels, dataset)
+    scores, kept = decode_and_score(decoder, inputs, space.labels, dataset, keep=keep_predictions)
     if decoder.task["type"] == "classification":  # after scoring: a refused pair needs no warning on top
         warn_class_names(decoder.task["classes"], space.dataset.get("classes"), decoder.name)
-    return scored_pair(space, decoder, scores, started, encoder_space)
+    return scored_pair(space, decoder, scores, started, encoder_space, kept=kept)
 
 
 def scored_pair(space: EncodedSpace, decoder: Decoder, scores: dict[str, float], started: float,
-                encoder_space: str | None, *, space_name: str | None = None, method: str | None = None) -> PairResult:
-    """The :class:`PairResult` of ``decoder`` scored on ``space`` (timed from ``started``)."""
+                encoder_space: str | None, *, space_name: str | None = None, method: str | None = None,
+                kept: DecoderOutputs | None = None) -> PairResult:
+    """The :class:`PairResult` of ``decoder`` scored on ``space`` (timed from ``started``), with the
+    per-sample predictions when the decoder's outputs were ``kept``."""
     return PairResult(
         encoder=space.encoder_name,
         decoder=decoder.name,
@@ -133,6 +164,29 @@ def scored_pair(space: EncodedSpace, decoder: Decoder, scores: dict[str, float],
         decoder_hash=decoder.hash,
         encoder_space=encoder_space,
         method=method,
+        predictions=None if kept is None else pair_predictions(space, decoder, kept),
+    )
+
+
+def pair_predictions(space: EncodedSpace, decoder: Decoder, kept: DecoderOutputs) -> Predictions:
+    """The :class:`~relstitch.predictions.Predictions` of ``decoder``'s ``kept`` outputs on ``space``."""
+    data_classes = list(space.dataset.get("classes") or [])
+    classes = decoder.task.get("classes") or data_classes
+    return Predictions(
+        task=decoder.task["type"],
+        ids=space.ids,
+        labels=space.labels,
+        outputs=kept.outputs.float(),
+        errors=kept.errors,
+        classes=list(classes),
+        label_names=data_classes or list(classes),
+        provenance={
+            "encoder": {"name": space.encoder_name, "hash": space.encoder_hash},
+            "decoder": {"name": decoder.name, "hash": decoder.hash, "space": decoder.space},
+            "anchor_hash": space.anchor_hash or None,
+            "data": space.dataset,
+            "task": decoder.task,
+        },
     )
 
 
@@ -143,8 +197,9 @@ def encoder_space_of(encoder: Encoder) -> str | None:
 
 
 def stitch(encoder: Encoder, decoder: Decoder, anchors: Anchors, dataset: Dataset, *,
-           batch_size: int = DEFAULT_BATCH) -> PairResult:
-    """Wire ``encoder`` into ``decoder`` through ``anchors`` and score on ``dataset``."""
+           batch_size: int = DEFAULT_BATCH, keep_predictions: bool = False) -> PairResult:
+    """Wire ``encoder`` into ``decoder`` through ``anchors`` and score on ``dataset`` (per-sample predictions
+    kept in the result with ``keep_predictions``)."""
     if decoder.space == "relative" and decoder.anchor_hash != anchors.hash:
         # Check before encoding: a wrong anchor file should cost nothing.
         raise RelstitchError(
@@ -155,6 +210,6 @@ def stitch(encoder: Encoder, decoder: Decoder, anchors: Anchors, dataset: Datase
         )
     started = time.perf_counter()
     space = encode(encoder, anchors, dataset, batch_size=batch_size)
-    result = evaluate_pair(space, decoder, dataset, encoder_space_of(encoder))
+    result = evaluate_pair(space, decoder, dataset, encoder_space_of(encoder), keep_predictions=keep_predictions)
     result.seconds = time.perf_counter() - started
     return result

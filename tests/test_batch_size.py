@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from cli_checks import one_line_error
@@ -12,7 +14,7 @@ from relstitch.data import load_dataset
 from relstitch.encoding import AUTO_MAX_BATCH, DEFAULT_BATCH, resolve_batch_size
 from relstitch.errors import RelstitchError
 
-ZOO = "checkpoints"
+ZOO = str(Path(__file__).resolve().parent.parent / "checkpoints")
 
 
 @pytest.fixture(scope="module")
