@@ -10,7 +10,8 @@
 #   1. projection throughput vs a bare matmul at N=1e6, d=768, k=1280 (float32 and bfloat16);
 #   2. encode vs a bare forward loop, bf16 autocast, for a randomly initialised torchvision ViT-B/16
 #      (224x224 images) and a BERT-base-sized transformers model built from its config (128 tokens);
-#   3. CPU vs CUDA agreement of `relstitch encode` on a shipped checkpoint (float32 and bfloat16).
+#   3. CPU vs CUDA agreement of `relstitch encode` on a shipped checkpoint (float32, bfloat16, --batch-size auto);
+#   4. the batch size `--batch-size auto` picks for the shipped CNN, ViT-B/16 and BERT-base at bf16.
 # Results also go to $OUT (when set) as JSON and a log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -35,17 +36,17 @@ timeout 150 $PY bench/encode.py --models vit_b_16,bert-base --device cuda --dtyp
 
 echo "== 3. CPU vs CUDA agreement of relstitch encode (cnn-rel-s0, builtin:test)"
 T=$(mktemp -d)
-for run in "cpu float32" "cuda float32" "cuda bfloat16"; do
+for run in "cpu float32 256" "cuda float32 256" "cuda bfloat16 256" "cuda float32 auto"; do
     set -- $run
     timeout 60 $PY -m relstitch encode checkpoints/cnn-rel-s0.encoder.safetensors --device "$1" --dtype "$2" \
-        -o "$T/$1-$2.safetensors" || echo "encode on $1 $2 failed"
+        --batch-size "$3" -o "$T/$1-$2-$3.safetensors" || echo "encode on $1 $2 batch $3 failed"
 done
 $PY - "$T" <<'PYEOF'
 import sys
 from relstitch.encoding import load_embeddings
 folder = sys.argv[1]
-cpu = load_embeddings(f"{folder}/cpu-float32.safetensors")
-for name, tolerance in (("cuda-float32", 1e-4), ("cuda-bfloat16", 5e-2)):
+cpu = load_embeddings(f"{folder}/cpu-float32-256.safetensors")
+for name, tolerance in (("cuda-float32-256", 1e-4), ("cuda-bfloat16-256", 5e-2), ("cuda-float32-auto", 1e-4)):
     other = load_embeddings(f"{folder}/{name}.safetensors")
     diff = float((cpu.relative() - other.relative()).abs().max())
     agree = float((cpu.relative().argmax(1) == other.relative().argmax(1)).float().mean())
@@ -53,4 +54,18 @@ for name, tolerance in (("cuda-float32", 1e-4), ("cuda-bfloat16", 5e-2)):
     print(f"{name} vs cpu-float32: max |relative difference| {diff:.2e} ({verdict} the stated {tolerance:g}); "
           f"nearest anchor agrees for {agree:.1%} of samples")
 PYEOF
+echo "== 4. --batch-size auto on this card (probed per model, bf16)"
+timeout 90 $PY - <<'PYEOF'
+import sys
+sys.path.insert(0, "bench")
+import torch
+from encode import build
+from relstitch.encoding import resolve_batch_size
+for name in ("cnn", "vit_b_16", "bert-base"):
+    encoder, anchors, dataset = build(name, 2048, 64)
+    size = resolve_batch_size("auto", encoder, dataset.x, device=torch.device("cuda"), dtype=torch.bfloat16)
+    print(f"{name}: auto batch {size}, peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB of "
+          f"{torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB")
+PYEOF
+
 echo "== done; results in $OUTDIR"

@@ -189,6 +189,30 @@ def test_hf_hash_is_content_based(tmp_path: Path, berts: dict[str, Path]) -> Non
     assert load_encoder_ref(f"hf:{moved}").hash != first.hash
 
 
+def test_hf_models_fall_into_report_groups_by_architecture(tmp_path: Path, cli, text_files: dict[str, Path],
+                                                           berts: dict[str, Path]) -> None:
+    data = f"jsonl:{text_files['jsonl']}#text=en,label=topic"
+    anchors, embeddings = tmp_path / "anchors.safetensors", tmp_path / "a.emb.safetensors"
+    ok(cli("anchors", anchors, "--data", data, "-k", "12", "--strategy", "stratified"))
+    ok(cli("encode", f"hf:{berts['a']}", "-a", anchors, "--data", data, "-o", embeddings, "--limit", "60"))
+    ok(cli("fit", embeddings, "-o", tmp_path / "a-rel.decoder.safetensors", "--epochs", "1"))
+    seed_c = save_tiny_bert(tmp_path / "bert-c", seed=2, hidden=32)  # another seed of a's architecture
+
+    def groups(*encoders: Path, extra: tuple[str, ...] = ()) -> dict[str, str]:
+        report = tmp_path / "report.json"
+        ok(cli("eval-matrix", *(a for e in encoders for a in ("-e", f"hf:{e}")), "-D", tmp_path / "a-rel.decoder.safetensors",
+               "-a", anchors, "--data", data, "--limit", "30", "--json", report, "--force", *extra))
+        doc = json.loads(report.read_text())
+        return {e["name"]: e["group"] for e in doc["encoders"] + doc["decoders"]}
+
+    assert groups(berts["a"], berts["b"], seed_c) == {"bert-a": "hf:bert-L2-H32", "bert-c": "hf:bert-L2-H32",
+                                                      "bert-b": "hf:bert-L2-H48", "a-rel": "hf:bert-L2-H32"}
+    # without its own encoder in the matrix, the head's group comes from the architecture its embeddings recorded
+    assert groups(berts["b"])["a-rel"] == "hf:bert-L2-H32"
+    overridden = groups(berts["a"], berts["b"], extra=("--group", "bert-*=bert"))  # --group still wins; heads follow
+    assert overridden == {"bert-a": "bert", "bert-b": "bert", "a-rel": "bert"}
+
+
 def test_hf_bad_input(tmp_path: Path, cli, berts: dict[str, Path], tiny_anchor_file: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()

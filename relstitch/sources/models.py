@@ -256,16 +256,16 @@ def check_precomputed(space: EncodedSpace, dataset_hash: str | None) -> EncodedS
     return space
 
 
-def stitch_precomputed(space: EncodedSpace, decoder: Any, dataset: Any = None) -> Any:
+def stitch_precomputed(space: EncodedSpace, decoder: Any, dataset: Any = None, *, keep_predictions: bool = False) -> Any:
     """Score ``decoder`` on precomputed vectors (``stitch embeddings:FILE DECODER``).
 
     ``dataset``, when given, must be the data the vectors were computed on; reconstruction decoders
-    need it (they score against the images).
+    need it (they score against the images). ``keep_predictions`` as in :func:`relstitch.stitching.evaluate_pair`.
     """
     from ..stitching import evaluate_pair
 
     check_precomputed(space, dataset.hash if dataset is not None else None)
-    return evaluate_pair(space, decoder, dataset)
+    return evaluate_pair(space, decoder, dataset, keep_predictions=keep_predictions)
 
 
 # ----------------------------------------------------------------------------------------- hf
@@ -305,6 +305,22 @@ def _files_hash(folder: Path, names: tuple[str, ...]) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def hf_architecture_name(config: Any) -> str:
+    """The architecture name of an ``hf:`` model, and so its default report group: ``hf:bert-L6-H384``.
+
+    Its ``model_type`` plus depth and width (the ``L``/``H`` of BERT's own size names): two seeds or
+    fine-tunes of one architecture share a group as the zoo's CNN seeds do, while different
+    architectures (all-MiniLM-L6 vs paraphrase-MiniLM-L3, both ``bert``) get their own. The folder name
+    is the encoder's *name* already; as a group it would put every model alone. ``--group`` overrides.
+    """
+    parts = [str(getattr(config, "model_type", None) or "model")]
+    for letter, key in (("L", "num_hidden_layers"), ("H", "hidden_size")):
+        value = getattr(config, key, None)  # configs map their own names (n_layer, d_model) onto these keys
+        if isinstance(value, int):
+            parts.append(f"{letter}{value}")
+    return "hf:" + "-".join(parts)
 
 
 @register_model_source("hf", ("view", "pooling", "max_length", "dtype"), "a Hugging Face transformers model in a local folder")
@@ -357,8 +373,8 @@ def _load_hf(locator: str, opts: SourceOptions) -> TextEncoder:
     settings = json.loads(model.config.to_json_string(use_diff=False))
     for volatile in ("_name_or_path", "transformers_version", "_commit_hash", "dtype", "torch_dtype"):
         settings.pop(volatile, None)  # paths and versions are not content; dtype shows in the weights
-    architecture = {"name": "hf", "model_type": settings.get("model_type"), "config": settings, "pooling": opts.pooling,
-                    "max_length": max_length, "tokenizer_sha256": _files_hash(folder, TOKENIZER_FILES)}
+    architecture = {"name": hf_architecture_name(model.config), "model_type": settings.get("model_type"), "config": settings,
+                    "pooling": opts.pooling, "max_length": max_length, "tokenizer_sha256": _files_hash(folder, TOKENIZER_FILES)}
     if opts.view:
         architecture["view"] = opts.view  # the same weights reading another language are another encoder
     return TextEncoder(
