@@ -84,7 +84,7 @@ One full run of `experiments/run_all.py{flags}`, started {date} UTC on
 
 {common.table(["#", "script", "outcome", "minutes"], rows)}"""
     common.log(f"[run_all] total {total / 60:.1f} min")
-    if args.quick:
+    if args.quick or args.only:  # a partial run must not replace the record of the last full one
         print(block)
     else:
         common.update_results_md("run", block)
