@@ -429,25 +429,26 @@ def test_the_corpus_is_large_and_covers_every_verb():
 
 
 # ------------------------------------------------------------------------ outputs checked first
-@pytest.mark.parametrize("verb", ["anchors", "train", "encode", "fit", "eval-matrix", "report", "compare"])
+@pytest.mark.parametrize("verb", ["anchors", "train", "encode", "fit", "stitch", "eval-matrix", "report", "compare"])
 def test_every_writing_verb_checks_its_output_before_reading_any_input(verb, cli, tmp_path):
     """With an existing output *and* a missing input, the complaint is the output: it was checked first."""
     missing = tmp_path / "missing.safetensors"
     taken = tmp_path / "taken"
-    for name in ("taken", "taken.encoder.safetensors", "taken.decoder.safetensors"):
+    for name in ("taken", "taken.encoder.safetensors", "taken.decoder.safetensors", "taken.csv"):
         (tmp_path / name).write_bytes(b"keep me")
     args = {
         "anchors": ["anchors", taken, "--data", f"idx:{missing}:train"],
         "train": ["train", taken, "--anchors", missing, "--data", f"idx:{missing}:train"],
         "encode": ["encode", missing, "-a", missing, "-o", taken],
         "fit": ["fit", missing, "-o", taken],
+        "stitch": ["stitch", missing, missing, "-a", missing, "--predictions", tmp_path / "taken.csv"],
         "eval-matrix": ["eval-matrix", "-e", missing, "-D", missing, "-a", missing, "--json", taken],
         "report": ["report", missing, "-f", "json", "-o", taken],
         "compare": ["compare", missing, missing, "--json", taken],
     }[verb]
     line = one_line_error(cli(*args), 1)
     assert "already exists" in line, line
-    assert (tmp_path / "taken").read_bytes() == b"keep me"
+    assert all(f.read_bytes() == b"keep me" for f in tmp_path.glob("taken*"))
 
 
 # ------------------------------------------------------------------------------- safe loading
