@@ -237,6 +237,9 @@ SourceOptionsOpt = Annotated[list[str] | None, typer.Option(
     "--source-option", "-O", rich_help_panel=_SRC,
     help="KEY=VALUE for model sources (repeatable): pooling=cls|mean, max_length=N, dtype=float32|bfloat16|float16 (hf); "
          "weights=FILE, layer=NAME[:input], resize=H,W, channels=1|3, mean=.., std=.. (torchvision, python); name=NAME.")]
+ScalingOpt = Annotated[str | None, typer.Option(
+    "--translation-scaling", help="With a translation --method: how each space is scaled before the map is fitted: "
+                                  "standard (the paper's, the default), isotropic, center or none.")]
 TrustOpt = Annotated[bool, typer.Option(
     "--trust-remote-code", rich_help_panel=_SRC, help="Let hf: models run the Python code shipped in their folder.")]
 
@@ -265,6 +268,21 @@ NormalizationOpt = Annotated[str, typer.Option(
     "--normalization", rich_help_panel=_PROJ, help="Per-sample normalisation of each block of similarities: none, l2 or standard.")]
 TopKOpt = Annotated[int | None, typer.Option(
     "--top-k", min=1, rich_help_panel=_PROJ, help="Keep the k largest similarities of each sample, zero the rest.")]
+
+
+def translation_scaling(scaling: str | None, translating: bool) -> str:
+    """``--translation-scaling`` checked: a known scaling, and only where a translation will use it."""
+    from .errors import UsageError
+    from .translation import METHODS, SCALINGS
+
+    if scaling is None:
+        return "standard"
+    if not translating:  # silently ignoring it would mislead
+        raise UsageError("--translation-scaling only means something with a translation --method "
+                         f"({', '.join(METHODS)})")
+    if scaling not in SCALINGS:
+        raise UsageError(f"unknown --translation-scaling {scaling!r}; choose one of {', '.join(SCALINGS)}")
+    return scaling
 
 
 def projection_config(similarity: str, centering: str, normalization: str, top_k: int | None) -> Any:
@@ -437,25 +455,43 @@ def fit(
     batch_size: BatchOpt = 64,
     lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
     seed: Annotated[int, typer.Option()] = 0,
+    # encode's projection options; None = not given, so the file's own projection stays the default.
+    similarity: SimilarityOpt = None,  # type: ignore[assignment]
+    centering: CenteringOpt = None,  # type: ignore[assignment]
+    normalization: NormalizationOpt = None,  # type: ignore[assignment]
+    top_k: TopKOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """Train a task head on a frozen encoder's embeddings → decoder checkpoint."""
+    """Train a task head on a frozen encoder's embeddings → decoder checkpoint.
+
+    A relative head reads the projection the file was written with, unless projection options are
+    given: then they say the whole projection, as in encode (unnamed ones take encode's defaults),
+    computed from the file's absolute and anchor latents with no re-encoding.
+    """
     from .atomic import check_outputs
     from .checkpoints import default_name, save_decoder
     from .encoding import load_embeddings
+    from .errors import UsageError
     from .projection import ProjectionConfig
     from .training import FitConfig
     from .training import fit as fit_head
 
+    asked = None
+    if any(option is not None for option in (similarity, centering, normalization, top_k)):
+        if space == "absolute":
+            raise UsageError("--similarity/--centering/--normalization/--top-k shape relative vectors; an absolute head "
+                             "reads the latents: drop them (or fit --space relative)")
+        asked = projection_config(similarity or "cosine", centering or "none", normalization or "none", top_k)
     check_outputs([output], force=force, inputs=(str(embeddings).removeprefix("embeddings:"),))
     loaded = load_embeddings(str(embeddings).removeprefix("embeddings:"))
     head = head or ("text-head" if loaded.dataset.get("modality") == "text" else "vision-head")
     config = FitConfig(space=space, head=head, hidden=hidden, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
-    projection = ProjectionConfig.from_dict(loaded.meta.get("projection")) if space == "relative" else None
+    projection = (asked or ProjectionConfig.from_dict(loaded.meta.get("projection"))) if space == "relative" else None
     with progress_bar() as progress:
         decoder = fit_head(loaded, config, projection=projection, name=default_name(output), progress=progress)
     save_decoder(decoder, output, force=force)
-    console.print(f"wrote {output}: {space} {head} on {len(loaded.labels)} samples, final train loss "
+    reads = f"{space} ({projection.describe()})" if projection else space
+    console.print(f"wrote {output}: {reads} {head} on {len(loaded.labels)} samples, final train loss "
                   f"{decoder.meta['training']['final_train_loss']:.4f}")
 
 
@@ -482,6 +518,7 @@ def stitch(
                               "FILE.safetensors (ids, labels, predictions, raw outputs and provenance).")] = None,
     view: ViewOpt = None,
     source_options: SourceOptionsOpt = None,
+    scaling: ScalingOpt = None,
     trust_remote_code: TrustOpt = False,
     force: ForceOpt = False,
 ) -> None:
@@ -502,14 +539,15 @@ def stitch(
                                  inputs=[p for p in (encoder_file, decoder, anchors_file, target_encoder) if p is not None])
     head, source = load_decoder(decoder), model_loader(view, source_options, trust_remote_code)(encoder)
     if not isinstance(source, Encoder):  # vectors computed elsewhere: nothing to run, no anchor file needed
-        if method not in (None, head.space) or target_encoder is not None:
-            raise UsageError("precomputed embeddings take no translation --method or --target-encoder")
+        if method not in (None, head.space) or target_encoder is not None or scaling is not None:
+            raise UsageError("precomputed embeddings take no translation --method, --target-encoder or --translation-scaling")
         if anchors_file is not None or limit is not None:  # silently ignoring them would mislead
             raise UsageError("precomputed embeddings carry their anchors and samples: drop --anchors and --limit")
         result = stitch_precomputed(source, head, load_dataset(data, limit=limit) if data else None, keep_predictions=keep)
     elif method in (None, head.space):
         if target_encoder is not None:
             raise UsageError("--target-encoder only means something with a translation --method")
+        translation_scaling(scaling, translating=False)
         chosen, dataset = load_anchors(anchors_or_zoo(anchors_file)), load_dataset(data or "builtin:test", limit=limit)
         result = stitch_pair(source, head, chosen, dataset, batch_size=batch_size, keep_predictions=keep)
     elif method in ("relative", "absolute"):
@@ -522,9 +560,11 @@ def stitch(
             target_encoder = decoder.with_name(decoder.name[: -len(DECODER_SUFFIX)] + ENCODER_SUFFIX)
         if target_encoder is None:
             raise UsageError("a translation needs the decoder's own encoder: pass --target-encoder FILE")
+        scaled = translation_scaling(scaling, translating=True)
         chosen, dataset = load_anchors(anchors_or_zoo(anchors_file)), load_dataset(data or "builtin:test", limit=limit)
         result = stitch_translated(source, head, chosen, dataset, method,
-                                   target_encoder=load_encoder(target_encoder), batch_size=batch_size, keep_predictions=keep)
+                                   target_encoder=load_encoder(target_encoder), scaling=scaled, batch_size=batch_size,
+                                   keep_predictions=keep)
     if keep:
         from .predictions import save_predictions
 
@@ -574,6 +614,7 @@ def eval_matrix(
         "--null-baseline", help="Add the control with the encoder's anchors shuffled (method NAME-null): it must collapse.")] = False,
     view: ViewOpt = None,
     source_options: SourceOptionsOpt = None,
+    scaling: ScalingOpt = None,
     trust_remote_code: TrustOpt = False,
     force: ForceOpt = False,
 ) -> None:
@@ -599,6 +640,9 @@ def eval_matrix(
     check_outputs(outputs, force=force)
     groups = parse_groups(group)
     methods = [m.strip() for m in method.split(",") if m.strip()]
+    from .translation import METHODS as TRANSLATIONS
+
+    scaled = translation_scaling(scaling, translating=any(m in TRANSLATIONS for m in methods))
     zoo = zoo_dir()
     encoder_paths = expand(encoders or [str(zoo / "*.encoder.safetensors")], "encoder")
     decoder_paths = expand(decoders or [str(zoo / "*.decoder.safetensors")], "decoder")
@@ -612,11 +656,12 @@ def eval_matrix(
     with progress_bar() as progress:
         result = run_matrix(encoder_paths, heads, chosen, dataset, batch_size=batch_size, fail_fast=fail_fast, cache=cache,
                             progress=progress, methods=methods, null_baseline=null_baseline,
-                            load=model_loader(view, source_options, trust_remote_code), device=where, dtype=precision)
+                            load=model_loader(view, source_options, trust_remote_code), device=where, dtype=precision,
+                            translation_scaling=scaled)
     config = {"data": data, "limit": limit, "batch_size": batch_size, "device": str(where), "dtype": dtype,
               "anchors": str(chosen.path),
               "encoders": encoder_paths, "decoders": decoder_paths, "requested_methods": methods,
-              "null_baseline": null_baseline}
+              "null_baseline": null_baseline, "translation_scaling": scaled}
     report = build_report(result, config=config, groups=groups)
     print_report(console, report, metric)
     for out, write in ((json_out, write_json), (csv_out, write_csv)):

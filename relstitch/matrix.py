@@ -49,7 +49,7 @@ from .metrics import DIRECTIONS, MAIN_METRIC
 from .progress import ProgressFn, silent
 from .stitching import PairResult, encoder_space_of, evaluate_pair
 from .translation import METHODS as TRANSLATIONS
-from .translation import evaluate_translation
+from .translation import SCALINGS, evaluate_translation
 
 if TYPE_CHECKING:
     import torch
@@ -93,6 +93,7 @@ def eval_matrix(
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
     workers: int | None = None,
+    translation_scaling: str = "standard",
 ) -> MatrixResult:
     """Score every encoder with every decoder on ``dataset`` through ``anchors``.
 
@@ -109,6 +110,8 @@ def eval_matrix(
     ``device``/``dtype``: where and in which precision the encoders run (as ``encode``'s, from
     :func:`~relstitch.encoding.resolve_device`; default: where each encoder is, float32). The heads run
     on the CPU, on the float32 vectors.
+    ``translation_scaling``: how each space is scaled before a translation is fitted
+    (:data:`relstitch.translation.SCALINGS`; the paper's ``standard`` by default).
     ``workers``: 1 scores each row on a worker thread while the next encoder runs (see the module
     docstring; the same result as 0), 0 does everything on the caller's thread, ``None`` picks 1 when
     a core is free for the worker (:func:`pipeline_pays`).
@@ -120,6 +123,8 @@ def eval_matrix(
     if not encoder_paths or not decoders:
         raise RelstitchError("an eval-matrix needs at least one encoder and one decoder")
     plan = _plan(decoders, methods, null_baseline)
+    if translation_scaling not in SCALINGS:  # refused before any encoder runs, not at the first translated pair
+        raise RelstitchError(f"unknown translation scaling {translation_scaling!r}; choose one of {', '.join(SCALINGS)}")
     needs_targets = any(m in TRANSLATIONS for _, m, _ in plan)
     on = {"device": device, "dtype": dtype}
     targets = _own_encoder_anchors(encoder_paths, anchors, load, batch_size, **on) if needs_targets else {}
@@ -130,7 +135,8 @@ def eval_matrix(
     if cache is not None:
         prepare_cache(cache)  # a bad --cache is the user's mistake: refuse it before any work
     started = time.perf_counter()
-    job = _Job(plan, anchors, dataset, cache, load or load_encoder_ref, batch_size, fail_fast, null_baseline, targets, on)
+    job = _Job(plan, anchors, dataset, cache, load or load_encoder_ref, batch_size, fail_fast, null_baseline, targets, on,
+               translation_scaling)
     if workers is None:
         workers = 1 if pipeline_pays(device) else 0
     pipelined = workers == 1 and len(encoder_paths) > 1 and not needs_targets
@@ -169,6 +175,7 @@ class _Job:
     null_baseline: bool
     targets: dict[str, Any]
     on: dict[str, Any]  # device and dtype of the encoders
+    scaling: str = "standard"  # of the spaces before a translation is fitted
 
 
 @dataclass
@@ -234,7 +241,7 @@ def _score_row(job: _Job, row: _Row, stop: threading.Event | None = None) -> lis
             break
         try:
             pairs.append(_run_pair(shuffled if control else row.space, decoder, method, control, job.targets, job.dataset,
-                                   row.encoder_space))
+                                   row.encoder_space, job.scaling))
         except RelstitchError as exc:
             if job.fail_fast:
                 raise
@@ -447,7 +454,7 @@ def _own_encoder_anchors(encoder_paths: Sequence[str | os.PathLike], anchors: An
 
 
 def _run_pair(space: EncodedSpace, decoder: Decoder, method: str, control: str | None, targets: dict[str, Any],
-              dataset: Dataset, encoder_space: str | None) -> PairResult:
+              dataset: Dataset, encoder_space: str | None, scaling: str = "standard") -> PairResult:
     if method in TRANSLATIONS:
         target = targets.get(decoder.encoder_hash or "")
         if target is None:
@@ -456,7 +463,7 @@ def _run_pair(space: EncodedSpace, decoder: Decoder, method: str, control: str |
                 "which is not among the encoders given",
                 hint="add that encoder with --encoders",
             )
-        result = evaluate_translation(space, target, decoder, method, dataset, encoder_space=encoder_space)
+        result = evaluate_translation(space, target, decoder, method, dataset, encoder_space=encoder_space, scaling=scaling)
     else:
         result = evaluate_pair(space, decoder, dataset, encoder_space)
     result.method, result.control = _label(method, control), control

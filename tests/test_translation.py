@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_checks import one_line_error
 
 from relstitch.anchors import load_anchors
 from relstitch.checkpoints import load_decoder, load_encoder
@@ -270,3 +271,39 @@ def test_eval_matrix_cli_reports_methods_and_the_control(cli, tmp_path):
     assert mean("relative-null") < 0.35 and mean("procrustes-null") < 0.35
     bad = cli("eval-matrix", "--method", "relative,rotate", "--limit", "10")
     assert bad.exit_code == 1 and "unknown method" in bad.stderr
+
+
+def test_translation_scaling_reaches_the_fit_from_stitch_and_eval_matrix(cli, tmp_path, zoo_run):
+    """--translation-scaling is the library's ``scaling``: the CLI's scores equal the library's for that scaling."""
+    anchors, data, spaces = zoo_run
+    decoder = load_decoder(ZOO / "cnn-abs-s0.decoder.safetensors")
+    target = spaces["cnn-abs-s0"].anchor_absolute
+    expected = {s: evaluate_translation(spaces["cnn-abs-s1"], target, decoder, "lstsq", data, scaling=s).scores["accuracy"]
+                for s in ("standard", "none")}
+    assert expected["standard"] != expected["none"]  # the option must be able to change a score
+    common = ["--anchors", ZOO / "anchors.safetensors", "--limit", "500"]
+    for scaling in ("standard", "none"):
+        one = cli("stitch", ZOO / "cnn-abs-s1.encoder.safetensors", ZOO / "cnn-abs-s0.decoder.safetensors", *common,
+                  "--method", "lstsq", "--translation-scaling", scaling, "--json")
+        assert one.exit_code == 0, one.stderr
+        assert json.loads(one.stdout)["scores"]["accuracy"] == pytest.approx(expected[scaling], abs=1e-9)
+        out = tmp_path / f"{scaling}.json"
+        matrix = cli("eval-matrix", "-e", ZOO / "cnn-abs-s1.encoder.safetensors", "-e", ZOO / "cnn-abs-s0.encoder.safetensors",
+                     "-D", ZOO / "cnn-abs-s0.decoder.safetensors", *common, "--method", "lstsq",
+                     "--translation-scaling", scaling, "--json", out)
+        assert matrix.exit_code == 0, matrix.stderr
+        report = json.loads(out.read_text())
+        assert report["config"]["translation_scaling"] == scaling
+        cell = next(p for p in report["pairs"] if p["encoder"] == "cnn-abs-s1" and p["method"] == "lstsq")
+        assert cell["scores"]["accuracy"] == pytest.approx(expected[scaling], abs=1e-9)
+
+
+@pytest.mark.parametrize("args", [
+    ("eval-matrix", "--translation-scaling", "none"),  # no translation method: it would be ignored
+    ("eval-matrix", "--method", "procrustes", "--translation-scaling", "whiten"),
+    ("stitch", str(ZOO / "cnn-abs-s1.encoder.safetensors"), str(ZOO / "cnn-abs-s0.decoder.safetensors"),
+     "--translation-scaling", "none"),
+])
+def test_translation_scaling_misuse_is_a_usage_error(cli, args):
+    line = one_line_error(cli(*args), 2)
+    assert "--translation-scaling" in line
