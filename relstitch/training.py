@@ -20,7 +20,7 @@ from .anchors import Anchors
 from .checkpoints import SPACES, Decoder, Encoder
 from .data import Dataset, default_image_spec, prepare_images
 from .encoding import EncodedSpace
-from .errors import RelstitchError
+from .errors import RelstitchError, UsageError
 from .models import create_decoder, create_encoder
 from .progress import ProgressFn, silent
 from .projection import ProjectionConfig, relative_projection
@@ -202,9 +202,15 @@ def fit(
     name: str = "head",
     progress: ProgressFn = silent,
 ) -> Decoder:
-    """Train a classification head on an embeddings file's relative (or absolute) vectors."""
+    """Train a classification head on an embeddings file's relative (or absolute) vectors.
+
+    A relative head reads ``space.relative(projection)`` (default: cosine), computed from the file's
+    absolute and anchor latents, so any projection works without re-encoding; the decoder records it.
+    """
     if config.space not in SPACES:
         raise RelstitchError(f"unknown space {config.space!r}; choose relative or absolute")
+    if config.space == "absolute" and projection is not None:  # silently dropping it would mislead
+        raise UsageError("an absolute head reads the latents, not a projection: drop the projection (or fit relative)")
     classes = space.dataset.get("classes") or []
     if not classes:
         raise RelstitchError("embeddings carry no class names: cannot fit a classifier", path=space.path)

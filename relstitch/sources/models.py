@@ -26,9 +26,11 @@ import ast
 import difflib
 import hashlib
 import importlib
+import inspect
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -285,9 +287,19 @@ class TextEncoder(Encoder):
         texts = raw_batch.view(self.view)
         return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
 
+    @cached_property
+    def _takes(self) -> frozenset[str] | None:
+        """The tokenizer outputs the model's forward accepts (None: any, it takes ``**kwargs``)."""
+        params = inspect.signature(self.module.forward).parameters.values()
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return None
+        return frozenset(p.name for p in params)
+
     def embed_batch(self, raw_batch: Any) -> torch.Tensor:
         tokens = self.prepare(raw_batch)
-        hidden = self.module(**tokens)[0]  # last hidden state [B, T, H]
+        # Tokenizers add token_type_ids that custom (remote-code) models often do not take: pass only what forward reads.
+        feed = tokens if self._takes is None else {k: v for k, v in tokens.items() if k in self._takes}
+        hidden = self.module(**feed)[0]  # last hidden state [B, T, H]
         if self.pooling == "cls":
             return hidden[:, 0]
         mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # padding must not count in the mean
@@ -300,6 +312,27 @@ def _files_hash(folder: Path, names: tuple[str, ...]) -> str:
         if (folder / name).is_file():
             digest.update(name.encode() + b"\0" + (folder / name).read_bytes())
     return digest.hexdigest()
+
+
+def _remote_code(folder: Path, config: dict[str, Any]) -> list[str]:
+    """The Python files a model folder asks transformers to import (``auto_map`` in config.json or
+    tokenizer_config.json); empty when it needs none."""
+    maps = [config.get("auto_map")]
+    try:
+        tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        maps.append(tokenizer_config.get("auto_map") if isinstance(tokenizer_config, dict) else None)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        pass  # no (readable) tokenizer config: AutoTokenizer reports it when loading
+    files: set[str] = set()
+    for auto_map in (m for m in maps if m is not None):
+        refs = list(auto_map.values()) if isinstance(auto_map, dict) else [auto_map]
+        for ref in refs:  # "modeling_x.Class", a [slow, fast] pair for tokenizers, or "org/repo--modeling_x.Class"
+            for one in ref if isinstance(ref, list) else [ref]:
+                if isinstance(one, str) and "." in one:
+                    files.add(one.rpartition(".")[0] + ".py")
+        if not files:  # an auto_map relstitch cannot read still asks for code
+            files.add("auto_map")
+    return sorted(files)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -336,9 +369,13 @@ def _load_hf(locator: str, opts: SourceOptions) -> TextEncoder:
         config = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RelstitchError(f"cannot read config.json: {_first_line(exc)}", path=config_file) from None
-    if "auto_map" in config and not opts.trust_remote_code:
-        raise RelstitchError("this model runs its own Python code (config.json has auto_map)", path=folder,
-                             hint="pass --trust-remote-code only if you trust the code in that folder")
+    code = _remote_code(folder, config)
+    if code and not opts.trust_remote_code:
+        # Refused here, before transformers sees the folder: its own refusal is a long, Hub-worded message and,
+        # on a terminal, an interactive prompt.
+        raise RelstitchError(f"the model runs Python code shipped in its folder ({', '.join(code)}, named by auto_map)",
+                             path=folder, hint="read that code, then pass --trust-remote-code (trust_remote_code=True) "
+                                               "only if you trust it")
     if opts.pooling not in POOLINGS:
         raise UsageError(f"unknown pooling {opts.pooling!r}; choose one of {', '.join(POOLINGS)}")
     if opts.dtype is not None and opts.dtype not in DTYPES:
@@ -351,8 +388,16 @@ def _load_hf(locator: str, opts: SourceOptions) -> TextEncoder:
     hf_logging.disable_progress_bar()  # relstitch reports what matters itself: no loading bars or load reports
     hf_logging.set_verbosity_error()
     try:
-        model, info = AutoModel.from_pretrained(folder, dtype=DTYPES[opts.dtype or "float32"], output_loading_info=True,
-                                                **common)
+        model_class: Any = AutoModel
+        custom_class = (config.get("auto_map") or {}).get("AutoModel") if isinstance(config.get("auto_map"), dict) else None
+        if code and isinstance(custom_class, str):
+            # The folder's own class, imported by the hash of its code. Through AutoModel, a second folder whose
+            # configuration code matches an earlier one's would get that earlier folder's model class in this process.
+            from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+            model_class = get_class_from_dynamic_module(custom_class, str(folder), local_files_only=True)
+        model, info = model_class.from_pretrained(folder, dtype=DTYPES[opts.dtype or "float32"], output_loading_info=True,
+                                                  **common)
         tokenizer = AutoTokenizer.from_pretrained(folder, **common)
     except Exception as exc:  # transformers raises OSError/ValueError/KeyError/...: all mean "this folder will not load"
         raise RelstitchError(f"cannot load the model: {_first_line(exc)}", path=folder) from None
@@ -377,11 +422,14 @@ def _load_hf(locator: str, opts: SourceOptions) -> TextEncoder:
                     "pooling": opts.pooling, "max_length": max_length, "tokenizer_sha256": _files_hash(folder, TOKENIZER_FILES)}
     if opts.view:
         architecture["view"] = opts.view  # the same weights reading another language are another encoder
+    if code:  # the code computes the latents: other code, other encoder (and another diagonal)
+        architecture["code_sha256"] = _files_hash(folder, tuple(sorted(p.name for p in folder.glob("*.py"))))
+    hidden_size = getattr(model.config, "hidden_size", None)  # custom configs may name it otherwise
     return TextEncoder(
         module=model.eval(),
         architecture=architecture,
         input_spec={"modality": "text", "view": opts.view, "pooling": opts.pooling, "max_length": max_length},
-        latent_dim=int(model.config.hidden_size),
+        latent_dim=hidden_size if isinstance(hidden_size, int) else 0,  # 0: learnt on the first batch
         name=opts.name or folder.resolve().name,
         meta={"source": f"hf:{folder}"},
         path=folder,
