@@ -43,7 +43,8 @@ with torch.inference_mode():
         for batch in batches:
             encoder.module(encoder.prepare(batch))
         best = min(best, time.perf_counter() - start)
-print(json.dumps({{"applied": applied, "seconds": best}}))
+import resource
+print(json.dumps({{"applied": applied, "seconds": best, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -56,6 +57,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def forward(n: int, rounds: int) -> None:
     times: dict[bool, list[float]] = {True: [], False: []}
+    peaks: dict[bool, list[float]] = {True: [], False: []}
     for _ in range(rounds):
         for tune in (False, True):
             code = FORWARD.format(bench=str(Path(__file__).parent), repo=str(REPO), tune=tune, n=n)
@@ -63,9 +65,12 @@ def forward(n: int, rounds: int) -> None:
             out = json.loads(run.stdout.strip().splitlines()[-1])
             assert out["applied"] is tune, "the tuning did not apply: not glibc?"
             times[tune].append(out["seconds"])  # the best of 5 loops within that process
+            peaks[tune].append(out["maxrss_mb"])  # the process's peak resident size: the tuning must not raise it
     report("bare CNN forward, tuned allocator vs glibc defaults (median process)", f"shipped cnn-rel-s0, N={n}, batch 256, "
            "1 thread", median(times[True]), median(times[False]),
-           "the same loop in a process with glibc's default malloc settings", target="> 1 (speed-up)", extra=per_process(times))
+           "the same loop in a process with glibc's default malloc settings", target="> 1 (speed-up)",
+           extra={**per_process(times), "peak RSS MB tuned": f"{min(peaks[True]):.0f}-{max(peaks[True]):.0f}",
+                  "peak RSS MB default": f"{min(peaks[False]):.0f}-{max(peaks[False]):.0f}"})
 
 
 def command(rounds: int) -> None:

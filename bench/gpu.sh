@@ -64,8 +64,8 @@ from relstitch.encoding import resolve_batch_size
 for name in ("cnn", "vit_b_16", "bert-base"):
     encoder, anchors, dataset = build(name, 2048, 64)
     size = resolve_batch_size("auto", encoder, dataset.x, device=torch.device("cuda"), dtype=torch.bfloat16)
-    print(f"{name}: auto batch {size}, peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB of "
-          f"{torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB")
+    print(f"{name}: auto batch {size} (the probe's own peak, 32 samples: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB; "
+          f"card {torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB)")
 PYEOF
 
 echo "== done; results in $OUTDIR"

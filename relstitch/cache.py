@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .anchors import Anchors
     from .checkpoints import Encoder
     from .data import Dataset
-    from .encoding import EncodedSpace
+    from .encoding import BatchSize, EncodedSpace
     from .progress import ProgressFn
 
 
@@ -55,7 +55,7 @@ def prepare_cache(folder: str | os.PathLike) -> Path:
 
 
 def cached_encode(encoder: Encoder, anchors: Anchors, dataset: Dataset, folder: str | os.PathLike | None, *,
-                  batch_size: int, progress: ProgressFn, device: torch.device | None = None,
+                  batch_size: BatchSize, progress: ProgressFn, device: torch.device | None = None,
                   dtype: torch.dtype | None = None) -> tuple[EncodedSpace, bool]:
     """``encode(encoder, anchors, dataset)``, read from / written to the cache ``folder`` when given.
 

@@ -17,7 +17,7 @@ from .anchors import Anchors
 from .artifacts import short
 from .checkpoints import Decoder, Encoder
 from .data import Dataset
-from .encoding import DEFAULT_BATCH, EncodedSpace, encode
+from .encoding import DEFAULT_BATCH, BatchSize, EncodedSpace, encode
 from .errors import RelstitchError
 from .hygiene import check_labels, warn_class_names, warn_single_class
 from .metrics import classification_scores, reconstruction_scores
@@ -197,7 +197,7 @@ def encoder_space_of(encoder: Encoder) -> str | None:
 
 
 def stitch(encoder: Encoder, decoder: Decoder, anchors: Anchors, dataset: Dataset, *,
-           batch_size: int = DEFAULT_BATCH, keep_predictions: bool = False) -> PairResult:
+           batch_size: BatchSize = DEFAULT_BATCH, keep_predictions: bool = False) -> PairResult:
     """Wire ``encoder`` into ``decoder`` through ``anchors`` and score on ``dataset`` (per-sample predictions
     kept in the result with ``keep_predictions``)."""
     if decoder.space == "relative" and decoder.anchor_hash != anchors.hash:
