@@ -30,13 +30,23 @@ from .sources.text import TextViews
 
 @dataclass
 class Anchors:
-    """k anchor inputs (same layout as the dataset: uint8 images or parallel text views), ids, labels."""
+    """k anchor inputs (same layout as the dataset: uint8 images or parallel text views), ids, labels.
+
+    Anchors picked from images with captions keep both: the images in ``inputs``, the captions in
+    ``views`` (so an image encoder and a text encoder embed the same anchors, each in its modality).
+    """
 
     inputs: torch.Tensor | TextViews
     ids: torch.Tensor
     labels: torch.Tensor
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    views: TextViews | None = None
+
+    @property
+    def texts(self) -> TextViews | None:
+        """The anchors' text views: ``inputs`` for text anchors, the captions of image anchors, or None."""
+        return self.inputs if isinstance(self.inputs, TextViews) else self.views
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -46,8 +56,11 @@ class Anchors:
         return content_hash({"ids": self.ids, **self.input_tensors()})
 
     def input_tensors(self) -> dict[str, torch.Tensor]:
-        """The inputs as stored: ``inputs``, or per text view ``inputs.{view}.bytes`` / ``.offsets``."""
-        return self.inputs.to_tensors("inputs.") if isinstance(self.inputs, TextViews) else {"inputs": self.inputs}
+        """The inputs as stored: ``inputs`` and/or per text view ``inputs.{view}.bytes`` / ``.offsets``."""
+        if isinstance(self.inputs, TextViews):
+            return self.inputs.to_tensors("inputs.")
+        # captions are stored under the same names as text anchors' views: one reader for both
+        return {"inputs": self.inputs, **(self.views.to_tensors("inputs.") if self.views is not None else {})}
 
 
 # ------------------------------------------------------------------------------------ strategies
@@ -225,9 +238,9 @@ def select_anchors(dataset: Dataset, count: int | None = None, strategy: str = "
         def features() -> torch.Tensor:
             if space_encoder is None:
                 return dataset.x.reshape(len(dataset), -1).float() / 255.0
-            from .encoding import embed  # noqa: PLC0415  (encoding imports this module)
+            from .encoding import embed, inputs_for  # noqa: PLC0415  (encoding imports this module)
 
-            return embed(space_encoder, dataset.x)
+            return embed(space_encoder, inputs_for(space_encoder, dataset))
 
         if strategy in SPACE_STRATEGIES:
             parameters["space"] = ("input" if space_encoder is None else
@@ -244,7 +257,8 @@ def select_anchors(dataset: Dataset, count: int | None = None, strategy: str = "
         "classes": dataset.classes,
         "modality": dataset.modality,
     }
-    chosen = Anchors(dataset.x[positions].contiguous(), dataset.ids[positions].clone(), dataset.y[positions].clone(), meta)
+    chosen = Anchors(dataset.x[positions].contiguous(), dataset.ids[positions].clone(), dataset.y[positions].clone(), meta,
+                     views=None if dataset.views is None else dataset.views[positions])
     warn_duplicate_anchors(chosen.inputs, chosen.ids, f"anchors from {dataset.name}")
     return chosen
 
@@ -252,8 +266,8 @@ def select_anchors(dataset: Dataset, count: int | None = None, strategy: str = "
 def save_anchors(anchors: Anchors, path: str | os.PathLike, *, force: bool = False) -> Path:
     """Write an anchor file (atomically); its content hash goes into the metadata."""
     meta = dict(anchors.meta, hash=anchors.hash)
-    if isinstance(anchors.inputs, TextViews):
-        meta.update(text_views=anchors.inputs.names, default_view=anchors.inputs.default)
+    if anchors.texts is not None:  # text anchors, or the captions of image anchors (then ``inputs`` holds the images)
+        meta.update(text_views=anchors.texts.names, default_view=anchors.texts.default)
     tensors = {**anchors.input_tensors(), "ids": anchors.ids, "labels": anchors.labels}
     return save_artifact(path, "anchors", tensors, meta, force=force)
 
@@ -262,20 +276,25 @@ def load_anchors(path: str | os.PathLike) -> Anchors:
     """Read an anchor file and check that its content still matches its recorded hash."""
     art = load_artifact(path, "anchors")
     views = art.meta.get("text_views")
-    missing = {"ids", "labels", *(() if views else ("inputs",))} - set(art.tensors)
+    # text anchors store only views; image anchors an ``inputs`` tensor, with their captions' views if any
+    images = "inputs" in art.tensors or art.meta.get("modality", "text" if views else "image") != "text"
+    missing = {"ids", "labels", *(("inputs",) if images else ())} - set(art.tensors)
     if missing:
         raise RelstitchError(f"corrupt anchor file: missing tensor(s) {sorted(missing)}", path=art.path)
+    texts = None
     if views:
         if not isinstance(views, list) or not all(isinstance(v, str) for v in views):
             raise RelstitchError("corrupt anchor file: relstitch.text_views is not a list of names", path=art.path)
         try:
-            inputs = TextViews.from_tensors(art.tensors, "inputs.", views, art.meta.get("default_view"))
+            texts = TextViews.from_tensors(art.tensors, "inputs.", views, art.meta.get("default_view"))
         except RelstitchError as exc:
             raise RelstitchError(f"corrupt anchor file: {exc}", path=art.path) from None
+    if images:
+        anchors = Anchors(art.tensors["inputs"], art.tensors["ids"], art.tensors["labels"], art.meta, art.path, views=texts)
     else:
-        inputs = art.tensors["inputs"]
-    anchors = Anchors(inputs, art.tensors["ids"], art.tensors["labels"], art.meta, art.path)
-    if len(anchors.ids) != len(anchors.inputs) or len(anchors.labels) != len(anchors.ids):
+        anchors = Anchors(texts, art.tensors["ids"], art.tensors["labels"], art.meta, art.path)
+    if (len(anchors.ids) != len(anchors.inputs) or len(anchors.labels) != len(anchors.ids)
+            or (anchors.views is not None and len(anchors.views) != len(anchors.ids))):
         raise RelstitchError("corrupt anchor file: inputs, ids and labels differ in length", path=art.path)
     recorded = art.meta.get("hash")
     if recorded != anchors.hash:

@@ -232,7 +232,9 @@ _SRC = "Model sources"
 EncoderRefHelp = ("Encoder: a relstitch checkpoint, hf:DIR, torchvision:NAME, python:package.module:function[(k=v)] or "
                   "embeddings:FILE; per-reference options after # (hf:DIR#view=fr,pooling=mean).")
 ViewOpt = Annotated[str | None, typer.Option(
-    "--view", rich_help_panel=_SRC, help="Text view the encoders read (e.g. en, fr) [default: the data's first text column].")]
+    "--view", rich_help_panel=_SRC,
+    help="Text view the text encoders read (e.g. en, fr, or images' captions) [default: the data's first text view]; "
+         "image encoders read the images.")]
 SourceOptionsOpt = Annotated[list[str] | None, typer.Option(
     "--source-option", "-O", rich_help_panel=_SRC,
     help="KEY=VALUE for model sources (repeatable): pooling=cls|mean, max_length=N, dtype=float32|bfloat16|float16 (hf); "
@@ -317,11 +319,12 @@ def anchors(
 ) -> None:
     """Pick anchors from a dataset and write the anchor file."""
     from .anchors import parse_ids, save_anchors, select_anchors
-    from .atomic import check_output
+    from .atomic import check_outputs
     from .data import load_dataset
     from .sources.models import load_encoder_ref
+    from .sources.refs import reference_files
 
-    check_output(output, force=force)
+    check_outputs([output], force=force, inputs=reference_files(data, space_encoder, ids))
     if ids is not None and strategy == "uniform":
         strategy = "ids"  # --ids alone says which strategy is meant
     space_model = load_encoder_ref(space_encoder, allow_embeddings=False) if space_encoder else None
@@ -357,18 +360,18 @@ def train(
 ) -> None:
     """Train an encoder and a decoder end to end (relative or absolute bottleneck)."""
     from .anchors import load_anchors
-    from .atomic import check_output
+    from .atomic import check_outputs
     from .checkpoints import DECODER_SUFFIX, ENCODER_SUFFIX, default_name, save_decoder, save_encoder
     from .data import load_dataset
     from .encoding import encode
     from .errors import UsageError
+    from .sources.refs import reference_files
     from .stitching import evaluate_pair
     from .training import TrainConfig
     from .training import train as train_models
 
     enc_out, dec_out = Path(output + ENCODER_SUFFIX), Path(output + DECODER_SUFFIX)
-    check_output(enc_out, force=force)
-    check_output(dec_out, force=force)
+    check_outputs([enc_out, dec_out], force=force, inputs=reference_files(data, eval_data, anchors_file))
     config = TrainConfig(arch=arch, task=task, space=space, latent_dim=latent_dim, epochs=epochs,
                          batch_size=batch_size, lr=lr, seed=seed,
                          projection=projection_config(similarity, centering, normalization, top_k))
@@ -415,17 +418,19 @@ def encode(
     each process encodes a shard and the shards land in one file, equal to a single-process run.
     """
     from .anchors import load_anchors
-    from .atomic import check_output
+    from .atomic import check_outputs
     from .data import load_dataset
     from .distributed import from_env
     from .encoding import resolve_device
+    from .sources.refs import reference_files
     from .streaming import encode_to_file
 
     projection = projection_config(similarity, centering, normalization, top_k)
     where, precision = resolve_device(device, dtype)
     group = from_env(where.type)
     try:
-        check_output(output, force=force)  # every rank checks, so all stop together
+        # every rank checks, so all stop together; an input named as the output is refused even with --force
+        check_outputs([output], force=force, inputs=reference_files(encoder, data, anchors_or_zoo(anchors_file)))
         if where.type == "cuda" and group.distributed:
             where = resolve_device(f"cuda:{group.local_rank}", dtype)[0]
         load = model_loader(view, source_options, trust_remote_code, allow_embeddings=False)
@@ -449,7 +454,8 @@ def fit(
     output: Annotated[Path, typer.Option("--output", "-o", help="Decoder checkpoint to write.")],
     space: Annotated[str, typer.Option(help="Train on relative or absolute vectors.")] = "relative",
     head: Annotated[str | None, typer.Option(
-        help="Head architecture: vision-head or text-head [default: text-head for text data, else vision-head].")] = None,
+        help="Head architecture: vision-head or text-head [default: text-head when the encoder read text (text data or "
+             "captions), else vision-head].")] = None,
     hidden: Annotated[int, typer.Option(min=1, help="Hidden width of the head.")] = 128,
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     batch_size: BatchOpt = 64,
@@ -473,6 +479,7 @@ def fit(
     from .encoding import load_embeddings
     from .errors import UsageError
     from .projection import ProjectionConfig
+    from .sources.refs import reference_files
     from .training import FitConfig
     from .training import fit as fit_head
 
@@ -482,9 +489,10 @@ def fit(
             raise UsageError("--similarity/--centering/--normalization/--top-k shape relative vectors; an absolute head "
                              "reads the latents: drop them (or fit --space relative)")
         asked = projection_config(similarity or "cosine", centering or "none", normalization or "none", top_k)
-    check_outputs([output], force=force, inputs=(str(embeddings).removeprefix("embeddings:"),))
+    check_outputs([output], force=force, inputs=reference_files(embeddings))
     loaded = load_embeddings(str(embeddings).removeprefix("embeddings:"))
-    head = head or ("text-head" if loaded.dataset.get("modality") == "text" else "vision-head")
+    read = loaded.dataset.get("read") or {}  # a text encoder on images' captions read text: a text head
+    head = head or ("text-head" if read.get("modality", loaded.dataset.get("modality")) == "text" else "vision-head")
     config = FitConfig(space=space, head=head, hidden=hidden, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     projection = (asked or ProjectionConfig.from_dict(loaded.meta.get("projection"))) if space == "relative" else None
     with progress_bar() as progress:
@@ -530,13 +538,18 @@ def stitch(
     from .sources.models import stitch_precomputed
     from .stitching import stitch as stitch_pair
 
+    translating = method not in (None, "relative", "absolute")
+    if translating and target_encoder is None and decoder.name.endswith(DECODER_SUFFIX):
+        # the default --target-encoder, known before any work so that --predictions cannot overwrite it
+        target_encoder = decoder.with_name(decoder.name[: -len(DECODER_SUFFIX)] + ENCODER_SUFFIX)
     keep = predictions is not None
     if keep:  # before any work: a wrong extension or an existing file costs nothing
         from .predictions import check_predictions_output
+        from .sources.refs import reference_files
 
-        encoder_file = encoder.split("#")[0].removeprefix("embeddings:")
-        check_predictions_output(predictions, force=force,
-                                 inputs=[p for p in (encoder_file, decoder, anchors_file, target_encoder) if p is not None])
+        # the default anchor file is an input too: --force must not replace the shipped zoo's anchors
+        inputs = reference_files(encoder, decoder, anchors_or_zoo(anchors_file), target_encoder, data)
+        check_predictions_output(predictions, force=force, inputs=inputs)
     head, source = load_decoder(decoder), model_loader(view, source_options, trust_remote_code)(encoder)
     if not isinstance(source, Encoder):  # vectors computed elsewhere: nothing to run, no anchor file needed
         if method not in (None, head.space) or target_encoder is not None or scaling is not None:
@@ -556,8 +569,6 @@ def stitch(
     else:
         from .translation import stitch_translated
 
-        if target_encoder is None and decoder.name.endswith(DECODER_SUFFIX):
-            target_encoder = decoder.with_name(decoder.name[: -len(DECODER_SUFFIX)] + ENCODER_SUFFIX)
         if target_encoder is None:
             raise UsageError("a translation needs the decoder's own encoder: pass --target-encoder FILE")
         scaled = translation_scaling(scaling, translating=True)
@@ -634,18 +645,20 @@ def eval_matrix(
     from .metrics import TASK_METRICS
     from .reports import build_report, parse_groups, print_report, write_csv, write_html, write_json, write_markdown
     from .reports.document import check_groups
+    from .sources.refs import reference_files
 
     where, precision = resolve_device(device, dtype)  # a bad --device/--dtype costs nothing
     outputs = [p for p in (json_out, csv_out, markdown_out, html_out) if p is not None]
-    check_outputs(outputs, force=force)
+    zoo = zoo_dir()
+    encoder_paths = expand(encoders or [str(zoo / "*.encoder.safetensors")], "encoder")
+    decoder_paths = expand(decoders or [str(zoo / "*.decoder.safetensors")], "decoder")
+    check_outputs(outputs, force=force,
+                  inputs=reference_files(*encoder_paths, *decoder_paths, data, anchors_or_zoo(anchors_file)))
     groups = parse_groups(group)
     methods = [m.strip() for m in method.split(",") if m.strip()]
     from .translation import METHODS as TRANSLATIONS
 
     scaled = translation_scaling(scaling, translating=any(m in TRANSLATIONS for m in methods))
-    zoo = zoo_dir()
-    encoder_paths = expand(encoders or [str(zoo / "*.encoder.safetensors")], "encoder")
-    decoder_paths = expand(decoders or [str(zoo / "*.decoder.safetensors")], "decoder")
     heads = [load_decoder(p) for p in decoder_paths]
     known = sorted({m for h in heads for m in TASK_METRICS[h.task["type"]]})
     if metric is not None and metric not in known:  # checked before the run, not after it
@@ -687,14 +700,14 @@ def report(
     force: ForceOpt = False,
 ) -> None:
     """Re-render a saved report without recomputing anything (older report versions are migrated)."""
-    from .atomic import atomic_write, check_output
+    from .atomic import atomic_write, check_outputs
     from .errors import UsageError
     from .reports import FORMATS, load_report, print_report, render
 
     if fmt not in FORMATS:
         raise UsageError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if output is not None:
-        check_output(output, force=force)
+        check_outputs([output], force=force, inputs=(file,))
     document = load_report(file)
     if fmt == "table":
         if output is None:
@@ -732,19 +745,20 @@ def compare(
     """Label-free similarity of latent spaces: Jaccard@k, MRR@k, mean cosine and linear CKA,
     in absolute and relative space (a matrix per metric for more than two)."""
     from .anchors import load_anchors
-    from .atomic import atomic_write, check_output
+    from .atomic import atomic_write, check_outputs
     from .comparison import compare_spaces
     from .data import load_dataset
     from .encoding import EncodedSpace
     from .encoding import encode as encode_space
     from .errors import UsageError
     from .sources.models import load_encoder_ref
+    from .sources.refs import reference_files
 
     if len(spaces) < 2:
         raise UsageError("compare needs at least two embeddings files or encoders")
     projection = projection_config(similarity, centering, normalization, top_k)
     if json_out is not None:
-        check_output(json_out, force=force)
+        check_outputs([json_out], force=force, inputs=reference_files(*spaces, data, anchors_or_zoo(anchors_file)))
     loaded, chosen, dataset = [], None, None
     with progress_bar() as progress:
         for ref in spaces:

@@ -7,6 +7,10 @@ A dataset reference names where the data is:
 - ``idx:DIR[:train|test]`` or simply ``DIR`` — a folder of (optionally gzipped) IDX files such as
   Debian's ``/usr/share/datasets/fashion-mnist`` or the MNIST originals.
 
+Any labelled image reference takes ``#captions=TEMPLATE`` (``builtin:test#captions=a photo of a {}``):
+a parallel text view ``caption`` made from each sample's class name, so text encoders can read the
+same samples as image encoders. Such captions are *weak supervision*: a caption is its label in words.
+
 Images stay uint8 until an encoder needs them (:func:`prepare_images` applies the encoder's declared
 preprocessing), so a dataset costs one byte per pixel in memory.
 """
@@ -25,7 +29,7 @@ from typing import Any
 import torch
 
 from .artifacts import content_hash
-from .errors import RelstitchError
+from .errors import RelstitchError, UsageError
 from .sources.text import TextViews
 
 BUILTIN_FILE = Path(__file__).parent / "assets" / "fashion_mnist_small.safetensors"
@@ -42,7 +46,9 @@ class Dataset:
     """Labelled samples with int64 labels ``y [N]`` and source ids.
 
     ``x`` is uint8 images ``[N, C, H, W]`` (or a float tensor), or :class:`TextViews` for text
-    (``modality == "text"``): parallel named views that index like a tensor.
+    (``modality == "text"``): parallel named views that index like a tensor. Images may carry parallel
+    text ``views`` (captions, same length and order): an image encoder reads ``x``, a text encoder a
+    view (see :func:`relstitch.encoding.inputs_for`).
     """
 
     name: str
@@ -51,31 +57,43 @@ class Dataset:
     classes: list[str]
     ids: torch.Tensor = field(default=None)  # position of each sample in its source split
     modality: str = "image"
+    views: TextViews | None = None  # captions parallel to image ``x``; None for text data (``x`` is the text)
 
     def __post_init__(self) -> None:
         if self.ids is None:
             self.ids = torch.arange(len(self.y), dtype=torch.int64)
         if len(self.x) == 0:
             raise RelstitchError("dataset is empty", path=self.name)
+        if self.views is not None and (isinstance(self.x, TextViews) or len(self.views) != len(self.x)):
+            raise RelstitchError(f"parallel text views need images of the same count ({len(self.views)} texts, "
+                                 f"{len(self.x)} inputs)", path=self.name)
+
+    @property
+    def texts(self) -> TextViews | None:
+        """The text views of the samples: ``x`` for text data, the captions of images, or None."""
+        return self.x if isinstance(self.x, TextViews) else self.views
 
     def __len__(self) -> int:
         return len(self.y)
 
     @cached_property
     def hash(self) -> str:
-        """Content hash of images, labels and ids: the dataset's identity in reports."""
+        """Content hash of inputs (captions included), labels and ids: the dataset's identity in reports."""
         inputs = self.x.to_tensors("x.") if isinstance(self.x, TextViews) else {"x": self.x}
+        if self.views is not None:  # only then: the hash of data without captions stays what it was
+            inputs.update(self.views.to_tensors("views."))
         return content_hash({**inputs, "y": self.y, "ids": self.ids})
 
     def subset(self, indices: torch.Tensor, name: str | None = None) -> Dataset:
-        return Dataset(name or self.name, self.x[indices], self.y[indices], self.classes, self.ids[indices], self.modality)
+        return Dataset(name or self.name, self.x[indices], self.y[indices], self.classes, self.ids[indices], self.modality,
+                       None if self.views is None else self.views[indices])
 
     def describe(self) -> dict[str, Any]:
         info = {"name": self.name, "size": len(self), "shape": list(self.x.shape[1:]), "hash": self.hash}
         if self.modality != "image":
             info["modality"] = self.modality
-        if isinstance(self.x, TextViews):
-            info["views"] = self.x.names
+        if self.texts is not None:
+            info["views"] = self.texts.names
         return info
 
 
@@ -181,8 +199,48 @@ DATA_SOURCES: dict[str, Callable[[str], Dataset]] = {
 """Dataset reference kind -> loader taking the locator (the text after ``kind:``)."""
 
 
+CAPTION_VIEW = "caption"
+"""The view name of captions made from class names (``#captions=TEMPLATE``)."""
+
+
+def _pop_captions(reference: str) -> tuple[str, str | None]:
+    """``REF#captions=T[,k=v]`` → (``REF[#k=v]``, ``T``): the option every image source takes, read here once."""
+    from .sources.refs import split_fragment, split_options  # noqa: PLC0415
+
+    head, fragment = split_fragment(reference)
+    options = split_options(fragment)
+    if "captions" not in options:
+        return reference, None
+    template = options.pop("captions")
+    rest = ",".join(f"{k}={v}" for k, v in options.items())
+    return (f"{head}#{rest}" if rest else head), template
+
+
+def with_class_captions(dataset: Dataset, template: str) -> Dataset:
+    """``dataset`` with a text view ``caption``: ``template`` with ``{}`` replaced by each sample's class name.
+
+    Weak supervision, said wherever it is used: such a caption names the label, so a text encoder reading
+    it sees the class. It tests whether two modalities' spaces line up, not whether captions describe images.
+    """
+    if isinstance(dataset.x, TextViews):
+        raise UsageError(f"captions=: {dataset.name} is text already; captions are text views for images")
+    if "{}" not in template:
+        raise UsageError(f"captions={template!r} has no {{}} for the class name (every caption would be the same)",
+                         hint="write e.g. captions=a photo of a {}")
+    if not dataset.classes:
+        raise RelstitchError("captions= needs class names, and this data has none", path=dataset.name)
+    names = [dataset.classes[int(c)] if int(c) < len(dataset.classes) else str(int(c)) for c in dataset.y.tolist()]
+    captions = TextViews({CAPTION_VIEW: [template.replace("{}", name) for name in names]})
+    return Dataset(f"{dataset.name}#captions={template}", dataset.x, dataset.y, dataset.classes, dataset.ids,
+                   dataset.modality, captions)
+
+
 def load_dataset(reference: str, *, limit: int | None = None) -> Dataset:
-    """Load a dataset from a reference (``builtin:test``, ``idx:DIR:train``, a folder, ...)."""
+    """Load a dataset from a reference (``builtin:test``, ``idx:DIR:train``, a folder, ...).
+
+    ``#captions=TEMPLATE`` on any reference adds class-name captions (:func:`with_class_captions`).
+    """
+    reference, captions = _pop_captions(reference)
     kind, sep, locator = reference.partition(":")
     if kind in DATA_SOURCES:
         dataset = DATA_SOURCES[kind](locator if sep else "")
@@ -194,6 +252,8 @@ def load_dataset(reference: str, *, limit: int | None = None) -> Dataset:
         close = difflib.get_close_matches(kind, list(DATA_SOURCES), n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"use one of: {', '.join(k + ':' for k in DATA_SOURCES)} or a folder"
         raise RelstitchError(f"unknown dataset reference {reference!r}", hint=hint)
+    if captions is not None:
+        dataset = with_class_captions(dataset, captions)
     if limit is not None and limit < len(dataset):
         dataset = dataset.subset(torch.arange(limit), name=f"{dataset.name}[:{limit}]")
     from .hygiene import check_finite, check_labels  # noqa: PLC0415

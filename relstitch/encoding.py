@@ -24,6 +24,7 @@ from .errors import RelstitchError
 from .hygiene import check_finite
 from .progress import ProgressFn, silent
 from .projection import ProjectionConfig, relative_projection
+from .sources.text import TextViews
 
 DEFAULT_BATCH = 256
 
@@ -166,19 +167,72 @@ class EncodedSpace:
         return self._relative_cache[config]
 
 
-def check_inputs(encoder: Encoder, anchors: Anchors | None, dataset: Dataset) -> None:
-    """Refuse data (or anchors) of another modality or shape than the encoder reads, before any work."""
+def _reads_text(encoder: Encoder) -> bool:
+    return encoder.input_spec.get("modality", "image") == "text"
+
+
+def inputs_for(encoder: Encoder, source: Dataset | Anchors) -> torch.Tensor | TextViews:
+    """What ``encoder`` reads of a dataset or an anchor set: a text encoder its text views (captions of
+    images included; the encoder picks its view), any other encoder the images/tensors.
+
+    The one place that decides it, so data and anchors are always read alike (cross-modal stitching:
+    an image encoder embeds the anchor images, a text encoder the same anchors' captions).
+    """
+    primary = source.x if isinstance(source, Dataset) else source.inputs
     reads = encoder.input_spec.get("modality", "image")
-    if (reads == "text") != (dataset.modality == "text"):
-        raise RelstitchError(f"encoder {encoder.name!r} reads {reads} but data {dataset.name} is {dataset.modality}",
-                             path=encoder.path, hint=f"give it {reads} data")
-    if anchors is not None and anchors.inputs.shape[1:] != dataset.x.shape[1:]:
+    what = f"data {source.name} is" if isinstance(source, Dataset) else "the anchors are"
+    where = source.path if isinstance(source, Anchors) else encoder.path
+    if _reads_text(encoder):
+        if source.texts is None:
+            held = source.modality if isinstance(source, Dataset) else "image"
+            raise RelstitchError(f"encoder {encoder.name!r} reads text but {what} {held} with no text views", path=where,
+                                 hint="give it text data, or images with captions (jsonl:FILE#image=COL,text=COL)")
+        return source.texts
+    if isinstance(primary, TextViews):
+        raise RelstitchError(f"encoder {encoder.name!r} reads {reads} but {what} text", path=where, hint=f"give it {reads} data")
+    return primary
+
+
+def read_view(encoder: Encoder, dataset: Dataset) -> dict[str, Any]:
+    """What ``encoder`` reads of ``dataset``, for files and reports: ``{"modality": ..., "view": ...}``."""
+    if not _reads_text(encoder):
+        return {"modality": dataset.modality}
+    texts = inputs_for(encoder, dataset)
+    return {"modality": "text", "view": encoder.input_spec.get("view") or texts.default}
+
+
+def describe_read(encoder: Encoder, dataset: Dataset) -> dict[str, Any]:
+    """The dataset as an embeddings file records it: its description, classes, and (for data that has text)
+    which modality and view this encoder read (``read``)."""
+    info = dict(dataset.describe(), classes=dataset.classes)
+    if dataset.texts is not None:
+        info["read"] = read_view(encoder, dataset)
+    return info
+
+
+def check_inputs(encoder: Encoder, anchors: Anchors | None, dataset: Dataset) -> None:
+    """Refuse data (or anchors) of another modality, view or shape than the encoder reads, before any work."""
+    x = inputs_for(encoder, dataset)
+    if anchors is None:
+        return
+    anchor_x = inputs_for(encoder, anchors)
+    if isinstance(x, TextViews) != isinstance(anchor_x, TextViews) or anchor_x.shape[1:] != x.shape[1:]:
         raise RelstitchError(
-            f"anchors have shape {tuple(anchors.inputs.shape[1:])} per sample but data {dataset.name} has "
-            f"{tuple(dataset.x.shape[1:])}",
+            f"anchors have shape {tuple(anchor_x.shape[1:])} per sample but data {dataset.name} has "
+            f"{tuple(x.shape[1:])}",
             path=anchors.path,
             hint="use anchors picked from the same kind of data",
         )
+    if isinstance(x, TextViews):
+        asked = encoder.input_spec.get("view")
+        for texts, where in ((x, f"data {dataset.name}"), (anchor_x, "the anchors")):
+            if asked and asked not in texts.names:
+                raise RelstitchError(f"encoder {encoder.name!r} reads text view {asked!r}, which {where} lack "
+                                     f"(views: {', '.join(texts.names)})", path=encoder.path,
+                                     hint="pick a view they have with --view or #view=")
+        if not asked and x.default != anchor_x.default:  # else the data and the anchors would be read in two views
+            raise RelstitchError(f"data {dataset.name} reads view {x.default!r} by default, the anchors {anchor_x.default!r}",
+                                 path=anchors.path, hint="name the view with --view")
 
 
 def encode(encoder: Encoder, anchors: Anchors | None, dataset: Dataset, *, batch_size: BatchSize = DEFAULT_BATCH,
@@ -191,16 +245,15 @@ def encode(encoder: Encoder, anchors: Anchors | None, dataset: Dataset, *, batch
     """
     check_inputs(encoder, anchors, dataset)
     on = {"device": device, "dtype": dtype}
-    batch_size = resolve_batch_size(batch_size, encoder, dataset.x, **on)  # once, for the anchors and the data
+    x = inputs_for(encoder, dataset)
+    batch_size = resolve_batch_size(batch_size, encoder, x, **on)  # once, for the anchors and the data
     if anchors is None:
-        absolute = embed(encoder, dataset.x, batch_size=batch_size, progress=progress, description=f"{encoder.name}: data",
-                         **on)
+        absolute = embed(encoder, x, batch_size=batch_size, progress=progress, description=f"{encoder.name}: data", **on)
         return EncodedSpace(encoder.name, encoder.hash, absolute, absolute.new_empty((0, absolute.shape[1])), dataset.y,
-                            dataset.ids, anchor_hash="", dataset=dict(dataset.describe(), classes=dataset.classes))
-    anchor_absolute = embed(encoder, anchors.inputs, batch_size=batch_size, progress=progress,
+                            dataset.ids, anchor_hash="", dataset=describe_read(encoder, dataset))
+    anchor_absolute = embed(encoder, inputs_for(encoder, anchors), batch_size=batch_size, progress=progress,
                             description=f"{encoder.name}: anchors", **on)
-    absolute = embed(encoder, dataset.x, batch_size=batch_size, progress=progress, description=f"{encoder.name}: data",
-                     **on)
+    absolute = embed(encoder, x, batch_size=batch_size, progress=progress, description=f"{encoder.name}: data", **on)
     return EncodedSpace(
         encoder_name=encoder.name,
         encoder_hash=encoder.hash,
@@ -209,7 +262,7 @@ def encode(encoder: Encoder, anchors: Anchors | None, dataset: Dataset, *, batch
         labels=dataset.y,
         ids=dataset.ids,
         anchor_hash=anchors.hash,
-        dataset=dict(dataset.describe(), classes=dataset.classes),
+        dataset=describe_read(encoder, dataset),
         meta={"encoder_training": encoder.meta.get("training"), "encoder": encoder.provenance()},
     )
 

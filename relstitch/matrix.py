@@ -42,7 +42,7 @@ from .cache import cached_encode, prepare_cache
 from .checkpoints import Decoder, Encoder, default_name
 from .controls import SHUFFLED_ANCHORS, shuffled_anchor_space
 from .data import Dataset
-from .encoding import DEFAULT_BATCH, EncodedSpace, embed
+from .encoding import DEFAULT_BATCH, BatchSize, EncodedSpace, embed, inputs_for
 from .errors import RelstitchError
 from .hygiene import warn_zero_norm, zero_norm_count
 from .metrics import DIRECTIONS, MAIN_METRIC
@@ -83,7 +83,7 @@ def eval_matrix(
     anchors: Anchors,
     dataset: Dataset,
     *,
-    batch_size: int = DEFAULT_BATCH,
+    batch_size: BatchSize = DEFAULT_BATCH,
     fail_fast: bool = False,
     progress: ProgressFn = silent,
     cache: str | os.PathLike | None = None,
@@ -170,7 +170,7 @@ class _Job:
     dataset: Dataset
     cache: str | os.PathLike | None
     load: Callable[[str], Encoder | EncodedSpace]
-    batch_size: int
+    batch_size: BatchSize
     fail_fast: bool
     null_baseline: bool
     targets: dict[str, Any]
@@ -227,6 +227,8 @@ def _encode_row(job: _Job, path: str | os.PathLike, progress: ProgressFn,
             "latent_dim": encoder.latent_dim, "trained_space": encoder_space,
             "architecture": encoder.architecture["name"], "seed": _training(encoder.meta).get("seed"),
             "encode_seconds": time.perf_counter() - t0, "from_cache": from_cache}
+    if space.dataset.get("read"):  # data with text views: which modality and view this encoder read
+        info["reads"] = space.dataset["read"]
     return _Row(info, seconds, space, encoder.name, encoder.hash, encoder_space)  # the encoder itself is dropped here
 
 
@@ -430,7 +432,7 @@ def _label(method: str, control: str | None) -> str:
 
 
 def _own_encoder_anchors(encoder_paths: Sequence[str | os.PathLike], anchors: Anchors,
-                         load: Callable[[str], Encoder | EncodedSpace] | None, batch_size: int,
+                         load: Callable[[str], Encoder | EncodedSpace] | None, batch_size: BatchSize,
                          device: torch.device | None = None, dtype: torch.dtype | None = None) -> dict[str, Any]:
     """Anchor latents of every loadable encoder, by encoder hash: the targets translations map into.
 
@@ -447,7 +449,8 @@ def _own_encoder_anchors(encoder_paths: Sequence[str | os.PathLike], anchors: An
                 if loaded.anchor_hash == anchors.hash:
                     targets[loaded.encoder_hash] = loaded.anchor_absolute
                 continue
-            targets[loaded.hash] = embed(loaded, anchors.inputs, batch_size=batch_size, device=device, dtype=dtype)
+            targets[loaded.hash] = embed(loaded, inputs_for(loaded, anchors), batch_size=batch_size, device=device,
+                                         dtype=dtype)
         except RelstitchError:
             continue
     return targets

@@ -225,6 +225,23 @@ def batch_shard(n: int, batch_size: int, rank: int, world: int) -> tuple[int, in
     return min(n, first * batch_size), min(n, last * batch_size)
 
 
+def _agreed_batch_size(group: Group, resolve: Callable[[], int]) -> int:
+    """Rank 0's batch size on every rank (shards are whole batches, so all must use one size; an ``auto``
+    size is probed on rank 0 only). A refusal on rank 0 is raised on every rank, so none waits forever."""
+    if not group.distributed:
+        return resolve()
+    outcome: tuple[str, Any] = ("", None)
+    if group.rank == 0:
+        try:
+            outcome = ("size", resolve())
+        except RelstitchError as exc:
+            outcome = ("error", str(exc))
+    kind, value = group.broadcast(outcome)
+    if kind == "error":
+        raise RelstitchError(value)
+    return value
+
+
 def encode_to_file(encoder: Encoder, anchors: Anchors, dataset: Dataset, path: str | os.PathLike, *,
                    projection: ProjectionConfig | None = None, batch_size: BatchSize = 256,
                    device: torch.device | None = None, dtype: torch.dtype | None = None, force: bool = False,
@@ -239,7 +256,15 @@ def encode_to_file(encoder: Encoder, anchors: Anchors, dataset: Dataset, path: s
     import torch  # noqa: PLC0415
 
     from .distributed import single  # noqa: PLC0415
-    from .encoding import check_inputs, embed, embeddings_meta, iter_embed, resolve_batch_size  # noqa: PLC0415
+    from .encoding import (  # noqa: PLC0415
+        check_inputs,
+        describe_read,
+        embed,
+        embeddings_meta,
+        inputs_for,
+        iter_embed,
+        resolve_batch_size,
+    )
     from .hygiene import warn_zero_norm, zero_norm_count  # noqa: PLC0415
     from .progress import silent  # noqa: PLC0415
     from .projection import ProjectionConfig, relative_projector  # noqa: PLC0415
@@ -249,12 +274,11 @@ def encode_to_file(encoder: Encoder, anchors: Anchors, dataset: Dataset, path: s
     group = group or single()
     progress = progress or silent
     check_inputs(encoder, anchors, dataset)
+    x = inputs_for(encoder, dataset)  # images, or the text views a text encoder reads
     check_output(path, force=force)  # before any work, on every rank (so all stop, none waits for the others)
-    # Shards are whole batches, so every rank must use rank 0's size (an "auto" size is probed there).
-    batch_size = group.broadcast(resolve_batch_size(batch_size, encoder, dataset.x, device=device, dtype=dtype)
-                                 if group.rank == 0 else None)
+    batch_size = _agreed_batch_size(group, lambda: resolve_batch_size(batch_size, encoder, x, device=device, dtype=dtype))
     # Each rank embeds the k anchors itself (k is small): the same bits everywhere, no broadcast needed.
-    anchor_absolute = embed(encoder, anchors.inputs, batch_size=batch_size, device=device, dtype=dtype,
+    anchor_absolute = embed(encoder, inputs_for(encoder, anchors), batch_size=batch_size, device=device, dtype=dtype,
                             progress=progress, description=f"{encoder.name}: anchors")
     n, d, k = len(dataset), anchor_absolute.shape[1], len(anchors)
     shapes: Shapes = {
@@ -264,7 +288,7 @@ def encode_to_file(encoder: Encoder, anchors: Anchors, dataset: Dataset, path: s
         "labels": (safetensors_dtype(dataset.y.dtype), (n,)),
         "ids": (safetensors_dtype(dataset.ids.dtype), (n,)),
     }
-    description = dict(dataset.describe(), classes=dataset.classes)
+    description = describe_read(encoder, dataset)
     metadata = artifact_metadata("embeddings", embeddings_meta(encoder.name, encoder.hash, anchors.hash, description,
                                                                projection, provenance=encoder.provenance()))
     writer = None
@@ -289,7 +313,7 @@ def encode_to_file(encoder: Encoder, anchors: Anchors, dataset: Dataset, path: s
                 zero_norms.append(zero_norm_count(z, on, projection))
             writer.write("absolute", z, row)
 
-        for offset, z in iter_embed(encoder, dataset.x[start:stop], batch_size=batch_size, device=device,
+        for offset, z in iter_embed(encoder, x[start:stop], batch_size=batch_size, device=device,
                                     dtype=dtype, progress=progress, description=f"{encoder.name}: data"):
             writer.submit(finish_batch, start + offset, z)
         if group.rank == 0:

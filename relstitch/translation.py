@@ -39,7 +39,7 @@ from .anchors import Anchors
 from .artifacts import short
 from .checkpoints import Decoder, Encoder
 from .data import Dataset
-from .encoding import DEFAULT_BATCH, EncodedSpace, embed, encode
+from .encoding import DEFAULT_BATCH, BatchSize, EncodedSpace, embed, encode, inputs_for
 from .errors import RelstitchError, RelstitchWarning
 from .projection import EPS, standardise
 from .stitching import PairResult, decode_and_score, encoder_space_of, scored_pair
@@ -145,8 +145,11 @@ def _affine(x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[torch.Tensor, 
 
 @contextlib.contextmanager
 def _one_thread() -> Iterator[None]:
-    """Run 300 tiny steps on one thread: at k x P sizes, handing work to a second thread costs more than
-    the arithmetic, and on a busy machine many times more (measured 0.2 s vs 12 s on 2 loaded cores)."""
+    """Run a k x P fit on one thread (torch's thread count is process-wide: restored after).
+
+    For the affine fit's 300 tiny steps, handing work to a second thread costs more than the arithmetic,
+    and on a busy machine many times more (measured 0.2 s vs 12 s on 2 loaded cores); for the SVD and
+    lstsq fits, one thread also makes LAPACK's result the same bytes at any thread count."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -241,7 +244,7 @@ def evaluate_translation(space: EncodedSpace, target_anchor_absolute: torch.Tens
 
 
 def stitch_translated(encoder: Encoder, decoder: Decoder, anchors: Anchors, dataset: Dataset, method: str, *,
-                      target_encoder: Encoder, scaling: str = "standard", batch_size: int = DEFAULT_BATCH,
+                      target_encoder: Encoder, scaling: str = "standard", batch_size: BatchSize = DEFAULT_BATCH,
                       keep_predictions: bool = False) -> PairResult:
     """``stitch`` through a translation: ``encoder``'s latents mapped into ``target_encoder``'s space
     (the decoder's own encoder, checked by hash) on ``anchors``, then ``decoder``'s absolute head."""
@@ -257,7 +260,7 @@ def stitch_translated(encoder: Encoder, decoder: Decoder, anchors: Anchors, data
             path=target_encoder.path, hint="pass the decoder's own encoder with --target-encoder",
         )
     started = time.perf_counter()
-    target_anchors = embed(target_encoder, anchors.inputs, batch_size=batch_size)
+    target_anchors = embed(target_encoder, inputs_for(target_encoder, anchors), batch_size=batch_size)
     space = encode(encoder, anchors, dataset, batch_size=batch_size)
     result = evaluate_translation(space, target_anchors, decoder, method, dataset, encoder_space=encoder_space_of(encoder),
                                   scaling=scaling, keep_predictions=keep_predictions)

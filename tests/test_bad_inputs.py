@@ -451,6 +451,35 @@ def test_every_writing_verb_checks_its_output_before_reading_any_input(verb, cli
     assert all(f.read_bytes() == b"keep me" for f in tmp_path.glob("taken*"))
 
 
+@pytest.mark.parametrize("verb", ["anchors", "train", "encode", "fit", "stitch", "eval-matrix", "report", "compare"])
+def test_no_verb_writes_over_one_of_its_own_inputs_even_with_force(verb, cli, tmp_path):
+    """Every input a reference names (a data file behind tensors:/csv:, a checkpoint, the default anchor file, a
+    report) is refused as an output, --force or not, before any work; the input is left as it was."""
+    zoo = Path(__file__).resolve().parent.parent / "checkpoints"
+    for name in ("cnn-rel-s0.encoder.safetensors", "cnn-rel-s1.decoder.safetensors", "anchors.safetensors"):
+        (tmp_path / name).write_bytes((zoo / name).read_bytes())
+    enc, dec, anchors = (tmp_path / n for n in ("cnn-rel-s0.encoder.safetensors", "cnn-rel-s1.decoder.safetensors",
+                                                "anchors.safetensors"))
+    (tmp_path / "data.csv").write_text("text,label\nhello,a\nworld,b\n")
+    (tmp_path / "report.json").write_text("{}")
+    args, victim = {
+        "anchors": (["anchors", tmp_path / "data.csv", "-d", f"csv:{tmp_path / 'data.csv'}#text=text,label=label"],
+                    tmp_path / "data.csv"),
+        "train": (["train", tmp_path / "cnn-rel-s0", "--anchors", tmp_path / "cnn-rel-s0.encoder.safetensors"], enc),
+        "encode": (["encode", enc, "-o", enc], enc),
+        "fit": (["fit", enc, "-o", enc], enc),
+        "stitch": (["stitch", enc, dec, "-a", anchors, "-d", f"csv:{tmp_path / 'data.csv'}#text=text,label=label",
+                    "--predictions", tmp_path / "data.csv"], tmp_path / "data.csv"),
+        "eval-matrix": (["eval-matrix", "-e", enc, "-D", dec, "-a", anchors, "--json", dec], dec),
+        "report": (["report", tmp_path / "report.json", "-f", "json", "-o", tmp_path / "report.json"], tmp_path / "report.json"),
+        "compare": (["compare", enc, enc, "-a", anchors, "--json", anchors], anchors),
+    }[verb]
+    before = victim.read_bytes()
+    line = one_line_error(cli(*args, "--force"), 1)
+    assert "is both an input and an output" in line, line
+    assert victim.read_bytes() == before
+
+
 # ------------------------------------------------------------------------------- safe loading
 def test_a_pickle_with_code_is_refused_naming_its_globals_and_never_run(tmp_path):
     path = _evil_pickle(Ctx(tmp_path, None))

@@ -184,6 +184,33 @@ def test_existing_output_needs_force(cli, tmp_path, tiny_zoo):
     assert decoder.read_bytes() == tiny_zoo.decoder("cnn-rel-s1").read_bytes()
 
 
+def test_force_never_replaces_the_default_anchor_file(cli, tmp_path, tiny_zoo):
+    # No --anchors: the shipped zoo's anchor file is read, so it is an input. The encoder is missing, so even
+    # a broken check could not get as far as writing.
+    from relstitch.cli import anchors_or_zoo
+
+    shipped = anchors_or_zoo(None)
+    before = shipped.read_bytes()
+    missing = tmp_path / "no-such.encoder.safetensors"
+    line = one_line_error(cli("stitch", missing, tiny_zoo.decoder("cnn-rel-s1"), "--predictions", shipped, "--force"))
+    assert "both an input and an output" in line and "anchors.safetensors" in line
+    assert shipped.read_bytes() == before
+
+
+def test_force_never_replaces_a_translations_default_target_encoder(cli, tmp_path, tiny_zoo):
+    # --method procrustes without --target-encoder reads PREFIX.encoder.safetensors beside PREFIX.decoder.safetensors
+    decoder, target = tmp_path / "own.decoder.safetensors", tmp_path / "own.encoder.safetensors"
+    decoder.write_bytes(tiny_zoo.decoder("cnn-abs-s0").read_bytes())
+    target.write_bytes(tiny_zoo.encoder("cnn-abs-s0").read_bytes())
+    line = one_line_error(cli("stitch", tiny_zoo.encoder("cnn-abs-s1"), decoder, "--anchors", tiny_zoo.anchors_path,
+                              "--limit", 50, "--method", "procrustes", "--predictions", target, "--force"))
+    assert "both an input and an output" in line and "own.encoder.safetensors" in line
+    assert target.read_bytes() == tiny_zoo.encoder("cnn-abs-s0").read_bytes()
+    # and the default still works as a translation's target (scores from the same pair as an explicit one)
+    assert _stitch_json(cli, tiny_zoo.encoder("cnn-abs-s1"), decoder, "--anchors", tiny_zoo.anchors_path, "--limit", 50,
+                        "--method", "procrustes", "--predictions", tmp_path / "p.csv")["stitched"] is True
+
+
 # ------------------------------------------------------------------------------------------ not a safetensors file
 def _torch_zip(path):
     torch.save({"w": torch.zeros(3)}, path)

@@ -72,12 +72,14 @@ def text_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"jsonl": jsonl, "csv": folder / "sentences.csv"}
 
 
-def save_tiny_bert(folder: Path, *, seed: int, hidden: int) -> Path:
-    """A randomly initialised BERT and a word-level tokenizer over the test vocabulary, saved with save_pretrained."""
+def save_tiny_bert(folder: Path, *, seed: int, hidden: int, words: list[str] | None = None) -> Path:
+    """A randomly initialised BERT and a word-level tokenizer over the test vocabulary (or ``words``, lower case),
+    saved with save_pretrained."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-    words = sorted({w for t in TOPICS.values() for pair in t.items() for w in pair} | set(FILLER) | set(FILLER.values()))
+    if words is None:
+        words = sorted({w for t in TOPICS.values() for pair in t.items() for w in pair} | set(FILLER) | set(FILLER.values()))
     vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.Lowercase()

@@ -5,10 +5,14 @@
 ``tensors:FILE[#x=NAME,y=NAME]``              a safetensors file with images/features ``x`` and labels ``y``
 ``jsonl:FILE[#text=COL[,COL...],label=COL]``  one JSON object per line; each text column is a parallel view
 ``csv:FILE[#text=COL[,COL...],label=COL]``    a CSV file with a header row; same options
+``jsonl:FILE#image=COL,text=COL[,size=H,W]``  images (paths relative to FILE) with parallel captions (csv too)
 ============================================  ==================================================================
 
 Text columns become named views (``text=en,fr`` gives views ``en`` and ``fr``, ``en`` the default) so
-anchors picked from them are parallel. ``label=none`` reads unlabelled text (anchors only).
+anchors picked from them are parallel. ``label=none`` reads unlabelled text (anchors only). With an
+``image=`` column the rows are images (grey if all are, else RGB; ``size=`` resizes them all, as for
+``imagefolder:``) and the text columns their captions: image encoders read the images, text encoders
+a caption view, so both embed the same anchors (cross-modal stitching).
 Labels are mapped to class indices in sorted order (numeric order when every label is a number).
 """
 
@@ -52,11 +56,20 @@ def _classes_of(values: list[Any], path: Path) -> tuple[torch.Tensor, list[str]]
 
 
 # ----------------------------------------------------------------------------------------- text
+TABLE_OPTIONS = {"text": "text", "label": "label", "image": "", "size": ""}
+"""jsonl:/csv: options and their defaults (no image column: text data)."""
+
+
 def _text_dataset(rows: list[dict[str, Any]], columns: list[str], path: Path, kind: str, opts: dict[str, str],
                   where: Any) -> Dataset:
     text_columns = [c for c in opts["text"].split(",") if c]
     label = opts["label"] if opts["label"].lower() != "none" else None
-    needed = text_columns + ([label] if label else [])
+    image = opts["image"] or None
+    if opts["size"] and not image:
+        raise UsageError(f"{kind}: size= resizes images, and no image= column is named", hint=f"{kind}:{path}#image=COLUMN,size=H,W")
+    if image in text_columns:
+        raise UsageError(f"{kind}: column {image!r} is named both image= and text=")
+    needed = text_columns + ([label] if label else []) + ([image] if image else [])
     missing = [c for c in needed if c not in columns]
     if missing:
         raise RelstitchError(f"{kind} file has no column(s) {', '.join(map(repr, missing))} (it has {', '.join(map(repr, columns))})",
@@ -68,19 +81,25 @@ def _text_dataset(rows: list[dict[str, Any]], columns: list[str], path: Path, ki
     for i, row in enumerate(rows):
         for column in needed:
             value = row.get(column)
-            if value is None or (column in views and not isinstance(value, str)):
+            if value is None or ((column in views or column == image) and not isinstance(value, str)):
                 raise RelstitchError(f"{where(i)}: column {column!r} is {'missing' if value is None else 'not text'}", path=path)
         for column in text_columns:
             views[column].append(row[column])
         if label:
             labels.append(row[label])
     y, classes = _classes_of(labels, path) if label else (torch.zeros(len(rows), dtype=torch.int64), [])
-    return Dataset(f"{kind}:{path}", TextViews(views), y, classes, modality="text")
+    if image is None:
+        return Dataset(f"{kind}:{path}", TextViews(views), y, classes, modality="text")
+    # image paths are relative to the file, so a folder of images and its caption file move together
+    files = [path.parent / row[image] for row in rows]
+    x = read_images(files, _parse_size(opts["size"], kind), f"{kind}:{path}")
+    return Dataset(f"{kind}:{path}", x, y, classes, views=TextViews(views))
 
 
 def load_jsonl(locator: str) -> Dataset:
-    """Text (one or more parallel columns) and labels from a JSON-lines file."""
-    path, opts = _options(locator, "jsonl", {"text": "text", "label": "label"})
+    """Text (one or more parallel columns) and labels from a JSON-lines file; with ``image=COL``, images
+    (paths relative to the file) whose text columns are their parallel captions."""
+    path, opts = _options(locator, "jsonl", TABLE_OPTIONS)
     rows: list[dict[str, Any]] = []
     try:
         with path.open(encoding="utf-8") as handle:
@@ -106,8 +125,8 @@ def load_jsonl(locator: str) -> Dataset:
 
 
 def load_csv(locator: str) -> Dataset:
-    """Text (one or more parallel columns) and labels from a CSV file with a header row."""
-    path, opts = _options(locator, "csv", {"text": "text", "label": "label"})
+    """Text (one or more parallel columns) and labels from a CSV file with a header row; ``image=COL`` as jsonl."""
+    path, opts = _options(locator, "csv", TABLE_OPTIONS)
     try:
         with path.open(encoding="utf-8", newline="") as handle:
             reader = csv.DictReader(handle)
@@ -171,38 +190,53 @@ def load_imagefolder(locator: str) -> Dataset:
         raise RelstitchError("no such image folder", path=folder, hint="name a folder of class subfolders")
     from PIL import Image
     from torchvision.datasets import ImageFolder
-    from torchvision.transforms.functional import pil_to_tensor
 
-    size = None
-    if opts["size"]:
-        try:
-            parts = [int(p) for p in opts["size"].replace("x", ",").split(",") if p]
-            size = (parts * 2)[:2] if len(parts) == 1 else parts
-            assert len(size) == 2 and min(size) > 0
-        except (ValueError, AssertionError):
-            raise UsageError(f"imagefolder: bad size {opts['size']!r}; write size=H,W or size=N") from None
+    size = _parse_size(opts["size"], "imagefolder")
     try:
         found = ImageFolder(str(folder), loader=Image.open)
     except (FileNotFoundError, OSError) as exc:
         raise RelstitchError(f"not an image folder: {str(exc).splitlines()[0]}", path=folder,
                              hint="lay it out as DIR/<class>/<image>") from None
+    images = read_images([Path(file) for file, _ in found.samples], size, f"imagefolder:{folder}")
+    labels = torch.tensor([label for _, label in found.samples], dtype=torch.int64)
+    return Dataset(f"imagefolder:{folder}", images, labels, list(found.classes))
+
+
+def _parse_size(text: str, kind: str) -> list[int] | None:
+    """``H,W`` / ``HxW`` / ``N`` (square) → ``[H, W]``; empty → None (images must then share one size)."""
+    if not text:
+        return None
+    try:
+        parts = [int(p) for p in text.replace("x", ",").split(",") if p]
+        size = (parts * 2)[:2] if len(parts) == 1 else parts
+        assert len(size) == 2 and min(size) > 0
+    except (ValueError, AssertionError):
+        raise UsageError(f"{kind}: bad size {text!r}; write size=H,W or size=N") from None
+    return size
+
+
+def read_images(files: list[Path], size: list[int] | None, reference: str) -> torch.Tensor:
+    """Image files → uint8 ``[N, C, H, W]``: grey if every image is grey, RGB otherwise; all resized to
+    ``size`` (bilinear) when given, else they must share one size (``reference`` names the fix)."""
+    from PIL import Image
+    from torchvision.transforms.functional import pil_to_tensor
+
     images = []
-    for file, _ in found.samples:
+    for file in files:
         try:
             with Image.open(file) as image:
                 image.load()
                 images.append(image.copy())
-        except OSError as exc:
+        except OSError as exc:  # missing, unreadable, or not an image PIL knows
             raise RelstitchError(f"cannot read image: {exc}", path=file) from None
     mode = "L" if all(im.mode == "L" for im in images) else "RGB"
     tensors = []
-    for (file, _), image in zip(found.samples, images, strict=True):
+    for file, image in zip(files, images, strict=True):
         image = image.convert(mode)
         if size is not None:
             image = image.resize((size[1], size[0]), Image.BILINEAR)
         elif image.size != images[0].size:
             raise RelstitchError(f"images differ in size ({images[0].size[0]}x{images[0].size[1]} and "
-                                 f"{image.size[0]}x{image.size[1]})", path=file, hint=f"resize them: imagefolder:{folder}#size=H,W")
+                                 f"{image.size[0]}x{image.size[1]})", path=file, hint=f"resize them: {reference}#size=H,W")
         tensors.append(pil_to_tensor(image))
-    labels = torch.tensor([label for _, label in found.samples], dtype=torch.int64)
-    return Dataset(f"imagefolder:{folder}", torch.stack(tensors), labels, list(found.classes))
+    return torch.stack(tensors)

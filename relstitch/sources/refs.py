@@ -31,3 +31,43 @@ def split_options(text: str) -> dict[str, str]:
         elif piece.strip():
             raise UsageError(f"option {piece.strip()!r} is not KEY=VALUE")
     return raw
+
+
+_NO_FILE_KINDS = ("builtin", "torchvision", "python")
+"""Reference kinds whose locator is a name, not a path (``builtin:test``, ``torchvision:resnet18``, ``python:pkg:fn``)."""
+
+
+def reference_files(*refs: object) -> tuple[str, ...]:
+    """The existing files that model or data references read, for a command to refuse writing over them.
+
+    A plain path, the locator of ``kind:LOCATOR`` (``tensors:x.safetensors``, ``idx:DIR:train``), a folder's own
+    files (``hf:DIR``, ``idx:DIR``) and a ``weights=FILE`` option all count; ``None`` and names (``builtin:``,
+    ``torchvision:``, ``python:``) are skipped.
+    """
+    import re  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    found: list[str] = []
+
+    def add(candidate: str) -> None:
+        path = Path(candidate)
+        if path.is_file():
+            found.append(str(path))
+        elif path.is_dir():
+            found.extend(str(p) for p in sorted(path.iterdir()) if p.is_file())
+
+    for ref in refs:
+        if ref is None:
+            continue
+        head, fragment = split_fragment(str(ref))
+        weights = split_options(fragment).get("weights") if fragment else None
+        if weights:
+            add(weights)
+        kind = re.match(r"([a-z][a-z0-9_-]+):(?!//)", head)  # two letters at least: a Windows drive is a path
+        if kind and kind.group(1) in _NO_FILE_KINDS:
+            continue
+        locator = head[kind.end():] if kind else head
+        add(locator)
+        if ":" in locator and not Path(locator).exists():  # idx:DIR:train
+            add(locator.rsplit(":", 1)[0])
+    return tuple(found)
