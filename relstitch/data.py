@@ -205,15 +205,18 @@ CAPTION_VIEW = "caption"
 
 def _pop_captions(reference: str) -> tuple[str, str | None]:
     """``REF#captions=T[,k=v]`` → (``REF[#k=v]``, ``T``): the option every image source takes, read here once."""
+    import re  # noqa: PLC0415
+
     from .sources.refs import split_fragment, split_options  # noqa: PLC0415
 
     head, fragment = split_fragment(reference)
-    options = split_options(fragment)
-    if "captions" not in options:
+    # Taken raw, up to the next ",KEY=": a template is prose (commas and spaces are kept as written).
+    found = re.search(r"(?:^|,)\s*captions=(.*?)(?=,\s*[A-Za-z_][\w-]*=|$)", fragment)
+    if found is None:
         return reference, None
-    template = options.pop("captions")
-    rest = ",".join(f"{k}={v}" for k, v in options.items())
-    return (f"{head}#{rest}" if rest else head), template
+    rest = (fragment[: found.start()] + fragment[found.end():]).strip(",")
+    split_options(rest)  # the other options are still KEY=VALUE: refuse a malformed one here, as before
+    return (f"{head}#{rest}" if rest else head), found.group(1)
 
 
 def with_class_captions(dataset: Dataset, template: str) -> Dataset:
@@ -224,6 +227,9 @@ def with_class_captions(dataset: Dataset, template: str) -> Dataset:
     """
     if isinstance(dataset.x, TextViews):
         raise UsageError(f"captions=: {dataset.name} is text already; captions are text views for images")
+    if dataset.views is not None:  # replacing them would drop the file's own captions without a word
+        raise UsageError(f"captions=: {dataset.name} has captions already (views: {', '.join(dataset.views.names)})",
+                         hint="drop captions=, or name the view to read with --view")
     if "{}" not in template:
         raise UsageError(f"captions={template!r} has no {{}} for the class name (every caption would be the same)",
                          hint="write e.g. captions=a photo of a {}")

@@ -186,7 +186,8 @@ def inputs_for(encoder: Encoder, source: Dataset | Anchors) -> torch.Tensor | Te
         if source.texts is None:
             held = source.modality if isinstance(source, Dataset) else "image"
             raise RelstitchError(f"encoder {encoder.name!r} reads text but {what} {held} with no text views", path=where,
-                                 hint="give it text data, or images with captions (jsonl:FILE#image=COL,text=COL)")
+                                 hint="give it text data, or images with captions "
+                                      "(jsonl:FILE#image=COL,text=COL, or DATA#captions=TEMPLATE)")
         return source.texts
     if isinstance(primary, TextViews):
         raise RelstitchError(f"encoder {encoder.name!r} reads {reads} but {what} text", path=where, hint=f"give it {reads} data")
@@ -216,7 +217,7 @@ def check_inputs(encoder: Encoder, anchors: Anchors | None, dataset: Dataset) ->
     if anchors is None:
         return
     anchor_x = inputs_for(encoder, anchors)
-    if isinstance(x, TextViews) != isinstance(anchor_x, TextViews) or anchor_x.shape[1:] != x.shape[1:]:
+    if anchor_x.shape[1:] != x.shape[1:]:  # inputs_for gives both the same kind: images, or text views
         raise RelstitchError(
             f"anchors have shape {tuple(anchor_x.shape[1:])} per sample but data {dataset.name} has "
             f"{tuple(x.shape[1:])}",

@@ -179,6 +179,15 @@ def _tampered_anchors(c: Ctx) -> Path:
     return c.file("tampered.safetensors", pack(header, data))
 
 
+def _text_anchors_without_views(c: Ctx) -> Path:
+    """An anchor file that says modality text but holds neither text views nor an ``inputs`` tensor."""
+    from relstitch.artifacts import content_hash, save_artifact
+
+    ids = torch.arange(3)
+    return save_artifact(c.tmp / "viewless.safetensors", "anchors", {"ids": ids, "labels": torch.zeros(3, dtype=torch.int64)},
+                         {"hash": content_hash({"ids": ids}), "modality": "text"})
+
+
 def _renamed_tensor(c: Ctx) -> Path:
     header, data = split(c.enc())
     name = next(k for k in header if k != "__metadata__")
@@ -279,6 +288,8 @@ CASES: dict[str, Case] = {
                                            "-o", c.out()], 1, "header is not JSON"),
     "encode: tampered anchors": (lambda c: ["encode", c.enc(), "-a", _tampered_anchors(c), "-o", c.out()], 1,
                                  "does not match its recorded hash"),
+    "encode: text anchors without views": (lambda c: ["encode", c.enc(), "-a", _text_anchors_without_views(c), "-o", c.out()],
+                                           1, "missing tensor(s) ['inputs']"),
     "encode: anchors holding Inf": (lambda c: ["encode", c.enc(), "-a", _float_anchors_with_nan(c), "-o", c.out()], 1,
                                     "0 NaN and 1 infinite value(s), the first at index [2, 0, 5, 5]"),
     "encode: encoder giving NaN latents": (lambda c: ["encode", _nan_encoder(c), "-a", c.anchors, "-o", c.out(),
@@ -478,6 +489,32 @@ def test_no_verb_writes_over_one_of_its_own_inputs_even_with_force(verb, cli, tm
     line = one_line_error(cli(*args, "--force"), 1)
     assert "is both an input and an output" in line, line
     assert victim.read_bytes() == before
+
+
+def test_an_output_beside_a_folders_inputs_may_be_replaced_but_not_the_inputs(cli, tmp_path):
+    """A folder reference (idx:DIR, hf:DIR) protects the files its source reads, not an earlier run's output
+    written into that folder: a rerun with --force replaces it. An imagefolder: root holds no input at all."""
+    from safetensors.torch import save_file
+
+    from relstitch.anchors import load_anchors
+    from relstitch.sources.refs import reference_files
+
+    data = idx_folder(tmp_path / "d", torch.randint(0, 255, (12, 28, 28)), torch.arange(12) % 3)
+    out = tmp_path / "d" / "anchors.safetensors"
+    for _ in range(2):  # the second run finds its own earlier output in the data folder
+        result = cli("anchors", out, "--data", data, "-k", "3", "--force")
+        assert result.exit_code == 0, result.output
+    assert len(load_anchors(out)) == 3
+    images = tmp_path / "d" / "train-images-idx3-ubyte.gz"
+    before = images.read_bytes()
+    line = one_line_error(cli("anchors", images, "--data", data, "-k", "3", "--force"), 1)
+    assert "is both an input and an output" in line and images.name in line
+    assert images.read_bytes() == before
+    # a model folder's own safetensors (no relstitch metadata) stays an input; an imagefolder root's files are not read
+    save_file({"w": torch.zeros(2)}, tmp_path / "d" / "model.safetensors")
+    listed = {Path(p).name for p in reference_files(f"hf:{tmp_path / 'd'}")}
+    assert listed == {"model.safetensors", images.name, "train-labels-idx1-ubyte.gz"}
+    assert reference_files(f"imagefolder:{tmp_path / 'd'}#size=8") == ()
 
 
 # ------------------------------------------------------------------------------- safe loading

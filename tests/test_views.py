@@ -10,11 +10,12 @@ its own modality of the same anchors, not that captions describe images.
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import pytest
 import torch
-from test_sources import fails, ok, save_tiny_bert
+from test_sources import fails, ok, one_thread, save_tiny_bert  # noqa: F401  (one_thread: autouse, module scope)
 
 from relstitch.anchors import load_anchors, save_anchors, select_anchors
 from relstitch.artifacts import content_hash
@@ -26,14 +27,6 @@ from relstitch.sources.models import load_encoder_ref
 from relstitch.sources.text import TextViews
 
 CAPTION = "a photo of a {}"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def write_png(image: torch.Tensor, path: Path) -> None:
@@ -121,6 +114,8 @@ def test_builtin_captions_from_class_names(captioned: dict[str, str]) -> None:
     assert data.views.view("caption") == jsonl.views.view("en") and torch.equal(data.x, jsonl.x)
     with pytest.raises(UsageError, match="no {} for the class name"):
         load_dataset("builtin:test#captions=a photo")
+    prose = load_dataset("builtin:test#captions=a photo of a {}, in grey", limit=2)  # a template is prose: commas kept
+    assert prose.views.view("caption") == [f"a photo of a {data.classes[int(y)]}, in grey" for y in prose.y]
 
 
 def test_image_caption_sources_refuse_bad_input_in_one_line(tmp_path: Path, cli, captioned: dict[str, str]) -> None:
@@ -141,6 +136,15 @@ def test_image_caption_sources_refuse_bad_input_in_one_line(tmp_path: Path, cli,
     text_only = tmp_path / "t.jsonl"
     text_only.write_text('{"text": "a", "label": "x"}\n', encoding="utf-8")
     fails(cli("anchors", out, "--data", f"jsonl:{text_only}#captions=a {{}}"), 2, "is text already")
+    fails(cli("anchors", out, "--data", f"{captioned['test']},captions=a {{}}"), 2, "has captions already", "en, tag")
+    bomb = tmp_path / "bomb.png"  # a valid PNG whose header declares 60,000 x 60,000 pixels: PIL refuses to decode it
+    write_png(torch.zeros(1, 8, 8, dtype=torch.uint8), bomb)
+    raw = bytearray(bomb.read_bytes())
+    raw[16:24] = (60_000).to_bytes(4, "big") * 2  # IHDR width and height
+    raw[29:33] = zlib.crc32(bytes(raw[12:29])).to_bytes(4, "big")  # the IHDR chunk's CRC, so only the size is odd
+    bomb.write_bytes(bytes(raw))
+    bad.write_text(json.dumps({"file": "bomb.png", "text": "big", "label": "x"}) + "\n", encoding="utf-8")
+    fails(cli("anchors", out, "--data", f"jsonl:{bad}#image=file"), 1, "cannot read image", "bomb.png")
     assert not out.exists()
 
 
@@ -189,6 +193,14 @@ def test_each_encoder_reads_its_own_modality_and_mismatches_fail_in_one_line(tmp
     assert written.dataset["read"] == {"modality": "text", "view": "tag"}
     assert torch.allclose(written.absolute, space.absolute, atol=1e-5)
 
+
+def test_data_and_anchors_whose_default_views_differ_need_a_named_view(caption_bert: Path, captioned: dict[str, str]) -> None:
+    # the same captions in another column order: the data's default view is tag, the anchors' en
+    data = load_dataset(captioned["test"].replace("text=en,tag", "text=tag,en"))
+    anchors = select_anchors(load_dataset(captioned["test"]), 6, "uniform", seed=0)
+    with pytest.raises(RelstitchError, match="reads view 'tag' by default, the anchors 'en'"):
+        check_inputs(load_encoder_ref(f"hf:{caption_bert}"), anchors, data)
+    check_inputs(load_encoder_ref(f"hf:{caption_bert}#view=en"), anchors, data)  # a named view reads both alike
 
 # ------------------------------------------------------------------------------------ across modalities
 def test_stitching_across_modalities_end_to_end(tmp_path: Path, cli, tiny_zoo, caption_bert: Path,

@@ -227,7 +227,7 @@ def read_images(files: list[Path], size: list[int] | None, reference: str) -> to
             with Image.open(file) as image:
                 image.load()
                 images.append(image.copy())
-        except OSError as exc:  # missing, unreadable, or not an image PIL knows
+        except (OSError, Image.DecompressionBombError) as exc:  # missing, unreadable, not an image, or a pixel bomb
             raise RelstitchError(f"cannot read image: {exc}", path=file) from None
     mode = "L" if all(im.mode == "L" for im in images) else "RGB"
     tensors = []

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from ..errors import UsageError
+from pathlib import Path
+
+from ..artifacts import read_header
+from ..errors import RelstitchError, UsageError
 
 
 def split_fragment(ref: str) -> tuple[str, str]:
@@ -36,25 +39,39 @@ def split_options(text: str) -> dict[str, str]:
 _NO_FILE_KINDS = ("builtin", "torchvision", "python")
 """Reference kinds whose locator is a name, not a path (``builtin:test``, ``torchvision:resnet18``, ``python:pkg:fn``)."""
 
+_SUBFOLDER_KINDS = ("imagefolder",)
+"""Reference kinds that read a folder's class subfolders, never the folder's own files."""
+
+
+def _earlier_output(path: Path) -> bool:
+    """Whether ``path`` is a relstitch artifact: in a model or data folder, one written by an earlier run (no folder
+    source reads one), so a rerun with ``--force`` may replace it."""
+    if path.suffix != ".safetensors":
+        return False
+    try:
+        return read_header(path).kind is not None
+    except RelstitchError:  # not a relstitch file (or not safetensors at all): the folder's source may read it
+        return False
+
 
 def reference_files(*refs: object) -> tuple[str, ...]:
     """The existing files that model or data references read, for a command to refuse writing over them.
 
     A plain path, the locator of ``kind:LOCATOR`` (``tensors:x.safetensors``, ``idx:DIR:train``), a folder's own
-    files (``hf:DIR``, ``idx:DIR``) and a ``weights=FILE`` option all count; ``None`` and names (``builtin:``,
+    files (``hf:DIR``, ``idx:DIR``; not relstitch artifacts, which earlier runs wrote there, nor an ``imagefolder:``
+    root's files, which it never reads) and a ``weights=FILE`` option all count; ``None`` and names (``builtin:``,
     ``torchvision:``, ``python:``) are skipped.
     """
     import re  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
 
     found: list[str] = []
 
-    def add(candidate: str) -> None:
+    def add(candidate: str, folder_files: bool = True) -> None:
         path = Path(candidate)
         if path.is_file():
             found.append(str(path))
-        elif path.is_dir():
-            found.extend(str(p) for p in sorted(path.iterdir()) if p.is_file())
+        elif path.is_dir() and folder_files:
+            found.extend(str(p) for p in sorted(path.iterdir()) if p.is_file() and not _earlier_output(p))
 
     for ref in refs:
         if ref is None:
@@ -67,7 +84,8 @@ def reference_files(*refs: object) -> tuple[str, ...]:
         if kind and kind.group(1) in _NO_FILE_KINDS:
             continue
         locator = head[kind.end():] if kind else head
-        add(locator)
+        folder_files = not (kind and kind.group(1) in _SUBFOLDER_KINDS)
+        add(locator, folder_files)
         if ":" in locator and not Path(locator).exists():  # idx:DIR:train
-            add(locator.rsplit(":", 1)[0])
+            add(locator.rsplit(":", 1)[0], folder_files)
     return tuple(found)
