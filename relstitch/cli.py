@@ -813,10 +813,15 @@ def inspect(
     file: Annotated[Path, typer.Argument(help="Any relstitch (or safetensors) file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """Say what a file is: kind, tensors, metadata, hashes. Reads only the header."""
+    """Say what a file is: kind, tensors, metadata, hashes. Reads only the header (a JSON report: its summary)."""
     from .artifacts import describe
 
-    info = describe(file)
+    if _starts_like_json(file):
+        from .reports.document import describe_report
+
+        info = describe_report(file)
+    else:
+        info = describe(file)
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
@@ -824,15 +829,25 @@ def inspect(
 
     console.print(f"[bold]{info['path']}[/bold]: relstitch [bold]{info['kind']}[/bold] file, format {info['version']}, "
                   f"{info['size_bytes']:,} bytes, sha256 {info['sha256'][:16]}…")
-    tensors = Table("tensor", "dtype", "shape", title="tensors", title_justify="left")
-    for name, t in info["tensors"].items():
-        tensors.add_row(name, t["dtype"], "×".join(map(str, t["shape"])) or "scalar")
-    console.print(tensors)
+    if info["tensors"]:
+        tensors = Table("tensor", "dtype", "shape", title="tensors", title_justify="left")
+        for name, t in info["tensors"].items():
+            tensors.add_row(name, t["dtype"], "×".join(map(str, t["shape"])) or "scalar")
+        console.print(tensors)
     meta = Table("key", "value", title="metadata", title_justify="left")
     for key, value in info["metadata"].items():
         text = json.dumps(value) if not isinstance(value, str) else value
         meta.add_row(key, text if len(text) <= 200 else text[:197] + "...")
     console.print(meta)
+
+
+def _starts_like_json(path: Path) -> bool:
+    """Whether a file's first non-blank byte opens a JSON object (a report), without reading the rest."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(64).lstrip()[:1] == b"{"
+    except OSError:
+        return False  # the safetensors reader says what is wrong with the path
 
 
 def main() -> None:

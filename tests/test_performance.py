@@ -412,8 +412,8 @@ def imported_modules(*args: str) -> set[str]:
     return {n.split(".")[0] for n in names}
 
 
-@pytest.mark.parametrize("args", [("--help",), ("inspect", "checkpoints/anchors.safetensors"), ("encode", "--help")],
-                         ids=" ".join)
+@pytest.mark.parametrize("args", [("--help",), ("inspect", "checkpoints/anchors.safetensors"), ("encode", "--help"),
+                                  ("inspect", "docs/examples/zoo-report.json")], ids=" ".join)
 def test_start_up_imports_neither_torch_nor_transformers(args):
     loaded = imported_modules(*args)
     assert not loaded & {"torch", "transformers", "torchvision"}

@@ -196,6 +196,26 @@ def test_old_report_is_migrated_and_a_newer_one_refused(tmp_path, cli):
         assert result.exit_code == 1 and message in result.stderr, result.stderr
 
 
+def test_inspect_summarises_a_report_and_refuses_other_json(run, cli, tmp_path):
+    """``inspect`` of a JSON report: kind, schema version, the main score and what was scored (an old one migrated)."""
+    report = run["report"]
+    shown = cli("inspect", run["dir"] / "r.json", "--json")
+    assert shown.exit_code == 0, shown.stderr
+    info = json.loads(shown.stdout)
+    assert info["kind"] == "report" and info["version"] == SCHEMA_VERSION and info["tensors"] == {}
+    summary = info["metadata"]
+    assert summary["pairs"] == len(report["pairs"]) and summary["failed_pairs"] == len(report["failed_pairs"])
+    assert summary["encoders"] == [e["name"] for e in report["encoders"]] and summary["dataset"]["hash"] == report["dataset"]["hash"]
+    assert summary["main_score"].startswith(f"{report['main_metric']} {report['main_score']['value']:.4f}")
+    table = cli("inspect", run["dir"] / "r.json")
+    assert table.exit_code == 0 and "relstitch report file, format 2" in " ".join(table.stdout.split())
+    assert json.loads(cli("inspect", V1_REPORT, "--json").stdout)["version"] == SCHEMA_VERSION  # migrated on read
+    other = tmp_path / "other.json"
+    other.write_text('  {"a": 1}')
+    refused = cli("inspect", other)
+    assert refused.exit_code == 1 and "not a relstitch report" in refused.stderr and refused.stderr.count("\n") == 1
+
+
 # ------------------------------------------------------------------------------------- CSV and MD
 def test_csv_is_long_form_with_one_row_per_pair_and_metric(run):
     text = (run["dir"] / "r.csv").read_text()

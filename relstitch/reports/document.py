@@ -415,3 +415,40 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
     except (ValueError, RecursionError):  # an integer too long to convert, arrays nested past the parser's depth
         raise RelstitchError("not a usable JSON report (a number too long or nesting too deep)", path=source) from None
     return upgrade_report(doc, source=source)
+
+
+def describe_report(path: str | os.PathLike) -> dict[str, Any]:
+    """``relstitch inspect`` of a JSON report: what it scored, on what, with what result, and when.
+
+    Shaped like :func:`relstitch.artifacts.describe` (path, kind, version, size, sha256, metadata) so the
+    CLI prints both the same way; the report is read (and an older schema version migrated) first.
+    """
+    from ..artifacts import file_sha256  # noqa: PLC0415
+
+    document = load_report(path)
+    source = Path(path)
+    main = document["main_score"]
+    value = main.get("value")
+    summary = {
+        "task": document["task"],
+        "main_score": (f"{main['metric']} {value:.4f} — mean over {main.get('n')} {main.get('setting')} "
+                       f"{main.get('method')} pairs" if isinstance(value, (int, float)) else "none (no pair scored)"),
+        "methods": document["methods"],
+        "encoders": [e["name"] for e in document["encoders"]],
+        "decoders": [d["name"] for d in document["decoders"]],
+        "pairs": len(document["pairs"]),
+        "failed_pairs": len(document["failed_pairs"]),
+        "dataset": {k: document["dataset"].get(k) for k in ("name", "size", "hash")},
+        "anchors": {k: document["anchors"].get(k) for k in ("path", "count", "strategy", "hash")},
+        "relstitch_version": document["relstitch_version"],
+        "run": {k: document["run"].get(k) for k in ("date", "command")},
+    }
+    return {
+        "path": str(source),
+        "kind": "report",
+        "version": document["schema_version"],
+        "size_bytes": source.stat().st_size,
+        "sha256": file_sha256(source),
+        "tensors": {},
+        "metadata": summary,
+    }
