@@ -512,8 +512,12 @@ def test_an_output_beside_a_folders_inputs_may_be_replaced_but_not_the_inputs(cl
     assert images.read_bytes() == before
     # a model folder's own safetensors (no relstitch metadata) stays an input; an imagefolder root's files are not read
     save_file({"w": torch.zeros(2)}, tmp_path / "d" / "model.safetensors")
+    (tmp_path / "d" / "config.json").write_text('{"model_type": "bert"}')  # hf: reads its config: an input
+    for name in ("r.csv", "r.md", "r.html"):  # report forms no folder source reads: earlier outputs
+        (tmp_path / "d" / name).write_text("x")
+    (tmp_path / "d" / "r.json").write_text('{"schema": "relstitch-report", "schema_version": 2}')
     listed = {Path(p).name for p in reference_files(f"hf:{tmp_path / 'd'}")}
-    assert listed == {"model.safetensors", images.name, "train-labels-idx1-ubyte.gz"}
+    assert listed == {"model.safetensors", "config.json", images.name, "train-labels-idx1-ubyte.gz"}
     assert reference_files(f"imagefolder:{tmp_path / 'd'}#size=8") == ()
 
 

@@ -43,9 +43,21 @@ _SUBFOLDER_KINDS = ("imagefolder",)
 """Reference kinds that read a folder's class subfolders, never the folder's own files."""
 
 
+_NEVER_READ_BY_FOLDERS = (".csv", ".md", ".html")
+"""Report forms relstitch writes that no folder source (``hf:``, ``idx:``) reads."""
+
+
 def _earlier_output(path: Path) -> bool:
-    """Whether ``path`` is a relstitch artifact: in a model or data folder, one written by an earlier run (no folder
-    source reads one), so a rerun with ``--force`` may replace it."""
+    """Whether ``path`` is something relstitch writes (an artifact, a report) that no folder source reads: in a
+    model or data folder, it was written by an earlier run, so a rerun with ``--force`` may replace it."""
+    if path.suffix.lower() in _NEVER_READ_BY_FOLDERS:
+        return True
+    if path.suffix == ".json":  # hf: folders read JSON (config, tokenizer), but never a relstitch report
+        try:
+            with open(path, "rb") as f:
+                return b'"relstitch-report"' in f.read(256)
+        except OSError:
+            return False
     if path.suffix != ".safetensors":
         return False
     try:
