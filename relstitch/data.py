@@ -39,6 +39,7 @@ FASHION_MNIST_CLASSES = [
 ]
 SPLITS = ("train", "test")
 MAX_IDX_BYTES = 16 * 1024**3  # 16 GiB: far above any IDX data set, far below what a bomb could announce
+IDX_CHUNK = 16 * 1024**2  # an IDX body is read this much at a time: memory follows the data, not the header
 
 
 @dataclass
@@ -116,9 +117,9 @@ def _load_builtin(locator: str) -> Dataset:
 def _read_idx(path: Path) -> torch.Tensor:
     """Read one IDX file (gzipped or not) into a uint8 tensor of its declared shape.
 
-    The header is read first and the body only up to its declared size (plus one byte to detect extra
-    data), so a small gzip file that inflates to gigabytes cannot make relstitch hold more than the
-    tensor its header announces.
+    The header is read first and the body in chunks only up to its declared size (plus one byte to detect
+    extra data), so a small gzip file that inflates to gigabytes cannot make relstitch hold more than the
+    tensor its header announces, and a header announcing gigabytes over a short body costs only the body.
     """
     opener = gzip.open if path.suffix == ".gz" else open
     try:
@@ -137,7 +138,14 @@ def _read_idx(path: Path) -> torch.Tensor:
             if count > MAX_IDX_BYTES:
                 raise RelstitchError(f"IDX header declares {count:,} bytes, more than relstitch reads ({MAX_IDX_BYTES:,})",
                                      path=path)
-            body = handle.read(count + 1)
+            # In chunks, never read(count): that allocates the whole declared size up front, so a header
+            # announcing gigabytes (fuzzing found one) would take them before the short body is noticed.
+            body = bytearray()
+            while len(body) <= count:
+                chunk = handle.read(min(IDX_CHUNK, count + 1 - len(body)))
+                if not chunk:
+                    break
+                body += chunk
     except (OSError, EOFError, zlib.error) as exc:  # zlib.error: a corrupt gzip stream is neither of the others
         raise RelstitchError(f"cannot read IDX file: {exc}", path=path) from None
     if len(body) < count:
@@ -147,7 +155,7 @@ def _read_idx(path: Path) -> torch.Tensor:
                              path=path)
     if not count:  # frombuffer refuses an empty buffer; the empty dataset is refused later, with its name
         return torch.zeros(dims, dtype=torch.uint8)
-    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(dims)
+    return torch.frombuffer(body, dtype=torch.uint8).reshape(dims)
 
 
 def _find_idx(folder: Path, prefix: str, kind: str) -> Path:

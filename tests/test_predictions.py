@@ -225,7 +225,8 @@ NOT_SAFETENSORS = {
     "old.pth": (_torch_legacy, "a Python pickle", "safetensors.torch.save_file"),
     "plain.pkl": (lambda p: p.write_bytes(pickle.dumps({"a": 1}, protocol=4)), "a Python pickle", "weights=FILE"),
     "d.safetensors.gz": (lambda p: p.write_bytes(gzip.compress(b"\0" * 100)), "gzip-compressed data", "gunzip"),
-    "report.json": (lambda p: p.write_text('{"schema_version": 2, "pairs": []}'), "JSON text", "relstitch report FILE"),
+    # a JSON array: an object would be read as a report by inspect (tests/test_reports.py)
+    "report.json": (lambda p: p.write_text('[{"schema_version": 2, "pairs": []}]'), "JSON text", "relstitch report FILE"),
     "empty.safetensors": (lambda p: p.write_bytes(b""), "an empty file", "give a relstitch .safetensors file"),
     "notes.safetensors": (lambda p: p.write_text("weights are on the shared drive\n"), "a text file",
                           "give a relstitch .safetensors file"),

@@ -282,3 +282,35 @@ def test_idx_file_that_inflates_past_its_header_is_refused_without_reading_it_al
         f.write(struct.pack(">BBBBI", 0, 0, 8, 1, 10) + bytes(10))
     line = one_line_error(cli("anchors", tmp_path / "a.safetensors", "--data", f"idx:{folder}:train", "--count", 2))
     assert "holds more than its header's 7840 bytes" in line
+
+
+IDX_UNDER_A_MEMORY_CAP = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (6 * 1024**3, 6 * 1024**3))  # less than the body the header announces
+from relstitch.data import load_dataset
+from relstitch.errors import RelstitchError
+try:
+    load_dataset(sys.argv[1])
+except RelstitchError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gzip", "plain"])
+def test_idx_header_announcing_gigabytes_over_a_short_body_costs_only_the_body(tmp_path, gz):
+    """Fuzzing found it: read(declared size) allocated all 8 GB a header announced before the short body showed.
+    Under a 6 GB address-space cap the reader must still say 'truncated', not die of MemoryError."""
+    import subprocess
+    import sys
+
+    header = struct.pack(">BBBBIII", 0, 0, 8, 3, 80_000, 100, 1000)  # 8e9 bytes declared, 100 bytes follow
+    write = gzip.open if gz else open
+    suffix = ".gz" if gz else ""
+    with write(tmp_path / f"train-images-idx3-ubyte{suffix}", "wb") as f:
+        f.write(header + bytes(100))
+    with write(tmp_path / f"train-labels-idx1-ubyte{suffix}", "wb") as f:
+        f.write(struct.pack(">BBBBI", 0, 0, 8, 1, 80_000) + bytes(80_000))
+    run = subprocess.run([sys.executable, "-c", IDX_UNDER_A_MEMORY_CAP, f"idx:{tmp_path}:train"], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-1500:]
+    assert "IDX file truncated: header says 8000000000 bytes, found 100" in run.stdout
