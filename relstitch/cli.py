@@ -272,14 +272,14 @@ TopKOpt = Annotated[int | None, typer.Option(
     "--top-k", min=1, rich_help_panel=_PROJ, help="Keep the k largest similarities of each sample, zero the rest.")]
 
 
-def translation_scaling(scaling: str | None, translating: bool) -> str:
-    """``--translation-scaling`` checked: a known scaling, and only where a translation will use it."""
+def translation_scaling(scaling: str | None, methods: list[str | None]) -> str:
+    """``--translation-scaling`` checked: a known scaling, and only where one of ``methods`` is a translation."""
     from .errors import UsageError
     from .translation import METHODS, SCALINGS
 
     if scaling is None:
         return "standard"
-    if not translating:  # silently ignoring it would mislead
+    if not any(m in METHODS for m in methods):  # silently ignoring it would mislead
         raise UsageError("--translation-scaling only means something with a translation --method "
                          f"({', '.join(METHODS)})")
     if scaling not in SCALINGS:
@@ -560,7 +560,7 @@ def stitch(
     elif method in (None, head.space):
         if target_encoder is not None:
             raise UsageError("--target-encoder only means something with a translation --method")
-        translation_scaling(scaling, translating=False)
+        translation_scaling(scaling, [method])
         chosen, dataset = load_anchors(anchors_or_zoo(anchors_file)), load_dataset(data or "builtin:test", limit=limit)
         result = stitch_pair(source, head, chosen, dataset, batch_size=batch_size, keep_predictions=keep)
     elif method in ("relative", "absolute"):
@@ -571,7 +571,7 @@ def stitch(
 
         if target_encoder is None:
             raise UsageError("a translation needs the decoder's own encoder: pass --target-encoder FILE")
-        scaled = translation_scaling(scaling, translating=True)
+        scaled = translation_scaling(scaling, [method])
         chosen, dataset = load_anchors(anchors_or_zoo(anchors_file)), load_dataset(data or "builtin:test", limit=limit)
         result = stitch_translated(source, head, chosen, dataset, method,
                                    target_encoder=load_encoder(target_encoder), scaling=scaled, batch_size=batch_size,
@@ -656,9 +656,7 @@ def eval_matrix(
                   inputs=reference_files(*encoder_paths, *decoder_paths, data, anchors_or_zoo(anchors_file)))
     groups = parse_groups(group)
     methods = [m.strip() for m in method.split(",") if m.strip()]
-    from .translation import METHODS as TRANSLATIONS
-
-    scaled = translation_scaling(scaling, translating=any(m in TRANSLATIONS for m in methods))
+    scaled = translation_scaling(scaling, methods)
     heads = [load_decoder(p) for p in decoder_paths]
     known = sorted({m for h in heads for m in TASK_METRICS[h.task["type"]]})
     if metric is not None and metric not in known:  # checked before the run, not after it
