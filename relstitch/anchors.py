@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from . import userfiles
 from .artifacts import content_hash, load_artifact, save_artifact, short
 from .data import Dataset
-from .errors import RelstitchError
+from .errors import RelstitchError, unknown_choice
 from .hygiene import check_finite, warn_duplicate_anchors
 
 if TYPE_CHECKING:
@@ -173,10 +174,12 @@ def parse_ids(spec: str) -> list[int]:
     """Anchor ids from a file (one per line, or separated by commas/spaces) or an inline comma list."""
     text = spec
     path = Path(spec)
-    if path.is_file():
+    # Any existing non-folder is a file to read, so a FIFO or a device is refused by name (not taken as an inline list).
+    from_file = path.exists() and not path.is_dir()
+    if from_file:
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+            text = userfiles.read_text(path, limit=userfiles.MAX_IDS_BYTES, what="an anchor ids file")
+        except OSError as exc:
             raise RelstitchError(f"cannot read ids: {exc}", path=path) from None
     tokens = [t for t in text.replace(",", " ").split() if t]
     ids = []
@@ -184,10 +187,10 @@ def parse_ids(spec: str) -> list[int]:
         try:
             ids.append(int(token))
         except ValueError:  # str.isdigit() is no guide: it accepts "²", which int() refuses
-            raise RelstitchError(f"anchor id {token!r} is not an integer", path=path if path.is_file() else None,
+            raise RelstitchError(f"anchor id {token!r} is not an integer", path=path if from_file else None,
                                  hint="give integer sample ids, comma-separated or one per line") from None
     if not ids:
-        raise RelstitchError("no anchor ids given", path=path if path.is_file() else None)
+        raise RelstitchError("no anchor ids given", path=path if from_file else None)
     return ids
 
 
@@ -220,9 +223,7 @@ def select_anchors(dataset: Dataset, count: int | None = None, strategy: str = "
         positions, count = _positions_of_ids(dataset, ids), len(ids)
     else:
         if strategy not in STRATEGIES:
-            raise RelstitchError(
-                f"unknown anchor strategy {strategy!r}; choose one of {', '.join([*STRATEGIES, 'ids'])}"
-            )
+            raise unknown_choice("anchor strategy", strategy, [*STRATEGIES, "ids"])
         if ids is not None:
             raise RelstitchError(f"ids given with strategy {strategy!r}", hint="use --strategy ids")
         count = 300 if count is None else count

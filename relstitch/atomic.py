@@ -8,10 +8,11 @@ either the old file or nothing, never half a file.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
-from .errors import RelstitchError
+from .errors import RelstitchError, os_error
 
 
 def check_output(path: str | os.PathLike, *, force: bool) -> Path:
@@ -20,12 +21,16 @@ def check_output(path: str | os.PathLike, *, force: bool) -> Path:
     Commands call this *before* doing any work, so a mistake costs nothing.
     """
     out = Path(path)
-    if out.is_dir():
+    found = _stat(out)
+    if found is not None and stat.S_ISDIR(found.st_mode):
         raise RelstitchError("is a folder, expected a file path", path=out, hint="name a file inside it")
-    if out.exists() and not force:
+    if found is not None and not stat.S_ISREG(found.st_mode):  # a FIFO or a device: replacing it is never meant
+        raise RelstitchError("exists and is not a regular file", path=out, hint="write the output to a file")
+    if found is not None and not force:
         raise RelstitchError("already exists", path=out, hint="pass --force to overwrite it")
     folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
+    where = _stat(folder)
+    if where is None or not stat.S_ISDIR(where.st_mode):
         raise RelstitchError("output folder does not exist", path=folder, hint="create it first")
     if not os.access(folder, os.W_OK):
         raise RelstitchError("output folder is not writable", path=folder, hint="choose another folder")
@@ -40,20 +45,30 @@ def check_output(path: str | os.PathLike, *, force: bool) -> Path:
     return out
 
 
+def _stat(path: Path) -> os.stat_result | None:
+    """``os.stat``, None when nothing is there; any other OS error (a name too long, a symlink loop) is one line."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise os_error(exc, path) from None
+
+
 def check_outputs(paths: list[str | os.PathLike], *, force: bool, inputs: tuple[str | os.PathLike, ...] = ()) -> list[Path]:
     """:func:`check_output` for each path, and refuse one file named twice or an output that is an input.
 
     Without this, ``--json r --markdown r`` would run the whole job and then fail (or, with ``--force``,
     keep only the last), and ``fit e.safetensors -o e.safetensors --force`` would replace its own input.
     """
-    seen: set[Path] = set()
+    seen: set[str] = set()
     for path in paths:
-        resolved = Path(path).resolve()
+        resolved = os.path.realpath(path)  # not Path.resolve: it raises RuntimeError on a symlink loop
         if resolved in seen:
             raise RelstitchError("is named twice as an output", path=path, hint="give each output its own file")
         seen.add(resolved)
     for path in inputs:
-        if Path(path).resolve() in seen:
+        if os.path.realpath(path) in seen:
             raise RelstitchError("is both an input and an output", path=path, hint="write the output to another file")
     return [check_output(path, force=force) for path in paths]
 

@@ -13,6 +13,7 @@ Identity is by content: an encoder's hash covers its weights and architecture, n
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .artifacts import content_hash, load_artifact, save_artifact
+from .artifacts import content_hash, load_artifact, save_artifact, short
 from .data import prepare_images
 from .errors import RelstitchError
 from .models import create_decoder, create_encoder
@@ -93,6 +94,17 @@ class Decoder:
         return content_hash(self.module.state_dict(), extra=self.architecture)
 
 
+def _fresh_hash(owner: Encoder | Decoder) -> str:
+    """The hash of the weights as they are now, refreshing the cached one.
+
+    A file's recorded hash must describe the tensors written beside it (loading verifies it): a module
+    changed after its hash was first read (fine-tuned, edited) would otherwise be saved under its old hash
+    and refused as tampered with on the next load.
+    """
+    owner.__dict__["hash"] = content_hash(owner.module.state_dict(), extra=owner.architecture)
+    return owner.hash
+
+
 def save_encoder(encoder: Encoder, path: str | os.PathLike, *, force: bool = False) -> Path:
     meta = dict(
         encoder.meta,
@@ -100,7 +112,7 @@ def save_encoder(encoder: Encoder, path: str | os.PathLike, *, force: bool = Fal
         architecture=encoder.architecture,
         input=encoder.input_spec,
         latent_dim=encoder.latent_dim,
-        hash=encoder.hash,
+        hash=_fresh_hash(encoder),
     )
     return save_artifact(path, "encoder", encoder.module.state_dict(), meta, force=force)
 
@@ -116,7 +128,7 @@ def save_decoder(decoder: Decoder, path: str | os.PathLike, *, force: bool = Fal
         projection=decoder.projection.to_dict() if decoder.projection else None,
         anchor_hash=decoder.anchor_hash,
         encoder_hash=decoder.encoder_hash,
-        hash=decoder.hash,
+        hash=_fresh_hash(decoder),
     )
     return save_artifact(path, "decoder", decoder.module.state_dict(), meta, force=force)
 
@@ -143,7 +155,61 @@ def _check_shapes(name: str, module: nn.Module, tensors: dict[str, torch.Tensor]
         )
 
 
-def _build(kind: str, architecture: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path) -> nn.Module:
+RESAVE = "re-save it with relstitch (`relstitch train` or `fit`, or save_encoder/save_decoder)"
+"""The fix for a relstitch checkpoint whose tensors cannot be the ones relstitch wrote."""
+RETRAIN = "use an intact copy, or retrain it (NaN/Inf weights: the training diverged)"
+"""The fix for a checkpoint holding NaN/Inf: no re-save repairs those values."""
+
+
+def _dtype_kind(dtype: torch.dtype) -> str:
+    """floating, complex, bool or integer: casting across kinds changes what the numbers mean."""
+    if dtype.is_floating_point:
+        return "floating"
+    if dtype.is_complex:
+        return "complex"
+    return "bool" if dtype == torch.bool else "integer"
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def check_weights(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor], what: str, *,
+                  exact: bool, hint: str, finite_hint: str) -> None:
+    """Refuse weights of another dtype than the module's, or holding NaN/±Inf, naming the first tensor.
+
+    Dtype policy: ``exact=True`` for relstitch's own checkpoints, which relstitch wrote from the very
+    module it rebuilds, so any difference (an F32 bias declared I32 over the same bytes) is an edit or
+    corruption, never a choice. ``exact=False`` for foreign weights files (``weights=FILE``): publishers
+    legitimately ship float16/bfloat16 copies of float32 models, so a float→float cast is allowed, but a
+    change of kind (integer or bool where the module has floats, or the reverse) is refused: its numbers
+    would be reinterpreted, not rounded. Names missing from ``found`` are left to the caller's own check.
+    ``hint`` is the fix for a wrong dtype, ``finite_hint`` for NaN/Inf; the caller adds the path.
+    """
+    for name, own in expected.items():
+        tensor = found.get(name)
+        if tensor is None or tensor.dtype == own.dtype:
+            continue
+        if exact or _dtype_kind(tensor.dtype) != _dtype_kind(own.dtype):
+            raise RelstitchError(f"weight {name!r} is stored as {_dtype_name(tensor.dtype)}, but {what} has "
+                                 f"{_dtype_name(own.dtype)} there", hint=hint)
+    for name in sorted(found):
+        tensor = found[name]
+        # one reduction per floating tensor; the counts are computed only for the refusal
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            nan, inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
+            raise RelstitchError(f"weight {name!r} holds {nan} NaN and {inf} infinite value(s) of {tensor.numel()}: "
+                                 f"{what} cannot compute anything meaningful with it", hint=finite_hint)
+
+
+def _build(kind: str, architecture: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path,
+           recorded: Any) -> tuple[nn.Module, str]:
+    """The module a checkpoint describes, with its weights, and its content hash.
+
+    Every encoder and decoder load passes here, so the weights are checked once, at the root: names,
+    shapes and dtypes against the architecture, every value finite, and the content hash against the
+    one recorded at save time (``recorded``; files without one predate it and are taken as they are).
+    """
     name = _require(architecture, "name", str, path)
     args = architecture.get("args") or {}
     if not isinstance(args, dict):
@@ -155,6 +221,7 @@ def _build(kind: str, architecture: dict[str, Any], tensors: dict[str, torch.Ten
         with torch.device("meta"):
             probe = create(name, **args)
         _check_shapes(name, probe, tensors)
+        check_weights(probe.state_dict(), tensors, f"{kind} {name!r}", exact=True, hint=RESAVE, finite_hint=RETRAIN)
         # The shapes fit: the loaded weights become the probe's tensors (load_state_dict(assign=True)),
         # rather than building again, drawing a random init and copying every weight over it. Only when
         # the file covers every buffer (a non-persistent one would stay on meta), no parameter is shared
@@ -162,9 +229,8 @@ def _build(kind: str, architecture: dict[str, Any], tensors: dict[str, torch.Ten
         covered = ({n for n, _ in probe.named_buffers()} <= tensors.keys()
                    and len(list(probe.parameters())) == len(list(probe.named_parameters(remove_duplicate=False)))
                    and not any(isinstance(v, torch.Tensor) for m in probe.modules() for v in vars(m).values()))
-        if covered:  # each weight in the dtype the architecture declares, as a copying load would give it
-            declared = probe.state_dict()
-            tensors = {k: v.to(declared[k].dtype) for k, v in tensors.items()}
+        # No cast here: check_weights made every dtype equal to the architecture's (a silent cast once
+        # turned an F32 bias declared I32 into integers and a decoder scoring 0.05).
         module = probe if covered else create(name, **args)
     except RelstitchError as exc:
         raise RelstitchError(str(exc), path=path) from None
@@ -178,7 +244,13 @@ def _build(kind: str, architecture: dict[str, Any], tensors: dict[str, torch.Ten
             f"unexpected {result.unexpected_keys[:5]}",
             path=path,
         )
-    return module.eval()
+    # Computed once here and cached on the Encoder/Decoder (its ``hash``): reports and matrices need it anyway.
+    digest = content_hash(module.state_dict(), extra=architecture)
+    if recorded is not None and recorded != digest:
+        raise RelstitchError(f"weights do not match the file's recorded hash ({short(str(recorded))} recorded, "
+                             f"{short(digest)} computed): the file was tampered with or is corrupt",
+                             path=path, hint="use an intact copy, or " + RESAVE)
+    return module.eval(), digest
 
 
 def load_encoder(path: str | os.PathLike) -> Encoder:
@@ -186,10 +258,10 @@ def load_encoder(path: str | os.PathLike) -> Encoder:
     art = load_artifact(path, "encoder")
     arch = _require(art.meta, "architecture", dict, art.path)
     try:
-        module = _build("encoder", arch, art.tensors, art.path)
+        module, digest = _build("encoder", arch, art.tensors, art.path, art.meta.get("hash"))
     except RuntimeError as exc:  # shape mismatch inside load_state_dict
         raise RelstitchError(f"weights do not fit the architecture: {str(exc).splitlines()[-1].strip()}", path=art.path) from None
-    return Encoder(
+    encoder = Encoder(
         module=module,
         architecture=arch,
         input_spec=_require(art.meta, "input", dict, art.path),
@@ -198,6 +270,8 @@ def load_encoder(path: str | os.PathLike) -> Encoder:
         meta=art.meta,
         path=art.path,
     )
+    encoder.__dict__["hash"] = digest  # the cached_property, filled: verified at load, never hashed twice
+    return encoder
 
 
 def load_decoder(path: str | os.PathLike) -> Decoder:
@@ -208,7 +282,7 @@ def load_decoder(path: str | os.PathLike) -> Decoder:
     if space not in SPACES:
         raise RelstitchError(f"corrupt metadata: unknown space {space!r}", path=art.path)
     try:
-        module = _build("decoder", arch, art.tensors, art.path)
+        module, digest = _build("decoder", arch, art.tensors, art.path, art.meta.get("hash"))
     except RuntimeError as exc:
         raise RelstitchError(f"weights do not fit the architecture: {str(exc).splitlines()[-1].strip()}", path=art.path) from None
     projection = None
@@ -221,7 +295,7 @@ def load_decoder(path: str | os.PathLike) -> Decoder:
     task = _require(art.meta, "task", dict, art.path)
     if task.get("type") not in ("classification", "reconstruction"):
         raise RelstitchError(f"corrupt metadata: unknown task {task.get('type')!r}", path=art.path)
-    return Decoder(
+    decoder = Decoder(
         module=module,
         architecture=arch,
         space=space,
@@ -234,3 +308,5 @@ def load_decoder(path: str | os.PathLike) -> Decoder:
         meta=art.meta,
         path=art.path,
     )
+    decoder.__dict__["hash"] = digest  # as for encoders: verified at load, cached
+    return decoder

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from .encoding import EncodedSpace
-from .errors import RelstitchError
+from .errors import RelstitchError, UsageError
 from .projection import EPS, ProjectionConfig
 
 SPACES = ("absolute", "relative")
@@ -118,14 +118,17 @@ def compare_spaces(spaces: list[EncodedSpace], *, k: int = 10, projection: Proje
     if len(spaces) < 2:
         raise RelstitchError("compare needs at least two spaces")
     if k < 1:
-        raise RelstitchError(f"k must be at least 1, got {k}")
+        raise UsageError(f"k must be at least 1, got {k}")
     _check_aligned(spaces)
+    if k >= len(spaces[0].ids):  # every sample a neighbour of every other: Jaccard@k would be 1.000 whatever the spaces
+        raise UsageError(f"-k {k} neighbours need more than {k} samples, and these spaces have {len(spaces[0].ids)}",
+                         hint="use a smaller -k, or more samples (--limit)")
     projection = projection or ProjectionConfig()
     names = names or [s.encoder_name for s in spaces]
     if len(set(names)) != len(names):  # two seeds saved under one name: keep them apart
         names = [f"{n}#{i + 1}" for i, n in enumerate(names)]
     vectors = {"absolute": [s.absolute for s in spaces], "relative": [s.relative(projection) for s in spaces]}
-    result = CompareResult(names=names, k=min(k, len(spaces[0].ids)), projection=projection.to_dict())
+    result = CompareResult(names=names, k=k, projection=projection.to_dict())
     cka_cache: dict[tuple[str, int, int], float] = {}
     for space in SPACES:
         for i, j in permutations(range(len(spaces)), 2):

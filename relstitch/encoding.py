@@ -20,8 +20,8 @@ from .anchors import Anchors
 from .artifacts import load_artifact, save_artifact
 from .checkpoints import Encoder
 from .data import Dataset
-from .errors import RelstitchError
-from .hygiene import check_finite
+from .errors import RelstitchError, unknown_choice
+from .hygiene import check_finite, check_labels
 from .progress import ProgressFn, silent
 from .projection import ProjectionConfig, relative_projection
 from .sources.text import TextViews
@@ -36,17 +36,17 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def resolve_device(device: str | torch.device = "auto", dtype: str = "float32") -> tuple[torch.device, torch.dtype]:
     """``auto|cpu|cuda[:i]`` and ``float32|bfloat16|float16`` → what :func:`iter_embed` takes."""
     if dtype not in DTYPES:
-        raise RelstitchError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+        raise unknown_choice("dtype", dtype, DTYPES)
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         resolved = torch.device(device)
     except RuntimeError:
-        raise RelstitchError(f"unknown device {device!r}; choose auto, cpu or cuda") from None
+        raise unknown_choice("device", device, ("auto", "cpu", "cuda", "cuda:N")) from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise RelstitchError("--device cuda but torch sees no CUDA device here", hint="use --device cpu or auto")
     if resolved.type not in ("cpu", "cuda"):
-        raise RelstitchError(f"unsupported device {device!r}; choose auto, cpu or cuda")
+        raise unknown_choice("device", device, ("auto", "cpu", "cuda", "cuda:N"))
     return resolved, DTYPES[dtype]
 
 
@@ -314,6 +314,8 @@ def load_embeddings(path: str | os.PathLike) -> EncodedSpace:
         raise RelstitchError("corrupt embeddings file: absolute and anchor latents disagree in shape", path=art.path)
     if len(art.tensors["labels"]) != len(absolute):
         raise RelstitchError("corrupt embeddings file: labels and vectors differ in length", path=art.path)
+    classes = dataset.get("classes")  # as a Dataset refuses labels past its class names, so does a file of its vectors
+    check_labels(art.tensors["labels"], classes if isinstance(classes, list) else [], f"embeddings {art.path}")
     for name in ("absolute", "anchor_absolute", "relative"):
         if name in art.tensors:
             check_finite(art.tensors[name], f"{name} vectors", path=art.path)

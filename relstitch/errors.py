@@ -6,6 +6,8 @@ The CLI turns a :class:`RelstitchError` into a one-line message and exit code 1 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class RelstitchError(Exception):
     """A problem with the user's input: a file, an argument, a combination. Exit code 1."""
@@ -26,6 +28,52 @@ class UsageError(RelstitchError):
     """Bad command-line usage (a wrong option value or combination). Exit code 2."""
 
     exit_code = 2
+
+
+def unknown_choice(what: str, value: object, choices: Iterable[str], *, path: object | None = None) -> UsageError:
+    """The error for a value that is not one of its ``choices``: bad usage (exit 2), the closest as a hint.
+
+    One message for every option value (``--dtype``, ``--method``, ``--strategy``, ``--arch``...). Where the
+    value came from a file's metadata, the loader re-raises it as a plain :class:`RelstitchError` (exit 1).
+    """
+    import difflib  # noqa: PLC0415
+
+    names = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(value), names, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else None
+    return UsageError(f"unknown {what} {value!r}; choose one of {', '.join(names)}", path=path, hint=hint)
+
+
+_OS_HINTS = {
+    "ENAMETOOLONG": "shorten the name (at most 255 bytes per file or folder name)",
+    "ELOOP": "the path is a loop of symbolic links: point it at a real file",
+    "EACCES": "check the permissions or choose another path",
+    "EPERM": "check the permissions or choose another path",
+    "ENOTDIR": "a part of the path is a file, not a folder",
+    "EISDIR": "name a file, not a folder",
+    "ENOSPC": "free some disk space or write elsewhere",
+    "EROFS": "the file system is read-only: write elsewhere",
+    "ENOENT": "check the path",
+}
+
+
+def os_error(exc: OSError, path: object | None = None) -> RelstitchError:
+    """An operating-system error on a user's path as one line: the path, the cause, the fix.
+
+    Every verb reads and writes paths the user chose; a name over the length limit or a symlink loop
+    is their mistake to fix, not a bug to show as a traceback.
+    """
+    import errno  # noqa: PLC0415
+
+    where = path if path is not None else exc.filename
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename2 is not None:
+        cause += f" (and {exc.filename2})"
+    name = errno.errorcode.get(exc.errno or 0, "")
+    text = str(where) if where is not None else None
+    if text is not None and len(text) > 120:  # a 300-character name would drown the message
+        text = text[:60] + "…" + text[-40:]
+    return RelstitchError(cause, path=text, hint=_OS_HINTS.get(name))
 
 
 class Terminated(KeyboardInterrupt):

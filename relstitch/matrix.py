@@ -34,6 +34,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .anchors import Anchors
@@ -43,7 +44,7 @@ from .checkpoints import Decoder, Encoder, default_name
 from .controls import SHUFFLED_ANCHORS, shuffled_anchor_space
 from .data import Dataset
 from .encoding import DEFAULT_BATCH, BatchSize, EncodedSpace, embed, inputs_for
-from .errors import RelstitchError
+from .errors import RelstitchError, os_error, unknown_choice
 from .hygiene import warn_zero_norm, zero_norm_count
 from .metrics import DIRECTIONS, MAIN_METRIC
 from .progress import ProgressFn, silent
@@ -77,9 +78,120 @@ class MatrixResult:
                      and (p.method == method if method else p.method == p.space)), None)
 
 
+@dataclass(frozen=True)
+class BrokenDecoder:
+    """A decoder file that could not be loaded: in a matrix, a failed column with ``error`` in every cell."""
+
+    name: str
+    path: str
+    error: str
+    space: str | None = None  # from the file's header when it is readable, to place the column under its method
+
+
+def load_decoders(refs: Sequence[Decoder | BrokenDecoder | str | os.PathLike], *,
+                  fail_fast: bool = False) -> list[Decoder | BrokenDecoder]:
+    """Load decoder files (loaded decoders pass through); one that fails becomes a :class:`BrokenDecoder`.
+
+    With ``fail_fast`` the first failure raises instead, naming the file.
+    """
+    from .checkpoints import load_decoder  # noqa: PLC0415
+
+    out: list[Decoder | BrokenDecoder] = []
+    for ref in refs:
+        if isinstance(ref, (Decoder, BrokenDecoder)):
+            out.append(ref)
+            continue
+        try:
+            out.append(load_decoder(ref))
+        except (RelstitchError, OSError) as exc:
+            if fail_fast:
+                raise
+            reason = str(os_error(exc) if isinstance(exc, OSError) else exc)
+            out.append(BrokenDecoder(default_name(ref), os.fspath(ref), reason, _header_space(ref)))
+    return out
+
+
+def _header_space(path: str | os.PathLike) -> str | None:
+    """The space a decoder file's header declares, when the header can be read and names a known one."""
+    from .artifacts import read_header  # noqa: PLC0415
+
+    try:
+        space = read_header(path).metadata.get("space")
+    except (RelstitchError, OSError):
+        return None
+    return space if space in NATIVE_METHODS else None
+
+
+def distinct_names(names: Sequence[str], paths: Sequence[str | None]) -> list[str]:
+    """``names`` with each shared one told apart: by as many of its file's parent folders as it takes
+    (``zooA/cnn-rel-s0``, ``zooB/cnn-rel-s0``), else by its position (``cnn-rel-s0 [2]``).
+
+    A report keys its matrices by these names, so two checkpoints under one name would show one's
+    score in the other's cell; the result is unique, and unchanged where names already were.
+    """
+    out = list(names)
+    taken = set(names)
+    for name in dict.fromkeys(names):
+        clash = [i for i, n in enumerate(names) if n == name]
+        if len(clash) < 2:
+            continue
+        parents = [Path(paths[i]).parent.parts if paths[i] else () for i in clash]
+        labels = None
+        for depth in range(1, max(len(p) for p in parents) + 1):
+            tried = ["/".join((*p[-depth:], name)) for p in parents]
+            if len(set(tried)) == len(tried) and not taken & set(tried):
+                labels = tried
+                break
+        if labels is None:
+            labels = [f"{name} [{k}]" for k in range(1, len(clash) + 1)]
+        for i, label in zip(clash, labels):
+            out[i] = label
+        taken |= set(labels)
+    if len(set(out)) != len(out):  # a label equal to another checkpoint's own name: number every one
+        out = [f"{n} [{i}]" if out.count(n) > 1 else n for i, n in enumerate(out, 1)]
+    return out
+
+
+def _named_apart(columns: list[Decoder | BrokenDecoder]) -> list[Decoder | BrokenDecoder]:
+    """The decoders, renamed (copies) where names are shared, so every column name is one decoder."""
+    import dataclasses  # noqa: PLC0415
+
+    names = distinct_names([d.name for d in columns], [str(d.path) if d.path else None for d in columns])
+    return [d if d.name == n else dataclasses.replace(d, name=n) for d, n in zip(columns, names)]
+
+
+def _rows_named_apart(infos: list[dict[str, Any]], rows: list[list[PairResult]]) -> list[PairResult]:
+    """Row-major pairs, encoders that share a name told apart in their ``encoders`` entry and their pairs."""
+    names = distinct_names([i["name"] for i in infos], [i.get("path") for i in infos])
+    for info, row, name in zip(infos, rows, names):
+        if name != info["name"]:
+            info["renamed_from"], info["name"] = info["name"], name
+            for pair in row:
+                pair.encoder = name
+    return [pair for row in rows for pair in row]
+
+
+def _decoder_info(d: Decoder | BrokenDecoder, own_name: str) -> dict[str, Any]:
+    """A decoder's entry in the result (and the report): identity, contract, or why it could not be loaded;
+    ``renamed_from`` its own name when another decoder shared it."""
+    info: dict[str, Any]
+    if isinstance(d, BrokenDecoder):
+        info = {"name": d.name, "path": d.path, "hash": None, "space": d.space, "architecture": None, "seed": None,
+                "error": d.error}
+    else:
+        info = {"name": d.name, "path": str(d.path) if d.path else None, "hash": d.hash, "space": d.space,
+                "input_dim": d.input_dim, "encoder_hash": d.encoder_hash, "anchor_hash": d.anchor_hash,
+                "projection": d.projection.to_dict() if d.projection else None, "architecture": d.architecture.get("name"),
+                "seed": _training(d.meta).get("seed"),
+                "encoder_architecture": (_training(d.meta).get("config") or {}).get("arch")}
+    if own_name != d.name:
+        info["renamed_from"] = own_name
+    return info
+
+
 def eval_matrix(
-    encoder_paths: list[str | os.PathLike],
-    decoders: list[Decoder],
+    encoder_paths: Sequence[str | os.PathLike],
+    decoders: Sequence[Decoder | BrokenDecoder | str | os.PathLike],
     anchors: Anchors,
     dataset: Dataset,
     *,
@@ -97,6 +209,12 @@ def eval_matrix(
 ) -> MatrixResult:
     """Score every encoder with every decoder on ``dataset`` through ``anchors``.
 
+    ``encoder_paths``: references; a ``str`` is read as typed (``hf:DIR#pooling=mean``), a ``Path`` is a
+    file and never parsed (a glob's match: :func:`relstitch.sources.refs.expand_references`).
+    ``decoders``: loaded decoders or decoder files; one that cannot be loaded (:func:`load_decoders`)
+    is a failed column, its reason in every cell, as an encoder that fails is a failed row. Encoders
+    or decoders that share a name are told apart (:func:`distinct_names`), so every name in the result
+    stands for one checkpoint.
     ``cache``: a folder of embeddings files keyed by encoder, anchors and data (:mod:`relstitch.cache`);
     an encoder found there is not run at all.
     ``load``: turns each reference into an encoder or precomputed embeddings (default: any model source
@@ -122,13 +240,16 @@ def eval_matrix(
         raise RelstitchError(f"workers must be 0 (serial) or 1 (score while the next encoder runs), not {workers!r}")
     if not encoder_paths or not decoders:
         raise RelstitchError("an eval-matrix needs at least one encoder and one decoder")
-    plan = _plan(decoders, methods, null_baseline)
+    given = load_decoders(decoders, fail_fast=fail_fast)
+    columns = _named_apart(given)
+    loaded = [d for d in columns if isinstance(d, Decoder)]
+    plan = _plan(columns, methods, null_baseline)
     if translation_scaling not in SCALINGS:  # refused before any encoder runs, not at the first translated pair
-        raise RelstitchError(f"unknown translation scaling {translation_scaling!r}; choose one of {', '.join(SCALINGS)}")
+        raise unknown_choice("translation scaling", translation_scaling, SCALINGS)
     needs_targets = any(m in TRANSLATIONS for _, m, _ in plan)
     on = {"device": device, "dtype": dtype}
     targets = _own_encoder_anchors(encoder_paths, anchors, load, batch_size, **on) if needs_targets else {}
-    tasks = {d.task["type"] for d in decoders}
+    tasks = {d.task["type"] for d in loaded} or {"classification"}  # no decoder loaded: every cell says why
     if len(tasks) > 1:
         raise RelstitchError(f"decoders mix tasks {sorted(tasks)}: run one matrix per task")
     task = tasks.pop()
@@ -140,17 +261,11 @@ def eval_matrix(
     if workers is None:
         workers = 1 if pipeline_pays(device) else 0
     pipelined = workers == 1 and len(encoder_paths) > 1 and not needs_targets
-    encoders_info, pairs, encode_seconds = (_pipelined if pipelined else _serial)(job, encoder_paths, progress)
-    decoders_info = [
-        {"name": d.name, "path": str(d.path) if d.path else None, "hash": d.hash, "space": d.space,
-         "input_dim": d.input_dim, "encoder_hash": d.encoder_hash, "anchor_hash": d.anchor_hash,
-         "projection": d.projection.to_dict() if d.projection else None, "architecture": d.architecture.get("name"),
-         "seed": _training(d.meta).get("seed"), "encoder_architecture": (_training(d.meta).get("config") or {}).get("arch")}
-        for d in decoders
-    ]
+    encoders_info, rows, encode_seconds = (_pipelined if pipelined else _serial)(job, encoder_paths, progress)
+    pairs = _rows_named_apart(encoders_info, rows)
     return MatrixResult(
         encoders=encoders_info,
-        decoders=decoders_info,
+        decoders=[_decoder_info(d, own.name) for d, own in zip(columns, given)],
         pairs=pairs,
         task=task,
         main_metric=MAIN_METRIC[task],
@@ -165,7 +280,7 @@ def eval_matrix(
 class _Job:
     """What every row of one matrix run shares."""
 
-    plan: list[tuple[Decoder, str, str | None]]
+    plan: _Plan
     anchors: Anchors
     dataset: Dataset
     cache: str | os.PathLike | None
@@ -191,8 +306,8 @@ class _Row:
     failed: list[PairResult] = field(default_factory=list)
 
 
-_Rows = tuple[list[dict[str, Any]], list[PairResult], float]
-"""``encoders`` entries, pairs in row-major order, seconds spent loading and encoding."""
+_Rows = tuple[list[dict[str, Any]], list[list[PairResult]], float]
+"""``encoders`` entries, each row's pairs in column order, seconds spent loading and encoding."""
 
 
 def _encode_row(job: _Job, path: str | os.PathLike, progress: ProgressFn,
@@ -202,7 +317,7 @@ def _encode_row(job: _Job, path: str | os.PathLike, progress: ProgressFn,
 
     t0 = time.perf_counter()
     try:
-        encoder = job.load(str(path))
+        encoder = job.load(path)  # as given: a Path is a file, never parsed as a reference
         loaded()
         if isinstance(encoder, EncodedSpace):  # precomputed vectors: nothing to run, they must be of this data
             space, from_cache = check_precomputed(encoder, job.dataset.hash), False
@@ -211,12 +326,13 @@ def _encode_row(job: _Job, path: str | os.PathLike, progress: ProgressFn,
             space, from_cache = cached_encode(encoder, job.anchors, job.dataset, job.cache, batch_size=job.batch_size,
                                               progress=progress, **job.on)
             encoder.latent_dim = encoder.latent_dim or space.absolute.shape[1]  # adapters learn it when they run
-    except RelstitchError as exc:
+    except (RelstitchError, OSError) as exc:
         if job.fail_fast:
             raise
+        exc = os_error(exc) if isinstance(exc, OSError) else exc  # a path too long, a loop: one line in its row
         name = default_name(path)
         return _Row({"name": name, "path": str(path), "error": str(exc)},
-                    failed=[PairResult(name, d.name, d.space, True, error=str(exc), method=_label(m, c), control=c)
+                    failed=[PairResult(name, d.name, _cell_space(d, m), True, error=str(exc), method=_label(m, c), control=c)
                             for d, m, c in job.plan])
     seconds = time.perf_counter() - t0
     encoder_space = encoder_space_of(encoder)
@@ -241,6 +357,11 @@ def _score_row(job: _Job, row: _Row, stop: threading.Event | None = None) -> lis
     for decoder, method, control in job.plan:
         if stop is not None and stop.is_set():  # the caller was interrupted: these pairs will not be reported
             break
+        if isinstance(decoder, BrokenDecoder):  # a failed column: its reason in every cell
+            pairs.append(PairResult(row.name, decoder.name, _cell_space(decoder, method), True, error=decoder.error,
+                                    encoder_hash=row.hash, encoder_space=row.encoder_space,
+                                    method=_label(method, control), control=control))
+            continue
         try:
             pairs.append(_run_pair(shuffled if control else row.space, decoder, method, control, job.targets, job.dataset,
                                    row.encoder_space, job.scaling))
@@ -256,13 +377,13 @@ def _score_row(job: _Job, row: _Row, stop: threading.Event | None = None) -> lis
 def _serial(job: _Job, encoder_paths: Sequence[str | os.PathLike], progress: ProgressFn) -> _Rows:
     """Load, encode and score each encoder in turn on the caller's thread (``workers=0``)."""
     infos: list[dict[str, Any]] = []
-    pairs: list[PairResult] = []
+    pairs: list[list[PairResult]] = []
     seconds = 0.0
     for path in encoder_paths:
         row = _encode_row(job, path, progress)
         infos.append(row.info)
         seconds += row.encode_seconds
-        pairs.extend(_score_row(job, row))
+        pairs.append(_score_row(job, row))
         del row  # one encoded space in memory at a time
     return infos, pairs, seconds
 
@@ -279,7 +400,7 @@ def _pipelined(job: _Job, encoder_paths: Sequence[str | os.PathLike], progress: 
     serial loop's order: row i's scoring before encoder i+1's loading or encoding.
     """
     infos: list[dict[str, Any]] = []
-    pairs: list[PairResult] = []
+    pairs: list[list[PairResult]] = []
     seconds = 0.0
     stop = threading.Event()
     modes = _thread_modes()
@@ -302,7 +423,7 @@ def _pipelined(job: _Job, encoder_paths: Sequence[str | os.PathLike], progress: 
             score_waiting()
             assert scoring is not None
             try:
-                pairs.extend(scoring.result())
+                pairs.append(scoring.result())
             except Exception as exc:
                 held.flush(caller=False)  # the serial loop stopped inside this row: nothing after it happened
                 raise exc from None
@@ -408,22 +529,38 @@ def pipeline_pays(device: torch.device | None = None) -> bool:
     return torch.get_num_threads() < cores
 
 
-def _plan(decoders: list[Decoder], methods: Sequence[str], null_baseline: bool) -> list[tuple[Decoder, str, str | None]]:
-    """Which (decoder, method, control) cells a row gets, in column order: decoders, then methods."""
+_Plan = list[tuple["Decoder | BrokenDecoder", str, str | None]]
+
+
+def _plan(decoders: Sequence[Decoder | BrokenDecoder], methods: Sequence[str], null_baseline: bool) -> _Plan:
+    """Which (decoder, method, control) cells a row gets, in column order: decoders, then methods.
+
+    A decoder that could not be loaded gets the cells its space would have (the first method asked for
+    when its space is unknown: one failed cell per encoder), so its failure shows where it belongs.
+    """
     unknown = [m for m in methods if m not in (*NATIVE_METHODS, *TRANSLATIONS)]
     if unknown or not methods:
-        raise RelstitchError(f"unknown method(s) {unknown}; choose among {', '.join((*NATIVE_METHODS, *TRANSLATIONS))}")
-    plan: list[tuple[Decoder, str, str | None]] = []
+        raise unknown_choice("method", ",".join(unknown) or "(none)", (*NATIVE_METHODS, *TRANSLATIONS))
+    plan: _Plan = []
     for decoder in decoders:
         for method in dict.fromkeys(methods):  # keep order, drop repeats
+            if decoder.space is None:  # broken beyond its header: one column, under the first method
+                plan.append((decoder, method, None))
+                break
             if method == decoder.space or (method in TRANSLATIONS and decoder.space == "absolute"):
                 plan.append((decoder, method, None))
                 if null_baseline and method != "absolute":  # raw absolute pairs use no anchors: nothing to shuffle
                     plan.append((decoder, method, SHUFFLED_ANCHORS))
-    if not plan:
+    fits = any(isinstance(d, Decoder) for d, _, _ in plan)
+    if not fits and any(isinstance(d, Decoder) for d in decoders):  # all broken: a matrix of reasons instead
         raise RelstitchError(f"no decoder fits method(s) {', '.join(methods)}",
                              hint="relative needs relative decoders; absolute and translations need absolute ones")
     return plan
+
+
+def _cell_space(decoder: Decoder | BrokenDecoder, method: str) -> str:
+    """The space a cell feeds its decoder: the decoder's own, else (unknown) the one ``method`` feeds."""
+    return decoder.space or ("relative" if method == "relative" else "absolute")
 
 
 def _label(method: str, control: str | None) -> str:
@@ -444,7 +581,7 @@ def _own_encoder_anchors(encoder_paths: Sequence[str | os.PathLike], anchors: An
     targets: dict[str, Any] = {}
     for path in encoder_paths:
         try:
-            loaded = (load or load_encoder_ref)(str(path))
+            loaded = (load or load_encoder_ref)(path)
             if isinstance(loaded, EncodedSpace):  # precomputed: its anchor latents are in the file
                 if loaded.anchor_hash == anchors.hash:
                     targets[loaded.encoder_hash] = loaded.anchor_absolute

@@ -67,7 +67,7 @@ from typing import Any
 
 import torch
 
-from .errors import RelstitchError
+from .errors import RelstitchError, unknown_choice
 
 EPS = 1e-8
 """Norms below this are treated as zero: the vector gets similarity 0 to every anchor."""
@@ -141,11 +141,11 @@ class ProjectionConfig:
         names = self.similarities
         for name in names:
             if name not in SIMILARITIES:
-                raise RelstitchError(f"unknown similarity {name!r}; choose one of {', '.join(SIMILARITIES)}")
+                raise unknown_choice("similarity", name, SIMILARITIES)
         if len(set(names)) != len(names):
             raise RelstitchError(f"similarity listed twice in {self.similarity!r}")
         if self.centering not in CENTERINGS:
-            raise RelstitchError(f"unknown centering {self.centering!r}; choose one of {', '.join(CENTERINGS)}")
+            raise unknown_choice("centering", self.centering, CENTERINGS)
         if self.normalization not in NORMALIZATIONS:
             raise RelstitchError(
                 f"unknown normalization {self.normalization!r}; choose one of {', '.join(NORMALIZATIONS)}"

@@ -20,7 +20,7 @@ from .anchors import Anchors
 from .checkpoints import SPACES, Decoder, Encoder
 from .data import Dataset, default_image_spec, prepare_images
 from .encoding import EncodedSpace
-from .errors import RelstitchError, UsageError
+from .errors import RelstitchError, UsageError, unknown_choice
 from .models import create_decoder, create_encoder
 from .progress import ProgressFn, silent
 from .projection import ProjectionConfig, relative_projection
@@ -47,9 +47,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         if self.task not in TASKS:
-            raise RelstitchError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+            raise unknown_choice("task", self.task, TASKS)
         if self.space not in SPACES:
-            raise RelstitchError(f"unknown space {self.space!r}; choose relative or absolute")
+            raise unknown_choice("space", self.space, ("relative", "absolute"))
         for key in ("latent_dim", "epochs", "batch_size", "hidden"):
             if getattr(self, key) < 1:
                 raise RelstitchError(f"{key} must be at least 1")
@@ -208,7 +208,7 @@ def fit(
     absolute and anchor latents, so any projection works without re-encoding; the decoder records it.
     """
     if config.space not in SPACES:
-        raise RelstitchError(f"unknown space {config.space!r}; choose relative or absolute")
+        raise unknown_choice("space", config.space, ("relative", "absolute"))
     if config.space == "absolute" and projection is not None:  # silently dropping it would mislead
         raise UsageError("an absolute head reads the latents, not a projection: drop the projection (or fit relative)")
     classes = space.dataset.get("classes") or []
@@ -217,8 +217,7 @@ def fit(
     labels = space.labels
     if len(torch.unique(labels)) < 2:
         raise RelstitchError("embeddings hold a single class: nothing to learn", path=space.path)
-    if int(labels.max()) >= len(classes) or int(labels.min()) < 0:
-        raise RelstitchError(f"labels outside the {len(classes)} known classes", path=space.path)
+    # Labels past the class names never get here: a Dataset and load_embeddings refuse them.
     projection = (projection or ProjectionConfig()) if config.space == "relative" else None
     inputs = space.relative(projection) if projection else space.absolute
     torch.manual_seed(config.seed)

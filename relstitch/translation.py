@@ -40,7 +40,7 @@ from .artifacts import short
 from .checkpoints import Decoder, Encoder
 from .data import Dataset
 from .encoding import DEFAULT_BATCH, BatchSize, EncodedSpace, embed, encode, inputs_for
-from .errors import RelstitchError, RelstitchWarning
+from .errors import RelstitchError, RelstitchWarning, unknown_choice
 from .projection import EPS, standardise
 from .stitching import PairResult, decode_and_score, encoder_space_of, scored_pair
 
@@ -180,9 +180,9 @@ def fit_translation(source_anchors: torch.Tensor, target_anchors: torch.Tensor, 
                     scaling: str = "standard", seed: int = 0) -> Translation:
     """Fit a map from the source space to the target space on paired anchor latents ``[k, D_s]``, ``[k, D_t]``."""
     if method not in METHODS:
-        raise RelstitchError(f"unknown translation method {method!r}; choose one of {', '.join(METHODS)}")
+        raise unknown_choice("translation method", method, METHODS)
     if scaling not in SCALINGS:
-        raise RelstitchError(f"unknown scaling {scaling!r}; choose one of {', '.join(SCALINGS)}")
+        raise unknown_choice("scaling", scaling, SCALINGS)
     if source_anchors.ndim != 2 or target_anchors.ndim != 2 or len(source_anchors) != len(target_anchors):
         raise RelstitchError(
             f"translation needs the same anchors in both spaces: got {tuple(source_anchors.shape)} and "
@@ -249,7 +249,7 @@ def stitch_translated(encoder: Encoder, decoder: Decoder, anchors: Anchors, data
     """``stitch`` through a translation: ``encoder``'s latents mapped into ``target_encoder``'s space
     (the decoder's own encoder, checked by hash) on ``anchors``, then ``decoder``'s absolute head."""
     if method not in METHODS:
-        raise RelstitchError(f"unknown translation method {method!r}; choose one of {', '.join(METHODS)}")
+        raise unknown_choice("translation method", method, METHODS)
     if decoder.space != "absolute":
         raise RelstitchError(f"translation ({method}) feeds an absolute decoder, but {decoder.name!r} reads relative "
                              "vectors", path=decoder.path, hint="use an absolute decoder, or --method relative")

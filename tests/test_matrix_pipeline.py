@@ -128,8 +128,8 @@ def test_warnings_of_both_threads_reach_the_caller_in_the_serial_order(zoo_ancho
         space.absolute[0] = 0.0  # a latent with no direction
         spaces[str(path)] = space
 
-    def load(ref: str) -> EncodedSpace:
-        return dataclasses.replace(spaces[ref], _relative_cache={})  # fresh per run: nothing shared between runs
+    def load(ref: str | Path) -> EncodedSpace:
+        return dataclasses.replace(spaces[str(ref)], _relative_cache={})  # fresh per run: nothing shared between runs
 
     seen = []
     for workers in (0, 1):

@@ -195,7 +195,7 @@ def test_eval_matrix_where_every_pair_fails_exits_1_and_still_writes_its_report(
     result = cli("eval-matrix", "-e", tiny_zoo.anchors_path, "-D", tiny_zoo.decoder("cnn-rel-s0"),
                  "--anchors", tiny_zoo.anchors_path, "--limit", 50, "--json", out)
     line = one_line_error(result)
-    assert "all 1 pairs failed" in line and "expected an encoder file" in line
+    assert "1 of 1 pairs failed" in line and "expected an encoder file" in line
     assert json.loads(out.read_text())["failed_pairs"]
 
 

@@ -6,11 +6,10 @@ rebuilt with :meth:`Registry.create`. Test code registers its own modules the sa
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import RelstitchError
+from ..errors import RelstitchError, unknown_choice
 
 
 class Registry:
@@ -34,9 +33,7 @@ class Registry:
 
     def create(self, name: str, **kwargs: Any) -> Any:
         if name not in self._factories:
-            close = difflib.get_close_matches(name, self._factories, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(self.names())}"
-            raise RelstitchError(f"unknown {self.kind} architecture {name!r}", hint=hint)
+            raise unknown_choice(f"{self.kind} architecture", name, self.names())
         try:
             return self._factories[name](**kwargs)
         except TypeError as exc:

@@ -148,12 +148,47 @@ def group_label(pair: tuple[str, str]) -> str:
     return ALL if pair == (ALL, ALL) else f"{pair[0]}→{pair[1]}"
 
 
+def renamed_note(report: dict[str, Any]) -> str | None:
+    """The legend for checkpoints shown under another name because they shared theirs, or None."""
+    renamed = [f"{item['name']} ({role} {item['renamed_from']!r})"
+               for role, items in (("encoder", report["encoders"]), ("decoder", report["decoders"]))
+               for item in items if item.get("renamed_from")]
+    if not renamed:
+        return None
+    return "Checkpoints that share a name are told apart by their folder (else their position): " + ", ".join(renamed)
+
+
+def failure_notes(failed: list[tuple[str, str, str]]) -> tuple[dict[tuple[str, str], int], list[str]]:
+    """Number each distinct failure reason once: ``{(encoder, decoder): n}`` and one ``✗n where: reason`` line each.
+
+    A decoder that cannot load fails a whole column with one reason: one line, not one per row.
+    """
+    by_reason: dict[str, list[tuple[str, str]]] = {}
+    for encoder, decoder, error in failed:
+        by_reason.setdefault(error, []).append((encoder, decoder))
+    numbers: dict[tuple[str, str], int] = {}
+    lines = []
+    for n, (error, where) in enumerate(by_reason.items(), 1):
+        numbers.update(dict.fromkeys(where, n))
+        encoders, decoders = {e for e, _ in where}, {d for _, d in where}
+        if len(where) == 1:
+            place = f"{where[0][0]} → {where[0][1]}"
+        elif len(decoders) == 1:
+            place = f"column {next(iter(decoders))} ({len(where)} cells)"
+        elif len(encoders) == 1:
+            place = f"row {next(iter(encoders))} ({len(where)} cells)"
+        else:
+            place = f"{len(where)} cells"
+        lines.append(f"✗{n} {place}: {error}")
+    return numbers, lines
+
+
 def checkpoint_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     """(role, name, group, seed, short hash) for the provenance tables."""
     rows = []
     for role, items in (("encoder", report["encoders"]), ("decoder", report["decoders"])):
         for item in items:
-            extra = f" ({item['space']})" if role == "decoder" else ""
+            extra = f" ({item['space'] or 'unreadable'})" if role == "decoder" else ""
             seed = "–" if item.get("seed") is None else str(item["seed"])
             rows.append((role + extra, item["name"], item["group"], seed, (item.get("hash") or "–")[:12]))
     return rows

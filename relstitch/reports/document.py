@@ -197,6 +197,12 @@ def _assemble(*, relstitch_version: str, task: str, main_metric: str, directions
               environment: dict[str, Any], anchors: dict[str, Any], dataset: dict[str, Any], encoders: list[dict[str, Any]],
               decoders: list[dict[str, Any]], pairs: list[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any]:
     """The full document, derived parts computed from ``pairs`` (shared by build and migration)."""
+    for role, items in (("encoders", encoders), ("decoders", decoders)):
+        names = [item["name"] for item in items]
+        shared = sorted({n for n in names if names.count(n) > 1})
+        if shared:  # the matrices are keyed by name: one name for two checkpoints would show one's score as the other's
+            raise RelstitchError(f"the report names two {role} {shared[0]!r}, so its matrices cannot tell them apart",
+                                 hint="run eval-matrix again: it now tells checkpoints that share a name apart")
     metrics = sorted({m for p in pairs for m in p["scores"]} | {main_metric})
     methods = _methods(pairs)
     direction = {m: directions.get(m, "higher") for m in metrics}
@@ -400,12 +406,14 @@ def upgrade_report(doc: Any, *, source: str | os.PathLike | None = None) -> dict
 
 def load_report(path: str | os.PathLike) -> dict[str, Any]:
     """Read a saved report (any supported schema version) as a current-version document."""
+    from .. import userfiles  # noqa: PLC0415  (torch-free, like this module)
+
     source = Path(path)
-    try:
-        text = source.read_text(encoding="utf-8")
+    try:  # bounded, regular files only: `report /dev/zero` or a FIFO is refused, not read forever
+        text = userfiles.read_text(source, limit=userfiles.MAX_REPORT_BYTES, what="a JSON report")
     except FileNotFoundError:
         raise RelstitchError("no such report file", path=source) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise RelstitchError(f"cannot read report: {exc}", path=source) from None
     try:
         doc = json.loads(text)

@@ -28,6 +28,7 @@ from .common import (
     ink_for,
     mean_std,
     method_title,
+    renamed_note,
     scale_for,
 )
 
@@ -131,6 +132,8 @@ def to_html(report: dict[str, Any], metric: str | None = None) -> str:
     body.append(f"<p>{colour_bar_svg(scale, metric)}</p>")
     body.append('<p class="muted">Rows: encoders; columns: decoders; outlined and * = not stitched (the decoder\'s own '
                 "encoder); ✗ = failed. One colour scale for every method.</p>")
+    if (renamed := renamed_note(report)) is not None:
+        body.append(f'<p class="muted">{escape(renamed)}</p>')
     if report["aggregate"]:  # empty when every pair failed
         columns = group_pairs(report, metric)
         body.append(f"<h2>Aggregated: {escape(metric)} {arrow(direction_of(report, metric))}, mean ± std over pairs</h2>")

@@ -21,6 +21,7 @@ from .common import (
     cells,
     choose_metric,
     direction_of,
+    failure_notes,
     fmt,
     group_label,
     group_pairs,
@@ -28,6 +29,7 @@ from .common import (
     ink_for,
     mean_std,
     method_title,
+    renamed_note,
     scale_for,
 )
 
@@ -64,13 +66,13 @@ def matrix_table(report: dict[str, Any], method: str, metric: str | None = None,
     table.add_column("enc \\ dec" if short else "encoder \\ decoder", style="bold", no_wrap=True)
     for name in matrix["columns"]:
         table.add_column(dec_label[name], justify="right", no_wrap=True)
-    failures: list[str] = []
+    numbers, failures = failure_notes([(encoder, decoder, cell.error) for encoder, row in rows
+                                       for decoder, cell in zip(matrix["columns"], row, strict=True) if cell.error])
     for (encoder, row), row_texts in zip(rows, texts, strict=True):
         rendered: list[Text] = []
         for decoder, cell, text in zip(matrix["columns"], row, row_texts, strict=True):
             if cell.error:
-                failures.append(f"✗{len(failures) + 1} {encoder} → {decoder}: {cell.error}")
-                rendered.append(Text(f"✗{len(failures)}", style="dim"))
+                rendered.append(Text(f"✗{numbers[(encoder, decoder)]}", style="dim"))
                 continue
             position = scale.position(cell.value)
             style = "" if position is None else f"{ink_for(rgb := heat_rgb(position))} on rgb({rgb[0]},{rgb[1]},{rgb[2]})"
@@ -144,6 +146,8 @@ def print_report(console: Console, report: dict[str, Any], metric: str | None = 
         console.print(table)
         for note in notes:
             console.print(note, style="dim", soft_wrap=True, highlight=False)
+    if (note := renamed_note(report)) is not None:
+        console.print(note, style="dim", soft_wrap=True, highlight=False)
     if report["aggregate"]:  # empty when every pair failed
         console.print(aggregate_table(report, metric, width=console.width))
     console.print(main_score_line(report), highlight=False)

@@ -21,6 +21,7 @@ from .common import (
     group_pairs,
     mean_std,
     method_title,
+    renamed_note,
 )
 from .document import setting_of
 
@@ -93,6 +94,8 @@ def to_markdown(report: dict[str, Any], metric: str | None = None) -> str:
     if score["value"] is not None:
         out += [f"**Main score:** {score['metric']} {arrow(score['direction'])} **{fmt(score['value'])}**, mean over "
                 f"{score['n']} stitched {score['method']} pairs.", ""]
+    if (renamed := renamed_note(report)) is not None:
+        out += [_md(renamed), ""]
     for method in report["methods"]:
         matrix = report["matrices"][method]
         rows = []

@@ -28,6 +28,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -37,8 +38,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..checkpoints import Encoder, load_encoder
+from ..checkpoints import Encoder, check_weights, load_encoder
 from ..errors import RelstitchError, UsageError
+from ..userfiles import MAX_CONFIG_BYTES, check_folder_files, open_regular, read_text
 from .refs import split_fragment, split_options
 from .text import TextViews
 
@@ -160,26 +162,19 @@ def register_model_source(kind: str, reads: tuple[str, ...], help: str) -> Calla
     return decorator
 
 
-def load_encoder_ref(ref: str | Path, *, trust_remote_code: bool = False, allow_embeddings: bool = True,
+def load_encoder_ref(ref: str | os.PathLike, *, trust_remote_code: bool = False, allow_embeddings: bool = True,
                      **options: Any) -> Encoder | EncodedSpace:
     """Load the model a reference names (any registered kind; a plain path is a relstitch file).
 
+    A ``str`` is a reference the user typed: its kind and ``#key=value`` options are read from it. A
+    :class:`~pathlib.Path` (a glob's match, a default, anything found on disk) is a relstitch file and is
+    never parsed, whatever its name says (:mod:`relstitch.sources.refs`).
     ``options`` are defaults (strings are parsed as on the command line); the reference's own
     ``#key=value`` options override them. ``allow_embeddings=False`` refuses precomputed vectors
     (for verbs that must run an encoder).
     """
-    text, fragment = split_fragment(str(ref))
     merged = {key: _coerce(key.replace("-", "_"), value) for key, value in options.items() if value is not None}
-    own = parse_options(fragment)
-    kind, sep, locator = text.partition(":")
-    if kind in MODEL_SOURCES:
-        source = MODEL_SOURCES[kind]
-    elif Path(text).exists() or not sep or "/" in kind or "\\" in kind or "." in kind:
-        kind, source, locator = "relstitch", MODEL_SOURCES["relstitch"], text
-    else:
-        close = difflib.get_close_matches(kind, MODEL_SOURCES, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"use one of: {', '.join(k + ':' for k in MODEL_SOURCES)} or a path"
-        raise RelstitchError(f"unknown model source kind {kind!r} in {str(ref)!r}", hint=hint)
+    kind, source, locator, own = _source_of(ref)
     ignored = sorted(set(own) - source.reads)
     if ignored:
         raise UsageError(f"option(s) {', '.join(ignored)} do not apply to {kind}: references",
@@ -193,6 +188,22 @@ def load_encoder_ref(ref: str | Path, *, trust_remote_code: bool = False, allow_
         raise RelstitchError(f"{ref} holds precomputed embeddings, not an encoder to run",
                              hint="use it directly in fit, stitch or eval-matrix")
     return loaded
+
+
+def _source_of(ref: str | os.PathLike) -> tuple[str, ModelSource, str, dict[str, Any]]:
+    """The kind, source, locator and own ``#options`` of a reference; a ``Path`` is a relstitch file, unparsed."""
+    if isinstance(ref, os.PathLike):  # a file: its name is never read as a kind, options or a call
+        return "relstitch", MODEL_SOURCES["relstitch"], os.fspath(ref), {}
+    text, fragment = split_fragment(ref)
+    own = parse_options(fragment)
+    kind, sep, locator = text.partition(":")
+    if kind in MODEL_SOURCES:
+        return kind, MODEL_SOURCES[kind], locator, own
+    if Path(text).exists() or not sep or "/" in kind or "\\" in kind or "." in kind:
+        return "relstitch", MODEL_SOURCES["relstitch"], text, own
+    close = difflib.get_close_matches(kind, MODEL_SOURCES, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"use one of: {', '.join(k + ':' for k in MODEL_SOURCES)} or a path"
+    raise RelstitchError(f"unknown model source kind {kind!r} in {ref!r}", hint=hint)
 
 
 _EXAMPLES = {"hf": "DIR", "torchvision": "resnet18#weights=FILE", "python": "package.module:function",
@@ -310,7 +321,10 @@ def _files_hash(folder: Path, names: tuple[str, ...]) -> str:
     digest = hashlib.sha256()
     for name in names:
         if (folder / name).is_file():
-            digest.update(name.encode() + b"\0" + (folder / name).read_bytes())
+            digest.update(name.encode() + b"\0")
+            with open_regular(folder / name) as handle:  # in chunks: the same digest, memory bounded
+                while block := handle.read(1 << 20):
+                    digest.update(block)
     return digest.hexdigest()
 
 
@@ -319,9 +333,10 @@ def _remote_code(folder: Path, config: dict[str, Any]) -> list[str]:
     tokenizer_config.json); empty when it needs none."""
     maps = [config.get("auto_map")]
     try:
-        tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        tokenizer_config = json.loads(read_text(folder / "tokenizer_config.json", limit=MAX_CONFIG_BYTES,
+                                                what="a model's JSON configuration"))
         maps.append(tokenizer_config.get("auto_map") if isinstance(tokenizer_config, dict) else None)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # ValueError: JSONDecodeError, or a number too long to convert
         pass  # no (readable) tokenizer config: AutoTokenizer reports it when loading
     files: set[str] = set()
     for auto_map in (m for m in maps if m is not None):
@@ -361,13 +376,14 @@ def _load_hf(locator: str, opts: SourceOptions) -> TextEncoder:
     folder = Path(locator)
     if not folder.is_dir():
         raise RelstitchError("no such model folder", path=folder, hint="name a folder written by save_pretrained")
+    check_folder_files(folder)  # transformers opens the folder's files by path: a FIFO there would block it forever
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise RelstitchError("not a Hugging Face model folder: no config.json", path=folder,
                              hint="save the model with model.save_pretrained(DIR)")
     try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        config = json.loads(read_text(config_file, limit=MAX_CONFIG_BYTES, what="a model's JSON configuration"))
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, or a number too long
         raise RelstitchError(f"cannot read config.json: {_first_line(exc)}", path=config_file) from None
     code = _remote_code(folder, config)
     if code and not opts.trust_remote_code:
@@ -511,7 +527,9 @@ def fit_weights(model: nn.Module, path: str | Path, what: str) -> None:
     """Load a weights file into ``model``, refusing any missing, unexpected or misshapen tensor by name.
 
     The file is read by :func:`relstitch.safe_load.load_weights`: safetensors, or ``.pt/.pth/.bin``
-    through ``torch.load(weights_only=True)`` only.
+    through ``torch.load(weights_only=True)`` only. A tensor of another kind of dtype than the model's
+    (integers for float weights) or holding NaN/±Inf is refused too; float16/bfloat16 weights for a float32
+    model are fine (:func:`relstitch.checkpoints.check_weights`).
     """
     from ..safe_load import load_weights
 
@@ -524,6 +542,21 @@ def fit_weights(model: nn.Module, path: str | Path, what: str) -> None:
         parts = [f"{label} {len(keys)}: {', '.join(keys[:4])}{', …' if len(keys) > 4 else ''}"
                  for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)) if keys]
         raise RelstitchError(f"weights do not fit {what}: " + "; ".join(parts), path=path)
+    try:
+        # Foreign files: a float→float cast is allowed (half-precision releases are common), a change of kind is not.
+        check_weights(own, state, what, exact=False,
+                      hint="re-export the weights from the model they belong to (safetensors.torch.save_file)",
+                      finite_hint="use an intact copy of the weights (NaN/Inf: a diverged training run?)")
+    except RelstitchError as exc:
+        raise RelstitchError(str(exc), path=path) from None
+    for name, tensor in state.items():  # a narrowing cast (a float32 file, a float16 model) can overflow to ±Inf
+        dtype = own[name].dtype
+        if tensor.is_floating_point() and torch.finfo(dtype).max < torch.finfo(tensor.dtype).max:
+            overflow = int((~torch.isfinite(tensor.to(dtype))).sum())
+            if overflow:
+                raise RelstitchError(f"weight {name!r} has {overflow} value(s) beyond the range of {what}'s "
+                                     f"{str(dtype).removeprefix('torch.')}", path=path,
+                                     hint="build the model in a wider dtype (float32)")
     model.load_state_dict(state)
 
 

@@ -1,11 +1,21 @@
-"""Reading source references: ``kind:locator#key=value,key=value`` (shared by model and data sources)."""
+"""Reading source references: ``kind:locator#key=value,key=value`` (shared by model and data sources).
+
+Two types, on purpose: a ``str`` is a reference **the user typed** and is parsed (its kind, its ``#options``);
+a :class:`~pathlib.Path` is **a file** and is never parsed. Everything that comes from disk rather than from
+the user (a glob's match, a default location, a path recorded in metadata or a report) is handed on as a
+``Path``, so a file named ``python:os:system(...)#name=x.encoder.safetensors`` stays a file name and can never
+become a reference, an import or a call.
+"""
 
 from __future__ import annotations
 
+import glob
+import os
 from pathlib import Path
 
 from ..artifacts import read_header
 from ..errors import RelstitchError, UsageError
+from ..userfiles import read_head
 
 
 def split_fragment(ref: str) -> tuple[str, str]:
@@ -54,9 +64,8 @@ def _earlier_output(path: Path) -> bool:
         return True
     if path.suffix == ".json":  # hf: folders read JSON (config, tokenizer), but never a relstitch report
         try:
-            with open(path, "rb") as f:
-                return b'"relstitch-report"' in f.read(256)
-        except OSError:
+            return b'"relstitch-report"' in read_head(path, 256)
+        except (OSError, RelstitchError):  # unreadable, or not a regular file: not an earlier run's report
             return False
     if path.suffix != ".safetensors":
         return False
@@ -64,6 +73,31 @@ def _earlier_output(path: Path) -> bool:
         return read_header(path).kind is not None
     except RelstitchError:  # not a relstitch file (or not safetensors at all): the folder's source may read it
         return False
+
+
+Reference = str | os.PathLike
+"""A model or data reference: a typed ``kind:locator#options`` string, or a file (``Path``), never parsed."""
+
+
+def expand_references(patterns: list[str], what: str) -> list[Reference]:
+    """Expand the globs among typed references (for shells that did not), keeping order, dropping repeats.
+
+    A pattern without glob characters is returned as typed (a ``str``, parsed later). Each glob match is a
+    :class:`Path`: a file found on disk, never read as a reference. A glob that matches nothing is refused.
+    """
+    found: list[Reference] = []
+    seen: set[str] = set()
+    for pattern in patterns:
+        matches: list[Reference] = (
+            [Path(m) for m in sorted(glob.glob(pattern))] if glob.has_magic(pattern) else [pattern])
+        if not matches:
+            raise RelstitchError(f"no {what} matches {pattern!r}", hint="check the path or glob")
+        for match in matches:
+            key = os.fspath(match)
+            if key not in seen:
+                seen.add(key)
+                found.append(match)
+    return found
 
 
 def reference_files(*refs: object) -> tuple[str, ...]:
@@ -80,13 +114,19 @@ def reference_files(*refs: object) -> tuple[str, ...]:
 
     def add(candidate: str, folder_files: bool = True) -> None:
         path = Path(candidate)
-        if path.is_file():
-            found.append(str(path))
-        elif path.is_dir() and folder_files:
-            found.extend(str(p) for p in sorted(path.iterdir()) if p.is_file() and not _earlier_output(p))
+        try:
+            if path.is_file():
+                found.append(str(path))
+            elif path.is_dir() and folder_files:
+                found.extend(str(p) for p in sorted(path.iterdir()) if p.is_file() and not _earlier_output(p))
+        except OSError:  # a name too long, a loop: not a file an output could replace; its loader says what is wrong
+            return
 
     for ref in refs:
         if ref is None:
+            continue
+        if isinstance(ref, os.PathLike):  # a file, never parsed as a reference
+            add(os.fspath(ref))
             continue
         head, fragment = split_fragment(str(ref))
         weights = split_options(fragment).get("weights") if fragment else None
