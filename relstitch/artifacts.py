@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .atomic import atomic_write
 from .errors import RelstitchError
 from .metadata_schema import FORMAT_VERSION, KINDS, check_metadata
+from .userfiles import check_regular, open_regular, read_head
 
 if TYPE_CHECKING:  # torch is imported lazily: `relstitch --help` and `inspect` must not pay for it.
     import torch
@@ -78,9 +79,9 @@ def read_header(path: str | os.PathLike) -> Header:
         raise RelstitchError("no such file", path=p, hint="check the path")
     if p.is_dir():
         raise RelstitchError("is a folder, expected a .safetensors file", path=p)
-    size = p.stat().st_size
     try:
-        with p.open("rb") as handle:
+        with open_regular(p) as handle:  # a FIFO or a device is refused here, unopened or unread
+            size = os.fstat(handle.fileno()).st_size
             head = handle.read(8)
             if len(head) < 8:
                 raise not_safetensors(p, "shorter than 8 bytes")
@@ -142,17 +143,16 @@ def not_safetensors(path: Path, detail: str) -> RelstitchError:
 def _sniff(path: Path) -> tuple[str | None, str]:
     """What a non-safetensors file looks like, from its first bytes (and a zip's table of contents), and the fix."""
     try:
-        with path.open("rb") as handle:
-            start = handle.read(4096)
-    except OSError:
+        start = read_head(path, 4096)
+    except (OSError, RelstitchError):
         return None, GIVE_ARTIFACT
     if not start:
         return "an empty file (an interrupted copy or download?)", GIVE_ARTIFACT
     if start.startswith(b"PK\x03\x04"):
         try:
-            with zipfile.ZipFile(path) as archive:  # reads only the central directory
+            with open_regular(path) as handle, zipfile.ZipFile(handle) as archive:  # reads only the central directory
                 names = archive.namelist()
-        except (zipfile.BadZipFile, OSError, ValueError):
+        except (zipfile.BadZipFile, OSError, ValueError, RelstitchError):
             names = []
         if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
             return "a PyTorch checkpoint (torch.save's zip format)", _TORCH_HINT
@@ -263,6 +263,7 @@ def load_artifact(path: str | os.PathLike, kind: str | tuple[str, ...]) -> Artif
     check_kind(header, kind)
     from safetensors.torch import load_file  # noqa: PLC0415  (lazy: keeps torch out of start-up)
 
+    check_regular(header.path)  # safetensors opens the path itself: refuse a FIFO swapped in since read_header
     try:
         tensors = load_file(str(header.path))
     except Exception as exc:  # safetensors raises its own types; the header check already passed
@@ -365,8 +366,9 @@ def short(h: str | None) -> str:
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a regular file's bytes, read in chunks (memory stays ``chunk`` whatever the size)."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open_regular(path) as handle:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()

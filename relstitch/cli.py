@@ -849,11 +849,13 @@ def inspect(
 
 def _starts_like_json(path: Path) -> bool:
     """Whether a file's first non-blank byte opens a JSON object (a report), without reading the rest."""
+    from .errors import RelstitchError
+    from .userfiles import read_head
+
     try:
-        with open(path, "rb") as f:
-            return f.read(64).lstrip()[:1] == b"{"
-    except OSError:
-        return False  # the safetensors reader says what is wrong with the path
+        return read_head(path, 64).lstrip()[:1] == b"{"
+    except (OSError, RelstitchError):
+        return False  # the safetensors reader says what is wrong with the path (a FIFO is never opened)
 
 
 def main() -> None:

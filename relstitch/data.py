@@ -21,6 +21,7 @@ import gzip
 import struct
 import zlib
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -30,7 +31,9 @@ import torch
 
 from .artifacts import content_hash
 from .errors import RelstitchError, UsageError
+from .hygiene import check_labels
 from .sources.text import TextViews
+from .userfiles import check_regular, open_regular
 
 BUILTIN_FILE = Path(__file__).parent / "assets" / "fashion_mnist_small.safetensors"
 FASHION_MNIST_CLASSES = [
@@ -68,6 +71,9 @@ class Dataset:
         if self.views is not None and (isinstance(self.x, TextViews) or len(self.views) != len(self.x)):
             raise RelstitchError(f"parallel text views need images of the same count ({len(self.views)} texts, "
                                  f"{len(self.x)} inputs)", path=self.name)
+        # Here, where every source's data passes: a label past the class names would otherwise be anchored,
+        # encoded and fitted on, and only refused (if at all) when a decoder finally scores it.
+        check_labels(self.y, self.classes, f"data {self.name}")
 
     @property
     def texts(self) -> TextViews | None:
@@ -107,7 +113,7 @@ def _load_builtin(locator: str) -> Dataset:
 
     if not BUILTIN_FILE.exists():
         raise RelstitchError("built-in data missing", path=BUILTIN_FILE, hint="run scripts/make_builtin_data.py")
-    tensors = load_file(str(BUILTIN_FILE))
+    tensors = load_file(str(check_regular(BUILTIN_FILE)))
     return Dataset(
         f"builtin:{split}", tensors[f"{split}_x"], tensors[f"{split}_y"].long(), FASHION_MNIST_CLASSES,
         tensors[f"{split}_ids"].long(),
@@ -121,9 +127,8 @@ def _read_idx(path: Path) -> torch.Tensor:
     extra data), so a small gzip file that inflates to gigabytes cannot make relstitch hold more than the
     tensor its header announces, and a header announcing gigabytes over a short body costs only the body.
     """
-    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rb") as handle:
+        with open_regular(path) as raw, (gzip.GzipFile(fileobj=raw) if path.suffix == ".gz" else nullcontext(raw)) as handle:
             head = handle.read(4)
             if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08:
                 raise RelstitchError("not an unsigned-byte IDX file (bad magic number)", path=path)
@@ -270,12 +275,11 @@ def load_dataset(reference: str, *, limit: int | None = None) -> Dataset:
         dataset = with_class_captions(dataset, captions)
     if limit is not None and limit < len(dataset):
         dataset = dataset.subset(torch.arange(limit), name=f"{dataset.name}[:{limit}]")
-    from .hygiene import check_finite, check_labels  # noqa: PLC0415
+    from .hygiene import check_finite  # noqa: PLC0415
 
     if isinstance(dataset.x, torch.Tensor):  # float inputs (tensor files) can carry NaN/Inf; uint8 cannot
         check_finite(dataset.x, f"inputs of {dataset.name}")
-    check_labels(dataset.y, dataset.classes, f"data {dataset.name}")
-    return dataset
+    return dataset  # labels were checked against the class names when the Dataset was made
 
 
 # ------------------------------------------------------------------------------- preprocessing

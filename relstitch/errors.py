@@ -17,11 +17,16 @@ class RelstitchError(Exception):
     def __init__(self, message: str, *, path: object | None = None, hint: str | None = None) -> None:
         self.path = None if path is None else str(path)
         self.hint = hint
-        parts = [f"{self.path}: {message}" if self.path else message]
+        parts = [f"{shorten_path(self.path)}: {message}" if self.path else message]
         if hint:
             parts.append(hint)
         # One line, always: the CLI prints exactly this.
         super().__init__(" — ".join(p.replace("\n", " ") for p in parts))
+
+
+def shorten_path(path: str, limit: int = 160) -> str:
+    """A path as a message shows it: whole, unless it is so long (a 300-byte name) it would drown the message."""
+    return path if len(path) <= limit else f"{path[: limit // 2]}…{path[-(limit // 3):]}"
 
 
 class UsageError(RelstitchError):
@@ -68,12 +73,9 @@ def os_error(exc: OSError, path: object | None = None) -> RelstitchError:
     where = path if path is not None else exc.filename
     cause = exc.strerror or str(exc) or type(exc).__name__
     if exc.filename2 is not None:
-        cause += f" (and {exc.filename2})"
+        cause += f" (and {shorten_path(str(exc.filename2))})"
     name = errno.errorcode.get(exc.errno or 0, "")
-    text = str(where) if where is not None else None
-    if text is not None and len(text) > 120:  # a 300-character name would drown the message
-        text = text[:60] + "…" + text[-40:]
-    return RelstitchError(cause, path=text, hint=_OS_HINTS.get(name))
+    return RelstitchError(cause, path=where, hint=_OS_HINTS.get(name))
 
 
 class Terminated(KeyboardInterrupt):

@@ -124,31 +124,27 @@ def _header_space(path: str | os.PathLike) -> str | None:
 
 def distinct_names(names: Sequence[str], paths: Sequence[str | None]) -> list[str]:
     """``names`` with each shared one told apart: by as many of its file's parent folders as it takes
-    (``zooA/cnn-rel-s0``, ``zooB/cnn-rel-s0``), else by its position (``cnn-rel-s0 [2]``).
+    (``zooA/cnn-rel-s0``, ``zooB/cnn-rel-s0``), then by position where that is not enough (``zooB/x [2]``).
 
     A report keys its matrices by these names, so two checkpoints under one name would show one's
     score in the other's cell; the result is unique, and unchanged where names already were.
     """
     out = list(names)
-    taken = set(names)
     for name in dict.fromkeys(names):
         clash = [i for i, n in enumerate(names) if n == name]
         if len(clash) < 2:
             continue
         parents = [Path(paths[i]).parent.parts if paths[i] else () for i in clash]
-        labels = None
-        for depth in range(1, max(len(p) for p in parents) + 1):
-            tried = ["/".join((*p[-depth:], name)) for p in parents]
-            if len(set(tried)) == len(tried) and not taken & set(tried):
-                labels = tried
-                break
-        if labels is None:
-            labels = [f"{name} [{k}]" for k in range(1, len(clash) + 1)]
-        for i, label in zip(clash, labels):
-            out[i] = label
-        taken |= set(labels)
-    if len(set(out)) != len(out):  # a label equal to another checkpoint's own name: number every one
-        out = [f"{n} [{i}]" if out.count(n) > 1 else n for i, n in enumerate(out, 1)]
+        depth = next((d for d in range(1, max(map(len, parents), default=0) + 1)
+                      if len({p[-d:] for p in parents}) == len(parents)), 1)
+        for i, p in zip(clash, parents):
+            out[i] = "/".join((*p[-depth:], name))
+    counts = {n: out.count(n) for n in out}
+    seen: dict[str, int] = {}
+    for i, label in enumerate(out):
+        if counts[label] > 1:  # the same folder too (or another's own name): number them
+            seen[label] = seen.get(label, 0) + 1
+            out[i] = f"{label} [{seen[label]}]"
     return out
 
 

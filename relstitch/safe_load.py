@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from .artifacts import read_header
 from .errors import RelstitchError
+from .userfiles import check_regular, open_regular
 
 if TYPE_CHECKING:
     import torch
@@ -41,6 +42,7 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise RelstitchError("no such file", path=p, hint="check the path")
     if p.is_dir():
         raise RelstitchError("is a folder, expected a weights file", path=p)
+    check_regular(p)  # safetensors and torch.load open the path themselves: a FIFO would block them forever
     suffix = p.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
         return _load_safetensors(p)
@@ -54,6 +56,7 @@ def _load_safetensors(p: Path) -> dict[str, torch.Tensor]:
     read_header(p)  # refuses hostile headers (sizes, offsets, dtypes) before safetensors touches the data
     from safetensors.torch import load_file  # noqa: PLC0415  (lazy: torch stays out of start-up)
 
+    check_regular(p)  # read_header read it through a descriptor; load_file reopens the path
     try:
         return load_file(str(p))
     except Exception as exc:  # safetensors' own error types; the header already passed our checks
@@ -104,7 +107,8 @@ def _scan_pickle_globals(p: Path) -> list[str]:
     try:
         if zipfile.is_zipfile(p):
             return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(p)))
-        return _opcode_globals(p.read_bytes())
+        with open_regular(p) as handle:
+            return _opcode_globals(handle.read())
     except Exception:  # a scan is best effort: the refusal stands even when the file is too mangled to read
         return []
 

@@ -204,7 +204,7 @@ def test_encode_bfloat16_on_cpu_is_close_to_float32(cli, tmp_path):
 ])
 def test_encode_refuses_bad_device_or_dtype_in_one_line(cli, tmp_path, args, message):
     result = cli("encode", ENCODERS[0], "-o", tmp_path / "e.safetensors", *args)
-    assert result.exit_code == 1 and message in result.stderr and "Traceback" not in result.stderr
+    assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "e.safetensors").exists()
 
 
@@ -304,7 +304,7 @@ def test_eval_matrix_bfloat16_is_close_to_float32(cli, tmp_path):
 def test_eval_matrix_refuses_bad_device_or_dtype_before_any_work(cli, tmp_path):
     for args, message in ((("--dtype", "int8"), "unknown dtype"), (("--device", "tpu"), "device")):
         result = cli("eval-matrix", "-e", ENCODERS[0], "-D", DECODERS[0], "--json", tmp_path / "r.json", *args)
-        assert result.exit_code == 1 and message in result.stderr and "Traceback" not in result.stderr
+        assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.stderr
         assert not (tmp_path / "r.json").exists()
 
 

@@ -164,7 +164,8 @@ def test_text_encoders_in_every_verb(tmp_path: Path, cli, text_files: dict[str, 
     # eval-matrix across both models, plus a's precomputed embeddings as a third row
     report = tmp_path / "matrix.json"
     ok(cli("eval-matrix", "-e", refs["a"], "-e", refs["b"], "-e", f"embeddings:{tmp_path / 'a.emb.safetensors'}#name=a-precomputed",
-           "-D", str(tmp_path / "*.decoder.safetensors"), "-a", anchors, "--data", data, "-O", "pooling=mean", "--json", report))
+           "-D", str(tmp_path / "*.decoder.safetensors"), "-a", anchors, "--data", data, "-O", "pooling=mean", "--json", report,
+           "--allow-failures"))  # bert-b's 48-d latents cannot feed a's absolute head: recorded, and exit 0 all the same
     pairs = {(p["encoder"], p["decoder"], p["method"]): p for p in json.loads(report.read_text())["pairs"]}
     live, cached = pairs[("bert-a", "a-rel", "relative")], pairs[("a-precomputed", "a-rel", "relative")]
     assert live["stitched"] is False and cached["stitched"] is False  # the diagonal, found by content hash

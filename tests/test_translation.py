@@ -270,7 +270,7 @@ def test_eval_matrix_cli_reports_methods_and_the_control(cli, tmp_path):
     assert mean("relative") > 0.7 and mean("procrustes") > 0.7 and mean("absolute") < 0.3
     assert mean("relative-null") < 0.35 and mean("procrustes-null") < 0.35
     bad = cli("eval-matrix", "--method", "relative,rotate", "--limit", "10")
-    assert bad.exit_code == 1 and "unknown method" in bad.stderr
+    assert bad.exit_code == 2 and "unknown method" in bad.stderr
 
 
 def test_translation_scaling_reaches_the_fit_from_stitch_and_eval_matrix(cli, tmp_path, zoo_run):

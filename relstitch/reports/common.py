@@ -150,12 +150,11 @@ def group_label(pair: tuple[str, str]) -> str:
 
 def renamed_note(report: dict[str, Any]) -> str | None:
     """The legend for checkpoints shown under another name because they shared theirs, or None."""
-    renamed = [f"{item['name']} ({role} {item['renamed_from']!r})"
-               for role, items in (("encoder", report["encoders"]), ("decoder", report["decoders"]))
-               for item in items if item.get("renamed_from")]
+    renamed = [f"{item['name']} = {item.get('path') or item['renamed_from']}"
+               for items in (report["encoders"], report["decoders"]) for item in items if item.get("renamed_from")]
     if not renamed:
         return None
-    return "Checkpoints that share a name are told apart by their folder (else their position): " + ", ".join(renamed)
+    return "Checkpoints that share a name are told apart by folder (then position): " + ", ".join(renamed)
 
 
 def failure_notes(failed: list[tuple[str, str, str]]) -> tuple[dict[tuple[str, str], int], list[str]]:

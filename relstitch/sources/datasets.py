@@ -27,6 +27,7 @@ import torch
 
 from ..data import Dataset
 from ..errors import RelstitchError, UsageError
+from ..userfiles import check_regular, open_regular, text_lines
 from .refs import split_fragment, split_options
 from .text import TextViews
 
@@ -102,8 +103,8 @@ def load_jsonl(locator: str) -> Dataset:
     path, opts = _options(locator, "jsonl", TABLE_OPTIONS)
     rows: list[dict[str, Any]] = []
     try:
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
+        with text_lines(path, what="text data") as lines:  # bounded; a BOM is dropped; a FIFO is refused, unopened
+            for number, line in enumerate(lines, 1):
                 if not line.strip():
                     continue
                 try:
@@ -118,7 +119,7 @@ def load_jsonl(locator: str) -> Dataset:
                 rows.append(row)
     except FileNotFoundError:
         raise RelstitchError("no such file", path=path) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise RelstitchError(f"cannot read: {exc}", path=path) from None
     columns = sorted({key for row in rows for key in row})
     return _text_dataset(rows, columns, path, "jsonl", opts, lambda i: f"record {i + 1}")
@@ -128,13 +129,13 @@ def load_csv(locator: str) -> Dataset:
     """Text (one or more parallel columns) and labels from a CSV file with a header row; ``image=COL`` as jsonl."""
     path, opts = _options(locator, "csv", TABLE_OPTIONS)
     try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
+        with text_lines(path, what="text data") as lines:  # as jsonl: bounded, BOM dropped, regular files only
+            reader = csv.DictReader(lines)
             rows = list(reader)
             columns = list(reader.fieldnames or [])
     except FileNotFoundError:
         raise RelstitchError("no such file", path=path) from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except (OSError, csv.Error) as exc:
         raise RelstitchError(f"cannot read CSV: {exc}", path=path) from None
     return _text_dataset(rows, columns, path, "csv", opts, lambda i: f"row {i + 2}")
 
@@ -151,7 +152,7 @@ def load_tensors(locator: str) -> Dataset:
     header = read_header(path)  # validates the header before safetensors reads anything
     from safetensors.torch import load_file
 
-    tensors = load_file(str(path))
+    tensors = load_file(str(check_regular(path)))  # read_header read a descriptor; load_file reopens the path
     for role in ("x", "y"):
         if opts[role] not in tensors:
             raise RelstitchError(f"no tensor {opts[role]!r} (it holds {', '.join(sorted(tensors)) or 'none'})", path=path,
@@ -171,9 +172,9 @@ def load_tensors(locator: str) -> Dataset:
         classes = json.loads(header.raw_metadata.get("classes", "null"))
     except json.JSONDecodeError:
         classes = None
-    needed = int(y.max()) + 1 if len(y) else 0
-    if not (isinstance(classes, list) and len(classes) >= needed):  # names missing or too few: number the classes
-        classes = [str(i) for i in range(needed)]
+    if not (isinstance(classes, list) and classes):  # no names: number the classes the labels use
+        classes = [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
+    # Names given but fewer than the labels need are kept: the Dataset refuses the labels past them.
     ids = tensors.get("ids")
     modality = "image" if x.ndim == 4 else "tensor"
     return Dataset(f"tensors:{path}", x.contiguous(), y, [str(c) for c in classes],
@@ -224,7 +225,8 @@ def read_images(files: list[Path], size: list[int] | None, reference: str) -> to
     images = []
     for file in files:
         try:
-            with Image.open(file) as image:
+            # Opened here, not by PIL from the path: a FIFO named like an image would block PIL's open forever.
+            with open_regular(file) as handle, Image.open(handle) as image:
                 image.load()
                 images.append(image.copy())
         except (OSError, Image.DecompressionBombError) as exc:  # missing, unreadable, not an image, or a pixel bomb
