@@ -21,7 +21,7 @@ import torch
 from . import userfiles
 from .artifacts import content_hash, load_artifact, save_artifact, short
 from .data import Dataset
-from .errors import RelstitchError, unknown_choice
+from .errors import RelstitchError, os_error, unknown_choice
 from .hygiene import check_finite, warn_duplicate_anchors
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ def parse_ids(spec: str) -> list[int]:
         try:
             text = userfiles.read_text(path, limit=userfiles.MAX_IDS_BYTES, what="an anchor ids file")
         except OSError as exc:
-            raise RelstitchError(f"cannot read ids: {exc}", path=path) from None
+            raise os_error(exc, path, "cannot read ids") from None
     tokens = [t for t in text.replace(",", " ").split() if t]
     ids = []
     for token in tokens:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .atomic import atomic_write
-from .errors import RelstitchError
+from .errors import RelstitchError, os_error
 from .metadata_schema import FORMAT_VERSION, KINDS, check_metadata
 from .userfiles import check_regular, open_regular, read_head
 
@@ -74,11 +74,7 @@ class Artifact:
 
 def read_header(path: str | os.PathLike) -> Header:
     """Read and validate a safetensors header without reading tensor data or importing torch."""
-    p = Path(path)
-    if not p.exists():
-        raise RelstitchError("no such file", path=p, hint="check the path")
-    if p.is_dir():
-        raise RelstitchError("is a folder, expected a .safetensors file", path=p)
+    p = check_regular(path, expected="a .safetensors file")  # missing, a loop, a FIFO: one line each
     try:
         with open_regular(p) as handle:  # a FIFO or a device is refused here, unopened or unread
             size = os.fstat(handle.fileno()).st_size
@@ -90,7 +86,7 @@ def read_header(path: str | os.PathLike) -> Header:
                 raise not_safetensors(p, f"header length {n} does not fit a file of {size} bytes")
             raw = handle.read(n)
     except OSError as exc:
-        raise RelstitchError(f"cannot read: {exc.strerror}", path=p) from None
+        raise os_error(exc, p, "cannot read") from None
     if len(raw) < n:  # the file shrank between stat() and read()
         raise RelstitchError(f"truncated safetensors file (header of {n} bytes, {len(raw)} read)", path=p)
     try:

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from .artifacts import content_hash
-from .errors import RelstitchError, UsageError
+from .errors import RelstitchError, UsageError, os_error
 from .hygiene import check_labels
 from .sources.text import TextViews
 from .userfiles import check_regular, open_regular
@@ -151,7 +151,9 @@ def _read_idx(path: Path) -> torch.Tensor:
                 if not chunk:
                     break
                 body += chunk
-    except (OSError, EOFError, zlib.error) as exc:  # zlib.error: a corrupt gzip stream is neither of the others
+    except OSError as exc:
+        raise os_error(exc, path, "cannot read IDX file") from None
+    except (EOFError, zlib.error) as exc:  # zlib.error: a corrupt gzip stream is neither of the others
         raise RelstitchError(f"cannot read IDX file: {exc}", path=path) from None
     if len(body) < count:
         raise RelstitchError(f"IDX file truncated: header says {count} bytes, found {len(body)}", path=path)

@@ -62,16 +62,19 @@ _OS_HINTS = {
 }
 
 
-def os_error(exc: OSError, path: object | None = None) -> RelstitchError:
+def os_error(exc: OSError, path: object | None = None, doing: str | None = None) -> RelstitchError:
     """An operating-system error on a user's path as one line: the path, the cause, the fix.
 
     Every verb reads and writes paths the user chose; a name over the length limit or a symlink loop
-    is their mistake to fix, not a bug to show as a traceback.
+    is their mistake to fix, not a bug to show as a traceback. ``doing`` says what failed ("cannot read
+    report"); the hint follows the cause.
     """
     import errno  # noqa: PLC0415
 
     where = path if path is not None else exc.filename
-    cause = exc.strerror or str(exc) or type(exc).__name__
+    cause = exc.strerror or str(exc) or type(exc).__name__  # strerror: the cause without the (long) file name
+    if doing:
+        cause = f"{doing}: {cause}"
     if exc.filename2 is not None:
         cause += f" (and {shorten_path(str(exc.filename2))})"
     name = errno.errorcode.get(exc.errno or 0, "")

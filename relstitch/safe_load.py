@@ -37,12 +37,7 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     Raises :class:`RelstitchError` for a missing, corrupt or unsafe file; the message of an unsafe
     pickle names the globals it wanted to import.
     """
-    p = Path(path)
-    if not p.exists():
-        raise RelstitchError("no such file", path=p, hint="check the path")
-    if p.is_dir():
-        raise RelstitchError("is a folder, expected a weights file", path=p)
-    check_regular(p)  # safetensors and torch.load open the path themselves: a FIFO would block them forever
+    p = check_regular(path, expected="a weights file")
     suffix = p.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
         return _load_safetensors(p)

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import RelstitchError
+from .errors import RelstitchError, os_error
 
 MAX_TEXT_BYTES = 1024**3
 """Text data (``jsonl:``, ``csv:``): 1 GiB in all, far above any labelled text set relstitch is used with."""
@@ -56,11 +56,12 @@ def _refuse(path: str | os.PathLike, mode: int) -> None:
         raise RelstitchError(f"is {kind}, not a regular file", path=path, hint=_NOT_REGULAR_HINT)
 
 
-def check_regular(path: str | os.PathLike) -> Path:
+def check_regular(path: str | os.PathLike, expected: str | None = None) -> Path:
     """Refuse a path that is not a regular file, for a library (safetensors, torch, PIL) that opens it itself.
 
-    ``os.stat`` never blocks, even on a FIFO. Raises :class:`RelstitchError` (missing, unreadable, or not a
-    regular file); returns the path.
+    ``os.stat`` never blocks, even on a FIFO. Raises :class:`RelstitchError` (missing, unreadable, a symlink
+    loop, a name too long, or not a regular file; a folder is ``"is a folder, expected {expected}"`` when
+    ``expected`` says what belongs there); returns the path.
     """
     p = Path(path)
     try:
@@ -68,7 +69,9 @@ def check_regular(path: str | os.PathLike) -> Path:
     except FileNotFoundError:
         raise RelstitchError("no such file", path=p, hint="check the path") from None
     except OSError as exc:
-        raise RelstitchError(f"cannot read: {exc.strerror}", path=p) from None
+        raise os_error(exc, p, "cannot read") from None
+    if expected and stat.S_ISDIR(mode):
+        raise RelstitchError(f"is a folder, expected {expected}", path=p)
     _refuse(p, mode)
     return p
 

@@ -382,6 +382,11 @@ class Case:
     timeout: float = 60.0
     note: str = ""
 
+    def __post_init__(self) -> None:
+        args = list(map(str, self.args))
+        if self.report is None and "--json" in args[:-1] and "--markdown" in args[:-1] and args[0] == "eval-matrix":
+            self.report = (args[args.index("--json") + 1], args[args.index("--markdown") + 1])
+
     @property
     def summary(self) -> str:
         def short(a: str) -> str:
@@ -1194,7 +1199,7 @@ def cases() -> list[Case]:
              (0, 1) if ROOT_IGNORES_MODES else (1,), outputs=("ro/out.safetensors",),
              note="as root the mode does not bite: a written file is fine then"))
     add(Case("oserror-unwritable-proc", "oserror", [*enc_args, "-o", "/proc/self/hostile-out.safetensors"], None, (1,),
-             mentions=("/proc/self/hostile-out.safetensors",), note="not writable even by root"))
+             mentions=("/proc/self",), note="not writable even by root"))
     add(Case("oserror-dir-as-json-output", "oserror", matrix("-e", E0, "-D", D0, "--json", "adir"), _zoo(("adir", _dir)),
              (1, 2), mentions=("adir",)))
     add(Case("oserror-dir-as-output-force", "oserror", [*enc_args, "-o", "adir", "--force"],
@@ -1347,7 +1352,7 @@ def cases() -> list[Case]:
                 mentions: tuple[str, ...] = (), note: str = "", **kw: Any) -> None:
         add(Case(f"mistake-{cid}", "mistakes", args, setup, codes, mentions=mentions, note=note, **kw))
 
-    mistake("swapped-stitch", ["stitch", D0, E0, *ANCH, *LIM], (1, 2), mentions=(D0,))
+    mistake("swapped-stitch", ["stitch", D0, E0, *ANCH, *LIM], (1, 2))
     mistake("swapped-matrix", matrix("-e", D0, "-D", E0), (1, 2))
     mistake("anchors-as-decoder", ["stitch", E0, A, *LIM], (1, 2), mentions=(A,))
     mistake("decoder-as-encoder", ["encode", D0, *ANCH, "--limit", "20", "-o", "o.safetensors"], (1, 2), mentions=(D0,))
@@ -1366,7 +1371,8 @@ def cases() -> list[Case]:
     mistake("unknown-model-kind", ["encode", "hff:models/x", *ANCH, "--limit", "20", "-o", "o.safetensors"], (1, 2))
     mistake("unknown-data-kind", [*enc_args, "-d", "bultin:test", "-o", "o.safetensors"], (1, 2))
     mistake("source-option-unknown", [*enc_args, "-O", "frobnicate=1", "-o", "o.safetensors"], (1, 2))
-    mistake("source-option-missing-weights", [*enc_args, "-O", "weights=nope.pt", "-o", "o.safetensors"], (1, 2))
+    mistake("source-option-missing-weights", [*enc_args, "-O", "weights=nope.pt", "-o", "o.safetensors"], (1, 2),
+            note="judgement call: a relstitch checkpoint reads no weights=; ignoring a named, missing file hides a mistake")
     mistake("data-option-unknown", [*enc_args, "-d", "jsonl:t.jsonl#colour=red", "-o", "o.safetensors"], (2,),
             setup=_zoo(("t.jsonl", _text_jsonl)))
     mistake("text-data-image-encoder", [*enc_args, "-d", "jsonl:t.jsonl", "-o", "o.safetensors"], (1,),

@@ -311,3 +311,29 @@ def test_compare_refuses_k_not_below_the_sample_count(cli, tiny_zoo, tmp_path):
     assert "-k 50" in line and "40" in line
     assert one_line_error(cli("compare", enc0, enc1, "-a", tiny_zoo.anchors_path, "--limit", "40", "-k", "40"), 2)
     assert cli("compare", enc0, enc1, "-a", tiny_zoo.anchors_path, "--limit", "40", "-k", "39").exit_code == 0
+
+
+def test_no_name_found_on_disk_reaches_the_reference_parser(cli, tiny_zoo, tmp_path, monkeypatch):
+    """Property: whatever the files are called, the parser only ever sees what was typed."""
+    import relstitch.sources.models as models
+    import relstitch.sources.refs as refs
+
+    monkeypatch.chdir(tmp_path)
+    for i, name in enumerate(HOSTILE_NAMES):
+        shutil.copy(tiny_zoo.encoder(tiny_zoo.names[i % 2]), tmp_path / f"{name}.encoder.safetensors")
+    parsed: list[str] = []
+    real = refs.split_fragment
+
+    def spy(ref: str) -> tuple[str, str]:
+        parsed.append(ref)
+        return real(ref)
+
+    monkeypatch.setattr(models, "split_fragment", spy)
+    monkeypatch.setattr(refs, "split_fragment", spy)
+    typed = ["*.encoder.safetensors"]
+    result = cli("eval-matrix", "-e", typed[0], "-D", tiny_zoo.decoder("cnn-rel-s0"), "-a", tiny_zoo.anchors_path,
+                 "--limit", "20", "--json", "r.json")
+    assert result.exit_code == 0, result.stderr
+    assert len(json.loads(Path("r.json").read_text())["encoders"]) == len(HOSTILE_NAMES)
+    assert any(p.endswith(".decoder.safetensors") for p in parsed)  # the spy sees what was typed (-D)...
+    assert not [p for p in parsed if p.endswith(".encoder.safetensors")], parsed  # ...and no glob match

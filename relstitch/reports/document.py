@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..atomic import atomic_write
-from ..errors import RelstitchError, UsageError
+from ..errors import RelstitchError, UsageError, os_error
 from .schema import schema_errors
 
 if TYPE_CHECKING:  # the matrix module imports torch; re-rendering a saved report must not.
@@ -414,7 +414,7 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
     except FileNotFoundError:
         raise RelstitchError("no such report file", path=source) from None
     except OSError as exc:
-        raise RelstitchError(f"cannot read report: {exc}", path=source) from None
+        raise os_error(exc, source, "cannot read report") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:

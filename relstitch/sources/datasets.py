@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ..data import Dataset
-from ..errors import RelstitchError, UsageError
+from ..errors import RelstitchError, UsageError, os_error
 from ..userfiles import check_regular, open_regular, text_lines
 from .refs import split_fragment, split_options
 from .text import TextViews
@@ -120,7 +120,7 @@ def load_jsonl(locator: str) -> Dataset:
     except FileNotFoundError:
         raise RelstitchError("no such file", path=path) from None
     except OSError as exc:
-        raise RelstitchError(f"cannot read: {exc}", path=path) from None
+        raise os_error(exc, path, "cannot read") from None
     columns = sorted({key for row in rows for key in row})
     return _text_dataset(rows, columns, path, "jsonl", opts, lambda i: f"record {i + 1}")
 
@@ -135,7 +135,9 @@ def load_csv(locator: str) -> Dataset:
             columns = list(reader.fieldnames or [])
     except FileNotFoundError:
         raise RelstitchError("no such file", path=path) from None
-    except (OSError, csv.Error) as exc:
+    except OSError as exc:
+        raise os_error(exc, path, "cannot read CSV") from None
+    except csv.Error as exc:
         raise RelstitchError(f"cannot read CSV: {exc}", path=path) from None
     return _text_dataset(rows, columns, path, "csv", opts, lambda i: f"row {i + 2}")
 
@@ -230,6 +232,8 @@ def read_images(files: list[Path], size: list[int] | None, reference: str) -> to
                 image.load()
                 images.append(image.copy())
         except (OSError, Image.DecompressionBombError) as exc:  # missing, unreadable, not an image, or a pixel bomb
+            if isinstance(exc, OSError) and exc.errno is not None:  # the file system's error: its cause, not its name
+                raise os_error(exc, file, "cannot read image") from None
             raise RelstitchError(f"cannot read image: {exc}", path=file) from None
     mode = "L" if all(im.mode == "L" for im in images) else "RGB"
     tensors = []
