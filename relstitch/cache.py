@@ -18,7 +18,7 @@ from .errors import RelstitchError
 if TYPE_CHECKING:
     import torch
 
-    from .anchors import Anchors
+    from .anchor_set import Anchors
     from .checkpoints import Encoder
     from .data import Dataset
     from .encoding import BatchSize, EncodedSpace

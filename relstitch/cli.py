@@ -143,23 +143,11 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 @contextlib.contextmanager
 def progress_bar() -> Iterator[Any]:
-    """A rich progress callback on a terminal; silent in pipes and CI."""
-    from .progress import silent
+    """A progress callback drawing on stderr when it is a terminal (bar, done/total, samples/s, elapsed,
+    time left); silent, not one byte, in pipes and CI. See :func:`relstitch.progress.terminal_bar`."""
+    from .progress import terminal_bar
 
-    if not err_console.is_terminal:
-        yield silent
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    tasks: dict[str, Any] = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console, transient=True) as bar:
-
-        def update(description: str, advance: int, total: int) -> None:
-            if description not in tasks:
-                tasks[description] = bar.add_task(description, total=total)
-            bar.update(tasks[description], advance=advance)
-
+    with terminal_bar(err_console) as update:
         yield update
 
 
@@ -235,11 +223,14 @@ TrustOpt = Annotated[bool, typer.Option(
 
 
 def model_loader(view: str | None, source_options: list[str] | None, trust_remote_code: bool, *,
-                 allow_embeddings: bool = True) -> Callable[[str], Any]:
-    """A function loading one encoder reference with the command line's source options as defaults."""
-    from .sources.models import load_encoder_ref, parse_options
+                 allow_embeddings: bool = True, refs: list[Any] | None = None) -> Callable[[str], Any]:
+    """A function loading one encoder reference with the command line's source options as defaults
+    (refused at once when none of ``refs``, the references it will load, reads one of them)."""
+    from .sources.models import check_options_apply, load_encoder_ref, parse_options
 
     options = parse_options(",".join(source_options or []))
+    if refs is not None:
+        check_options_apply(refs, options)
     if view:
         options["view"] = view
     return functools.partial(load_encoder_ref, trust_remote_code=trust_remote_code, allow_embeddings=allow_embeddings,
@@ -421,7 +412,7 @@ def encode(
         check_outputs([output], force=force, inputs=reference_files(encoder, data, anchors_or_zoo(anchors_file)))
         if where.type == "cuda" and group.distributed:
             where = resolve_device(f"cuda:{group.local_rank}", dtype)[0]
-        load = model_loader(view, source_options, trust_remote_code, allow_embeddings=False)
+        load = model_loader(view, source_options, trust_remote_code, allow_embeddings=False, refs=[encoder])
         chosen, model, dataset = load_anchors(anchors_or_zoo(anchors_file)), load(encoder), load_dataset(data, limit=limit)
         with progress_bar() as progress:
             done = encode_to_file(model, chosen, dataset, output, projection=projection, batch_size=batch_size,
@@ -541,7 +532,7 @@ def stitch(
         # the default anchor file is an input too: --force must not replace the shipped zoo's anchors
         inputs = reference_files(encoder, decoder, anchors_or_zoo(anchors_file), target_encoder, data)
         check_predictions_output(predictions, force=force, inputs=inputs)
-    head, source = load_decoder(decoder), model_loader(view, source_options, trust_remote_code)(encoder)
+    head, source = load_decoder(decoder), model_loader(view, source_options, trust_remote_code, refs=[encoder])(encoder)
     if not isinstance(source, Encoder):  # vectors computed elsewhere: nothing to run, no anchor file needed
         if method not in (None, head.space) or target_encoder is not None or scaling is not None:
             raise UsageError("precomputed embeddings take no translation --method, --target-encoder or --translation-scaling")
@@ -607,6 +598,9 @@ def eval_matrix(
     limit: LimitOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
+    by_group: Annotated[bool, typer.Option(
+        "--by-group", help="Also show the mean ± std per encoder group → decoder group (groups: --group, else the "
+                           "architecture); the --json/--markdown/--html reports always hold it.")] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing pair.")] = False,
     allow_failures: Annotated[bool, typer.Option(
         "--allow-failures", help="Exit 0 even when some pairs failed (they are still recorded; by default any failed "
@@ -626,8 +620,11 @@ def eval_matrix(
     """Score every encoder with every decoder; the non-stitched diagonal is marked.
 
     With no arguments it runs on the built-in data and the shipped checkpoints. The terminal shows one
-    heatmap per method and the mean ± std table per pair of groups; --json/--csv/--markdown/--html
-    write the report (re-render a saved JSON later with `relstitch report`). A pair, encoder or decoder
+    heatmap per method, a summary (mean ± std (n) of each method not stitched, stitched, and stitched
+    across bottlenecks) and the main score; --by-group adds the breakdown per encoder group → decoder
+    group. --json/--csv/--markdown/--html write the report, breakdown included (re-render a saved JSON
+    later with `relstitch report`). On a terminal a progress bar (samples/s, time left) shows on stderr;
+    nothing when stderr is a pipe or a file. A pair, encoder or decoder
     that fails is recorded with its reason and the run goes on; the exit status is then 1 (after the
     report is written) unless --allow-failures.
     """
@@ -663,20 +660,20 @@ def eval_matrix(
     if metric is not None and known and metric not in known:  # checked before the run, not after it
         raise UsageError(f"unknown metric {metric!r} for these decoders; choose one of {', '.join(known)}")
     check_groups(groups, [default_name(p) for p in encoder_refs] + [h.name for h in heads])  # before the run, not after
+    load = model_loader(view, source_options, trust_remote_code, refs=encoder_refs)  # an -O nobody reads: refused now
     chosen = load_anchors(anchors_or_zoo(anchors_file))
     dataset = load_dataset(data, limit=limit)
     with progress_bar() as progress:
         result = run_matrix(encoder_refs, heads, chosen, dataset, batch_size=batch_size, fail_fast=fail_fast, cache=cache,
-                            progress=progress, methods=methods, null_baseline=null_baseline,
-                            load=model_loader(view, source_options, trust_remote_code), device=where, dtype=precision,
-                            translation_scaling=scaled)
+                            progress=progress, methods=methods, null_baseline=null_baseline, load=load, device=where,
+                            dtype=precision, translation_scaling=scaled)
     config = {"data": data, "limit": limit, "batch_size": batch_size, "device": str(where), "dtype": dtype,
               "anchors": str(chosen.path),
               "encoders": [str(e) for e in encoder_refs], "decoders": [str(d) for d in decoder_refs],
               "requested_methods": methods,
               "null_baseline": null_baseline, "translation_scaling": scaled}
     report = build_report(result, config=config, groups=groups)
-    print_report(console, report, metric)
+    print_report(console, report, metric, by_group=by_group)
     for out, write in ((json_out, write_json), (csv_out, write_csv)):
         if out:
             write(report, out, force=force)
@@ -703,9 +700,16 @@ def report(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table (terminal heatmap), md, csv, html or json.")] = "table",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of printing.")] = None,
     metric: Annotated[str | None, typer.Option(help="Metric to show [default: the report's main metric].")] = None,
+    by_group: Annotated[bool, typer.Option(
+        "--by-group", help="--format table: also show the mean ± std per encoder group → decoder group (md and html "
+                           "always hold it).")] = False,
     force: ForceOpt = False,
 ) -> None:
-    """Re-render a saved report without recomputing anything (older report versions are migrated)."""
+    """Re-render a saved report without recomputing anything (older report versions are migrated).
+
+    --format table shows what eval-matrix printed: the heatmaps, the summary and the main score
+    (--by-group adds the breakdown per group pair); with --output, as a 100-column terminal without colour.
+    """
     from .atomic import atomic_write, check_outputs
     from .errors import UsageError
     from .reports import FORMATS, load_report, print_report, render
@@ -717,11 +721,11 @@ def report(
     document = load_report(file)
     if fmt == "table":
         if output is None:
-            print_report(console, document, metric)
+            print_report(console, document, metric, by_group=by_group)
             return
         # A file gets what a plain 100-column terminal would show: no colour codes.
         buffer = Console(file=io.StringIO(), width=100, color_system=None)
-        print_report(buffer, document, metric)
+        print_report(buffer, document, metric, by_group=by_group)
         text = "".join(line.rstrip() + "\n" for line in buffer.file.getvalue().splitlines())  # rich pads lines to the table
     else:
         text = render(document, fmt, metric=metric)

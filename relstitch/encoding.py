@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import torch
 
-from .anchors import Anchors
+from .anchor_set import Anchors
 from .artifacts import load_artifact, save_artifact
 from .checkpoints import Encoder
 from .data import Dataset

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .anchors import Anchors
+from .anchor_set import Anchors
 from .artifacts import short
 from .cache import cached_encode, prepare_cache
 from .checkpoints import Decoder, Encoder, default_name
@@ -48,7 +48,8 @@ from .errors import RelstitchError, os_error, unknown_choice
 from .hygiene import warn_zero_norm, zero_norm_count
 from .metrics import DIRECTIONS, MAIN_METRIC
 from .progress import ProgressFn, silent
-from .stitching import PairResult, encoder_space_of, evaluate_pair
+from .results import PairResult
+from .stitching import encoder_space_of, evaluate_pair
 from .translation import METHODS as TRANSLATIONS
 from .translation import SCALINGS, evaluate_translation
 

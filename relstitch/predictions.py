@@ -19,41 +19,14 @@ import io
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import torch
 
 from .artifacts import save_artifact
 from .atomic import atomic_write, check_outputs
 from .errors import UsageError
-
-if TYPE_CHECKING:
-    from .stitching import PairResult
+from .results import PairResult, Predictions
 
 FORMATS = (".csv", ".safetensors")
-
-
-@dataclass
-class Predictions:
-    """One pair's per-sample output, kept from the decoder pass that scored it."""
-
-    task: str  # "classification" or "reconstruction"
-    ids: torch.Tensor  # [N] int64, each sample's position in its source split
-    labels: torch.Tensor  # [N] int64
-    outputs: torch.Tensor  # float32: logits [N, classes] or reconstructions [N, C, H, W]
-    errors: torch.Tensor | None  # reconstruction: per-sample MSE [N]; None for classification
-    classes: list[str]  # the decoder's class names (classification) or the data's
-    label_names: list[str]  # the data's class names: a label is named by the data, a prediction by the decoder
-    provenance: dict[str, Any]  # encoder, decoder, anchor_hash, data: the metadata of a .safetensors file
-
-    @property
-    def predicted(self) -> torch.Tensor:
-        """The predicted class of each sample (classification only): the argmax the accuracy was computed from."""
-        if self.task != "classification":
-            raise ValueError("a reconstruction has no predicted classes")
-        return self.outputs.argmax(dim=1)
 
 
 def check_predictions_output(path: str | os.PathLike, *, force: bool, inputs: Sequence[str | os.PathLike] = ()) -> Path:

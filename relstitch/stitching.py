@@ -8,12 +8,11 @@ raw latents. Compatibility is checked first, so a wrong pair fails with a reason
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
-from .anchors import Anchors
+from .anchor_set import Anchors
 from .artifacts import short
 from .checkpoints import Decoder, Encoder
 from .data import Dataset
@@ -21,34 +20,7 @@ from .encoding import DEFAULT_BATCH, BatchSize, EncodedSpace, encode
 from .errors import RelstitchError
 from .hygiene import check_labels, warn_class_names, warn_single_class
 from .metrics import classification_scores, reconstruction_scores
-from .predictions import Predictions
-
-
-@dataclass
-class PairResult:
-    """The outcome of one encoder/decoder pair: scores, or the reason it could not run."""
-
-    encoder: str
-    decoder: str
-    space: str
-    stitched: bool
-    scores: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-    seconds: float = 0.0
-    encoder_hash: str | None = None
-    decoder_hash: str | None = None
-    encoder_space: str | None = None  # the bottleneck the encoder was trained with, if known
-    method: str | None = None  # how the pair is wired: relative, absolute or a translation; default = space
-    control: str | None = None  # set for a control run (e.g. "shuffled-anchors"): not the method's score
-    # Per-sample output, only when scored with keep_predictions=True; tensors, so never in to_dict (reports, --json).
-    predictions: Predictions | None = field(default=None, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.method is None:
-            self.method = self.space
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "predictions"}
+from .results import PairResult, Predictions
 
 
 def check_pair(space: EncodedSpace, decoder: Decoder) -> None:

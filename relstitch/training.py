@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .anchors import Anchors
+from .anchor_set import Anchors
 from .checkpoints import SPACES, Decoder, Encoder
 from .data import Dataset, default_image_spec, prepare_images
 from .encoding import EncodedSpace

@@ -35,14 +35,15 @@ from dataclasses import dataclass
 
 import torch
 
-from .anchors import Anchors
+from .anchor_set import Anchors
 from .artifacts import short
 from .checkpoints import Decoder, Encoder
 from .data import Dataset
 from .encoding import DEFAULT_BATCH, BatchSize, EncodedSpace, embed, encode, inputs_for
 from .errors import RelstitchError, RelstitchWarning, unknown_choice
 from .projection import EPS, standardise
-from .stitching import PairResult, decode_and_score, encoder_space_of, scored_pair
+from .results import PairResult
+from .stitching import decode_and_score, encoder_space_of, scored_pair
 
 METHODS = ("procrustes", "lstsq", "lstsq-ortho", "affine")
 SCALINGS = ("standard", "isotropic", "center", "none")

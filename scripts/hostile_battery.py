@@ -1499,7 +1499,7 @@ def main(argv: list[str] | None = None) -> int:
         import safetensors  # noqa: F401
         import torch  # noqa: F401
     except ImportError:
-        if VENV_PYTHON.exists() and Path(sys.executable).resolve() != VENV_PYTHON.resolve():
+        if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != VENV_PYTHON.parent.parent.resolve():  # not the venv yet
             os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), str(Path(__file__).resolve()), *sys.argv[1:]])
         print("error: crafting the inputs needs torch and safetensors (relstitch's own dependencies)", file=sys.stderr)
         return 2

@@ -282,10 +282,10 @@ def toy_report(first_score: float = 0.9) -> dict:
     return build_report(result, config={"data": "toy", "limit": None, "batch_size": 8}, command=["relstitch", "eval-matrix"])
 
 
-def render(report: dict, width: int) -> str:
+def render(report: dict, width: int, *, by_group: bool = False) -> str:
     """What a ``width``-column terminal without colour shows (rich pads lines to the table width: stripped)."""
     console = Console(file=io.StringIO(), width=width, color_system=None)
-    print_report(console, report)
+    print_report(console, report, by_group=by_group)
     return "\n".join(line.rstrip() for line in console.file.getvalue().splitlines()) + "\n"
 
 
@@ -298,9 +298,15 @@ relative · accuracy ↑
 │ beta-long-encoder-name │  0.500 │                 0.875* │
 │ gamma                  │     ✗1 │                     ✗1 │
 └────────────────────────┴────────┴────────────────────────┘
-rows: encoders · columns: decoders · * = not stitched (the
-decoder's own encoder)
 ✗1 row gamma (2 cells): gamma.e: not a safetensors file
+rows: encoders, columns: decoders · * = not stitched (the decoder's own encoder)
+accuracy ↑: mean ± std (n) over pairs · per group pair: --by-group
+┏━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━┓
+┃ method   ┃        not stitched ┃            stitched ┃
+┡━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━┩
+│ relative │ 0.887 ± 0.018 (n=2) │ 0.562 ± 0.088 (n=2) │
+└──────────┴─────────────────────┴─────────────────────┘
+main score: accuracy ↑ 0.562 — mean over 2 stitched relative pairs
 """
 
 EXPECTED_NARROW = """\
@@ -312,27 +318,36 @@ relative · accuracy ↑
 │ E2        │  0.500 │ 0.875* │
 │ E3        │     ✗1 │     ✗1 │
 └───────────┴────────┴────────┘
-rows: encoders · columns:
-decoders · * = not stitched
-(the decoder's own encoder)
 E1 = alpha (cnn, seed 0)
 E2 = beta-long-encoder-name (mlp, seed 1)
 E3 = gamma (unknown)
 D1 = alpha (cnn, seed 0)
 D2 = beta-long-decoder-name (mlp, seed 1)
 ✗1 row gamma (2 cells): gamma.e: not a safetensors file
-accuracy ↑: mean ± std over pairs
-(encoder group → decoder group)
-relative · not stitched
-  all      0.887 ± 0.018 (n=2)
-  cnn→cnn  0.900 (n=1)
-  mlp→mlp  0.875 (n=1)
-relative · stitched
-  all      0.562 ± 0.088 (n=2)
-  cnn→mlp  0.625 (n=1)
-  mlp→cnn  0.500 (n=1)
+rows: encoders, columns: decoders · * =
+not stitched (the decoder's own encoder)
+accuracy ↑: mean ± std (n) over pairs ·
+per group pair: --by-group
+relative
+  not stitched: 0.887 ± 0.018 (n=2)
+  stitched: 0.562 ± 0.088 (n=2)
 main score: accuracy ↑ 0.562 — mean over
 2 stitched relative pairs
+"""
+
+EXPECTED_BY_GROUP = """\
+accuracy ↑: mean ± std (n) by encoder group → decoder group
+┏━━━━━━━━━━┳━━━━━━━━━━━━━━┳━━━━━━━━━┳━━━━━━━━━━━━━━━━━━━━━┓
+┃ method   ┃ setting      ┃ groups  ┃      mean ± std (n) ┃
+┡━━━━━━━━━━╇━━━━━━━━━━━━━━╇━━━━━━━━━╇━━━━━━━━━━━━━━━━━━━━━┩
+│ relative │ not stitched │ all     │ 0.887 ± 0.018 (n=2) │
+│ relative │ not stitched │ cnn→cnn │         0.900 (n=1) │
+│ relative │ not stitched │ mlp→mlp │         0.875 (n=1) │
+│ relative │ stitched     │ all     │ 0.562 ± 0.088 (n=2) │
+│ relative │ stitched     │ cnn→mlp │         0.625 (n=1) │
+│ relative │ stitched     │ mlp→cnn │         0.500 (n=1) │
+└──────────┴──────────────┴─────────┴─────────────────────┘
+main score: accuracy ↑ 0.562 — mean over 2 stitched relative pairs
 """
 
 
@@ -340,12 +355,14 @@ def test_terminal_heatmap_in_a_fixed_width_console_without_colour():
     report = toy_report()
     assert_valid(report)
     wide = render(report, 80)
-    assert wide.startswith(EXPECTED_WIDE), wide
+    assert wide == EXPECTED_WIDE, wide
     narrow = render(report, 40)
     assert narrow == EXPECTED_NARROW, narrow
-    # the aggregated table and the main score: 0.5 and 0.625 are the stitched pairs
-    assert "0.562 ± 0.088 (n=2)" in wide and "main score: accuracy ↑ 0.562 — mean over 2 stitched relative pairs" in wide
-    assert "cnn→mlp" in wide and "mlp→cnn" in wide
+    # the group pairs only on request (--by-group): after the summary, with its hint gone from the summary's title
+    by_group = render(report, 80, by_group=True)
+    assert by_group.endswith(EXPECTED_BY_GROUP), by_group
+    assert "--by-group" not in by_group and "cnn→mlp" not in wide and "mlp→cnn" not in wide
+    assert by_group.startswith(EXPECTED_WIDE.split("accuracy ↑: mean")[0])  # the heatmap is the same
     # --metric picks another metric; the arrow follows its direction
     table, _ = matrix_table(report, "relative", "macro_f1")
     console = Console(file=io.StringIO(), width=80, color_system=None)

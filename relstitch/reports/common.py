@@ -6,6 +6,7 @@ saved file exactly as ``eval-matrix`` printed it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -144,8 +145,53 @@ def mean_std(row: dict[str, Any] | None) -> str:
     return f"{fmt(row['mean'])}{spread} (n={row['n']})"
 
 
-def group_label(pair: tuple[str, str]) -> str:
-    return ALL if pair == (ALL, ALL) else f"{pair[0]}→{pair[1]}"
+def group_label(pair: tuple[str, str], names: dict[str, str] | None = None) -> str:
+    """``cnn→mlp`` (``all`` for the pooled pair), each group through ``names`` (see :func:`group_names`) when given."""
+    if pair == (ALL, ALL):
+        return ALL
+    names = names or {}
+    return f"{names.get(pair[0], pair[0])}→{names.get(pair[1], pair[1])}"
+
+
+_SOURCE_PREFIXES = ("hf:", "torchvision:", "python:")
+_HIDDEN_SIZE = re.compile(r"-H\d+(?=-|$)")
+
+
+def short_group(name: str) -> str:
+    """A group label for people: the architecture and its depth, without the model source or the width.
+
+    ``hf:bert-L6-H384`` → ``bert-L6``, ``torchvision:resnet18`` → ``resnet18``,
+    ``python:pkg.models:small_cnn`` → ``small_cnn``; ``cnn`` and labels given with ``--group`` stay as they are.
+    """
+    for prefix in _SOURCE_PREFIXES:
+        if name.startswith(prefix) and len(name) > len(prefix):
+            rest = name[len(prefix):]
+            if prefix == "hf:":
+                return _HIDDEN_SIZE.sub("", rest) or rest
+            return rest.rsplit(":", 1)[-1] or rest
+    return name
+
+
+def _without_source(name: str) -> str:
+    """``hf:bert-L6-H384`` → ``bert-L6-H384``: only the model source left out."""
+    return next((name[len(p):] for p in _SOURCE_PREFIXES if name.startswith(p) and len(name) > len(p)), name)
+
+
+def group_names(report: dict[str, Any]) -> dict[str, str]:
+    """``{group: display name}`` for every group of ``report``, short (:func:`short_group`) yet one to one.
+
+    Groups whose short names would collide (``hf:bert-L6-H384`` and ``hf:bert-L6-H768``) keep their
+    width (``bert-L6-H384``), and if that still collides, their full label.
+    """
+    found = {item.get("group") for items in (report["encoders"], report["decoders"]) for item in items}
+    found |= {row[key] for row in report.get("aggregate", []) for key in ("encoder_group", "decoder_group")}
+    groups = sorted(g for g in found if isinstance(g, str) and g != ALL)
+    names: dict[str, str] = {}
+    for shorten in (short_group, _without_source, str):
+        wanted = {g: shorten(g) for g in groups if g not in names}
+        taken = list(names.values()) + list(wanted.values())
+        names |= {g: n for g, n in wanted.items() if taken.count(n) == 1 and n != ALL}
+    return names | {g: g for g in groups if g not in names}
 
 
 def renamed_note(report: dict[str, Any]) -> str | None:

@@ -401,7 +401,34 @@ def upgrade_report(doc: Any, *, source: str | os.PathLike | None = None) -> dict
     if errors:
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         raise RelstitchError(f"report does not match schema {SCHEMA_VERSION}: {'; '.join(errors[:3])}{more}", path=source)
-    return doc
+    return _rederived(doc, source)
+
+
+DERIVED = ("metrics", "main_score", "methods", "matrices", "failed_pairs", "aggregate")
+"""The parts of a report computed from its pairs: never taken from a file on trust."""
+
+
+def _rederived(doc: dict[str, Any], source: str | os.PathLike | None) -> dict[str, Any]:
+    """``doc`` with its derived parts computed again from its pairs, as a fresh run computes them.
+
+    A matrix edited by hand (or by a bug) would otherwise show a score that is not its pair's; the pairs
+    are the record. A disagreement is said once, as a warning, and the pairs win.
+    """
+    fresh = _assemble(
+        relstitch_version=doc["relstitch_version"], task=doc["task"], main_metric=doc["main_metric"],
+        directions={m: v["direction"] for m, v in doc["metrics"].items()}, config=doc["config"],
+        environment=doc["environment"], anchors=doc["anchors"], dataset=doc["dataset"], encoders=doc["encoders"],
+        decoders=doc["decoders"], pairs=doc["pairs"], run=doc["run"])
+    changed = [key for key in DERIVED if fresh[key] != doc[key]]
+    if changed:
+        import warnings  # noqa: PLC0415
+
+        from ..errors import RelstitchWarning  # noqa: PLC0415
+
+        where = f"{source}: " if source is not None else ""
+        warnings.warn(RelstitchWarning(f"{where}the report's {', '.join(changed)} disagree with its pairs (edited?): "
+                                       "shown as the pairs say"), stacklevel=2)
+    return fresh
 
 
 def load_report(path: str | os.PathLike) -> dict[str, Any]:

@@ -39,16 +39,16 @@ import torch
 from torch import nn
 
 from ..checkpoints import Encoder, check_weights, load_encoder
-from ..errors import RelstitchError, UsageError
+from ..encoding import DTYPES
+from ..errors import RelstitchError, UsageError, unknown_choice
 from ..userfiles import MAX_CONFIG_BYTES, check_folder_files, open_regular, read_text
-from .refs import split_fragment, split_options
+from .refs import parse_size, split_fragment, split_options
 from .text import TextViews
 
 if TYPE_CHECKING:
     from ..encoding import EncodedSpace
 
 POOLINGS = ("cls", "mean")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 CLASSIFIER_NAMES = ("fc", "classifier", "heads", "head")
@@ -59,16 +59,6 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 # ------------------------------------------------------------------------------------- options
-def _ints(text: str) -> list[int]:
-    parts = text.replace("x", ",").split(",")
-    values = [int(p) for p in parts if p.strip()]
-    if len(values) == 1:
-        values *= 2  # resize=224 means 224x224
-    if len(values) != 2 or min(values) < 1:
-        raise ValueError("expected H,W or one size")
-    return values
-
-
 def _floats(text: str) -> float | list[float]:
     values = [float(p) for p in text.split(",") if p.strip()]
     return values[0] if len(values) == 1 else values
@@ -76,7 +66,7 @@ def _floats(text: str) -> float | list[float]:
 
 OPTION_TYPES: dict[str, Callable[[str], Any]] = {
     "view": str, "pooling": str, "max_length": int, "dtype": str, "name": str,
-    "weights": str, "layer": str, "resize": _ints, "channels": int, "mean": _floats, "std": _floats,
+    "weights": str, "layer": str, "resize": parse_size, "channels": int, "mean": _floats, "std": _floats,
 }
 """Source options and how each is read from text."""
 
@@ -124,14 +114,16 @@ def _parse_call(locator: str) -> tuple[str, dict[str, Any]]:
     if not locator.endswith(")") or "(" not in locator:
         return locator, {}
     target, _, args = locator.partition("(")
+    refused = UsageError(f"cannot read the arguments of {locator!r}",
+                         hint="write keyword arguments with literal values, e.g. build(width=8, name='a')")
     try:
         call = ast.parse(f"f({args}", mode="eval").body
-        assert isinstance(call, ast.Call) and not call.args
+        # checked with if, not assert: under python -O an assert vanishes and build(3, width=8) would drop the 3
+        if not isinstance(call, ast.Call) or call.args or any(kw.arg is None for kw in call.keywords):
+            raise refused
         kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords if kw.arg}
-        assert len(kwargs) == len(call.keywords)
-    except (SyntaxError, ValueError, AssertionError):
-        raise UsageError(f"cannot read the arguments of {locator!r}",
-                         hint="write keyword arguments with literal values, e.g. build(width=8, name='a')") from None
+    except (SyntaxError, ValueError):
+        raise refused from None
     return target, kwargs
 
 
@@ -188,6 +180,21 @@ def load_encoder_ref(ref: str | os.PathLike, *, trust_remote_code: bool = False,
         raise RelstitchError(f"{ref} holds precomputed embeddings, not an encoder to run",
                              hint="use it directly in fit, stitch or eval-matrix")
     return loaded
+
+
+def check_options_apply(refs: list[str | os.PathLike], options: Mapping[str, Any]) -> None:
+    """Refuse a default source option (the CLI's ``-O``) that none of ``refs`` reads: it would do nothing.
+
+    Each reference takes only the options its kind reads (``pooling`` for ``hf:``, ``weights`` for
+    ``torchvision:``/``python:``...), so a mixed matrix can share one ``-O``; but one no reference reads is
+    a mistake (``encode CKPT -O weights=w.pt``), said before any work.
+    """
+    kinds = {_source_of(ref)[0] for ref in refs}
+    for key in options:
+        if not any(key in MODEL_SOURCES[kind].reads for kind in kinds):
+            readers = sorted(kind + ":" for kind, source in MODEL_SOURCES.items() if key in source.reads)
+            raise UsageError(f"-O {key}=... applies to none of the models given ({', '.join(sorted(kinds))})",
+                             hint=f"only {', '.join(readers)} references read it" if readers else "drop it")
 
 
 def _source_of(ref: str | os.PathLike) -> tuple[str, ModelSource, str, dict[str, Any]]:
@@ -393,9 +400,9 @@ def _load_hf(locator: str, opts: SourceOptions) -> TextEncoder:
                              path=folder, hint="read that code, then pass --trust-remote-code (trust_remote_code=True) "
                                                "only if you trust it")
     if opts.pooling not in POOLINGS:
-        raise UsageError(f"unknown pooling {opts.pooling!r}; choose one of {', '.join(POOLINGS)}")
+        raise unknown_choice("pooling", opts.pooling, POOLINGS)
     if opts.dtype is not None and opts.dtype not in DTYPES:
-        raise UsageError(f"unknown dtype {opts.dtype!r}; choose one of {', '.join(DTYPES)}")
+        raise unknown_choice("dtype", opts.dtype, DTYPES)
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -636,5 +643,5 @@ def list_model_sources() -> dict[str, str]:
 
 
 __all__ = ["MODEL_SOURCES", "LatentTap", "PrecomputedEncoder", "SourceOptions", "TextEncoder", "as_encoder",
-           "check_precomputed", "fit_weights", "list_model_sources", "load_encoder_ref", "parse_options",
+           "check_options_apply", "check_precomputed", "fit_weights", "list_model_sources", "load_encoder_ref", "parse_options",
            "register_model_source", "stitch_precomputed"]

@@ -46,6 +46,20 @@ def split_options(text: str) -> dict[str, str]:
     return raw
 
 
+def parse_size(text: str) -> list[int]:
+    """``H,W`` / ``HxW`` / ``N`` (square) → ``[H, W]`` of positive integers; anything else is a ValueError.
+
+    One reading for every source option that takes an image size (``resize=`` of model sources,
+    ``size=`` of image data).
+    """
+    values = [int(p) for p in text.replace("x", ",").split(",") if p.strip()]
+    if len(values) == 1:
+        values *= 2  # 224 means 224x224
+    if len(values) != 2 or min(values) < 1:
+        raise ValueError(f"expected H,W or one size, got {text!r}")
+    return values
+
+
 _NO_FILE_KINDS = ("builtin", "torchvision", "python")
 """Reference kinds whose locator is a name, not a path (``builtin:test``, ``torchvision:resnet18``, ``python:pkg:fn``)."""
 

@@ -1,6 +1,10 @@
-"""Data sources beyond the built-in set, registered in :data:`relstitch.data.DATA_SOURCES`.
+"""Where data comes from: one registry of data source kinds, each named ``kind:locator[#option=value,...]``.
 
 ============================================  ==================================================================
+``builtin:train`` / ``builtin:test``          the stratified Fashion-MNIST subset inside the package (6,000 /
+                                              1,000 images, 28x28 uint8, MIT licence)
+``idx:DIR[:train|test]`` or ``DIR``           a folder of (optionally gzipped) MNIST-style IDX files, such as
+                                              Debian's ``/usr/share/datasets/fashion-mnist``
 ``imagefolder:DIR[#size=H,W]``                torchvision ``ImageFolder`` layout: ``DIR/<class>/<image>``
 ``tensors:FILE[#x=NAME,y=NAME]``              a safetensors file with images/features ``x`` and labels ``y``
 ``jsonl:FILE[#text=COL[,COL...],label=COL]``  one JSON object per line; each text column is a parallel view
@@ -14,24 +18,133 @@ anchors picked from them are parallel. ``label=none`` reads unlabelled text (anc
 ``imagefolder:``) and the text columns their captions: image encoders read the images, text encoders
 a caption view, so both embed the same anchors (cross-modal stitching).
 Labels are mapped to class indices in sorted order (numeric order when every label is a number).
+
+Any labelled image reference takes ``#captions=TEMPLATE`` (``builtin:test#captions=a photo of a {}``):
+a parallel text view ``caption`` made from each sample's class name, so text encoders can read the
+same samples as image encoders. Such captions are *weak supervision*: a caption is its label in words.
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import json
+import re
+import struct
+import zlib
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..data import Dataset
 from ..errors import RelstitchError, UsageError, os_error
+from ..hygiene import check_finite
+from ..sources.refs import parse_size, split_fragment, split_options
+from ..sources.text import TextViews
 from ..userfiles import check_regular, open_regular, text_lines
-from .refs import split_fragment, split_options
-from .text import TextViews
+from .dataset import Dataset, with_class_captions
+
+BUILTIN_FILE = Path(__file__).resolve().parent.parent / "assets" / "fashion_mnist_small.safetensors"
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+SPLITS = ("train", "test")
+MAX_IDX_BYTES = 16 * 1024**3  # 16 GiB: far above any IDX data set, far below what a bomb could announce
+IDX_CHUNK = 16 * 1024**2  # an IDX body is read this much at a time: memory follows the data, not the header
 
 
+# ------------------------------------------------------------------------------ built-in and IDX
+def _load_builtin(locator: str) -> Dataset:
+    split = locator or "train"
+    if split not in SPLITS:
+        raise RelstitchError(f"unknown split {split!r} of the built-in data; use builtin:train or builtin:test")
+    from safetensors.torch import load_file
+
+    if not BUILTIN_FILE.exists():
+        raise RelstitchError("built-in data missing", path=BUILTIN_FILE, hint="run scripts/make_builtin_data.py")
+    tensors = load_file(str(check_regular(BUILTIN_FILE)))
+    return Dataset(
+        f"builtin:{split}", tensors[f"{split}_x"], tensors[f"{split}_y"].long(), FASHION_MNIST_CLASSES,
+        tensors[f"{split}_ids"].long(),
+    )
+
+
+def _read_idx(path: Path) -> torch.Tensor:
+    """Read one IDX file (gzipped or not) into a uint8 tensor of its declared shape.
+
+    The header is read first and the body in chunks only up to its declared size (plus one byte to detect
+    extra data), so a small gzip file that inflates to gigabytes cannot make relstitch hold more than the
+    tensor its header announces, and a header announcing gigabytes over a short body costs only the body.
+    """
+    try:
+        with open_regular(path) as raw, (gzip.GzipFile(fileobj=raw) if path.suffix == ".gz" else nullcontext(raw)) as handle:
+            head = handle.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08:
+                raise RelstitchError("not an unsigned-byte IDX file (bad magic number)", path=path)
+            ndim = head[3]
+            raw_dims = handle.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise RelstitchError(f"IDX file truncated: its header declares {ndim} dimensions", path=path)
+            dims = struct.unpack(f">{ndim}I", raw_dims)
+            count = 1
+            for d in dims:
+                count *= d
+            if count > MAX_IDX_BYTES:
+                raise RelstitchError(f"IDX header declares {count:,} bytes, more than relstitch reads ({MAX_IDX_BYTES:,})",
+                                     path=path)
+            # In chunks, never read(count): that allocates the whole declared size up front, so a header
+            # announcing gigabytes (fuzzing found one) would take them before the short body is noticed.
+            body = bytearray()
+            while len(body) <= count:
+                chunk = handle.read(min(IDX_CHUNK, count + 1 - len(body)))
+                if not chunk:
+                    break
+                body += chunk
+    except OSError as exc:
+        raise os_error(exc, path, "cannot read IDX file") from None
+    except (EOFError, zlib.error) as exc:  # zlib.error: a corrupt gzip stream is neither of the others
+        raise RelstitchError(f"cannot read IDX file: {exc}", path=path) from None
+    if len(body) < count:
+        raise RelstitchError(f"IDX file truncated: header says {count} bytes, found {len(body)}", path=path)
+    if len(body) > count:
+        raise RelstitchError(f"IDX file holds more than its header's {count} bytes (corrupt, or not what it claims)",
+                             path=path)
+    if not count:  # frombuffer refuses an empty buffer; the empty dataset is refused later, with its name
+        return torch.zeros(dims, dtype=torch.uint8)
+    return torch.frombuffer(body, dtype=torch.uint8).reshape(dims)
+
+
+def _find_idx(folder: Path, prefix: str, kind: str) -> Path:
+    for name in (f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte", f"{prefix}-{kind}.idx"):
+        for candidate in (folder / f"{name}.gz", folder / name):
+            if candidate.exists():
+                return candidate
+    raise RelstitchError(
+        f"no {prefix}-{kind}-idx*-ubyte[.gz] file in this folder", path=folder,
+        hint="name a folder holding the MNIST/Fashion-MNIST IDX files",
+    )
+
+
+def _load_idx(locator: str) -> Dataset:
+    folder_text, _, split = locator.rpartition(":")
+    if split not in SPLITS:  # no split given: the whole locator is the folder
+        folder_text, split = locator, "train"
+    folder = Path(folder_text)
+    if not folder.is_dir():
+        raise RelstitchError("no such data folder", path=folder, hint="name a folder of IDX files")
+    prefix = "train" if split == "train" else "t10k"
+    images = _read_idx(_find_idx(folder, prefix, "images"))
+    labels = _read_idx(_find_idx(folder, prefix, "labels")).long()
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise RelstitchError(f"IDX images {tuple(images.shape)} and labels {tuple(labels.shape)} do not match", path=folder)
+    classes = FASHION_MNIST_CLASSES if "fashion" in str(folder).lower() else [str(i) for i in range(10)]
+    return Dataset(f"idx:{folder}:{split}", images.unsqueeze(1).contiguous(), labels, classes)
+
+
+# ----------------------------------------------------------------------- files and folders
 def _options(locator: str, kind: str, allowed: dict[str, str]) -> tuple[Path, dict[str, str]]:
     """Split ``FILE#k=v`` and refuse options the kind does not read; ``allowed`` holds the defaults."""
     path_text, fragment = split_fragment(locator)
@@ -210,12 +323,9 @@ def _parse_size(text: str, kind: str) -> list[int] | None:
     if not text:
         return None
     try:
-        parts = [int(p) for p in text.replace("x", ",").split(",") if p]
-        size = (parts * 2)[:2] if len(parts) == 1 else parts
-        assert len(size) == 2 and min(size) > 0
-    except (ValueError, AssertionError):
+        return parse_size(text)
+    except ValueError:
         raise UsageError(f"{kind}: bad size {text!r}; write size=H,W or size=N") from None
-    return size
 
 
 def read_images(files: list[Path], size: list[int] | None, reference: str) -> torch.Tensor:
@@ -246,3 +356,52 @@ def read_images(files: list[Path], size: list[int] | None, reference: str) -> to
                                  f"{image.size[0]}x{image.size[1]})", path=file, hint=f"resize them: {reference}#size=H,W")
         tensors.append(pil_to_tensor(image))
     return torch.stack(tensors)
+
+
+DATA_SOURCES: dict[str, Callable[[str], Dataset]] = {
+    "builtin": _load_builtin,
+    "idx": _load_idx,
+    "imagefolder": load_imagefolder,
+    "tensors": load_tensors,
+    "jsonl": load_jsonl,
+    "csv": load_csv,
+}
+"""Dataset reference kind -> loader taking the locator (the text after ``kind:``)."""
+
+
+def _pop_captions(reference: str) -> tuple[str, str | None]:
+    """``REF#captions=T[,k=v]`` → (``REF[#k=v]``, ``T``): the option every image source takes, read here once."""
+    head, fragment = split_fragment(reference)
+    # Taken raw, up to the next ",KEY=": a template is prose (commas and spaces are kept as written).
+    found = re.search(r"(?:^|,)\s*captions=(.*?)(?=,\s*[A-Za-z_][\w-]*=|$)", fragment)
+    if found is None:
+        return reference, None
+    rest = (fragment[: found.start()] + fragment[found.end():]).strip(",")
+    split_options(rest)  # the other options are still KEY=VALUE: refuse a malformed one here, as before
+    return (f"{head}#{rest}" if rest else head), found.group(1)
+
+
+def load_dataset(reference: str, *, limit: int | None = None) -> Dataset:
+    """Load a dataset from a reference (``builtin:test``, ``idx:DIR:train``, a folder, ...).
+
+    ``#captions=TEMPLATE`` on any reference adds class-name captions (:func:`with_class_captions`).
+    """
+    reference, captions = _pop_captions(reference)
+    kind, sep, locator = reference.partition(":")
+    if kind in DATA_SOURCES:
+        dataset = DATA_SOURCES[kind](locator if sep else "")
+    elif Path(reference).is_dir():
+        dataset = _load_idx(reference)
+    else:
+        import difflib
+
+        close = difflib.get_close_matches(kind, list(DATA_SOURCES), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"use one of: {', '.join(k + ':' for k in DATA_SOURCES)} or a folder"
+        raise RelstitchError(f"unknown dataset reference {reference!r}", hint=hint)
+    if captions is not None:
+        dataset = with_class_captions(dataset, captions)
+    if limit is not None and limit < len(dataset):
+        dataset = dataset.subset(torch.arange(limit), name=f"{dataset.name}[:{limit}]")
+    if isinstance(dataset.x, torch.Tensor):  # float inputs (tensor files) can carry NaN/Inf; uint8 cannot
+        check_finite(dataset.x, f"inputs of {dataset.name}")
+    return dataset  # labels were checked against the class names when the Dataset was made
