@@ -24,7 +24,7 @@ from torch import nn
 
 from .artifacts import content_hash, load_artifact, save_artifact, short
 from .data import prepare_images
-from .errors import RelstitchError
+from .errors import RelstitchError, printable
 from .models import create_decoder, create_encoder
 from .projection import ProjectionConfig
 
@@ -34,12 +34,22 @@ DECODER_SUFFIX = ".decoder.safetensors"
 
 
 def default_name(path: str | os.PathLike) -> str:
-    """``zoo/cnn-rel-s0.encoder.safetensors`` → ``cnn-rel-s0``."""
+    """``zoo/cnn-rel-s0.encoder.safetensors`` → ``cnn-rel-s0`` (control characters escaped: :func:`name_of`)."""
     name = Path(path).name
     for suffix in (ENCODER_SUFFIX, DECODER_SUFFIX, ".safetensors"):
         if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+            return printable(name[: -len(suffix)])
+    return printable(name)
+
+
+def name_of(meta: dict[str, Any], path: Path) -> str:
+    """A checkpoint's display name: its recorded ``name``, else its file name; never a control character.
+
+    Names are read from files a stranger may have written, and end up in terminal tables and reports:
+    an ANSI escape or a line break in one must show as text, not act.
+    """
+    recorded = meta.get("name")
+    return printable(recorded) if isinstance(recorded, str) and recorded else default_name(path)
 
 
 @dataclass
@@ -266,7 +276,7 @@ def load_encoder(path: str | os.PathLike) -> Encoder:
         architecture=arch,
         input_spec=_require(art.meta, "input", dict, art.path),
         latent_dim=_require(art.meta, "latent_dim", int, art.path),
-        name=art.meta.get("name") or default_name(art.path),
+        name=name_of(art.meta, art.path),
         meta=art.meta,
         path=art.path,
     )
@@ -301,7 +311,7 @@ def load_decoder(path: str | os.PathLike) -> Decoder:
         space=space,
         input_dim=_require(art.meta, "input_dim", int, art.path),
         task=task,
-        name=art.meta.get("name") or default_name(art.path),
+        name=name_of(art.meta, art.path),
         projection=projection,
         anchor_hash=art.meta.get("anchor_hash"),
         encoder_hash=art.meta.get("encoder_hash"),

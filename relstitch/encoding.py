@@ -20,7 +20,7 @@ from .anchor_set import Anchors
 from .artifacts import load_artifact, save_artifact
 from .checkpoints import Encoder
 from .data import Dataset
-from .errors import RelstitchError, unknown_choice
+from .errors import RelstitchError, printable, unknown_choice
 from .hygiene import check_finite, check_labels
 from .progress import ProgressFn, silent
 from .projection import ProjectionConfig, relative_projection
@@ -320,7 +320,7 @@ def load_embeddings(path: str | os.PathLike) -> EncodedSpace:
         if name in art.tensors:
             check_finite(art.tensors[name], f"{name} vectors", path=art.path)
     space = EncodedSpace(
-        encoder_name=str(encoder.get("name", "?")),
+        encoder_name=printable(str(encoder.get("name", "?"))),  # read from the file: shown, never obeyed
         encoder_hash=str(encoder.get("hash", "")),
         absolute=absolute,
         anchor_absolute=anchor_absolute,

@@ -24,6 +24,14 @@ class RelstitchError(Exception):
         super().__init__(" — ".join(p.replace("\n", " ") for p in parts))
 
 
+def printable(text: str) -> str:
+    """``text`` with every control character (an ANSI escape, a line break, a bell) written as ``\\x1b``,
+    ``\\n``...: a name read from a file is shown, never obeyed by a terminal or allowed to break a line."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def shorten_path(path: str, limit: int = 160) -> str:
     """A path as a message shows it: whole, unless it is so long (a 300-byte name) it would drown the message."""
     return path if len(path) <= limit else f"{path[: limit // 2]}…{path[-(limit // 3):]}"

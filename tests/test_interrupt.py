@@ -61,13 +61,26 @@ def wait_for_temporary_file(proc: subprocess.Popen, folder: Path, limit: float =
     pytest.fail("encode never started writing")
 
 
+def wait_for_batches(proc: subprocess.Popen, temporary: Path, nbytes: int = 1 << 20, limit: float = 120.0) -> None:
+    """Until ``nbytes`` of the temporary file are on disk (its blocks, not its size: the writer may size it
+    up front): batches have been written, and many more are to come. A condition, not a sleep."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if temporary.exists() and temporary.stat().st_blocks * 512 >= nbytes:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"encode ended (code {proc.returncode}) before it could be interrupted: {proc.stderr.read()}")
+        time.sleep(0.01)
+    proc.kill()
+    pytest.fail(f"encode never wrote {nbytes} bytes")
+
+
 @pytest.mark.parametrize(("signal_number", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
                          ids=["SIGINT", "SIGTERM"])
 def test_an_interrupted_encode_leaves_nothing(inputs, tmp_path, signal_number, code):
     out = tmp_path / "embeddings.safetensors"
     proc = start_encode(inputs, out)
-    wait_for_temporary_file(proc, tmp_path)
-    time.sleep(0.2)  # well inside the 938 batches
+    wait_for_batches(proc, wait_for_temporary_file(proc, tmp_path))  # well inside the 938 batches
     assert proc.poll() is None, "encode finished before the signal: the test no longer interrupts anything"
     proc.send_signal(signal_number)
     _, stderr = proc.communicate(timeout=120)
@@ -83,7 +96,7 @@ def test_a_killed_encode_never_leaves_a_half_output(inputs, tmp_path):
     out = tmp_path / "embeddings.safetensors"
     proc = start_encode(inputs, out)
     temporary = wait_for_temporary_file(proc, tmp_path)
-    time.sleep(0.2)
+    wait_for_batches(proc, temporary)
     proc.kill()
     proc.communicate(timeout=60)
     assert not out.exists()

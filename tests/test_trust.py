@@ -337,3 +337,18 @@ def test_no_name_found_on_disk_reaches_the_reference_parser(cli, tiny_zoo, tmp_p
     assert len(json.loads(Path("r.json").read_text())["encoders"]) == len(HOSTILE_NAMES)
     assert any(p.endswith(".decoder.safetensors") for p in parsed)  # the spy sees what was typed (-D)...
     assert not [p for p in parsed if p.endswith(".encoder.safetensors")], parsed  # ...and no glob match
+
+
+def test_names_read_from_files_never_carry_control_characters(tiny_zoo, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from relstitch.checkpoints import default_name, load_decoder
+
+    with safe_open(str(tiny_zoo.decoder("cnn-rel-s0")), "pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())
+    meta["relstitch.name"] = json.dumps("a\x1b[31mb\nc")
+    save_file(tensors, str(tmp_path / "d.decoder.safetensors"), metadata=meta)
+    name = load_decoder(tmp_path / "d.decoder.safetensors").name
+    assert name == "a\\x1b[31mb\\nc" and name.isprintable()
+    assert default_name("x\x07y.decoder.safetensors") == "x\\x07y"

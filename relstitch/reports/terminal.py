@@ -137,8 +137,8 @@ def matrix_table(report: dict[str, Any], method: str, metric: str | None = None,
 
     legend: list[str] = []
     groups = group_names(report)
-    items = {e["name"]: e for e in report["encoders"]} | {d["name"]: d for d in report["decoders"]}
-    for names, mapping in ((matrix["rows"], enc_label), (matrix["columns"], dec_label)):
+    for names, mapping, role in ((matrix["rows"], enc_label, "encoders"), (matrix["columns"], dec_label, "decoders")):
+        items = {item["name"]: item for item in report[role]}
         entries = []
         for name in names:
             if mapping[name] == name:
@@ -250,8 +250,8 @@ def print_report(console: Console, report: dict[str, Any], metric: str | None = 
         for note in notes:  # one line each, never wrapped by rich: names and paths stay whole for grep
             console.print(Text(note, style="dim"), soft_wrap=True)
     console.print(Text(CAPTION, style="dim"))
-    if (note := renamed_note(report)) is not None:
-        console.print(Text(note, style="dim"), soft_wrap=True)
+    if (renamed := renamed_note(report)) is not None:
+        console.print(Text(renamed, style="dim"), soft_wrap=True)
     if report["aggregate"]:  # empty when every pair failed
         several = len(group_pairs(report, metric)) > 1
         console.print(summary_table(report, metric, width=console.width,

@@ -40,7 +40,7 @@ from torch import nn
 
 from ..checkpoints import Encoder, check_weights, load_encoder
 from ..encoding import DTYPES
-from ..errors import RelstitchError, UsageError, unknown_choice
+from ..errors import RelstitchError, UsageError, printable, unknown_choice
 from ..userfiles import MAX_CONFIG_BYTES, check_folder_files, open_regular, read_text
 from .refs import parse_size, split_fragment, split_options
 from .text import TextViews
@@ -453,7 +453,7 @@ def _load_hf(locator: str, opts: SourceOptions) -> TextEncoder:
         architecture=architecture,
         input_spec={"modality": "text", "view": opts.view, "pooling": opts.pooling, "max_length": max_length},
         latent_dim=hidden_size if isinstance(hidden_size, int) else 0,  # 0: learnt on the first batch
-        name=opts.name or folder.resolve().name,
+        name=opts.name or printable(folder.resolve().name),
         meta={"source": f"hf:{folder}"},
         path=folder,
         tokenizer=tokenizer,
