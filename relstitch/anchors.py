@@ -20,6 +20,7 @@ from .data import Dataset
 from .encoding import embed, inputs_for
 from .errors import RelstitchError, os_error, unknown_choice
 from .hygiene import warn_duplicate_anchors
+from .registry import Registry
 
 if TYPE_CHECKING:
     from .checkpoints import Encoder
@@ -31,15 +32,24 @@ __all__ = ["STRATEGIES", "Anchors", "load_anchors", "parse_ids", "save_anchors",
 FeatureFn = Callable[[], torch.Tensor]
 """Returns ``[N, F]`` float features of the dataset: the space farthest-point and k-means work in."""
 
+Strategy = Callable[[Dataset, int, torch.Generator, FeatureFn], torch.Tensor]
+"""(dataset, count, generator, features) → the positions of the chosen samples in the dataset."""
+
+STRATEGIES: Registry[Strategy] = Registry("anchor strategy")
+"""Anchor strategy name → :data:`Strategy`. User-given ids (strategy ``ids``) are not here: they take a
+list, not a count (see :func:`select_anchors`)."""
+
 KMEANS_ITERATIONS = 20
 """Lloyd iterations at most (it stops earlier once no sample changes cluster)."""
 
 
+@STRATEGIES.register("uniform")
 def _uniform(dataset: Dataset, count: int, generator: torch.Generator, features: FeatureFn) -> torch.Tensor:
     """Uniform random sample without replacement (the paper's default)."""
     return torch.randperm(len(dataset), generator=generator)[:count]
 
 
+@STRATEGIES.register("stratified")
 def _stratified(dataset: Dataset, count: int, generator: torch.Generator, features: FeatureFn) -> torch.Tensor:
     """One anchor per class in turn, each class's samples in a seeded random order."""
     order = torch.randperm(len(dataset), generator=generator)
@@ -63,6 +73,7 @@ def _squared_distances(x: torch.Tensor, centres: torch.Tensor, norms: torch.Tens
     return (norms.unsqueeze(1) - 2 * (x @ centres.T) + (centres * centres).sum(1)).clamp_min(0)
 
 
+@STRATEGIES.register("farthest-point")
 def _farthest_point(dataset: Dataset, count: int, generator: torch.Generator, features: FeatureFn) -> torch.Tensor:
     """Greedy farthest-point sampling: a seeded random first anchor, then always the sample farthest
     from every anchor picked so far (spreads anchors over the space, outliers included)."""
@@ -85,6 +96,7 @@ def _farthest_point(dataset: Dataset, count: int, generator: torch.Generator, fe
     return torch.tensor(picked, dtype=torch.int64)
 
 
+@STRATEGIES.register("kmeans")
 def _kmeans(dataset: Dataset, count: int, generator: torch.Generator, features: FeatureFn) -> torch.Tensor:
     """k-means (k-means++ seeding, Lloyd iterations); each anchor is the sample nearest a centroid.
 
@@ -119,16 +131,6 @@ def _kmeans(dataset: Dataset, count: int, generator: torch.Generator, features: 
     return torch.tensor(picked, dtype=torch.int64)
 
 
-STRATEGIES: dict[str, Callable[[Dataset, int, torch.Generator, FeatureFn], torch.Tensor]] = {
-    "uniform": _uniform,
-    "stratified": _stratified,
-    "farthest-point": _farthest_point,
-    "kmeans": _kmeans,
-}
-"""Anchor strategy name -> function(dataset, count, generator, features) returning dataset positions.
-
-User-given ids (strategy ``ids``) are not here: they take a list, not a count (see :func:`select_anchors`).
-"""
 SPACE_STRATEGIES = ("farthest-point", "kmeans")
 """Strategies that measure distances, in input space or in an encoder's latent space."""
 

@@ -63,14 +63,11 @@ def check_finite(values: torch.Tensor, what: str, *, path: object | None = None,
 
 def zero_norm_count(x: torch.Tensor, anchors: torch.Tensor, config: ProjectionConfig | None = None) -> int:
     """Rows of ``x`` whose (centered, per ``config``) norm is below ``projection.EPS``: their cosines are 0."""
-    from .projection import EPS, ProjectionConfig, anchor_statistics  # noqa: PLC0415
+    from .projection import EPS, ProjectionConfig, anchor_statistics, standardise  # noqa: PLC0415
 
     config = config or ProjectionConfig()
     mean, std = anchor_statistics(anchors, config.centering) if len(anchors) else (None, None)
-    if mean is not None:
-        x = x - mean
-    if std is not None:
-        x = x / std
+    x = standardise(x, mean, std)
     return int((x.norm(dim=1) < EPS).sum()) if len(x) else 0
 
 

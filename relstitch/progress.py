@@ -67,13 +67,15 @@ def terminal_bar(console: Console) -> Iterator[ProgressFn]:
 
     tasks: dict[str, Any] = {}
     done: dict[str, int] = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+    # the description holds a model's name: plain text, never markup ("[/x]" in a name must not break the bar)
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), RateColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True) as bar:
 
         def update(description: str, advance: int, total: int) -> None:
             if description not in tasks or done[description] >= total:  # new, or the same step again
                 tasks[description] = bar.add_task(description, total=total, unit=unit_of(description))
                 done[description] = 0
+                bar.refresh()  # drawn at once: a step shorter than the refresh period still shows
             done[description] += advance
             finished = done[description] >= total  # hidden once done: only the work in progress shows
             bar.update(tasks[description], advance=advance, visible=not finished)

@@ -68,6 +68,7 @@ from typing import Any
 import torch
 
 from .errors import RelstitchError, unknown_choice
+from .registry import Registry
 
 EPS = 1e-8
 """Norms below this are treated as zero: the vector gets similarity 0 to every anchor."""
@@ -201,14 +202,15 @@ def _linf(x: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
     return -torch.cdist(x, anchors, p=float("inf"))
 
 
-SIMILARITIES: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], Callable[..., torch.Tensor]]] = {
-    "cosine": (_prepare_cosine, _cosine),
-    "angular": (_prepare_cosine, _angular),
-    "euclidean": (_identity, _euclidean),
-    "l1": (_identity, _l1),
-    "linf": (_identity, _linf),
-}
-"""Similarity name -> (prepare the anchors once, compare a chunk of samples with the prepared anchors)."""
+Similarity = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[..., torch.Tensor]]
+"""(prepare the anchors once, compare a chunk of samples with the prepared anchors → ``[n, k]``)."""
+
+SIMILARITIES: Registry[Similarity] = Registry("similarity")
+SIMILARITIES.register("cosine", (_prepare_cosine, _cosine))
+SIMILARITIES.register("angular", (_prepare_cosine, _angular))
+SIMILARITIES.register("euclidean", (_identity, _euclidean))
+SIMILARITIES.register("l1", (_identity, _l1))
+SIMILARITIES.register("linf", (_identity, _linf))
 
 
 # ------------------------------------------------------------------------------ post-processing
@@ -231,13 +233,19 @@ def _top_k(r: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(r).scatter(1, index, values)
 
 
-def anchor_statistics(anchors: torch.Tensor, centering: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The (mean, std) a centering mode subtracts/divides by, computed on the anchors only."""
-    if centering == "none":
+def anchor_statistics(anchors: torch.Tensor, mode: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The (mean, std) a mode subtracts/divides by, computed on the anchors only: ``none``, ``center``,
+    ``standard`` (std per dimension) or ``isotropic`` (one std: keeps angles, so a rotation stays one).
+
+    The one standardisation of relstitch: projections' ``--centering`` and translations' scaling use it.
+    """
+    if mode == "none":
         return None, None
     mean = anchors.mean(dim=0)
-    if centering == "center":
+    if mode == "center":
         return mean, None
+    if mode == "isotropic":  # root mean squared distance to the mean
+        return mean, ((anchors - mean) ** 2).sum(1).mean().sqrt().clamp_min(EPS)
     # correction=0: one anchor is allowed (std 0 → clamped), and it is the statistic of the set itself.
     return mean, anchors.std(dim=0, correction=0).clamp_min(EPS)
 

@@ -41,7 +41,7 @@ from .checkpoints import Decoder, Encoder
 from .data import Dataset
 from .encoding import DEFAULT_BATCH, BatchSize, EncodedSpace, embed, encode, inputs_for
 from .errors import RelstitchError, RelstitchWarning, unknown_choice
-from .projection import EPS, standardise
+from .projection import anchor_statistics, standardise
 from .results import PairResult
 from .stitching import decode_and_score, encoder_space_of, scored_pair
 
@@ -83,18 +83,6 @@ class Translation:
         return z
 
 
-def _statistics(anchors: torch.Tensor, scaling: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The anchors' mean and the std to divide by: per dimension (standard) or one number (isotropic)."""
-    if scaling == "none":
-        return None, None
-    mean = anchors.mean(dim=0)
-    if scaling == "standard":
-        return mean, anchors.std(dim=0, correction=0).clamp_min(EPS)
-    if scaling == "isotropic":  # root mean squared distance to the mean: keeps angles, so a rotation stays one
-        return mean, ((anchors - mean) ** 2).sum(1).mean().sqrt().clamp_min(EPS)
-    return mean, None
-
-
 def _pad(x: torch.Tensor, width: int) -> torch.Tensor:
     """Zero-pad columns up to ``width`` (the smaller space gets dimensions that are always 0)."""
     return x if x.shape[1] == width else torch.nn.functional.pad(x, (0, width - x.shape[1]))
@@ -133,9 +121,7 @@ def _polar(matrix: torch.Tensor) -> tuple[torch.Tensor, int]:
 def _affine(x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Adam on the mean squared error of ``x R + b`` (the authors' SGD affine translator).
 
-    Starts from a seeded ``nn.Linear`` initialisation, as they do. The gradient of the MSE is written
-    out and Adam's update (PyTorch's defaults: betas 0.9/0.999, eps 1e-8) applied by hand: the same
-    numbers as ``torch.optim.Adam`` without autograd's per-step overhead, which dominated on CPU.
+    Starts from a seeded ``nn.Linear`` initialisation, as they do; PyTorch's Adam (betas 0.9/0.999, eps 1e-8).
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the initialisation of nn.Linear is the only randomness
@@ -160,20 +146,18 @@ def _one_thread() -> Iterator[None]:
 
 
 def _adam(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``AFFINE_STEPS`` full-batch Adam steps on ``mean((x W + b - y)^2)``, updating ``weight``/``bias`` in place."""
-    params = [weight, bias]
-    first = [torch.zeros_like(p) for p in params]
-    second = [torch.zeros_like(p) for p in params]
-    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    """``AFFINE_STEPS`` full-batch ``torch.optim.Adam`` steps on ``mean((x W + b - y)^2)``, updating ``weight``/``bias``.
+
+    The gradient is written out (two matmuls) rather than taken by autograd, whose per-step overhead
+    dominated these tiny fits on the CPU; the update is torch's own Adam.
+    """
+    optimiser = torch.optim.Adam([weight, bias], lr=AFFINE_LR)
     scale = 2.0 / y.numel()  # d mean((xW + b - y)^2) / d residual
-    for step in range(1, AFFINE_STEPS + 1):
+    for _ in range(AFFINE_STEPS):
         residual = (x @ weight + bias - y) * scale
-        grads = [x.T @ residual, residual.sum(0)]
-        for p, g, m, v in zip(params, grads, first, second, strict=True):
-            m.mul_(beta1).add_(g, alpha=1 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            denom = (v.sqrt() / (1 - beta2**step) ** 0.5).add_(eps)
-            p.addcdiv_(m, denom, value=-AFFINE_LR / (1 - beta1**step))
+        weight.grad, bias.grad = x.T @ residual, residual.sum(0)
+        optimiser.step()
+    weight.grad = bias.grad = None
     return weight, bias
 
 
@@ -192,8 +176,8 @@ def fit_translation(source_anchors: torch.Tensor, target_anchors: torch.Tensor, 
         )
     # float64: the fits are k x P, tiny, and SVD/lstsq are more reliable in double precision.
     source, target = source_anchors.double(), target_anchors.double()
-    s_mean, s_std = _statistics(source, scaling)
-    t_mean, t_std = _statistics(target, scaling)
+    s_mean, s_std = anchor_statistics(source, scaling)
+    t_mean, t_std = anchor_statistics(target, scaling)
     width = max(source.shape[1], target.shape[1])
     x, y = _pad(standardise(source, s_mean, s_std), width), _pad(standardise(target, t_mean, t_std), width)
     bias, rank = None, None

@@ -37,6 +37,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import shutil
@@ -119,20 +120,26 @@ class Outcome:
 
 # ------------------------------------------------------------------------------------------ parsing
 def parse_directives(text: str) -> dict:
-    """``skip (reason)``, ``fast`` and ``timeout N``, separated by ``;``."""
+    """``skip (reason)``, ``fast`` and ``timeout N``, separated by ``;`` (a reason may hold ``;`` and parentheses)."""
     found: dict = {}
-    for part in (p.strip() for p in text.split(";")):
-        if not part:
-            continue
-        if part.startswith("skip"):
-            reason = part[4:].strip()
-            found["skip"] = reason[1:-1].strip() if reason.startswith("(") and reason.endswith(")") else reason or "marked skip"
-        elif part == "fast":
-            found["fast"] = True
-        elif part.startswith("timeout"):
-            found["timeout"] = float(part.split()[1])
+    rest = text.strip()
+    while rest:
+        if rest.startswith("skip"):
+            rest = rest[4:].lstrip()
+            reason = "marked skip"
+            if rest.startswith("("):
+                depths = itertools.accumulate({"(": 1, ")": -1}.get(char, 0) for char in rest)
+                end = next((i for i, depth in enumerate(depths) if depth == 0), len(rest))
+                reason, rest = rest[1:end].strip(), rest[end + 1:]
+            found["skip"] = reason
+        elif rest.startswith("fast"):
+            found["fast"], rest = True, rest[4:]
+        elif re.match(r"timeout\s+\d", rest):
+            number = re.match(r"timeout\s+(\d+(?:\.\d+)?)", rest)
+            found["timeout"], rest = float(number.group(1)), rest[number.end():]
         else:
-            raise ValueError(f"unknown docs-check directive {part!r}")
+            raise ValueError(f"unknown docs-check directive {rest!r}")
+        rest = rest.strip().removeprefix(";").strip()
     return found
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # torchrun subprocesses: CI runs it, the edit-test loop skips it
+
 REPO = Path(__file__).resolve().parent.parent
 ENCODER = REPO / "checkpoints" / "cnn-rel-s0.encoder.safetensors"
 
@@ -63,6 +65,7 @@ from relstitch.data import load_dataset
 from relstitch.distributed import from_env
 from relstitch.errors import RelstitchError
 from relstitch.streaming import encode_to_file
+
 group = from_env("cpu")
 try:
     encode_to_file(load_encoder(sys.argv[1]), load_anchors(sys.argv[2]), load_dataset("builtin:test", limit=50), sys.argv[3],

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocesses or many seconds: CI runs it, the edit-test loop skips it
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "hostile_battery.py"
 

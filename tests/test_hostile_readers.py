@@ -156,6 +156,7 @@ READERS: dict[str, Callable[[Path, Callable[[Path], Path]], tuple[list[object], 
 }
 
 
+@pytest.mark.slow  # CLI subprocesses
 @pytest.mark.parametrize("hostile", sorted(HOSTILE))
 @pytest.mark.parametrize("reader", sorted(READERS))
 def test_every_reader_refuses_what_is_not_a_regular_file_at_once(reader: str, hostile: str, tmp_path: Path) -> None:
@@ -166,6 +167,7 @@ def test_every_reader_refuses_what_is_not_a_regular_file_at_once(reader: str, ho
     assert ("FIFO" if hostile == "fifo" else "character device") in line, line
 
 
+@pytest.mark.slow  # CLI subprocesses
 @pytest.mark.parametrize("hostile", sorted(HOSTILE))
 def test_eval_matrix_refuses_a_hostile_decoder(hostile: str, tmp_path: Path) -> None:
     """A broken decoder may be a failed column (the run goes on), but the run fails and names the file and why."""
@@ -179,6 +181,7 @@ def test_eval_matrix_refuses_a_hostile_decoder(hostile: str, tmp_path: Path) -> 
     assert str(path) in said and NOT_REGULAR in said, said
 
 
+@pytest.mark.slow  # CLI subprocesses
 @pytest.mark.parametrize("data", ["jsonl:{fifo}", "csv:/dev/zero", "jsonl:/dev/zero", "tensors:{fifo}"])
 def test_eval_matrix_refuses_hostile_data(data: str, tmp_path: Path) -> None:
     data = data.format(fifo=fifo(tmp_path / "pipe"))
@@ -188,6 +191,7 @@ def test_eval_matrix_refuses_hostile_data(data: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args", [["report", "/dev/zero"], ["anchors", "a.safetensors", "-d", "csv:/dev/zero"],
                                   ["anchors", "a.safetensors", "-d", "jsonl:/dev/zero"], ["inspect", "/dev/zero"]])
+@pytest.mark.slow  # CLI subprocesses
 def test_dev_zero_itself_is_refused_not_read(args: list[str], tmp_path: Path) -> None:
     line = one_line_error(run_cli(*args, cwd=tmp_path))
     assert "/dev/zero: is a character device, not a regular file" in line, line

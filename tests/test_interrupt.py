@@ -23,8 +23,9 @@ from relstitch.data import default_image_spec, load_dataset
 from relstitch.models import create_encoder
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-pytestmark = pytest.mark.skipif(not (FASHION / "train-images-idx3-ubyte.gz").exists(),
-                                reason=f"the full Fashion-MNIST IDX files are not installed in {FASHION}")
+pytestmark = [pytest.mark.slow,  # subprocesses encoding 60,000 images: CI runs it, the edit-test loop skips it
+              pytest.mark.skipif(not (FASHION / "train-images-idx3-ubyte.gz").exists(),
+                                 reason=f"the full Fashion-MNIST IDX files are not installed in {FASHION}")]
 
 
 @pytest.fixture(scope="module")

@@ -51,6 +51,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow  # CLI subprocesses
 @pytest.mark.parametrize("flags", [[], ["-O"]])
 def test_user_input_is_checked_with_or_without_python_optimisations(flags):
     done = subprocess.run([sys.executable, *flags, "-c", CHECKS], capture_output=True, text=True, timeout=120)

@@ -39,6 +39,7 @@ def probe(mode: str, **env: str) -> dict:
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # fresh interpreters
 def test_tuned_allocator_keeps_freed_blocks_for_reuse():
     default, tuned = probe("default"), probe("tune")
     assert tuned["applied"] is True
@@ -46,6 +47,7 @@ def test_tuned_allocator_keeps_freed_blocks_for_reuse():
     assert tuned["released_mb"] < 4  # kept for the next batch
 
 
+@pytest.mark.slow  # fresh interpreters
 @pytest.mark.parametrize("env", [{"RELSTITCH_ALLOCATOR": "system"}, {"MALLOC_TRIM_THRESHOLD_": "1000000"}])
 def test_the_users_own_allocator_settings_win(env):
     result = probe("tune", **env)

@@ -204,8 +204,14 @@ def test_progress_callback_draws_only_on_a_terminal():
         progress("cnn-rel-s0: data", 250, 1000)
     text = drawn.file.getvalue()
     assert "cnn-rel-s0: data" in text and "250/1000" in text and "samples/s" in text
-    with terminal_bar(Console(file=io.StringIO(), force_terminal=True, width=120)) as progress:
+    training = Console(file=io.StringIO(), force_terminal=True, width=120)
+    with terminal_bar(training) as progress:
         progress("training cnn", 1, 80)
+    assert "1/80" in training.file.getvalue() and "steps/s" in training.file.getvalue()
+    odd = Console(file=io.StringIO(), force_terminal=True, width=120)
+    with terminal_bar(odd) as progress:  # a model's name is text, never markup
+        progress("[/bold]odd[x]: data", 5, 10)
+    assert "[/bold]odd[x]: data" in odd.file.getvalue()
     piped = Console(file=io.StringIO(), force_terminal=False)
     with terminal_bar(piped) as progress:
         assert progress is silent

@@ -41,6 +41,7 @@ import torch
 
 from ..errors import RelstitchError, UsageError, os_error
 from ..hygiene import check_finite
+from ..registry import Registry
 from ..sources.refs import parse_size, split_fragment, split_options
 from ..sources.text import TextViews
 from ..userfiles import check_regular, open_regular, text_lines
@@ -56,7 +57,12 @@ MAX_IDX_BYTES = 16 * 1024**3  # 16 GiB: far above any IDX data set, far below wh
 IDX_CHUNK = 16 * 1024**2  # an IDX body is read this much at a time: memory follows the data, not the header
 
 
+DATA_SOURCES: Registry[Callable[[str], Dataset]] = Registry("data source kind")
+"""Dataset reference kind -> loader taking the locator (the text after ``kind:``)."""
+
+
 # ------------------------------------------------------------------------------ built-in and IDX
+@DATA_SOURCES.register("builtin")
 def _load_builtin(locator: str) -> Dataset:
     split = locator or "train"
     if split not in SPLITS:
@@ -128,6 +134,7 @@ def _find_idx(folder: Path, prefix: str, kind: str) -> Path:
     )
 
 
+@DATA_SOURCES.register("idx")
 def _load_idx(locator: str) -> Dataset:
     folder_text, _, split = locator.rpartition(":")
     if split not in SPLITS:  # no split given: the whole locator is the folder
@@ -210,6 +217,7 @@ def _text_dataset(rows: list[dict[str, Any]], columns: list[str], path: Path, ki
     return Dataset(f"{kind}:{path}", x, y, classes, views=TextViews(views))
 
 
+@DATA_SOURCES.register("jsonl")
 def load_jsonl(locator: str) -> Dataset:
     """Text (one or more parallel columns) and labels from a JSON-lines file; with ``image=COL``, images
     (paths relative to the file) whose text columns are their parallel captions."""
@@ -238,6 +246,7 @@ def load_jsonl(locator: str) -> Dataset:
     return _text_dataset(rows, columns, path, "jsonl", opts, lambda i: f"record {i + 1}")
 
 
+@DATA_SOURCES.register("csv")
 def load_csv(locator: str) -> Dataset:
     """Text (one or more parallel columns) and labels from a CSV file with a header row; ``image=COL`` as jsonl."""
     path, opts = _options(locator, "csv", TABLE_OPTIONS)
@@ -256,6 +265,7 @@ def load_csv(locator: str) -> Dataset:
 
 
 # --------------------------------------------------------------------------------------- images
+@DATA_SOURCES.register("tensors")
 def load_tensors(locator: str) -> Dataset:
     """Samples ``x`` (uint8 images ``[N, H, W]``/``[N, C, H, W]`` or float features) and int labels ``y``.
 
@@ -296,6 +306,7 @@ def load_tensors(locator: str) -> Dataset:
                    ids.long() if ids is not None and len(ids) == len(y) else None, modality)
 
 
+@DATA_SOURCES.register("imagefolder")
 def load_imagefolder(locator: str) -> Dataset:
     """``DIR/<class>/<image>`` as uint8 images; grey if every image is grey, RGB otherwise.
 
@@ -356,17 +367,6 @@ def read_images(files: list[Path], size: list[int] | None, reference: str) -> to
                                  f"{image.size[0]}x{image.size[1]})", path=file, hint=f"resize them: {reference}#size=H,W")
         tensors.append(pil_to_tensor(image))
     return torch.stack(tensors)
-
-
-DATA_SOURCES: dict[str, Callable[[str], Dataset]] = {
-    "builtin": _load_builtin,
-    "idx": _load_idx,
-    "imagefolder": load_imagefolder,
-    "tensors": load_tensors,
-    "jsonl": load_jsonl,
-    "csv": load_csv,
-}
-"""Dataset reference kind -> loader taking the locator (the text after ``kind:``)."""
 
 
 def _pop_captions(reference: str) -> tuple[str, str | None]:

@@ -40,7 +40,8 @@ from torch import nn
 
 from ..checkpoints import Encoder, check_weights, load_encoder
 from ..encoding import DTYPES
-from ..errors import RelstitchError, UsageError, printable, unknown_choice
+from ..errors import RelstitchError, RelstitchWarning, UsageError, printable, unknown_choice
+from ..registry import Registry
 from ..userfiles import MAX_CONFIG_BYTES, check_folder_files, open_regular, read_text
 from .refs import parse_size, split_fragment, split_options
 from .text import TextViews
@@ -140,7 +141,7 @@ class ModelSource:
     help: str
 
 
-MODEL_SOURCES: dict[str, ModelSource] = {}
+MODEL_SOURCES: Registry[ModelSource] = Registry("model source kind")
 """Model reference kind -> :class:`ModelSource`; ``register_model_source`` adds one."""
 
 
@@ -148,7 +149,7 @@ def register_model_source(kind: str, reads: tuple[str, ...], help: str) -> Calla
     """Register a loader for references ``kind:locator``."""
 
     def decorator(load: SourceLoader) -> SourceLoader:
-        MODEL_SOURCES[kind] = ModelSource(load, frozenset(reads + ("name",)), help)
+        MODEL_SOURCES.register(kind, ModelSource(load, frozenset(reads + ("name",)), help))
         return load
 
     return decorator
@@ -183,18 +184,23 @@ def load_encoder_ref(ref: str | os.PathLike, *, trust_remote_code: bool = False,
 
 
 def check_options_apply(refs: list[str | os.PathLike], options: Mapping[str, Any]) -> None:
-    """Refuse a default source option (the CLI's ``-O``) that none of ``refs`` reads: it would do nothing.
+    """Warn about a default source option (the CLI's ``-O``) that none of ``refs`` reads: it does nothing.
 
     Each reference takes only the options its kind reads (``pooling`` for ``hf:``, ``weights`` for
-    ``torchvision:``/``python:``...), so a mixed matrix can share one ``-O``; but one no reference reads is
-    a mistake (``encode CKPT -O weights=w.pt``), said before any work.
+    ``torchvision:``/``python:``...), so one ``-O`` serves a mixed matrix and a script looping over
+    encoders of several kinds; one that no reference reads (``encode CKPT -O weights=w.pt``) is said in
+    one ``warning:`` line before any work, not silently dropped. (A reference's own ``#key=value`` that
+    its kind does not read is refused: it was written for that reference.)
     """
+    import warnings  # noqa: PLC0415
+
     kinds = {_source_of(ref)[0] for ref in refs}
-    for key in options:
+    for key, value in options.items():
         if not any(key in MODEL_SOURCES[kind].reads for kind in kinds):
             readers = sorted(kind + ":" for kind, source in MODEL_SOURCES.items() if key in source.reads)
-            raise UsageError(f"-O {key}=... applies to none of the models given ({', '.join(sorted(kinds))})",
-                             hint=f"only {', '.join(readers)} references read it" if readers else "drop it")
+            warnings.warn(RelstitchWarning(
+                f"-O {key}={value} does nothing here: no model given is a {' or '.join(readers) or 'kind that reads it'}"
+                f" reference (given: {', '.join(sorted(kinds))})"), stacklevel=2)
 
 
 def _source_of(ref: str | os.PathLike) -> tuple[str, ModelSource, str, dict[str, Any]]:
