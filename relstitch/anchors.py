@@ -20,6 +20,7 @@ from .data import Dataset
 from .encoding import embed, inputs_for
 from .errors import RelstitchError, os_error, unknown_choice
 from .hygiene import warn_duplicate_anchors
+from .progress import ProgressFn, silent
 from .registry import Registry
 
 if TYPE_CHECKING:
@@ -172,7 +173,8 @@ def _positions_of_ids(dataset: Dataset, ids: list[int]) -> torch.Tensor:
 
 
 def select_anchors(dataset: Dataset, count: int | None = None, strategy: str = "uniform", seed: int = 0, *,
-                   space_encoder: Encoder | None = None, ids: list[int] | None = None) -> Anchors:
+                   space_encoder: Encoder | None = None, ids: list[int] | None = None,
+                   progress: ProgressFn = silent) -> Anchors:
     """Pick ``count`` anchors from ``dataset``; deterministic for a given strategy and seed.
 
     ``farthest-point`` and ``kmeans`` measure distances in the input (pixels scaled to [0, 1], flattened)
@@ -205,7 +207,8 @@ def select_anchors(dataset: Dataset, count: int | None = None, strategy: str = "
             if space_encoder is None:
                 return dataset.x.reshape(len(dataset), -1).float() / 255.0
 
-            return embed(space_encoder, inputs_for(space_encoder, dataset))
+            return embed(space_encoder, inputs_for(space_encoder, dataset), progress=progress,
+                         description=f"{space_encoder.name}: data")
 
         if strategy in SPACE_STRATEGIES:
             parameters["space"] = ("input" if space_encoder is None else

@@ -307,8 +307,9 @@ def anchors(
     if ids is not None and strategy == "uniform":
         strategy = "ids"  # --ids alone says which strategy is meant
     space_model = load_encoder_ref(space_encoder, allow_embeddings=False) if space_encoder else None
-    chosen = select_anchors(load_dataset(data), count, strategy, seed, ids=parse_ids(ids) if ids is not None else None,
-                            space_encoder=space_model)
+    with progress_bar() as progress:
+        chosen = select_anchors(load_dataset(data), count, strategy, seed, ids=parse_ids(ids) if ids is not None else None,
+                                space_encoder=space_model, progress=progress)
     save_anchors(chosen, output, force=force)
     console.print(f"wrote {output}: {len(chosen)} {strategy} anchors from {data} (seed {seed}), hash {chosen.hash[:12]}")
 
@@ -544,7 +545,9 @@ def stitch(
             raise UsageError("--target-encoder only means something with a translation --method")
         translation_scaling(scaling, [method])
         chosen, dataset = load_anchors(anchors_or_zoo(anchors_file)), load_dataset(data or "builtin:test", limit=limit)
-        result = stitch_pair(source, head, chosen, dataset, batch_size=batch_size, keep_predictions=keep)
+        with progress_bar() as progress:
+            result = stitch_pair(source, head, chosen, dataset, batch_size=batch_size, keep_predictions=keep,
+                                 progress=progress)
     elif method in ("relative", "absolute"):
         raise UsageError(f"decoder {head.name!r} reads {head.space} vectors, so --method {method} cannot feed it",
                          hint=f"use --method {head.space} (the default) or a translation into an absolute decoder")
@@ -555,9 +558,9 @@ def stitch(
             raise UsageError("a translation needs the decoder's own encoder: pass --target-encoder FILE")
         scaled = translation_scaling(scaling, [method])
         chosen, dataset = load_anchors(anchors_or_zoo(anchors_file)), load_dataset(data or "builtin:test", limit=limit)
-        result = stitch_translated(source, head, chosen, dataset, method,
-                                   target_encoder=load_encoder(target_encoder), scaling=scaled, batch_size=batch_size,
-                                   keep_predictions=keep)
+        with progress_bar() as progress:
+            result = stitch_translated(source, head, chosen, dataset, method, target_encoder=load_encoder(target_encoder),
+                                       scaling=scaled, batch_size=batch_size, keep_predictions=keep, progress=progress)
     if keep:
         from .predictions import save_predictions
 

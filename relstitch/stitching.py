@@ -20,6 +20,7 @@ from .encoding import DEFAULT_BATCH, BatchSize, EncodedSpace, encode
 from .errors import RelstitchError
 from .hygiene import check_labels, warn_class_names, warn_single_class
 from .metrics import classification_scores, reconstruction_scores
+from .progress import ProgressFn, silent
 from .results import PairResult, Predictions
 
 
@@ -169,9 +170,10 @@ def encoder_space_of(encoder: Encoder) -> str | None:
 
 
 def stitch(encoder: Encoder, decoder: Decoder, anchors: Anchors, dataset: Dataset, *,
-           batch_size: BatchSize = DEFAULT_BATCH, keep_predictions: bool = False) -> PairResult:
+           batch_size: BatchSize = DEFAULT_BATCH, keep_predictions: bool = False,
+           progress: ProgressFn = silent) -> PairResult:
     """Wire ``encoder`` into ``decoder`` through ``anchors`` and score on ``dataset`` (per-sample predictions
-    kept in the result with ``keep_predictions``)."""
+    kept in the result with ``keep_predictions``; the encoding reported to ``progress``)."""
     if decoder.space == "relative" and decoder.anchor_hash != anchors.hash:
         # Check before encoding: a wrong anchor file should cost nothing.
         raise RelstitchError(
@@ -181,7 +183,7 @@ def stitch(encoder: Encoder, decoder: Decoder, anchors: Anchors, dataset: Datase
             hint="use the anchor file the decoder was trained with",
         )
     started = time.perf_counter()
-    space = encode(encoder, anchors, dataset, batch_size=batch_size)
+    space = encode(encoder, anchors, dataset, batch_size=batch_size, progress=progress)
     result = evaluate_pair(space, decoder, dataset, encoder_space_of(encoder), keep_predictions=keep_predictions)
     result.seconds = time.perf_counter() - started
     return result

@@ -41,6 +41,7 @@ from .checkpoints import Decoder, Encoder
 from .data import Dataset
 from .encoding import DEFAULT_BATCH, BatchSize, EncodedSpace, embed, encode, inputs_for
 from .errors import RelstitchError, RelstitchWarning, unknown_choice
+from .progress import ProgressFn, silent
 from .projection import anchor_statistics, standardise
 from .results import PairResult
 from .stitching import decode_and_score, encoder_space_of, scored_pair
@@ -230,7 +231,7 @@ def evaluate_translation(space: EncodedSpace, target_anchor_absolute: torch.Tens
 
 def stitch_translated(encoder: Encoder, decoder: Decoder, anchors: Anchors, dataset: Dataset, method: str, *,
                       target_encoder: Encoder, scaling: str = "standard", batch_size: BatchSize = DEFAULT_BATCH,
-                      keep_predictions: bool = False) -> PairResult:
+                      keep_predictions: bool = False, progress: ProgressFn = silent) -> PairResult:
     """``stitch`` through a translation: ``encoder``'s latents mapped into ``target_encoder``'s space
     (the decoder's own encoder, checked by hash) on ``anchors``, then ``decoder``'s absolute head."""
     if method not in METHODS:
@@ -245,8 +246,9 @@ def stitch_translated(encoder: Encoder, decoder: Decoder, anchors: Anchors, data
             path=target_encoder.path, hint="pass the decoder's own encoder with --target-encoder",
         )
     started = time.perf_counter()
-    target_anchors = embed(target_encoder, inputs_for(target_encoder, anchors), batch_size=batch_size)
-    space = encode(encoder, anchors, dataset, batch_size=batch_size)
+    target_anchors = embed(target_encoder, inputs_for(target_encoder, anchors), batch_size=batch_size, progress=progress,
+                           description=f"{target_encoder.name}: anchors")
+    space = encode(encoder, anchors, dataset, batch_size=batch_size, progress=progress)
     result = evaluate_translation(space, target_anchors, decoder, method, dataset, encoder_space=encoder_space_of(encoder),
                                   scaling=scaling, keep_predictions=keep_predictions)
     result.seconds = time.perf_counter() - started

@@ -71,6 +71,7 @@ def zoo_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"stdout": result.stdout, "path": out, "report": load_report(out)}
 
 
+@pytest.mark.slow  # the CLI in a subprocess
 def test_the_main_job_fits_one_screen_at_100_columns(main_job):
     lines = [line.rstrip() for line in main_job["stdout"].splitlines()]  # rich pads lines to the table width
     assert len(lines) <= MAX_LINES, main_job["stdout"]
@@ -90,6 +91,7 @@ def test_the_main_job_fits_one_screen_at_100_columns(main_job):
     assert main_job["stderr"] == ""  # a pipe gets no progress bar, no warnings
 
 
+@pytest.mark.slow  # the CLI in a subprocess
 def test_the_same_run_in_process_and_in_a_100_column_console(zoo_report, main_job):
     shown = zoo_report["stdout"].splitlines()
     assert shown[-1] == f"wrote {zoo_report['path']}"
@@ -225,12 +227,14 @@ def _encode_command(tmp_path: Path) -> list[str]:
             "--batch-size", "16", "--force"]
 
 
+@pytest.mark.slow  # the CLI in a subprocess
 def test_progress_is_silent_in_a_pipe(tmp_path):
     run = subprocess.run(_encode_command(tmp_path), cwd=REPO, capture_output=True, text=True, timeout=300, env=plain_env())
     assert run.returncode == 0, run.stderr
     assert run.stderr == "" and run.stdout.startswith("wrote ")
 
 
+@pytest.mark.slow  # the CLI in a subprocess
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pseudo-terminals as on Linux")
 def test_progress_shows_on_a_terminal(tmp_path):
     """stderr a pseudo-terminal (as in an interactive shell), stdout a pipe: the bar goes to stderr only."""
