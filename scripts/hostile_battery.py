@@ -116,19 +116,11 @@ def st_save(tensors: dict[str, Any], metadata: dict[str, str]) -> bytes:
 
 
 def content_hash(tensors: dict[str, Any], extra: Any) -> str:
-    """The checkpoint identity relstitch records (sha256 over names, dtypes, shapes, bytes, architecture), so a
-    crafted checkpoint can carry a correct hash and test what it is meant to test (NaN, Inf), not the hash."""
-    import torch
+    """The checkpoint identity relstitch records, so a crafted checkpoint can carry a correct hash and test what
+    it is meant to test (NaN, Inf), not the hash. relstitch's own function: a tool to craft with, not an oracle."""
+    from relstitch.artifacts import content_hash as relstitch_hash
 
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach().contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        if t.numel():
-            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    if extra is not None:
-        digest.update(json.dumps(extra, sort_keys=True).encode())
-    return digest.hexdigest()
+    return relstitch_hash(tensors, extra=extra)
 
 
 def shipped(name: str) -> bytes:
@@ -656,12 +648,11 @@ def _short(rel: str) -> str:
 
 # ============================================================================================ reports
 def fmt(value: Any) -> str:
-    """A score as the renderers print it (relstitch.reports.common.fmt)."""
-    if value is None:
-        return "–"
-    if isinstance(value, str):
-        return value
-    return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+    """A score as the renderers print it: the cells are checked for holding their own pair's value, in the one
+    format relstitch prints (relstitch.reports.common.fmt, torch-free)."""
+    from relstitch.reports.common import fmt as relstitch_fmt
+
+    return relstitch_fmt(value)
 
 
 def _md(text: Any) -> str:
