@@ -36,7 +36,7 @@ from relstitch.reports import (
     to_markdown,
 )
 from relstitch.reports.schema import SCHEMA_RESOURCE
-from relstitch.stitching import PairResult
+from relstitch.results import PairResult
 
 REPO = Path(__file__).resolve().parent.parent
 V1_REPORT = Path(__file__).resolve().parent / "data" / "report_v1.json"

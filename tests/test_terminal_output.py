@@ -22,7 +22,7 @@ from relstitch.matrix import MatrixResult
 from relstitch.progress import silent, terminal_bar, unit_of
 from relstitch.reports import build_report, load_report, print_report
 from relstitch.reports.common import group_names, short_group
-from relstitch.stitching import PairResult
+from relstitch.results import PairResult
 
 REPO = Path(__file__).resolve().parent.parent
 ZOO = REPO / "checkpoints"
