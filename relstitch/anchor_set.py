@@ -57,7 +57,7 @@ class Anchors:
         return {"inputs": self.inputs, **(self.views.to_tensors("inputs.") if self.views is not None else {})}
 
 
-def save_anchors(anchors: Anchors, path: str | os.PathLike, *, force: bool = False) -> Path:
+def save_anchors(anchors: Anchors, path: str | os.PathLike[str], *, force: bool = False) -> Path:
     """Write an anchor file (atomically); its content hash goes into the metadata."""
     meta = dict(anchors.meta, hash=anchors.hash)
     if anchors.texts is not None:  # text anchors, or the captions of image anchors (then ``inputs`` holds the images)
@@ -66,7 +66,7 @@ def save_anchors(anchors: Anchors, path: str | os.PathLike, *, force: bool = Fal
     return save_artifact(path, "anchors", tensors, meta, force=force)
 
 
-def load_anchors(path: str | os.PathLike) -> Anchors:
+def load_anchors(path: str | os.PathLike[str]) -> Anchors:
     """Read an anchor file and check that its content still matches its recorded hash."""
     art = load_artifact(path, "anchors")
     views = art.meta.get("text_views")
@@ -87,6 +87,7 @@ def load_anchors(path: str | os.PathLike) -> Anchors:
     if images:
         anchors = Anchors(art.tensors["inputs"], art.tensors["ids"], art.tensors["labels"], art.meta, art.path, views=texts)
     else:
+        assert texts is not None  # not images: views were named, and read above
         anchors = Anchors(texts, art.tensors["ids"], art.tensors["labels"], art.meta, art.path)
     if (len(anchors.ids) != len(anchors.inputs) or len(anchors.labels) != len(anchors.ids)
             or (anchors.views is not None and len(anchors.views) != len(anchors.ids))):

@@ -205,6 +205,7 @@ def select_anchors(dataset: Dataset, count: int | None = None, strategy: str = "
 
         def features() -> torch.Tensor:
             if space_encoder is None:
+                assert isinstance(dataset.x, torch.Tensor)  # data without inputs to measure was refused above
                 return dataset.x.reshape(len(dataset), -1).float() / 255.0
 
             return embed(space_encoder, inputs_for(space_encoder, dataset), progress=progress,

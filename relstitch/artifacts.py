@@ -72,7 +72,7 @@ class Artifact:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def read_header(path: str | os.PathLike) -> Header:
+def read_header(path: str | os.PathLike[str]) -> Header:
     """Read and validate a safetensors header without reading tensor data or importing torch."""
     p = check_regular(path, expected="a .safetensors file")  # missing, a loop, a FIFO: one line each
     try:
@@ -163,6 +163,7 @@ def _sniff(path: Path) -> tuple[str | None, str]:
         return "a NumPy .npy array", "convert it with safetensors.numpy.save_file, or " + GIVE_ARTIFACT
     if start.startswith(b"\x89HDF\r\n\x1a\n"):
         return "an HDF5 file (Keras .h5?)", GIVE_ARTIFACT
+    text: str | None
     try:
         text = start.decode("utf-8")
     except UnicodeDecodeError as exc:  # a multi-byte character cut at the 4 KiB boundary is still text
@@ -247,16 +248,16 @@ def _check_coverage(p: Path, spans: list[tuple[int, int]], data_size: int) -> No
         )
 
 
-def check_kind(header: Header, expected: str | tuple[str, ...]) -> None:
+def check_kind(header: Header, expected: str | tuple[str, ...]) -> str:
     """Refuse a file that is not a relstitch file of the expected kind, is from a newer relstitch, or whose
-    metadata does not follow its kind's schema (:func:`relstitch.metadata_schema.check_metadata`)."""
-    check_metadata(header.metadata, expected, header.path)
+    metadata does not follow its kind's schema (:func:`relstitch.metadata_schema.check_metadata`); return the kind."""
+    return check_metadata(header.metadata, expected, header.path)
 
 
-def load_artifact(path: str | os.PathLike, kind: str | tuple[str, ...]) -> Artifact:
+def load_artifact(path: str | os.PathLike[str], kind: str | tuple[str, ...]) -> Artifact:
     """Load a relstitch file of the given kind(s): header validated first, then tensors."""
     header = read_header(path)
-    check_kind(header, kind)
+    found = check_kind(header, kind)
     from safetensors.torch import load_file  # noqa: PLC0415  (lazy: keeps torch out of start-up)
 
     check_regular(header.path)  # safetensors opens the path itself: refuse a FIFO swapped in since read_header
@@ -264,11 +265,11 @@ def load_artifact(path: str | os.PathLike, kind: str | tuple[str, ...]) -> Artif
         tensors = load_file(str(header.path))
     except Exception as exc:  # safetensors raises its own types; the header check already passed
         raise RelstitchError(f"cannot read tensors: {exc}", path=header.path) from None
-    return Artifact(path=header.path, kind=header.kind, tensors=tensors, meta=header.metadata)
+    return Artifact(path=header.path, kind=found, tensors=tensors, meta=header.metadata)
 
 
 def save_artifact(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     kind: str,
     tensors: dict[str, torch.Tensor],
     meta: dict[str, Any],
@@ -370,7 +371,7 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def describe(path: str | os.PathLike) -> dict[str, Any]:
+def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     """What a file is: kind, version, tensors, metadata and sha256. Never imports torch."""
     header = read_header(path)
     return {

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import RelstitchError, os_error
 
 
-def check_output(path: str | os.PathLike, *, force: bool) -> Path:
+def check_output(path: str | os.PathLike[str], *, force: bool) -> Path:
     """Refuse an output that exists (unless ``force``) or whose folder is missing/unwritable.
 
     Commands call this *before* doing any work, so a mistake costs nothing.
@@ -55,7 +56,8 @@ def _stat(path: Path) -> os.stat_result | None:
         raise os_error(exc, path) from None
 
 
-def check_outputs(paths: list[str | os.PathLike], *, force: bool, inputs: tuple[str | os.PathLike, ...] = ()) -> list[Path]:
+def check_outputs(paths: Sequence[str | os.PathLike[str]], *, force: bool,
+                  inputs: Sequence[str | os.PathLike[str]] = ()) -> list[Path]:
     """:func:`check_output` for each path, and refuse one file named twice or an output that is an input.
 
     Without this, ``--json r --markdown r`` would run the whole job and then fail (or, with ``--force``,
@@ -73,7 +75,7 @@ def check_outputs(paths: list[str | os.PathLike], *, force: bool, inputs: tuple[
     return [check_output(path, force=force) for path in paths]
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str, *, force: bool = False) -> Path:
+def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, force: bool = False) -> Path:
     """Write ``data`` to ``path`` atomically (temporary file + fsync + rename)."""
     out = check_output(path, force=force)
     payload = data.encode("utf-8") if isinstance(data, str) else data

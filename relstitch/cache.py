@@ -35,14 +35,14 @@ def cache_key(encoder_hash: str, anchor_hash: str, data_hash: str, precision: st
     return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
 
-def cache_path(folder: str | os.PathLike, encoder: Encoder, anchors: Anchors, dataset: Dataset,
+def cache_path(folder: str | os.PathLike[str], encoder: Encoder, anchors: Anchors, dataset: Dataset,
                dtype: torch.dtype | None = None) -> Path:
     """Where the embeddings of ``encoder`` on ``anchors`` and ``dataset`` (encoded in ``dtype``) live in ``folder``."""
     precision = str(dtype).removeprefix("torch.") if dtype is not None else "float32"
     return Path(folder) / f"{cache_key(encoder.hash, anchors.hash, dataset.hash, precision)}.embeddings.safetensors"
 
 
-def prepare_cache(folder: str | os.PathLike) -> Path:
+def prepare_cache(folder: str | os.PathLike[str]) -> Path:
     """Create the cache folder if needed; refuse a path that is a file (before any encoding)."""
     root = Path(folder)
     if root.exists() and not root.is_dir():
@@ -54,7 +54,7 @@ def prepare_cache(folder: str | os.PathLike) -> Path:
     return root
 
 
-def cached_encode(encoder: Encoder, anchors: Anchors, dataset: Dataset, folder: str | os.PathLike | None, *,
+def cached_encode(encoder: Encoder, anchors: Anchors, dataset: Dataset, folder: str | os.PathLike[str] | None, *,
                   batch_size: BatchSize, progress: ProgressFn, device: torch.device | None = None,
                   dtype: torch.dtype | None = None) -> tuple[EncodedSpace, bool]:
     """``encode(encoder, anchors, dataset)``, read from / written to the cache ``folder`` when given.
@@ -63,9 +63,11 @@ def cached_encode(encoder: Encoder, anchors: Anchors, dataset: Dataset, folder: 
     """
     from .encoding import encode, load_embeddings, save_embeddings  # noqa: PLC0415
 
-    on = {"batch_size": batch_size, "progress": progress, "device": device, "dtype": dtype}
+    def run() -> EncodedSpace:
+        return encode(encoder, anchors, dataset, batch_size=batch_size, progress=progress, device=device, dtype=dtype)
+
     if folder is None:
-        return encode(encoder, anchors, dataset, **on), False
+        return run(), False
     path = cache_path(prepare_cache(folder), encoder, anchors, dataset, dtype)
     if path.exists():
         try:
@@ -76,6 +78,6 @@ def cached_encode(encoder: Encoder, anchors: Anchors, dataset: Dataset, folder: 
                 and space.dataset.get("hash") == dataset.hash):
             space.encoder_name = encoder.name  # the entry may have been written under another file name
             return space, True
-    space = encode(encoder, anchors, dataset, **on)
+    space = run()
     save_embeddings(space, path, force=True)
     return space, False

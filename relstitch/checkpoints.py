@@ -33,7 +33,7 @@ ENCODER_SUFFIX = ".encoder.safetensors"
 DECODER_SUFFIX = ".decoder.safetensors"
 
 
-def default_name(path: str | os.PathLike) -> str:
+def default_name(path: str | os.PathLike[str]) -> str:
     """``zoo/cnn-rel-s0.encoder.safetensors`` → ``cnn-rel-s0`` (control characters escaped: :func:`name_of`)."""
     name = Path(path).name
     for suffix in (ENCODER_SUFFIX, DECODER_SUFFIX, ".safetensors"):
@@ -70,17 +70,19 @@ class Encoder:
 
     def provenance(self) -> dict[str, Any]:
         """Architecture and training facts that travel into embeddings files (for reports and ``fit``)."""
-        training = self.meta.get("training") if isinstance(self.meta.get("training"), dict) else {}
+        training = found if isinstance(found := self.meta.get("training"), dict) else {}
         return {"architecture": self.architecture.get("name"),
                 "training": {"space": training.get("space"), "seed": training.get("seed")}}
 
-    def prepare(self, raw_batch: Any) -> torch.Tensor:
-        """Raw inputs (uint8 images here) → what the module takes, per the declared input spec."""
+    def prepare(self, raw_batch: Any) -> torch.Tensor | Mapping[str, torch.Tensor]:
+        """Raw inputs (uint8 images here) → what the module takes, per the declared input spec (a subclass may
+        give keyword inputs: a text encoder's tokens)."""
         return prepare_images(raw_batch, self.input_spec)
 
     def embed_batch(self, raw_batch: Any) -> torch.Tensor:
         """Absolute latents ``[B, latent_dim]`` of one batch of raw inputs (no grad handling here)."""
-        return self.module(self.prepare(raw_batch))
+        z: torch.Tensor = self.module(self.prepare(raw_batch))
+        return z
 
 
 @dataclass
@@ -115,7 +117,7 @@ def _fresh_hash(owner: Encoder | Decoder) -> str:
     return owner.hash
 
 
-def save_encoder(encoder: Encoder, path: str | os.PathLike, *, force: bool = False) -> Path:
+def save_encoder(encoder: Encoder, path: str | os.PathLike[str], *, force: bool = False) -> Path:
     meta = dict(
         encoder.meta,
         name=encoder.name,
@@ -127,7 +129,7 @@ def save_encoder(encoder: Encoder, path: str | os.PathLike, *, force: bool = Fal
     return save_artifact(path, "encoder", encoder.module.state_dict(), meta, force=force)
 
 
-def save_decoder(decoder: Decoder, path: str | os.PathLike, *, force: bool = False) -> Path:
+def save_decoder(decoder: Decoder, path: str | os.PathLike[str], *, force: bool = False) -> Path:
     meta = dict(
         decoder.meta,
         name=decoder.name,
@@ -263,7 +265,7 @@ def _build(kind: str, architecture: dict[str, Any], tensors: dict[str, torch.Ten
     return module.eval(), digest
 
 
-def load_encoder(path: str | os.PathLike) -> Encoder:
+def load_encoder(path: str | os.PathLike[str]) -> Encoder:
     """Load an encoder checkpoint (refusing any other kind of file)."""
     art = load_artifact(path, "encoder")
     arch = _require(art.meta, "architecture", dict, art.path)
@@ -284,7 +286,7 @@ def load_encoder(path: str | os.PathLike) -> Encoder:
     return encoder
 
 
-def load_decoder(path: str | os.PathLike) -> Decoder:
+def load_decoder(path: str | os.PathLike[str]) -> Decoder:
     """Load a decoder checkpoint (refusing any other kind of file)."""
     art = load_artifact(path, "decoder")
     arch = _require(art.meta, "architecture", dict, art.path)

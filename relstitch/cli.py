@@ -11,10 +11,11 @@ import contextlib
 import functools
 import io
 import json
+import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec, TypeVar, overload
 
 import typer
 from rich.console import Console
@@ -22,28 +23,36 @@ from typer.core import TyperGroup
 
 from . import __version__
 
+if TYPE_CHECKING:  # the heavy modules stay out of start-up (see the module docstring)
+    from .checkpoints import Encoder
+    from .encoding import EncodedSpace
+
 
 class OneLineErrors(TyperGroup):
     """Click's own usage errors (unknown option, bad value) as one ``error:`` line and exit 2, like relstitch's."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
+        run = functools.partial(super().main, args, prog_name, complete_var, standalone_mode=False,
+                                windows_expand_args=windows_expand_args, **extra)
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return run()
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = run()
         except typer.Abort:
             sys.stderr.write("error: aborted\n")
             sys.exit(1)
         except Exception as exc:
             # Typer vendors its own click, so its ClickException is recognised by shape, not by import.
-            if not (callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int)):
+            format_message, exit_code = getattr(exc, "format_message", None), getattr(exc, "exit_code", None)
+            if not (callable(format_message) and isinstance(exit_code, int)):
                 raise  # a bug: keep its traceback
             if type(exc).__name__ == "NoArgsIsHelpError":  # the help was printed: not an error to restate
-                sys.exit(exc.exit_code)
+                sys.exit(exit_code)
             ctx = getattr(exc, "ctx", None)
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-            sys.stderr.write(f"error: {exc.format_message()}{hint}".replace("\n", " ") + "\n")
-            sys.exit(exc.exit_code)
+            sys.stderr.write(f"error: {format_message()}{hint}".replace("\n", " ") + "\n")
+            sys.exit(exit_code)
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -59,7 +68,8 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 
@@ -69,11 +79,11 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-def handles_errors(command: F) -> F:
+def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Turn relstitch errors and interruptions into one-line messages and exit codes."""
 
     @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         from .errors import RelstitchError, Terminated, os_error
         from .runtime import tune_allocator
 
@@ -90,7 +100,7 @@ def handles_errors(command: F) -> F:
         except KeyboardInterrupt:
             raise _fail("interrupted; no partial output was written", 130) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 @contextlib.contextmanager
@@ -185,7 +195,9 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing o
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Samples per forward pass.")]
 
 
-def _encoder_batch(value: str | int) -> int | str:
+def _encoder_batch(value: str | int) -> int | Literal["auto"]:
+    """``--batch-size`` of the encoding verbs: a positive int or ``"auto"``. Typer calls it as the option's callback
+    (the option is typed ``str`` for Typer); the commands call it again, as is, to hand the library a typed value."""
     if str(value) == "auto":
         return "auto"
     try:
@@ -222,8 +234,21 @@ TrustOpt = Annotated[bool, typer.Option(
     "--trust-remote-code", rich_help_panel=_SRC, help="Let hf: models run the Python code shipped in their folder.")]
 
 
+@overload
 def model_loader(view: str | None, source_options: list[str] | None, trust_remote_code: bool, *,
-                 allow_embeddings: bool = True, refs: list[Any] | None = None) -> Callable[[str], Any]:
+                 allow_embeddings: Literal[False], refs: Sequence[str | os.PathLike[str]] | None = None,
+                 ) -> Callable[[str | os.PathLike[str]], Encoder]: ...
+
+
+@overload
+def model_loader(view: str | None, source_options: list[str] | None, trust_remote_code: bool, *,
+                 allow_embeddings: bool = True, refs: Sequence[str | os.PathLike[str]] | None = None,
+                 ) -> Callable[[str | os.PathLike[str]], Encoder | EncodedSpace]: ...
+
+
+def model_loader(view: str | None, source_options: list[str] | None, trust_remote_code: bool, *,
+                 allow_embeddings: bool = True, refs: Sequence[str | os.PathLike[str]] | None = None,
+                 ) -> Callable[[str | os.PathLike[str]], Encoder | EncodedSpace]:
     """A function loading one encoder reference with the command line's source options as defaults
     (refused at once when none of ``refs``, the references it will load, reads one of them)."""
     from .sources.models import check_options_apply, load_encoder_ref, parse_options
@@ -239,19 +264,22 @@ def model_loader(view: str | None, source_options: list[str] | None, trust_remot
 
 # The projection option set, shared by every verb that builds relative vectors (train, encode).
 _PROJ = "Projection"
-SimilarityOpt = Annotated[str, typer.Option(
+_SIMILARITY = typer.Option(
     "--similarity", rich_help_panel=_PROJ,
     help="cosine, angular, euclidean, l1 or linf (distances as negative distances); several comma-separated "
-         "= product of invariances.")]
-CenteringOpt = Annotated[str, typer.Option(
-    "--centering", rich_help_panel=_PROJ, help="none, center (anchors' mean) or standard (anchors' mean and std per dimension).")]
-NormalizationOpt = Annotated[str, typer.Option(
-    "--normalization", rich_help_panel=_PROJ, help="Per-sample normalisation of each block of similarities: none, l2 or standard.")]
+         "= product of invariances.")
+_CENTERING = typer.Option(
+    "--centering", rich_help_panel=_PROJ, help="none, center (anchors' mean) or standard (anchors' mean and std per dimension).")
+_NORMALIZATION = typer.Option(
+    "--normalization", rich_help_panel=_PROJ, help="Per-sample normalisation of each block of similarities: none, l2 or standard.")
+SimilarityOpt = Annotated[str, _SIMILARITY]
+CenteringOpt = Annotated[str, _CENTERING]
+NormalizationOpt = Annotated[str, _NORMALIZATION]
 TopKOpt = Annotated[int | None, typer.Option(
     "--top-k", min=1, rich_help_panel=_PROJ, help="Keep the k largest similarities of each sample, zero the rest.")]
 
 
-def translation_scaling(scaling: str | None, methods: list[str | None]) -> str:
+def translation_scaling(scaling: str | None, methods: Sequence[str | None]) -> str:
     """``--translation-scaling`` checked: a known scaling, and only where one of ``methods`` is a translation."""
     from .errors import UsageError
     from .translation import METHODS, SCALINGS
@@ -416,7 +444,7 @@ def encode(
         load = model_loader(view, source_options, trust_remote_code, allow_embeddings=False, refs=[encoder])
         chosen, model, dataset = load_anchors(anchors_or_zoo(anchors_file)), load(encoder), load_dataset(data, limit=limit)
         with progress_bar() as progress:
-            done = encode_to_file(model, chosen, dataset, output, projection=projection, batch_size=batch_size,
+            done = encode_to_file(model, chosen, dataset, output, projection=projection, batch_size=_encoder_batch(batch_size),
                                   device=where, dtype=precision, force=force, progress=progress, group=group)
     finally:
         group.close()
@@ -442,9 +470,9 @@ def fit(
     lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
     seed: Annotated[int, typer.Option()] = 0,
     # encode's projection options; None = not given, so the file's own projection stays the default.
-    similarity: SimilarityOpt = None,  # type: ignore[assignment]
-    centering: CenteringOpt = None,  # type: ignore[assignment]
-    normalization: NormalizationOpt = None,  # type: ignore[assignment]
+    similarity: Annotated[str | None, _SIMILARITY] = None,
+    centering: Annotated[str | None, _CENTERING] = None,
+    normalization: Annotated[str | None, _NORMALIZATION] = None,
     top_k: TopKOpt = None,
     force: ForceOpt = False,
 ) -> None:
@@ -526,7 +554,7 @@ def stitch(
         # the default --target-encoder, known before any work so that --predictions cannot overwrite it
         target_encoder = decoder.with_name(decoder.name[: -len(DECODER_SUFFIX)] + ENCODER_SUFFIX)
     keep = predictions is not None
-    if keep:  # before any work: a wrong extension or an existing file costs nothing
+    if predictions is not None:  # before any work: a wrong extension or an existing file costs nothing
         from .predictions import check_predictions_output
         from .sources.refs import reference_files
 
@@ -546,7 +574,7 @@ def stitch(
         translation_scaling(scaling, [method])
         chosen, dataset = load_anchors(anchors_or_zoo(anchors_file)), load_dataset(data or "builtin:test", limit=limit)
         with progress_bar() as progress:
-            result = stitch_pair(source, head, chosen, dataset, batch_size=batch_size, keep_predictions=keep,
+            result = stitch_pair(source, head, chosen, dataset, batch_size=_encoder_batch(batch_size), keep_predictions=keep,
                                  progress=progress)
     elif method in ("relative", "absolute"):
         raise UsageError(f"decoder {head.name!r} reads {head.space} vectors, so --method {method} cannot feed it",
@@ -560,8 +588,8 @@ def stitch(
         chosen, dataset = load_anchors(anchors_or_zoo(anchors_file)), load_dataset(data or "builtin:test", limit=limit)
         with progress_bar() as progress:
             result = stitch_translated(source, head, chosen, dataset, method, target_encoder=load_encoder(target_encoder),
-                                       scaling=scaled, batch_size=batch_size, keep_predictions=keep, progress=progress)
-    if keep:
+                                       scaling=scaled, batch_size=_encoder_batch(batch_size), keep_predictions=keep, progress=progress)
+    if predictions is not None:
         from .predictions import save_predictions
 
         save_predictions(result, predictions, force=force)
@@ -667,9 +695,9 @@ def eval_matrix(
     chosen = load_anchors(anchors_or_zoo(anchors_file))
     dataset = load_dataset(data, limit=limit)
     with progress_bar() as progress:
-        result = run_matrix(encoder_refs, heads, chosen, dataset, batch_size=batch_size, fail_fast=fail_fast, cache=cache,
-                            progress=progress, methods=methods, null_baseline=null_baseline, load=load, device=where,
-                            dtype=precision, translation_scaling=scaled)
+        result = run_matrix(encoder_refs, heads, chosen, dataset, batch_size=_encoder_batch(batch_size), fail_fast=fail_fast,
+                            cache=cache, progress=progress, methods=methods, null_baseline=null_baseline, load=load,
+                            device=where, dtype=precision, translation_scaling=scaled)
     config = {"data": data, "limit": limit, "batch_size": batch_size, "device": str(where), "dtype": dtype,
               "anchors": str(chosen.path),
               "encoders": [str(e) for e in encoder_refs], "decoders": [str(d) for d in decoder_refs],
@@ -727,9 +755,10 @@ def report(
             print_report(console, document, metric, by_group=by_group)
             return
         # A file gets what a plain 100-column terminal would show: no colour codes.
-        buffer = Console(file=io.StringIO(), width=100, color_system=None)
+        captured = io.StringIO()
+        buffer = Console(file=captured, width=100, color_system=None)
         print_report(buffer, document, metric, by_group=by_group)
-        text = "".join(line.rstrip() + "\n" for line in buffer.file.getvalue().splitlines())  # rich pads lines to the table
+        text = "".join(line.rstrip() + "\n" for line in captured.getvalue().splitlines())  # rich pads lines to the table
     else:
         text = render(document, fmt, metric=metric)
     if output is None:

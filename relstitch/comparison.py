@@ -34,7 +34,8 @@ QUERY_CHUNK = 1024  # queries scored at once: memory is QUERY_CHUNK x N similari
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
-    return x / x.norm(dim=1, keepdim=True).clamp_min(EPS)
+    norms: torch.Tensor = x.norm(dim=1, keepdim=True)  # Tensor.norm is untyped in torch
+    return x / norms.clamp_min(EPS)
 
 
 def retrieval_scores(source: torch.Tensor, target: torch.Tensor, k: int) -> tuple[float, float]:

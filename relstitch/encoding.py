@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import torch
 
@@ -27,6 +27,13 @@ from .projection import ProjectionConfig, relative_projection
 from .sources.text import TextViews
 
 DEFAULT_BATCH = 256
+
+
+class Placement(TypedDict):
+    """Where and in which precision an encoder runs: the ``device``/``dtype`` keywords, passed on as ``**on``."""
+
+    device: torch.device | None
+    dtype: torch.dtype | None
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -168,7 +175,8 @@ class EncodedSpace:
 
 
 def _reads_text(encoder: Encoder) -> bool:
-    return encoder.input_spec.get("modality", "image") == "text"
+    modality: object = encoder.input_spec.get("modality", "image")
+    return modality == "text"
 
 
 def inputs_for(encoder: Encoder, source: Dataset | Anchors) -> torch.Tensor | TextViews:
@@ -199,6 +207,7 @@ def read_view(encoder: Encoder, dataset: Dataset) -> dict[str, Any]:
     if not _reads_text(encoder):
         return {"modality": dataset.modality}
     texts = inputs_for(encoder, dataset)
+    assert isinstance(texts, TextViews)  # inputs_for gives a text encoder text, or refuses
     return {"modality": "text", "view": encoder.input_spec.get("view") or texts.default}
 
 
@@ -225,6 +234,7 @@ def check_inputs(encoder: Encoder, anchors: Anchors | None, dataset: Dataset) ->
             hint="use anchors picked from the same kind of data",
         )
     if isinstance(x, TextViews):
+        assert isinstance(anchor_x, TextViews)  # inputs_for gives both the same kind (checked by shape above too)
         asked = encoder.input_spec.get("view")
         for texts, where in ((x, f"data {dataset.name}"), (anchor_x, "the anchors")):
             if asked and asked not in texts.names:
@@ -245,7 +255,7 @@ def encode(encoder: Encoder, anchors: Anchors | None, dataset: Dataset, *, batch
     ``dtype`` are :func:`iter_embed`'s (see :func:`resolve_device`); the latents come back float32 on the CPU.
     """
     check_inputs(encoder, anchors, dataset)
-    on = {"device": device, "dtype": dtype}
+    on: Placement = {"device": device, "dtype": dtype}
     x = inputs_for(encoder, dataset)
     batch_size = resolve_batch_size(batch_size, encoder, x, **on)  # once, for the anchors and the data
     if anchors is None:
@@ -268,7 +278,7 @@ def encode(encoder: Encoder, anchors: Anchors | None, dataset: Dataset, *, batch
     )
 
 
-def save_embeddings(space: EncodedSpace, path: str | os.PathLike, *, projection: ProjectionConfig | None = None,
+def save_embeddings(space: EncodedSpace, path: str | os.PathLike[str], *, projection: ProjectionConfig | None = None,
                     force: bool = False) -> Path:
     """Write an embeddings file: absolute and relative vectors, labels, ids, anchor latents, hashes."""
     projection = projection or ProjectionConfig()
@@ -299,7 +309,7 @@ def embeddings_meta(encoder_name: str, encoder_hash: str, anchor_hash: str, data
     }
 
 
-def load_embeddings(path: str | os.PathLike) -> EncodedSpace:
+def load_embeddings(path: str | os.PathLike[str]) -> EncodedSpace:
     """Read an embeddings file back into an :class:`EncodedSpace`."""
     art = load_artifact(path, "embeddings")
     needed = {"absolute", "anchor_absolute", "labels", "ids"}

@@ -43,7 +43,7 @@ from .cache import cached_encode, prepare_cache
 from .checkpoints import Decoder, Encoder, default_name
 from .controls import SHUFFLED_ANCHORS, shuffled_anchor_space
 from .data import Dataset
-from .encoding import DEFAULT_BATCH, BatchSize, EncodedSpace, embed, inputs_for
+from .encoding import DEFAULT_BATCH, BatchSize, EncodedSpace, Placement, embed, inputs_for
 from .errors import RelstitchError, os_error, unknown_choice
 from .hygiene import warn_zero_norm, zero_norm_count
 from .metrics import DIRECTIONS, MAIN_METRIC
@@ -89,7 +89,7 @@ class BrokenDecoder:
     space: str | None = None  # from the file's header when it is readable, to place the column under its method
 
 
-def load_decoders(refs: Sequence[Decoder | BrokenDecoder | str | os.PathLike], *,
+def load_decoders(refs: Sequence[Decoder | BrokenDecoder | str | os.PathLike[str]], *,
                   fail_fast: bool = False) -> list[Decoder | BrokenDecoder]:
     """Load decoder files (loaded decoders pass through); one that fails becomes a :class:`BrokenDecoder`.
 
@@ -112,7 +112,7 @@ def load_decoders(refs: Sequence[Decoder | BrokenDecoder | str | os.PathLike], *
     return out
 
 
-def _header_space(path: str | os.PathLike) -> str | None:
+def _header_space(path: str | os.PathLike[str]) -> str | None:
     """The space a decoder file's header declares, when the header can be read and names a known one."""
     from .artifacts import read_header  # noqa: PLC0415
 
@@ -135,7 +135,7 @@ def distinct_names(names: Sequence[str], paths: Sequence[str | None]) -> list[st
         clash = [i for i, n in enumerate(names) if n == name]
         if len(clash) < 2:
             continue
-        parents = [Path(paths[i]).parent.parts if paths[i] else () for i in clash]
+        parents = [Path(path).parent.parts if (path := paths[i]) else () for i in clash]
         depth = next((d for d in range(1, max(map(len, parents), default=0) + 1)
                       if len({p[-d:] for p in parents}) == len(parents)), 1)
         for i, p in zip(clash, parents):
@@ -187,16 +187,16 @@ def _decoder_info(d: Decoder | BrokenDecoder, own_name: str) -> dict[str, Any]:
 
 
 def eval_matrix(
-    encoder_paths: Sequence[str | os.PathLike],
-    decoders: Sequence[Decoder | BrokenDecoder | str | os.PathLike],
+    encoder_paths: Sequence[str | os.PathLike[str]],
+    decoders: Sequence[Decoder | BrokenDecoder | str | os.PathLike[str]],
     anchors: Anchors,
     dataset: Dataset,
     *,
     batch_size: BatchSize = DEFAULT_BATCH,
     fail_fast: bool = False,
     progress: ProgressFn = silent,
-    cache: str | os.PathLike | None = None,
-    load: Callable[[str], Encoder | EncodedSpace] | None = None,
+    cache: str | os.PathLike[str] | None = None,
+    load: Callable[[str | os.PathLike[str]], Encoder | EncodedSpace] | None = None,
     methods: Sequence[str] = NATIVE_METHODS,
     null_baseline: bool = False,
     device: torch.device | None = None,
@@ -244,7 +244,7 @@ def eval_matrix(
     if translation_scaling not in SCALINGS:  # refused before any encoder runs, not at the first translated pair
         raise unknown_choice("translation scaling", translation_scaling, SCALINGS)
     needs_targets = any(m in TRANSLATIONS for _, m, _ in plan)
-    on = {"device": device, "dtype": dtype}
+    on: Placement = {"device": device, "dtype": dtype}
     targets = _own_encoder_anchors(encoder_paths, anchors, load, batch_size, **on) if needs_targets else {}
     tasks = {d.task["type"] for d in loaded} or {"classification"}  # no decoder loaded: every cell says why
     if len(tasks) > 1:
@@ -280,13 +280,13 @@ class _Job:
     plan: _Plan
     anchors: Anchors
     dataset: Dataset
-    cache: str | os.PathLike | None
-    load: Callable[[str], Encoder | EncodedSpace]
+    cache: str | os.PathLike[str] | None
+    load: Callable[[str | os.PathLike[str]], Encoder | EncodedSpace]
     batch_size: BatchSize
     fail_fast: bool
     null_baseline: bool
     targets: dict[str, Any]
-    on: dict[str, Any]  # device and dtype of the encoders
+    on: Placement  # device and dtype of the encoders
     scaling: str = "standard"  # of the spaces before a translation is fitted
 
 
@@ -307,7 +307,7 @@ _Rows = tuple[list[dict[str, Any]], list[list[PairResult]], float]
 """``encoders`` entries, each row's pairs in column order, seconds spent loading and encoding."""
 
 
-def _encode_row(job: _Job, path: str | os.PathLike, progress: ProgressFn,
+def _encode_row(job: _Job, path: str | os.PathLike[str], progress: ProgressFn,
                 loaded: Callable[[], None] = lambda: None) -> _Row:
     """Load and encode one encoder (``loaded()`` is called between the two); a RelstitchError gives a failed row."""
     from .sources.models import as_encoder, check_precomputed
@@ -359,9 +359,12 @@ def _score_row(job: _Job, row: _Row, stop: threading.Event | None = None) -> lis
                                     encoder_hash=row.hash, encoder_space=row.encoder_space,
                                     method=_label(method, control), control=control))
             continue
+        space = row.space
+        if control:
+            assert shuffled is not None  # controls are planned only with null_baseline
+            space = shuffled
         try:
-            pairs.append(_run_pair(shuffled if control else row.space, decoder, method, control, job.targets, job.dataset,
-                                   row.encoder_space, job.scaling))
+            pairs.append(_run_pair(space, decoder, method, control, job.targets, job.dataset, row.encoder_space, job.scaling))
         except RelstitchError as exc:
             if job.fail_fast:
                 raise
@@ -371,7 +374,7 @@ def _score_row(job: _Job, row: _Row, stop: threading.Event | None = None) -> lis
     return pairs
 
 
-def _serial(job: _Job, encoder_paths: Sequence[str | os.PathLike], progress: ProgressFn) -> _Rows:
+def _serial(job: _Job, encoder_paths: Sequence[str | os.PathLike[str]], progress: ProgressFn) -> _Rows:
     """Load, encode and score each encoder in turn on the caller's thread (``workers=0``)."""
     infos: list[dict[str, Any]] = []
     pairs: list[list[PairResult]] = []
@@ -389,7 +392,7 @@ class _ScoringFailed(Exception):
     """Raised into the caller's encoding when the worker has failed: the serial loop would have stopped there."""
 
 
-def _pipelined(job: _Job, encoder_paths: Sequence[str | os.PathLike], progress: ProgressFn) -> _Rows:
+def _pipelined(job: _Job, encoder_paths: Sequence[str | os.PathLike[str]], progress: ProgressFn) -> _Rows:
     """:func:`_serial`'s result, with each row scored on a worker thread while the next encoder is encoded.
 
     Per encoder i+1: load it (the worker is idle), hand row i to the worker, encode i+1, then collect
@@ -565,8 +568,8 @@ def _label(method: str, control: str | None) -> str:
     return f"{method}-null" if control else method
 
 
-def _own_encoder_anchors(encoder_paths: Sequence[str | os.PathLike], anchors: Anchors,
-                         load: Callable[[str], Encoder | EncodedSpace] | None, batch_size: BatchSize,
+def _own_encoder_anchors(encoder_paths: Sequence[str | os.PathLike[str]], anchors: Anchors,
+                         load: Callable[[str | os.PathLike[str]], Encoder | EncodedSpace] | None, batch_size: BatchSize,
                          device: torch.device | None = None, dtype: torch.dtype | None = None) -> dict[str, Any]:
     """Anchor latents of every loadable encoder, by encoder hash: the targets translations map into.
 

@@ -150,7 +150,7 @@ def check_metadata(metadata: dict[str, Any], expected: str | tuple[str, ...], pa
     if kind not in wanted:
         raise RelstitchError(f"is a relstitch {kind} file, expected {label} file", path=path)
     version = metadata.get("version")
-    if not COUNT.test(version):
+    if not (isinstance(version, int) and COUNT.test(version)):
         raise RelstitchError(
             f"corrupt {kind} file: relstitch.version is {_describe(version)}, expected a positive integer", path=path
         )

@@ -29,13 +29,13 @@ from .results import PairResult, Predictions
 FORMATS = (".csv", ".safetensors")
 
 
-def check_predictions_output(path: str | os.PathLike, *, force: bool, inputs: Sequence[str | os.PathLike] = ()) -> Path:
+def check_predictions_output(path: str | os.PathLike[str], *, force: bool, inputs: Sequence[str | os.PathLike[str]] = ()) -> Path:
     """Refuse a predictions path before any work: an unknown extension (exit 2), an existing file without
     ``force``, a missing folder, or one of the command's ``inputs`` (exit 1)."""
     return check_outputs([_format_checked(path)], force=force, inputs=tuple(inputs))[0]
 
 
-def save_predictions(result: PairResult, path: str | os.PathLike, *, force: bool = False) -> Path:
+def save_predictions(result: PairResult, path: str | os.PathLike[str], *, force: bool = False) -> Path:
     """Write ``result``'s predictions (scored with ``keep_predictions=True``) as CSV or a relstitch file."""
     kept = result.predictions
     if kept is None:
@@ -47,6 +47,7 @@ def save_predictions(result: PairResult, path: str | os.PathLike, *, force: bool
     if kept.task == "classification":
         tensors["predictions"] = kept.predicted
     else:
+        assert kept.errors is not None  # a reconstruction keeps its per-sample errors
         tensors["mse"] = kept.errors.float()
     # a perfect reconstruction has psnr inf, which JSON cannot hold: stored as "inf", as reports do
     scores = {k: v if math.isfinite(v) else str(v) for k, v in result.scores.items()}
@@ -54,7 +55,7 @@ def save_predictions(result: PairResult, path: str | os.PathLike, *, force: bool
     return save_artifact(out, "predictions", tensors, meta, force=force)
 
 
-def _format_checked(path: str | os.PathLike) -> Path:
+def _format_checked(path: str | os.PathLike[str]) -> Path:
     out = Path(path)
     if out.suffix.lower() not in FORMATS:
         raise UsageError(f"--predictions {out}: unknown format {out.suffix or '(no extension)'!r}",
@@ -74,6 +75,7 @@ def predictions_csv(kept: Predictions) -> str:
             writer.writerow([*row, _name(kept.classes, row[3]), int(row[1] == row[3])])
     else:
         writer.writerow(["id", "label", "label_name", "mse"])
+        assert kept.errors is not None  # a reconstruction keeps its per-sample errors
         # repr of a float round-trips: the CSV holds the same numbers as the .safetensors file
         writer.writerows(zip(ids, labels, label_names, map(repr, kept.errors.tolist()), strict=True))
     return buffer.getvalue()

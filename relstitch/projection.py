@@ -161,14 +161,20 @@ class ProjectionConfig:
 
 
 # ---------------------------------------------------------------------------------- similarities
+def _row_norms(x: torch.Tensor) -> torch.Tensor:
+    """L2 norm of each row ``[n, 1]``, at least ``EPS`` (``Tensor.norm`` is untyped in torch: typed here)."""
+    norms: torch.Tensor = x.norm(dim=1, keepdim=True)
+    return norms.clamp_min(EPS)
+
+
 # Each similarity is a pair: prepare(anchors) once, then compare(chunk, prepared) -> [chunk, k].
 def _prepare_cosine(anchors: torch.Tensor) -> torch.Tensor:
-    return anchors / anchors.norm(dim=1, keepdim=True).clamp_min(EPS)
+    return anchors / _row_norms(anchors)
 
 
 def _cosine(x: torch.Tensor, anchors_hat: torch.Tensor) -> torch.Tensor:
     """Cosine of each row of ``x`` with each (already unit-norm) anchor row."""
-    return (x @ anchors_hat.T) / x.norm(dim=1, keepdim=True).clamp_min(EPS)
+    return (x @ anchors_hat.T) / _row_norms(x)
 
 
 def _angular(x: torch.Tensor, anchors_hat: torch.Tensor) -> torch.Tensor:
@@ -217,7 +223,7 @@ SIMILARITIES.register("linf", (_identity, _linf))
 def _normalise(r: torch.Tensor, mode: str) -> torch.Tensor:
     """Per-sample normalisation of one block ``[n, k]`` of similarities."""
     if mode == "l2":
-        return r / r.norm(dim=1, keepdim=True).clamp_min(EPS)
+        return r / _row_norms(r)
     if mode == "standard":
         mean = r.mean(dim=1, keepdim=True)
         std = r.std(dim=1, keepdim=True, correction=0).clamp_min(EPS)

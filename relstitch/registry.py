@@ -50,7 +50,7 @@ class Registry(Mapping[str, T]):
         except (KeyError, TypeError):
             raise unknown_choice(self.kind, name, self._entries) from None
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]  (no lookup error, as dict.get)
+    def get(self, name: str, default: Any = None) -> Any:  # no lookup error, as dict.get
         return self._entries.get(name, default)
 
     def __contains__(self, name: object) -> bool:

@@ -15,7 +15,7 @@ import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 from .artifacts import read_header
 from .errors import RelstitchError
@@ -31,7 +31,7 @@ _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 _GLOBAL_IN_ERROR = re.compile(r"GLOBAL ([\w.]+)")
 
 
-def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def load_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Tensors of a weights file (``.safetensors``, ``.pt``, ``.pth``, ``.bin``), loaded on CPU without pickle code.
 
     Raises :class:`RelstitchError` for a missing, corrupt or unsafe file; the message of an unsafe
@@ -84,7 +84,7 @@ def _load_pickle(p: Path) -> dict[str, torch.Tensor]:
     return _tensor_dict(p, obj)
 
 
-def unsafe_globals(path: str | os.PathLike, error_text: str = "") -> list[str]:
+def unsafe_globals(path: str | os.PathLike[str], error_text: str = "") -> list[str]:
     """The globals (``module.name``) a pickle-based file asks for that torch's safe loader refuses.
 
     Read from torch's error text first, then from the pickle opcodes themselves (never executed).
@@ -135,7 +135,7 @@ def _allowed_globals() -> set[str]:
 def _tensor_dict(p: Path, obj: object) -> dict[str, torch.Tensor]:
     import torch  # noqa: PLC0415
 
-    def all_tensors(m: object) -> bool:
+    def all_tensors(m: object) -> TypeGuard[Mapping[str, torch.Tensor]]:
         return isinstance(m, Mapping) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in m.items())
 
     if isinstance(obj, Mapping) and not all_tensors(obj):
@@ -147,4 +147,4 @@ def _tensor_dict(p: Path, obj: object) -> dict[str, torch.Tensor]:
         raise RelstitchError(
             f"holds {what}, expected a mapping of names to tensors (a state dict)", path=p
         )
-    return dict(obj)  # type: ignore[arg-type]
+    return dict(obj)

@@ -35,11 +35,12 @@ def check_pair(space: EncodedSpace, decoder: Decoder) -> None:
                 hint="use the anchor file the decoder was trained with",
             )
         k = space.anchor_absolute.shape[0]
-        expected = decoder.projection.output_dim(k) if decoder.projection else k
+        projection = decoder.projection
+        expected = projection.output_dim(k) if projection else k
         if decoder.input_dim != expected:
             raise RelstitchError(
                 f"decoder {decoder.name!r} reads {decoder.input_dim} similarities but there are {k} anchors"
-                + (f" ({expected} values with its {decoder.projection.similarity} projection)" if expected != k else ""),
+                + (f" ({expected} values with its {projection.similarity} projection)" if projection and expected != k else ""),
                 path=decoder.path,
             )
     else:
@@ -90,13 +91,14 @@ def decode_and_score(decoder: Decoder, inputs: torch.Tensor, labels: torch.Tenso
         return classification_scores(logits, labels, len(classes)), DecoderOutputs(logits) if keep else None
     if dataset is None:
         raise RelstitchError("a reconstruction decoder needs the original images to score against")
-    if list(dataset.x.shape[1:]) != list(task["shape"]):
+    images = dataset.x
+    if not isinstance(images, torch.Tensor) or list(images.shape[1:]) != list(task["shape"]):  # text: shape (n,)
         raise RelstitchError(f"decoder {decoder.name!r} reconstructs {task['shape']}, data is {list(dataset.x.shape[1:])}")
     squared, count = 0.0, 0
     outputs, errors = [], []
     for s in range(0, len(inputs), batch_size):
         out = decoder.module(inputs[s : s + batch_size])
-        target = dataset.x[s : s + batch_size].float() / 255.0
+        target = images[s : s + batch_size].float() / 255.0
         error = (out - target) ** 2
         squared += float(error.sum())  # the same sum with or without keep: the scores do not depend on it
         count += target.numel()

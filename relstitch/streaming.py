@@ -64,7 +64,7 @@ class StreamWriter:
     tensor after passing it to ``write``.
     """
 
-    def __init__(self, path: str | os.PathLike, shapes: Shapes, metadata: dict[str, str], *, force: bool = False,
+    def __init__(self, path: str | os.PathLike[str], shapes: Shapes, metadata: dict[str, str], *, force: bool = False,
                  background: bool = False, _tmp: str | None = None) -> None:
         self.path = Path(path)
         self.force = force
@@ -100,7 +100,7 @@ class StreamWriter:
             raise
 
     @classmethod
-    def attach(cls, tmp: str, path: str | os.PathLike, shapes: Shapes, metadata: dict[str, str], *,
+    def attach(cls, tmp: str, path: str | os.PathLike[str], shapes: Shapes, metadata: dict[str, str], *,
                background: bool = False) -> StreamWriter:
         """Open another process's temporary file to write rows into it (the owner commits)."""
         return cls(path, shapes, metadata, background=background, _tmp=tmp)
@@ -145,7 +145,7 @@ class StreamWriter:
         if not tensor.numel():
             return
         # Little-endian raw bytes, the safetensors layout (x86 and ARM hosts are little-endian).
-        data = memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
+        data = tensor.reshape(-1).view(torch.uint8).numpy().data  # the array's buffer, as memoryview(array) gives
         while data:
             written = os.pwrite(self._fd, data, offset)
             data, offset = data[written:], offset + written
@@ -239,10 +239,10 @@ def _agreed_batch_size(group: Group, resolve: Callable[[], int]) -> int:
     kind, value = group.broadcast(outcome)
     if kind == "error":
         raise RelstitchError(value)
-    return value
+    return int(value)
 
 
-def encode_to_file(encoder: Encoder, anchors: Anchors, dataset: Dataset, path: str | os.PathLike, *,
+def encode_to_file(encoder: Encoder, anchors: Anchors, dataset: Dataset, path: str | os.PathLike[str], *,
                    projection: ProjectionConfig | None = None, batch_size: BatchSize = 256,
                    device: torch.device | None = None, dtype: torch.dtype | None = None, force: bool = False,
                    progress: ProgressFn | None = None, group: Group | None = None) -> dict[str, Any]:

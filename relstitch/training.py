@@ -106,23 +106,24 @@ def train(
 ) -> tuple[Encoder, Decoder]:
     """Train an encoder + decoder end to end; relative space needs ``anchors``."""
     config.validate()
-    if dataset.modality == "text":
+    x_all = dataset.x
+    if dataset.modality == "text" or not isinstance(x_all, torch.Tensor):  # only text data holds TextViews
         raise RelstitchError(f"train builds image encoders but data {dataset.name} is text",
                              hint="for text, embed with a pretrained model (encode hf:DIR) and train a head with fit")
     if config.space == "relative" and anchors is None:
         raise RelstitchError("a relative bottleneck needs anchors", hint="pass --anchors FILE (see `relstitch anchors`)")
-    if anchors is not None and anchors.inputs.shape[1:] != dataset.x.shape[1:]:
+    if anchors is not None and anchors.inputs.shape[1:] != x_all.shape[1:]:
         raise RelstitchError(
-            f"anchors have shape {tuple(anchors.inputs.shape[1:])} per sample, data has {tuple(dataset.x.shape[1:])}",
+            f"anchors have shape {tuple(anchors.inputs.shape[1:])} per sample, data has {tuple(x_all.shape[1:])}",
             path=anchors.path,
         )
+    relative_anchors = anchors if config.space == "relative" else None  # not None when relative (checked above)
     torch.manual_seed(config.seed)
-    in_shape = tuple(dataset.x.shape[1:])
+    in_shape = tuple(x_all.shape[1:])
     enc_args: dict[str, Any] = {"latent_dim": config.latent_dim}
     enc_args.update({"in_shape": list(in_shape)} if config.arch == "mlp" else {"in_channels": in_shape[0]})
     encoder_module = create_encoder(config.arch, **enc_args)
-    relative = config.space == "relative"
-    in_dim = config.projection.output_dim(len(anchors)) if relative else config.latent_dim
+    in_dim = config.projection.output_dim(len(relative_anchors)) if relative_anchors is not None else config.latent_dim
     head = config.head or DEFAULT_HEAD[config.task]
     dec_args: dict[str, Any] = {"in_dim": in_dim}
     if config.task == "classification":
@@ -130,18 +131,18 @@ def train(
     else:
         dec_args.update(out_channels=in_shape[0])
     decoder_module = create_decoder(head, **dec_args)
-    projection = config.projection if relative else None
+    projection = config.projection if relative_anchors is not None else None
     spec = default_image_spec(in_shape)
-    x_all = dataset.x
-    anchor_x = prepare_images(anchors.inputs, spec) if relative else None
+    anchor_x = prepare_images(relative_anchors.inputs, spec) if relative_anchors is not None else None
 
     def forward(x_uint8: torch.Tensor) -> torch.Tensor:
         z = encoder_module(prepare_images(x_uint8, spec))
-        if relative:
+        if anchor_x is not None:
             with torch.no_grad():  # anchors are embedded by the same encoder, without gradient
                 anchor_z = encoder_module(anchor_x)
             z = relative_projection(z, anchor_z, projection)
-        return decoder_module(z)
+        out: torch.Tensor = decoder_module(z)
+        return out
 
     def loss_of_batch(idx: torch.Tensor) -> torch.Tensor:
         out = forward(x_all[idx])
@@ -174,7 +175,7 @@ def train(
         task=_task_spec(config.task, dataset),
         name=name,
         projection=projection,
-        anchor_hash=anchors.hash if relative else None,
+        anchor_hash=relative_anchors.hash if relative_anchors is not None else None,
         encoder_hash=encoder.hash,
         meta={"training": training},
     )
@@ -229,7 +230,7 @@ def fit(
         lr=config.lr, seed=config.seed, progress=progress, description=f"fitting {name}",
         loss_of_batch=lambda idx: F.cross_entropy(module(inputs[idx]), labels[idx]),
     )
-    made_by = space.meta.get("encoder") if isinstance(space.meta.get("encoder"), dict) else {}
+    made_by = found if isinstance(found := space.meta.get("encoder"), dict) else {}
     # "arch" names the encoder the head was fitted on, as in `train`'s config: reports group heads by it.
     training = {"config": dict(asdict(config), arch=made_by.get("architecture")),
                 "dataset": {k: v for k, v in space.dataset.items() if k != "classes"},

@@ -50,13 +50,13 @@ def kind_of(mode: int) -> str | None:
     return "not a regular file"
 
 
-def _refuse(path: str | os.PathLike, mode: int) -> None:
+def _refuse(path: str | os.PathLike[str], mode: int) -> None:
     kind = kind_of(mode)
     if kind is not None:
         raise RelstitchError(f"is {kind}, not a regular file", path=path, hint=_NOT_REGULAR_HINT)
 
 
-def check_regular(path: str | os.PathLike, expected: str | None = None) -> Path:
+def check_regular(path: str | os.PathLike[str], expected: str | None = None) -> Path:
     """Refuse a path that is not a regular file, for a library (safetensors, torch, PIL) that opens it itself.
 
     ``os.stat`` never blocks, even on a FIFO. Raises :class:`RelstitchError` (missing, unreadable, a symlink
@@ -76,7 +76,7 @@ def check_regular(path: str | os.PathLike, expected: str | None = None) -> Path:
     return p
 
 
-def open_regular(path: str | os.PathLike) -> BinaryIO:
+def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
     """Open a regular file for binary reading, race-free and without ever blocking.
 
     The path is stat'ed first (a device is not even opened), then opened non-blocking and checked again on
@@ -104,12 +104,12 @@ def size_text(n: int) -> str:
     return f"{n:,} bytes"
 
 
-def _too_large(path: str | os.PathLike, limit: int, what: str) -> RelstitchError:
+def _too_large(path: str | os.PathLike[str], limit: int, what: str) -> RelstitchError:
     return RelstitchError(f"larger than {size_text(limit)}, the limit for {what}", path=path,
                           hint="check that this is the file you meant, or split it")
 
 
-def read_bytes(path: str | os.PathLike, *, limit: int, what: str) -> bytes:
+def read_bytes(path: str | os.PathLike[str], *, limit: int, what: str) -> bytes:
     """The whole of a regular file, refused (unread) past ``limit`` bytes; ``what`` names it in the message."""
     with open_regular(path) as handle:
         if os.fstat(handle.fileno()).st_size > limit:
@@ -120,7 +120,7 @@ def read_bytes(path: str | os.PathLike, *, limit: int, what: str) -> bytes:
     return data
 
 
-def read_text(path: str | os.PathLike, *, limit: int, what: str) -> str:
+def read_text(path: str | os.PathLike[str], *, limit: int, what: str) -> str:
     """A regular file's UTF-8 text (a byte-order mark dropped), refused past ``limit`` bytes."""
     data = read_bytes(path, limit=limit, what=what)
     try:
@@ -130,14 +130,14 @@ def read_text(path: str | os.PathLike, *, limit: int, what: str) -> str:
                              hint=f"save {what} as UTF-8") from None
 
 
-def read_head(path: str | os.PathLike, size: int) -> bytes:
+def read_head(path: str | os.PathLike[str], size: int) -> bytes:
     """The first ``size`` bytes (fewer if the file is shorter) of a regular file: for telling what a file is."""
     with open_regular(path) as handle:
         return handle.read(size)
 
 
 @contextmanager
-def text_lines(path: str | os.PathLike, *, what: str, max_line: int | None = None,
+def text_lines(path: str | os.PathLike[str], *, what: str, max_line: int | None = None,
                max_total: int | None = None) -> Iterator[Iterator[str]]:
     """``with text_lines(path, what=...) as lines:`` the lines of a UTF-8 text file, line ends kept.
 
@@ -153,7 +153,7 @@ def text_lines(path: str | os.PathLike, *, what: str, max_line: int | None = Non
         yield _lines(handle, path, what, max_line, max_total)
 
 
-def _lines(handle: BinaryIO, path: str | os.PathLike, what: str, max_line: int, max_total: int) -> Iterator[str]:
+def _lines(handle: BinaryIO, path: str | os.PathLike[str], what: str, max_line: int, max_total: int) -> Iterator[str]:
     decode = codecs.getincrementaldecoder("utf-8-sig")().decode  # drops a BOM at the start, only there
     total = 0
     number = 0
@@ -176,7 +176,7 @@ def _lines(handle: BinaryIO, path: str | os.PathLike, what: str, max_line: int, 
                                  hint=f"save {what} as UTF-8") from None
 
 
-def check_folder_files(folder: str | os.PathLike) -> None:
+def check_folder_files(folder: str | os.PathLike[str]) -> None:
     """Refuse a FIFO, device or socket directly inside ``folder``, for a library that opens the folder's files by
     path itself (transformers on an ``hf:`` model folder). Subfolders, and entries that cannot be stat'ed (a
     broken link), are left to that library, which says what it needs."""

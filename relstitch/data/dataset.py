@@ -34,7 +34,9 @@ class Dataset:
     x: torch.Tensor | TextViews
     y: torch.Tensor
     classes: list[str]
-    ids: torch.Tensor = field(default=None)  # position of each sample in its source split
+    # Position of each sample in its source split. Left out (None), __post_init__ numbers the samples 0..N-1, so
+    # the attribute is always a tensor: typed as one, and the default is the only None it ever holds.
+    ids: torch.Tensor = field(default=None)  # type: ignore[assignment]  # filled in by __post_init__
     modality: str = "image"
     views: TextViews | None = None  # captions parallel to image ``x``; None for text data (``x`` is the text)
 
@@ -111,7 +113,7 @@ def default_image_spec(shape: tuple[int, ...] | list[int], mean: float = 0.2860,
     return {"modality": "image", "shape": list(shape), "scale": 255.0, "mean": mean, "std": std}
 
 
-def prepare_images(x: torch.Tensor, spec: dict[str, Any]) -> torch.Tensor:
+def prepare_images(x: torch.Tensor | TextViews, spec: dict[str, Any]) -> torch.Tensor:
     """Images → the float tensor the encoder expects, following its declared input spec.
 
     Spec keys: ``shape`` (required per-sample shape, if given), ``scale`` (integer inputs are divided
@@ -141,4 +143,5 @@ def prepare_images(x: torch.Tensor, spec: dict[str, Any]) -> torch.Tensor:
     if isinstance(mean, list | tuple) or isinstance(std, list | tuple):
         shape = (1, -1) + (1,) * (out.ndim - 2)  # one value per channel
         mean, std = torch.tensor(mean).view(shape), torch.tensor(std).view(shape)
-    return (out - mean) / std
+    normalised: torch.Tensor = (out - mean) / std  # mean and std come from the spec (Any): typed here
+    return normalised

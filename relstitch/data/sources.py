@@ -303,7 +303,7 @@ def load_tensors(locator: str) -> Dataset:
     ids = tensors.get("ids")
     modality = "image" if x.ndim == 4 else "tensor"
     return Dataset(f"tensors:{path}", x.contiguous(), y, [str(c) for c in classes],
-                   ids.long() if ids is not None and len(ids) == len(y) else None, modality)
+                   ids.long() if ids is not None and len(ids) == len(y) else torch.arange(len(y), dtype=torch.int64), modality)
 
 
 @DATA_SOURCES.register("imagefolder")
@@ -361,7 +361,7 @@ def read_images(files: list[Path], size: list[int] | None, reference: str) -> to
     for file, image in zip(files, images, strict=True):
         image = image.convert(mode)
         if size is not None:
-            image = image.resize((size[1], size[0]), Image.BILINEAR)
+            image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
         elif image.size != images[0].size:
             raise RelstitchError(f"images differ in size ({images[0].size[0]}x{images[0].size[1]} and "
                                  f"{image.size[0]}x{image.size[1]})", path=file, hint=f"resize them: {reference}#size=H,W")

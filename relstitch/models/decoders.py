@@ -40,7 +40,8 @@ class VisionHead(nn.Module):
         )
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
-        return self.net(r)
+        out: torch.Tensor = self.net(r)
+        return out
 
 
 @DECODERS.register("text-head")
@@ -57,7 +58,8 @@ class TextHead(nn.Module):
         )
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
-        return self.net(r)
+        out: torch.Tensor = self.net(r)
+        return out
 
 
 @DECODERS.register("conv-decoder")
@@ -73,4 +75,5 @@ class ConvDecoder(nn.Module):
         )
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
-        return self.net(self.expand(r).view(-1, 64, 7, 7))
+        out: torch.Tensor = self.net(self.expand(r).view(-1, 64, 7, 7))
+        return out

@@ -20,7 +20,8 @@ class MLPEncoder(nn.Module):
         self.net = nn.Sequential(nn.Flatten(), nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, latent_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        z: torch.Tensor = self.net(x)
+        return z
 
 
 @ENCODERS.register("cnn")
@@ -39,7 +40,8 @@ class CNNEncoder(nn.Module):
         self.project = nn.Linear(2 * w * 4 * 4, latent_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.project(self.features(x))
+        z: torch.Tensor = self.project(self.features(x))
+        return z
 
 
 @ENCODERS.register("conv-ae")
@@ -55,7 +57,8 @@ class ConvAEEncoder(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        z: torch.Tensor = self.net(x)
+        return z
 
 
 @ENCODERS.register("resnet18")
@@ -66,7 +69,7 @@ def resnet18_trunk(in_channels: int = 1, latent_dim: int = 64) -> nn.Module:
     """
     from torchvision.models import resnet18
 
-    model = resnet18(weights=None, num_classes=latent_dim)
+    model: nn.Module = resnet18(weights=None, num_classes=latent_dim)
     # The ImageNet stem (7x7 stride 2 + max-pool) would shrink 28x28 to 7x7 before the first block.
     model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()

@@ -10,6 +10,8 @@ Nothing here imports torch at import time: ``relstitch report`` is instant.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .document import (
     SCHEMA_VERSION,
     build_report,
@@ -27,7 +29,7 @@ from .text import to_csv, to_markdown, write_csv, write_markdown
 FORMATS = ("table", "md", "csv", "html", "json")
 
 
-def render(report: dict, fmt: str, *, metric: str | None = None) -> str:
+def render(report: dict[str, Any], fmt: str, *, metric: str | None = None) -> str:
     """A report as text in one of :data:`FORMATS` except ``table`` (which needs a console)."""
     if fmt == "md":
         return to_markdown(report, metric)

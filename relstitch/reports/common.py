@@ -37,7 +37,8 @@ def method_title(report: dict[str, Any], method: str) -> str:
 
 
 def direction_of(report: dict[str, Any], metric: str) -> str:
-    return report["metrics"].get(metric, {}).get("direction", "higher")
+    direction: str = report["metrics"].get(metric, {}).get("direction", "higher")
+    return direction
 
 
 def choose_metric(report: dict[str, Any], metric: str | None) -> str:
@@ -45,7 +46,8 @@ def choose_metric(report: dict[str, Any], metric: str | None) -> str:
     from ..errors import UsageError
 
     if metric is None:
-        return report["main_metric"]
+        main: str = report["main_metric"]
+        return main
     if metric not in report["metrics"]:
         raise UsageError(f"unknown metric {metric!r} for this report; choose one of {', '.join(sorted(report['metrics']))}")
     return metric
@@ -75,7 +77,8 @@ def heat_rgb(t: float) -> tuple[int, int, int]:
     """Colour of position ``t`` (0 worst, 1 best) on the red-yellow-green scale."""
     t = min(max(t, 0.0), 1.0)
     (a, b), u = ((_STOPS[0], _STOPS[1]), t * 2) if t < 0.5 else ((_STOPS[1], _STOPS[2]), t * 2 - 1)
-    return tuple(round(x + (y - x) * u) for x, y in zip(a, b, strict=True))  # type: ignore[return-value]
+    red, green, blue = (round(x + (y - x) * u) for x, y in zip(a, b, strict=True))
+    return red, green, blue
 
 
 def ink_for(rgb: tuple[int, int, int]) -> str:

@@ -59,7 +59,8 @@ def is_score(value: Any) -> bool:
 def pair_method(pair: Any) -> str:
     """A pair's method: its own ``method`` field when it has one, else the decoder's space."""
     method = pair.get("method") if isinstance(pair, dict) else getattr(pair, "method", None)
-    return method or (pair["space"] if isinstance(pair, dict) else pair.space)
+    chosen: str = method or (pair["space"] if isinstance(pair, dict) else pair.space)
+    return chosen
 
 
 def crosses_space(pair: dict[str, Any]) -> bool:
@@ -206,7 +207,7 @@ def _assemble(*, relstitch_version: str, task: str, main_metric: str, directions
     metrics = sorted({m for p in pairs for m in p["scores"]} | {main_metric})
     methods = _methods(pairs)
     direction = {m: directions.get(m, "higher") for m in metrics}
-    return _clean({
+    report: dict[str, Any] = _clean({
         "schema": SCHEMA_NAME,
         "schema_version": SCHEMA_VERSION,
         "relstitch_version": relstitch_version,
@@ -228,6 +229,7 @@ def _assemble(*, relstitch_version: str, task: str, main_metric: str, directions
         "aggregate": _aggregate(pairs, encoders, decoders, methods, metrics),
         "run": run,
     })
+    return report
 
 
 def environment() -> dict[str, Any]:
@@ -317,7 +319,7 @@ def report_json(report: dict[str, Any]) -> str:
     return json.dumps(report, indent=2, ensure_ascii=False) + "\n"
 
 
-def write_json(report: dict[str, Any], path: str | os.PathLike, *, force: bool = False) -> None:
+def write_json(report: dict[str, Any], path: str | os.PathLike[str], *, force: bool = False) -> None:
     atomic_write(path, report_json(report), force=force)
 
 
@@ -379,7 +381,7 @@ def _shape_errors(doc: dict[str, Any]) -> list[str]:
     return errors
 
 
-def upgrade_report(doc: Any, *, source: str | os.PathLike | None = None) -> dict[str, Any]:
+def upgrade_report(doc: Any, *, source: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Bring a report document to the current schema and validate it; refuse what cannot be read."""
     if not isinstance(doc, dict) or "schema_version" not in doc:
         raise RelstitchError("not a relstitch report (no schema_version field)", path=source)
@@ -408,7 +410,7 @@ DERIVED = ("metrics", "main_score", "methods", "matrices", "failed_pairs", "aggr
 """The parts of a report computed from its pairs: never taken from a file on trust."""
 
 
-def _rederived(doc: dict[str, Any], source: str | os.PathLike | None) -> dict[str, Any]:
+def _rederived(doc: dict[str, Any], source: str | os.PathLike[str] | None) -> dict[str, Any]:
     """``doc`` with its derived parts computed again from its pairs, as a fresh run computes them.
 
     A matrix edited by hand (or by a bug) would otherwise show a score that is not its pair's; the pairs
@@ -431,7 +433,7 @@ def _rederived(doc: dict[str, Any], source: str | os.PathLike | None) -> dict[st
     return fresh
 
 
-def load_report(path: str | os.PathLike) -> dict[str, Any]:
+def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a saved report (any supported schema version) as a current-version document."""
     from .. import userfiles  # noqa: PLC0415  (torch-free, like this module)
 
@@ -452,7 +454,7 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
     return upgrade_report(doc, source=source)
 
 
-def describe_report(path: str | os.PathLike) -> dict[str, Any]:
+def describe_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     """``relstitch inspect`` of a JSON report: what it scored, on what, with what result, and when.
 
     Shaped like :func:`relstitch.artifacts.describe` (path, kind, version, size, sha256, metadata) so the

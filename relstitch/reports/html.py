@@ -167,5 +167,5 @@ def to_html(report: dict[str, Any], metric: str | None = None) -> str:
             f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def write_html(report: dict[str, Any], path: str | os.PathLike, *, metric: str | None = None, force: bool = False) -> None:
+def write_html(report: dict[str, Any], path: str | os.PathLike[str], *, metric: str | None = None, force: bool = False) -> None:
     atomic_write(path, to_html(report, metric), force=force)

@@ -30,8 +30,12 @@ _CHECKED = {"type", "enum", "const", "properties", "required", "additionalProper
 @cache
 def report_schema() -> dict[str, Any]:
     """The JSON Schema of the current report version (shipped as package data)."""
-    text = resources.files("relstitch").joinpath(*SCHEMA_RESOURCE).read_text(encoding="utf-8")
-    return json.loads(text)
+    resource = resources.files("relstitch")
+    for part in SCHEMA_RESOURCE:  # one part a call: Traversable.joinpath takes a single name before Python 3.11
+        resource = resource.joinpath(part)
+    text = resource.read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 def _is_type(value: Any, name: str) -> bool:
@@ -54,7 +58,7 @@ def schema_errors(document: Any, schema: dict[str, Any] | None = None) -> list[s
 def _resolve(ref: str, root: dict[str, Any]) -> dict[str, Any]:
     if not ref.startswith("#/"):
         raise ValueError(f"only local $ref are supported, got {ref!r}")
-    node: Any = root
+    node: dict[str, Any] = root
     for part in ref[2:].split("/"):
         node = node[part]
     return node

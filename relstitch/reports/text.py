@@ -46,7 +46,7 @@ def to_csv(report: dict[str, Any]) -> str:
     return buffer.getvalue()
 
 
-def write_csv(report: dict[str, Any], path: str | os.PathLike, *, force: bool = False) -> None:
+def write_csv(report: dict[str, Any], path: str | os.PathLike[str], *, force: bool = False) -> None:
     atomic_write(path, to_csv(report), force=force)
 
 
@@ -135,5 +135,5 @@ def to_markdown(report: dict[str, Any], metric: str | None = None) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_markdown(report: dict[str, Any], path: str | os.PathLike, *, metric: str | None = None, force: bool = False) -> None:
+def write_markdown(report: dict[str, Any], path: str | os.PathLike[str], *, metric: str | None = None, force: bool = False) -> None:
     atomic_write(path, to_markdown(report, metric), force=force)

@@ -29,11 +29,11 @@ import importlib
 import inspect
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import torch
 from torch import nn
@@ -155,7 +155,17 @@ def register_model_source(kind: str, reads: tuple[str, ...], help: str) -> Calla
     return decorator
 
 
-def load_encoder_ref(ref: str | os.PathLike, *, trust_remote_code: bool = False, allow_embeddings: bool = True,
+@overload
+def load_encoder_ref(ref: str | os.PathLike[str], *, trust_remote_code: bool = ..., allow_embeddings: Literal[False],
+                     **options: Any) -> Encoder: ...
+
+
+@overload
+def load_encoder_ref(ref: str | os.PathLike[str], *, trust_remote_code: bool = ..., allow_embeddings: bool = ...,
+                     **options: Any) -> Encoder | EncodedSpace: ...
+
+
+def load_encoder_ref(ref: str | os.PathLike[str], *, trust_remote_code: bool = False, allow_embeddings: bool = True,
                      **options: Any) -> Encoder | EncodedSpace:
     """Load the model a reference names (any registered kind; a plain path is a relstitch file).
 
@@ -183,7 +193,7 @@ def load_encoder_ref(ref: str | os.PathLike, *, trust_remote_code: bool = False,
     return loaded
 
 
-def check_options_apply(refs: list[str | os.PathLike], options: Mapping[str, Any]) -> None:
+def check_options_apply(refs: Sequence[str | os.PathLike[str]], options: Mapping[str, Any]) -> None:
     """Warn about a default source option (the CLI's ``-O``) that none of ``refs`` reads: it does nothing.
 
     Each reference takes only the options its kind reads (``pooling`` for ``hf:``, ``weights`` for
@@ -203,7 +213,7 @@ def check_options_apply(refs: list[str | os.PathLike], options: Mapping[str, Any
                 f" reference (given: {', '.join(sorted(kinds))})"), stacklevel=2)
 
 
-def _source_of(ref: str | os.PathLike) -> tuple[str, ModelSource, str, dict[str, Any]]:
+def _source_of(ref: str | os.PathLike[str]) -> tuple[str, ModelSource, str, dict[str, Any]]:
     """The kind, source, locator and own ``#options`` of a reference; a ``Path`` is a relstitch file, unparsed."""
     if isinstance(ref, os.PathLike):  # a file: its name is never read as a kind, options or a call
         return "relstitch", MODEL_SOURCES["relstitch"], os.fspath(ref), {}
@@ -253,7 +263,7 @@ class PrecomputedEncoder(Encoder):
     encoder_hash: str = ""
 
     @property
-    def hash(self) -> str:  # type: ignore[override]  (recorded, not recomputed: there are no weights here)
+    def hash(self) -> str:  # recorded, not recomputed: there are no weights here
         return self.encoder_hash
 
     def embed_batch(self, raw_batch: Any) -> torch.Tensor:
@@ -262,8 +272,8 @@ class PrecomputedEncoder(Encoder):
 
 def as_encoder(space: EncodedSpace) -> PrecomputedEncoder:
     """The encoder record of precomputed vectors (for reports: name, hash, latent size)."""
-    made_by = space.meta.get("encoder") if isinstance(space.meta.get("encoder"), dict) else {}
-    training = made_by.get("training") if isinstance(made_by.get("training"), dict) else {}
+    made_by = found if isinstance(found := space.meta.get("encoder"), dict) else {}
+    training = found if isinstance(found := made_by.get("training"), dict) else {}
     return PrecomputedEncoder(module=nn.Identity(), architecture={"name": made_by.get("architecture") or "embeddings"},
                               input_spec={}, latent_dim=int(space.absolute.shape[1]), name=space.encoder_name,
                               meta={"source": f"embeddings:{space.path}", "training": training}, path=space.path,
@@ -304,12 +314,14 @@ class TextEncoder(Encoder):
     max_length: int = 512
     view: str | None = None
 
-    def prepare(self, raw_batch: Any) -> dict[str, torch.Tensor]:
+    def prepare(self, raw_batch: Any) -> Mapping[str, torch.Tensor]:
         if not isinstance(raw_batch, TextViews):
             raise RelstitchError(f"text encoder {self.name!r} was given image data", path=self.path,
                                  hint="give it text data (jsonl:FILE or csv:FILE)")
         texts = raw_batch.view(self.view)
-        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        tokens: Mapping[str, torch.Tensor] = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                                            return_tensors="pt")  # a BatchEncoding
+        return tokens
 
     @cached_property
     def _takes(self) -> frozenset[str] | None:
@@ -323,7 +335,7 @@ class TextEncoder(Encoder):
         tokens = self.prepare(raw_batch)
         # Tokenizers add token_type_ids that custom (remote-code) models often do not take: pass only what forward reads.
         feed = tokens if self._takes is None else {k: v for k, v in tokens.items() if k in self._takes}
-        hidden = self.module(**feed)[0]  # last hidden state [B, T, H]
+        hidden: torch.Tensor = self.module(**feed)[0]  # last hidden state [B, T, H]
         if self.pooling == "cls":
             return hidden[:, 0]
         mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # padding must not count in the mean
@@ -485,9 +497,8 @@ def _to_vector(out: Any) -> torch.Tensor:
         out = out[0]
     if not isinstance(out, torch.Tensor):
         raise RelstitchError(f"the model returned {type(out).__name__}, not a tensor", hint="pick a layer with -O layer=NAME")
-    if out.ndim == 4:
-        out = out.mean(dim=(2, 3))
-    return out.flatten(1)
+    vectors: torch.Tensor = out.mean(dim=(2, 3)) if out.ndim == 4 else out
+    return vectors.flatten(1)
 
 
 class LatentTap(nn.Module):

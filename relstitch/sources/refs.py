@@ -89,7 +89,7 @@ def _earlier_output(path: Path) -> bool:
         return False
 
 
-Reference = str | os.PathLike
+Reference = str | os.PathLike[str]
 """A model or data reference: a typed ``kind:locator#options`` string, or a file (``Path``), never parsed."""
 
 
