@@ -298,15 +298,22 @@ _TORCH_DTYPES = {
 }
 
 
+def data_order(shapes: dict[str, tuple[str, tuple[int, ...]]]) -> list[str]:
+    """The order tensors are laid out in the data section: safetensors' own (widest dtype first, then by
+    name), so every tensor starts at a multiple of its element size, as the format's own writer ensures
+    (an I64 after a U8 of odd length would otherwise start at an odd offset)."""
+    return sorted(shapes, key=lambda name: (-_DTYPE_SIZES[shapes[name][0]], name))
+
+
 def safetensors_header(shapes: dict[str, tuple[str, tuple[int, ...]]], metadata: dict[str, str]) -> bytes:
     """The length-prefixed, 8-byte-aligned header for tensors given as name → (dtype, shape).
 
-    Names and metadata keys are sorted, so equal inputs give byte-identical files (the safetensors
-    bindings order metadata by a hash map, which differs from run to run).
+    Metadata keys are sorted and tensors laid out in :func:`data_order`, so equal inputs give byte-identical
+    files (the safetensors bindings order metadata by a hash map, which differs from run to run).
     """
     entries: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
     offset = 0
-    for name in sorted(shapes):
+    for name in data_order(shapes):
         dtype, shape = shapes[name]
         count = 1
         for d in shape:
@@ -324,7 +331,7 @@ def serialize(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> byt
     cpu = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
     shapes = {name: (_TORCH_DTYPES[str(t.dtype).removeprefix("torch.")], tuple(t.shape)) for name, t in cpu.items()}
     parts = [safetensors_header(shapes, metadata)]
-    for name in sorted(cpu):
+    for name in data_order(shapes):
         parts.append(_tensor_bytes(cpu[name]))
     return b"".join(parts)
 

@@ -79,6 +79,10 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+READS_ONLY = frozenset({"inspect", "report"})
+"""Commands that read headers and JSON and run no network: the allocator tuning buys them nothing."""
+
+
 def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Turn relstitch errors and interruptions into one-line messages and exit codes."""
 
@@ -87,7 +91,8 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
         from .errors import RelstitchError, Terminated, os_error
         from .runtime import tune_allocator
 
-        tune_allocator()  # before any tensor exists: freed activations are reused, not faulted back in per batch
+        if command.__name__ not in READS_ONLY:
+            tune_allocator()  # before any tensor exists: freed activations are reused, not faulted back in per batch
         try:
             with sigterm_as_interrupt(), warnings_as_lines():
                 return command(*args, **kwargs)

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .artifacts import _DTYPE_SIZES, _TORCH_DTYPES, artifact_metadata, safetensors_header
+from .artifacts import _DTYPE_SIZES, _TORCH_DTYPES, artifact_metadata, data_order, safetensors_header
 from .atomic import _current_umask, check_output
 from .errors import RelstitchError
 
@@ -75,7 +75,7 @@ class StreamWriter:
         header = safetensors_header(shapes, metadata)
         self._offsets: dict[str, tuple[int, int, tuple[int, ...]]] = {}  # name -> (start, row bytes, shape)
         offset = len(header)
-        for name in sorted(shapes):  # the order safetensors_header lays the data out in
+        for name in data_order(shapes):  # the order safetensors_header lays the data out in
             dtype, shape = shapes[name]
             row = _DTYPE_SIZES[dtype]
             for d in shape[1:]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,3 +71,32 @@ def test_describe_reads_the_header_without_torch(tiny_zoo):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert json.loads(out) is False
+
+
+def test_every_tensor_starts_at_a_multiple_of_its_element_size(tmp_path):
+    """safetensors' own layout (widest dtype first, then by name): its round-trip test asserts this alignment."""
+    import json
+    import struct
+
+    from relstitch.artifacts import _DTYPE_SIZES, serialize
+    from relstitch.streaming import encode_to_file
+
+    mixed = {"a": torch.zeros(3, dtype=torch.uint8), "b": torch.arange(5), "c": torch.ones(2, dtype=torch.float16),
+             "d": torch.ones(3)}
+    files = {"serialized": serialize(mixed, {"k": "v"})}
+    zoo = Path(__file__).resolve().parent.parent / "checkpoints"
+    files["checkpoint"] = (zoo / "cnn-rel-s0.encoder.safetensors").read_bytes()
+    from relstitch.anchors import load_anchors
+    from relstitch.checkpoints import load_encoder
+    from relstitch.data import load_dataset
+
+    out = tmp_path / "e.safetensors"
+    encode_to_file(load_encoder(zoo / "cnn-rel-s0.encoder.safetensors"), load_anchors(zoo / "anchors.safetensors"),
+                   load_dataset("builtin:test", limit=7), out)
+    files["streamed embeddings"] = out.read_bytes()
+    for what, data in files.items():
+        size = struct.unpack("<Q", data[:8])[0]
+        header = json.loads(data[8 : 8 + size])
+        for name, entry in header.items():
+            if name != "__metadata__":
+                assert entry["data_offsets"][0] % _DTYPE_SIZES[entry["dtype"]] == 0, (what, name, entry)

@@ -55,12 +55,15 @@ def test_the_users_own_allocator_settings_win(env):
     assert result["released_mb"] > 20  # untouched: the default behaviour
 
 
-def test_the_cli_applies_it_and_help_stays_free_of_it():
+def test_the_cli_applies_it_where_tensors_are_made_and_nowhere_else():
     code = ("import sys, relstitch.runtime as r; from relstitch.cli import app; from typer.testing import CliRunner;"
             "res = CliRunner().invoke(app, sys.argv[1:]); print(r._applied)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "RELSTITCH_ALLOCATOR"}
-    ran = subprocess.run([sys.executable, "-c", code, "inspect", "checkpoints/anchors.safetensors"], capture_output=True,
-                         text=True, env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
+    repo = os.path.dirname(os.path.dirname(__file__))
+    ran = subprocess.run([sys.executable, "-c", code, "stitch", "checkpoints/cnn-rel-s0.encoder.safetensors",
+                          "checkpoints/cnn-rel-s1.decoder.safetensors", "--limit", "20"],
+                         capture_output=True, text=True, env=env, cwd=repo)
     assert ran.stdout.strip().splitlines()[-1] == "True"
-    helped = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True, env=env)
-    assert helped.stdout.strip().splitlines()[-1] == "None"  # --help runs no command: nothing tuned, ctypes not needed
+    for light in (["inspect", "checkpoints/anchors.safetensors"], ["--help"]):  # no tensor work: nothing tuned
+        untouched = subprocess.run([sys.executable, "-c", code, *light], capture_output=True, text=True, env=env, cwd=repo)
+        assert untouched.stdout.strip().splitlines()[-1] == "None", (light, untouched.stdout)
