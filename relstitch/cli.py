@@ -284,21 +284,6 @@ TopKOpt = Annotated[int | None, typer.Option(
     "--top-k", min=1, rich_help_panel=_PROJ, help="Keep the k largest similarities of each sample, zero the rest.")]
 
 
-def translation_scaling(scaling: str | None, methods: Sequence[str | None]) -> str:
-    """``--translation-scaling`` checked: a known scaling, and only where one of ``methods`` is a translation."""
-    from .errors import UsageError
-    from .translation import METHODS, SCALINGS
-
-    if scaling is None:
-        return "standard"
-    if not any(m in METHODS for m in methods):  # silently ignoring it would mislead
-        raise UsageError("--translation-scaling only means something with a translation --method "
-                         f"({', '.join(METHODS)})")
-    if scaling not in SCALINGS:
-        raise UsageError(f"unknown --translation-scaling {scaling!r}; choose one of {', '.join(SCALINGS)}")
-    return scaling
-
-
 def projection_config(similarity: str, centering: str, normalization: str, top_k: int | None) -> Any:
     """The :class:`~relstitch.projection.ProjectionConfig` the projection options describe (exit 2 if invalid)."""
     from .errors import RelstitchError, UsageError
@@ -544,18 +529,14 @@ def stitch(
     force: ForceOpt = False,
 ) -> None:
     """Wire one encoder into one decoder (in memory) and report the task metrics (and, on request, the predictions)."""
-    from .anchors import load_anchors
-    from .checkpoints import DECODER_SUFFIX, ENCODER_SUFFIX, Encoder, load_decoder, load_encoder
-    from .data import load_dataset
-    from .errors import UsageError, unknown_choice
-    from .sources.models import stitch_precomputed
-    from .stitching import stitch as stitch_pair
+    from .checkpoints import DECODER_SUFFIX, ENCODER_SUFFIX, Encoder, load_decoder
+    from .errors import unknown_choice
+    from .evaluation import stitch_loaded
     from .translation import METHODS
 
     if method not in (None, "relative", "absolute", *METHODS):  # before any file is read
         raise unknown_choice("method", method, ("relative", "absolute", *METHODS))
-    translating = method not in (None, "relative", "absolute")
-    if translating and target_encoder is None and decoder.name.endswith(DECODER_SUFFIX):
+    if method in METHODS and target_encoder is None and decoder.name.endswith(DECODER_SUFFIX):
         # the default --target-encoder, known before any work so that --predictions cannot overwrite it
         target_encoder = decoder.with_name(decoder.name[: -len(DECODER_SUFFIX)] + ENCODER_SUFFIX)
     keep = predictions is not None
@@ -567,33 +548,10 @@ def stitch(
         inputs = reference_files(encoder, decoder, anchors_or_zoo(anchors_file), target_encoder, data)
         check_predictions_output(predictions, force=force, inputs=inputs)
     head, source = load_decoder(decoder), model_loader(view, source_options, trust_remote_code, refs=[encoder])(encoder)
-    if not isinstance(source, Encoder):  # vectors computed elsewhere: nothing to run, no anchor file needed
-        if method not in (None, head.space) or target_encoder is not None or scaling is not None:
-            raise UsageError("precomputed embeddings take no translation --method, --target-encoder or --translation-scaling")
-        if anchors_file is not None or limit is not None:  # silently ignoring them would mislead
-            raise UsageError("precomputed embeddings carry their anchors and samples: drop --anchors and --limit")
-        result = stitch_precomputed(source, head, load_dataset(data, limit=limit) if data else None, keep_predictions=keep)
-    elif method in (None, head.space):
-        if target_encoder is not None:
-            raise UsageError("--target-encoder only means something with a translation --method")
-        translation_scaling(scaling, [method])
-        chosen, dataset = load_anchors(anchors_or_zoo(anchors_file)), load_dataset(data or "builtin:test", limit=limit)
-        with progress_bar() as progress:
-            result = stitch_pair(source, head, chosen, dataset, batch_size=_encoder_batch(batch_size), keep_predictions=keep,
-                                 progress=progress)
-    elif method in ("relative", "absolute"):
-        raise UsageError(f"decoder {head.name!r} reads {head.space} vectors, so --method {method} cannot feed it",
-                         hint=f"use --method {head.space} (the default) or a translation into an absolute decoder")
-    else:
-        from .translation import stitch_translated
-
-        if target_encoder is None:
-            raise UsageError("a translation needs the decoder's own encoder: pass --target-encoder FILE")
-        scaled = translation_scaling(scaling, [method])
-        chosen, dataset = load_anchors(anchors_or_zoo(anchors_file)), load_dataset(data or "builtin:test", limit=limit)
-        with progress_bar() as progress:
-            result = stitch_translated(source, head, chosen, dataset, method, target_encoder=load_encoder(target_encoder),
-                                       scaling=scaled, batch_size=_encoder_batch(batch_size), keep_predictions=keep, progress=progress)
+    with progress_bar() as progress:
+        result = stitch_loaded(source, head, anchors_file, data, method=method, target_encoder=target_encoder,
+                               scaling=scaling, limit=limit, batch_size=_encoder_batch(batch_size), keep_predictions=keep,
+                               progress=progress, default_anchors=anchors_or_zoo(None))
     if predictions is not None:
         from .predictions import save_predictions
 
@@ -609,7 +567,7 @@ def stitch(
     via = f"{result.method} → " if result.method != result.space else ""
     on = data or ("the data the embeddings were computed on" if not isinstance(source, Encoder) else "builtin:test")
     console.print(f"{result.encoder} → {result.decoder} ({via}{result.space}, {kind}) on {on}: {scores}", markup=False)
-    if keep:
+    if result.predictions is not None:
         console.print(f"wrote {predictions}: {len(result.predictions.ids)} predictions", markup=False)
 
 
@@ -666,64 +624,32 @@ def eval_matrix(
     """
     import glob
 
-    from .anchors import load_anchors
-    from .atomic import check_outputs
-    from .checkpoints import Decoder, default_name
-    from .data import load_dataset
-    from .encoding import resolve_device
     from .errors import RelstitchError, UsageError
-    from .matrix import eval_matrix as run_matrix
-    from .matrix import load_decoders
-    from .metrics import TASK_METRICS
-    from .reports import build_report, parse_groups, print_report, write_csv, write_html, write_json, write_markdown
-    from .reports.document import check_groups
-    from .sources.refs import expand_references, reference_files
+    from .evaluation import evaluate
+    from .reports import parse_groups, print_report, write_reports
+    from .sources.refs import expand_references
+    from .translation import check_scaling
 
     if fail_fast and allow_failures:
         raise UsageError("--fail-fast stops at the first failure and --allow-failures lets failures pass: choose one")
-    where, precision = resolve_device(device, dtype)  # a bad --device/--dtype costs nothing
-    outputs = [p for p in (json_out, csv_out, markdown_out, html_out) if p is not None]
+    outputs = {"json": json_out, "csv": csv_out, "md": markdown_out, "html": html_out}
     zoo = glob.escape(str(zoo_dir()))  # the default is a folder on disk: its name is never a pattern
     encoder_refs = expand_references(encoders or [f"{zoo}/*.encoder.safetensors"], "encoder")
     decoder_refs = expand_references(decoders or [f"{zoo}/*.decoder.safetensors"], "decoder")
-    check_outputs(outputs, force=force,
-                  inputs=reference_files(*encoder_refs, *decoder_refs, data, anchors_or_zoo(anchors_file)))
-    groups = parse_groups(group)
     methods = [m.strip() for m in method.split(",") if m.strip()]
-    scaled = translation_scaling(scaling, methods)
-    heads = load_decoders(decoder_refs, fail_fast=fail_fast)  # one that cannot load is a failed column
-    known = sorted({m for h in heads if isinstance(h, Decoder) for m in TASK_METRICS[h.task["type"]]})
-    if metric is not None and known and metric not in known:  # checked before the run, not after it
-        raise UsageError(f"unknown metric {metric!r} for these decoders; choose one of {', '.join(known)}")
-    check_groups(groups, [default_name(p) for p in encoder_refs] + [h.name for h in heads])  # before the run, not after
-    load = model_loader(view, source_options, trust_remote_code, refs=encoder_refs)  # an -O nobody reads: refused now
-    chosen = load_anchors(anchors_or_zoo(anchors_file))
-    dataset = load_dataset(data, limit=limit)
     with progress_bar() as progress:
-        result = run_matrix(encoder_refs, heads, chosen, dataset, batch_size=_encoder_batch(batch_size), fail_fast=fail_fast,
-                            cache=cache, progress=progress, methods=methods, null_baseline=null_baseline, load=load,
-                            device=where, dtype=precision, translation_scaling=scaled)
-    config = {"data": data, "limit": limit, "batch_size": batch_size, "device": str(where), "dtype": dtype,
-              "anchors": str(chosen.path),
-              "encoders": [str(e) for e in encoder_refs], "decoders": [str(d) for d in decoder_refs],
-              "requested_methods": methods,
-              "null_baseline": null_baseline, "translation_scaling": scaled}
-    report = build_report(result, config=config, groups=groups)
-    print_report(console, report, metric, by_group=by_group)
-    for out, write in ((json_out, write_json), (csv_out, write_csv)):
-        if out:
-            write(report, out, force=force)
-    for out, write in ((markdown_out, write_markdown), (html_out, write_html)):
-        if out:
-            write(report, out, metric=metric, force=force)
-    if outputs:
-        console.print("wrote " + ", ".join(str(p) for p in outputs))
+        done = evaluate(encoder_refs, decoder_refs, anchors_or_zoo(anchors_file), data, limit=limit, methods=methods,
+                        null_baseline=null_baseline, translation_scaling=check_scaling(scaling, methods),
+                        groups=parse_groups(group), metric=metric, batch_size=_encoder_batch(batch_size), device=device,
+                        dtype=dtype, cache=cache, fail_fast=fail_fast, progress=progress, force=force,
+                        load=model_loader(view, source_options, trust_remote_code, refs=encoder_refs),
+                        outputs=[p for p in outputs.values() if p is not None])
+    print_report(console, done.report, metric, by_group=by_group)
+    written = write_reports(done.report, outputs, metric=metric, force=force)
+    if written:
+        console.print("wrote " + ", ".join(written))
     # One policy scripts can rely on: any failed pair is exit 1, said last, after the report is written.
-    failed = [p for p in result.pairs if p.error]
-    if failed:
-        summary = f"{len(failed)} of {len(result.pairs)} pairs failed"
-        if len(failed) == len(result.pairs):
-            summary += f"; the first: {failed[0].error}"
+    if (summary := done.failure_summary()) is not None:
         if not allow_failures:
             raise RelstitchError(summary, hint="each reason is in the table and the report; --allow-failures exits 0")
         sys.stderr.write(f"{summary} (--allow-failures: exit 0)\n")

@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -40,7 +40,7 @@ from .artifacts import short
 from .checkpoints import Decoder, Encoder
 from .data import Dataset
 from .encoding import DEFAULT_BATCH, BatchSize, EncodedSpace, embed, encode, inputs_for
-from .errors import RelstitchError, RelstitchWarning, unknown_choice
+from .errors import RelstitchError, RelstitchWarning, UsageError, unknown_choice
 from .progress import ProgressFn, silent
 from .projection import anchor_statistics, standardise
 from .results import PairResult
@@ -160,6 +160,18 @@ def _adam(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Te
         optimiser.step()
     weight.grad = bias.grad = None
     return weight, bias
+
+
+def check_scaling(scaling: str | None, methods: Sequence[str | None]) -> str:
+    """``--translation-scaling`` checked: a known scaling, and only where one of ``methods`` is a translation
+    (silently ignoring it would mislead); None means the paper's ``standard``."""
+    if scaling is None:
+        return "standard"
+    if not any(m in METHODS for m in methods):
+        raise UsageError(f"--translation-scaling only means something with a translation --method ({', '.join(METHODS)})")
+    if scaling not in SCALINGS:
+        raise unknown_choice("--translation-scaling", scaling, SCALINGS)
+    return scaling
 
 
 def fit_translation(source_anchors: torch.Tensor, target_anchors: torch.Tensor, method: str = "procrustes", *,

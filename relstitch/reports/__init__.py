@@ -10,6 +10,8 @@ Nothing here imports torch at import time: ``relstitch report`` is instant.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from .document import (
@@ -42,8 +44,22 @@ def render(report: dict[str, Any], fmt: str, *, metric: str | None = None) -> st
     raise ValueError(f"no text renderer for {fmt!r}")
 
 
+def write_reports(report: dict[str, Any], outputs: Mapping[str, str | os.PathLike[str] | None], *,
+                  metric: str | None = None, force: bool = False) -> list[str]:
+    """Write ``report`` in each format of ``outputs`` (``{"json": PATH, "md": PATH, ...}``, None skipped), each
+    file atomically; returns the paths written. The same bytes as :func:`render` gives for that format."""
+    from ..atomic import atomic_write  # noqa: PLC0415
+
+    written = []
+    for fmt, path in outputs.items():
+        if path is not None:
+            atomic_write(path, render(report, fmt, metric=metric), force=force)
+            written.append(str(path))
+    return written
+
+
 __all__ = [
     "FORMATS", "SCHEMA_VERSION", "aggregate_table", "build_report", "load_report", "matrix_table", "parse_groups",
     "print_report", "render", "report_json", "report_schema", "schema_errors", "summary_table", "to_csv", "to_html",
-    "to_markdown", "upgrade_report", "write_csv", "write_html", "write_json", "write_markdown",
+    "to_markdown", "upgrade_report", "write_csv", "write_html", "write_json", "write_markdown", "write_reports",
 ]

@@ -47,7 +47,10 @@ from .refs import parse_size, split_fragment, split_options
 from .text import TextViews
 
 if TYPE_CHECKING:
+    from ..checkpoints import Decoder
+    from ..data import Dataset
     from ..encoding import EncodedSpace
+    from ..results import PairResult
 
 POOLINGS = ("cls", "mean")
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -292,7 +295,8 @@ def check_precomputed(space: EncodedSpace, dataset_hash: str | None) -> EncodedS
     return space
 
 
-def stitch_precomputed(space: EncodedSpace, decoder: Any, dataset: Any = None, *, keep_predictions: bool = False) -> Any:
+def stitch_precomputed(space: EncodedSpace, decoder: Decoder, dataset: Dataset | None = None, *,
+                       keep_predictions: bool = False) -> PairResult:
     """Score ``decoder`` on precomputed vectors (``stitch embeddings:FILE DECODER``).
 
     ``dataset``, when given, must be the data the vectors were computed on; reconstruction decoders
