@@ -49,7 +49,7 @@ def build(name: str, n: int, k: int, seed: int = 0, data: str | None = None):
         anchors = load_anchors(REPO / "checkpoints" / "anchors.safetensors")
         return encoder, anchors, dataset
     if name == "resnet18":
-        from relstitch.models import create_encoder
+        from relstitch.architectures import create_encoder
 
         module = create_encoder("resnet18", in_channels=1, latent_dim=512)
         spec, shape, latent = default_image_spec([1, 28, 28]), (1, 28, 28), 512

@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from .architectures import create_decoder, create_encoder
 from .artifacts import content_hash, load_artifact, save_artifact, short
 from .data import prepare_images
 from .errors import RelstitchError, printable
-from .models import create_decoder, create_encoder
 from .projection import ProjectionConfig
 
 SPACES = ("relative", "absolute")

@@ -17,11 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .anchor_set import Anchors
+from .architectures import create_decoder, create_encoder
 from .checkpoints import SPACES, Decoder, Encoder
 from .data import Dataset, default_image_spec, prepare_images
 from .encoding import EncodedSpace
 from .errors import RelstitchError, UsageError, unknown_choice
-from .models import create_decoder, create_encoder
 from .progress import ProgressFn, silent
 from .projection import ProjectionConfig, relative_projection
 

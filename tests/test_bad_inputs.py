@@ -22,6 +22,7 @@ from cli_checks import one_line_error
 from safetensors.torch import load_file
 
 from relstitch.anchors import Anchors, save_anchors, select_anchors
+from relstitch.architectures import create_decoder, create_encoder
 from relstitch.artifacts import read_header, serialize
 from relstitch.checkpoints import (
     DECODER_SUFFIX,
@@ -36,7 +37,6 @@ from relstitch.checkpoints import (
 from relstitch.data import default_image_spec, load_dataset
 from relstitch.encoding import encode, load_embeddings, save_embeddings
 from relstitch.errors import RelstitchError
-from relstitch.models import create_decoder, create_encoder
 from relstitch.projection import ProjectionConfig
 from relstitch.safe_load import load_weights
 

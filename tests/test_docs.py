@@ -152,8 +152,6 @@ def test_each_topic_page_opens_with_a_runnable_example(name: str) -> None:
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
 def test_pages_stand_on_their_own(page: Path) -> None:
     """No page cites the files a checkout does not have (the design notes this project was built from)."""
-    if page.name == "ARCHITECTURE.md":
-        pytest.skip("docs/ARCHITECTURE.md is kept by the architecture's owner")
     text = page.read_text(encoding="utf-8")
     for cited in ("../shared", "DESIGN.md", "REFERENCE.md", "REFERENCE §"):
         assert cited not in text, f"{page.name} cites {cited}"
@@ -173,6 +171,7 @@ def _indented(page: Path, block) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ examples
+@pytest.mark.slow  # the real CLI in subprocesses, about a minute: CI runs it, the edit-test loop skips it
 def test_readme_examples_run() -> None:
     """The README's main job (and what it prints) and its tour of every verb, in order, in a fresh copy."""
     outcomes = check_docs.run_file(README, fast=True, echo=lambda _: None)
@@ -234,6 +233,7 @@ def test_check_docs_splits_blocks_into_commands(tmp_path: Path) -> None:
     assert {e.skip for e in examples[7:9]} == {"needs a GPU; and patience"}
 
 
+@pytest.mark.slow  # shell subprocesses in a copy of the repository
 def test_check_docs_runs_examples_and_reports_failures(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text(PAGE.replace("    relstitch indented --help\n", ""), encoding="utf-8")
@@ -247,6 +247,7 @@ def test_check_docs_runs_examples_and_reports_failures(tmp_path: Path) -> None:
     assert [o.example.kind for o in check_docs.run_file(page, fast=True, echo=lambda _: None)] == ["sh"] * 4
 
 
+@pytest.mark.slow  # a shell subprocess killed after a second
 def test_check_docs_kills_a_command_at_its_timeout(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text("<!-- docs-check: timeout 1 -->\n```sh\nsleep 30\n```\n", encoding="utf-8")

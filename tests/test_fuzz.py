@@ -22,13 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relstitch.anchors import load_anchors, parse_ids, save_anchors, select_anchors
+from relstitch.architectures import create_decoder, create_encoder
 from relstitch.artifacts import read_header, serialize
 from relstitch.checkpoints import Decoder, Encoder, load_decoder, load_encoder, save_decoder, save_encoder
 from relstitch.data import default_image_spec, load_dataset
 from relstitch.encoding import encode, load_embeddings, save_embeddings
 from relstitch.errors import RelstitchError
 from relstitch.metadata_schema import check_metadata
-from relstitch.models import create_decoder, create_encoder
 from relstitch.projection import ProjectionConfig
 from relstitch.reports import load_report
 from relstitch.safe_load import load_weights

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from relstitch.anchors import save_anchors, select_anchors
+from relstitch.architectures import create_encoder
 from relstitch.checkpoints import Encoder, save_encoder
 from relstitch.data import default_image_spec, load_dataset
-from relstitch.models import create_encoder
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = [pytest.mark.slow,  # subprocesses encoding 60,000 images: CI runs it, the edit-test loop skips it

@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relstitch.anchors import load_anchors
+from relstitch.architectures.registry import ENCODERS as ENCODER_REGISTRY
 from relstitch.artifacts import serialize
 from relstitch.cache import cache_path
 from relstitch.checkpoints import Encoder, load_decoder, load_encoder, save_encoder
@@ -31,7 +32,6 @@ from relstitch.errors import RelstitchError
 from relstitch.hygiene import check_finite
 from relstitch.matrix import eval_matrix
 from relstitch.metrics import classification_scores
-from relstitch.models.registry import ENCODERS as ENCODER_REGISTRY
 from relstitch.projection import MIN_BLOCK_ROWS, ProjectionConfig, block_shape, relative_projection, relative_projector
 from relstitch.streaming import StreamWriter, batch_shard, encode_to_file
 

@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
+from relstitch.architectures import create_decoder, create_encoder, list_decoders, list_encoders
 from relstitch.errors import RelstitchError
-from relstitch.models import create_decoder, create_encoder, list_decoders, list_encoders
 from relstitch.training import TrainConfig, train
 
 
