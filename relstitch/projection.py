@@ -280,9 +280,6 @@ def relative_projection(
     Without grad, rows go in blocks of at most ``chunk_size`` (``None``: the budget alone decides)
     whose temporaries fit ``max_chunk_bytes``; anchors are split too when k is too large for that.
     """
-    config = config or ProjectionConfig()
-    config.validate()  # in the order the errors were always raised: config, shapes, top-k
-    _check_latents(x, anchors)
     return relative_projector(anchors, config, dtype=x.dtype, chunk_size=chunk_size, max_chunk_bytes=max_chunk_bytes)(x)
 
 
