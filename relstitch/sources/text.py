@@ -108,7 +108,3 @@ class TextViews:
             except UnicodeDecodeError:
                 raise RelstitchError(f"text view {name!r} is not valid UTF-8") from None
         return cls(views, default)
-
-
-def is_text(x: Any) -> bool:
-    return isinstance(x, TextViews)
