@@ -156,7 +156,7 @@ def versions() -> dict[str, str]:
 RESULTS_HEADER = """# relstitch — reproducing the paper's claims
 
 Seven experiments on real data and real pretrained models, each run through relstitch's public library
-API (`experiments/`), beside the reference numbers of the paper and its follow-ups (REFERENCE §2).
+API (`experiments/`), beside the reference numbers of the paper and its follow-ups (Moschella et al. 2023 and follow-ups).
 Each section is rewritten by its script; `experiments/run_all.py` runs them all in order and fills the
 run line below.
 """

@@ -135,9 +135,9 @@ involving it scored on a seeded {res['test']:,}-image test subset (ResNet-18 at 
 is far too slow for 60k images x several models on 2 CPU cores). Latent size {config['latent_dim']} for every
 architecture; Adam lr {config['lr']}, batch {config['batch_size']}.
 
-Paper (REFERENCE §2, secondary source, unverified): Fashion-MNIST not stitched, relative 90.19 vs absolute
+Paper (Moschella et al. 2023 and follow-ups, secondary source, unverified): Fashion-MNIST not stitched, relative 90.19 vs absolute
 90.32 — the relative bottleneck costs little; stitched absolute decoders collapse while stitched relative ones
-keep most of their accuracy (the paper's stitching tables; no Fashion-MNIST stitching number in REFERENCE)."""
+keep most of their accuracy (the paper's stitching tables; no Fashion-MNIST stitching number in the paper)."""
     run.finish({"pairs": pairs, "summary": summaries, "anchor_hash": anchors.hash}, md)
 
 

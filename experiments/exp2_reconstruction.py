@@ -98,7 +98,7 @@ Scale: {config['train']:,} seeded training images (of 60,000), {config['epochs']
 test images; {config['anchors']} uniform anchors; latent {config['latent_dim']}; Adam lr {config['lr']}, batch
 {config['batch_size']}. The AE is trained on a subset to fit the 45-minute CPU budget of the whole suite.
 
-Paper: stitched relative AEs reconstruct, stitched absolute AEs produce garbage (a figure only; REFERENCE §2
+Paper: stitched relative AEs reconstruct, stitched absolute AEs produce garbage (a figure only; Moschella et al. 2023
 has no trusted MSE table to set beside ours)."""
     run.finish({"pairs": pairs, "summary": summaries, "png": str(png.relative_to(common.ROOT)), "anchor_hash": anchors.hash}, md)
 

@@ -89,7 +89,7 @@ this CPU), a seeded pool of {config['train']:,} training images (heads are fitte
 {config['test']:,} seeded test images; heads: LayerNorm → Linear({config['hidden']}) → Tanh → row norm → Linear(10),
 Adam lr {config['lr']}, {config['epochs']} epochs, batch {config['batch_size']}.
 
-Paper (REFERENCE §2, text stitching across five transformers, the closest table): absolute stitched collapses
+Paper (Moschella et al. 2023 and follow-ups, text stitching across five transformers, the closest table): absolute stitched collapses
 (e.g. DBpedia 98.6 → 7.0 weighted F1) while relative stitched keeps most of the accuracy (97.5 → 80.8)."""
     run.finish({"pairs": pairs, "summary": summaries, "anchor_hash": anchors.hash}, md)
 

@@ -103,7 +103,7 @@ Setup: mean pooling, at most {config['max_length']} tokens; {config['anchors']} 
 heads LayerNorm → (Linear({config['hidden']}) → SiLU → row norm) x2 → Linear; Adam lr {config['lr']},
 {config['epochs']} epochs, batch {config['batch_size']}. Procrustes: orthogonal map fitted on the anchors (both 384-d).
 
-Paper (REFERENCE §2, weighted F1 x 100 across five transformers, CLS token, 768 anchors): absolute
+Paper (Moschella et al. 2023 and follow-ups, weighted F1 x 100 across five transformers, CLS token, 768 anchors): absolute
 not stitched / stitched — TREC 91.4 / 21.5, DBpedia 98.6 / 7.0, Amazon-en 59.2 / 19.4; relative — TREC
 87.2 / 74.5, DBpedia 97.5 / 80.8, Amazon-en 55.9 / 44.3."""
     run.finish({"pairs": pairs, "summary": summaries, "task": task, "anchor_hash": anchors.hash}, md)

@@ -1,6 +1,6 @@
 """Experiment 5 — word embeddings: GloVe 6B 50d vs spaCy English md (300-d), absolute vs relative.
 
-The paper's word-embedding table (REFERENCE §2: FastText vs Word2Vec, 20k words, 300 anchors, k = 5) on the
+The paper's word-embedding table (Moschella et al. 2023: FastText vs Word2Vec, 20k words, 300 anchors, k = 5) on the
 two word-vector sets this project can reach offline. Both spaces are wrapped as relstitch EncodedSpaces of the
 same words (their shared vocabulary, in GloVe frequency order) and compared with
 ``relstitch.comparison.compare_spaces``: Jaccard@5, MRR@5 and mean cosine in both directions, in relative
@@ -180,7 +180,7 @@ def main() -> None:
 
 Jaccard@{config['k']} / MRR@{config['k']} / mean cosine between GloVe and a second English word space over their shared
 vocabulary (GloVe frequency order), {config['anchors']} anchors, mean ± std over anchor seeds {config['seeds']}, beside the
-paper's FastText vs Word2Vec (REFERENCE §2: 20k words, 300 anchors, k = 5, 10 seeds).
+paper's FastText vs Word2Vec (Moschella et al. 2023: 20k words, 300 anchors, k = 5, 10 seeds).
 spaCy en md: {sp['words']:,} words; MiniLM tokens (all-MiniLM-L6-v2's whole-word WordPiece input embeddings, an
 independently trained English space added because the spaCy table is degraded, see below): the {mi['words']:,} most
 frequent shared words.

@@ -129,7 +129,7 @@ not the paper's); "procrustes" maps one language onto the other with an orthogon
 the spaCy English md table is degraded (experiment 5): a sound English space, of another size than the French
 one, which the relative representation compares with no padding at all.
 
-Paper (REFERENCE §2, unverified secondary source): with parallel anchors, an English decoder reads other
+Paper (Moschella et al. 2023 and follow-ups, unverified secondary source): with parallel anchors, an English decoder reads other
 languages' encoders far better in relative than in absolute space (Amazon reviews, weighted F1: es 43.7 → 82.8,
 fr 54.4 → 78.5). No word-translation retrieval number is given to set beside ours."""
     run.finish(results, md)

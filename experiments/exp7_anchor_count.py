@@ -129,8 +129,8 @@ stitched = a head fed by another seed's encoder. EfficientNet: experiment 3's fr
 
 {common.table(["anchors", "CNN not stitched", "CNN stitched", "EfficientNet not stitched", "EfficientNet stitched"], table_rows)}
 
-Paper: anchor counts of 300 to 1,280 by setting (REFERENCE §1), and accuracy grows with the number of anchors
-until it saturates (the paper's anchor-count ablation; no number for it in REFERENCE). Here the heads are fitted
+Paper: anchor counts of 300 to 1,280 by setting (Moschella et al. 2023), and accuracy grows with the number of anchors
+until it saturates (the paper's anchor-count ablation; no number for it in the paper). Here the heads are fitted
 on frozen encoders rather than trained end to end per count (that would cost six times experiment 1)."""
     run.finish({"rows": rows, "summary": summaries}, md)
 

@@ -193,7 +193,7 @@ def main_options(
 # Shared option types, so every verb spells them the same way.
 DataOpt = Annotated[str, typer.Option("--data", "-d", help=(
     "Dataset: builtin:train|test, idx:DIR[:split] (or a folder), imagefolder:DIR, tensors:FILE, jsonl:FILE, csv:FILE "
-    "(text: FILE#text=COL[,COL],label=COL). See README, Sources."))]
+    "(text: FILE#text=COL[,COL],label=COL). See docs/sources.md."))]
 AnchorsOpt = Annotated[Path | None, typer.Option(
     "--anchors", "-a", help="Anchor file (from `relstitch anchors`) [default: the shipped zoo's checkpoints/anchors.safetensors].")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")]

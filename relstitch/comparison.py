@@ -1,7 +1,7 @@
 """Label-free similarity of latent spaces: ``relstitch compare``.
 
 Two (or more) encoders' views of the *same samples* and the *same anchors* are compared in absolute
-space and in relative space, with the paper's word-embedding metrics (REFERENCE §2) and linear CKA:
+space and in relative space, with the paper's word-embedding metrics (Moschella et al. 2023 and follow-ups) and linear CKA:
 
 - **Jaccard@k** (source → target): for sample i, the overlap (intersection over union) between
   i's k nearest neighbours in the target space and the k target vectors nearest to i's *source*

@@ -2,7 +2,7 @@
 
 Instead of a relative decoder, fit a map from encoder i's absolute space to encoder j's on the
 anchors only (both encoders embed the same anchor inputs), map i's latents with it, and feed decoder
-j's own *absolute* head. As the paper does (REFERENCE §3):
+j's own *absolute* head. As the paper does (Moschella et al. 2023):
 
 1. standard-scale each space with its own anchors' statistics (mean and std per dimension). Other
    ``scaling`` choices: ``isotropic`` (center, then divide by one number, the anchors' RMS distance to

@@ -65,8 +65,8 @@ HEREDOC_RE = re.compile(r"<<(-?)\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\2")
 LIST_ITEM_RE = re.compile(r"^\s*([-*+]|\d+[.)])\s")
 # Left out of the sandbox: version control, the virtual environment (linked instead), caches, build output and
 # the gitignored work folders and fetched assets.
-IGNORED = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis", "*.egg-info",
-                                 ".venv-*", "work", "build", "dist")
+IGNORED = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache", ".hypothesis",
+                                 "*.egg-info", ".venv-*", "work", "build", "dist")
 IGNORED_TOP = {"assets", "out", "tmp"}
 
 

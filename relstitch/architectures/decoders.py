@@ -1,7 +1,7 @@
 """Decoders (task heads): relative vector ``[B, k]`` or absolute latent ``[B, D]`` → task output.
 
 Every head starts with a LayerNorm over its input: for relative vectors this is the normalisation
-the authors apply after the projection (REFERENCE §1); for absolute latents it is kept too, so the
+the authors apply after the projection (Moschella et al. 2023); for absolute latents it is kept too, so the
 two spaces differ only in what they read.
 """
 
