@@ -152,19 +152,17 @@ def _require(meta: dict[str, Any], key: str, kind: type | tuple[type, ...], path
     return value
 
 
-def _check_shapes(name: str, module: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    """Refuse weights whose names or shapes differ from what the architecture declares (the caller adds the path)."""
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in tensors.items()}
-    if expected.keys() != found.keys():
-        missing, unexpected = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
-        raise RelstitchError(f"weights do not fit architecture {name!r}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    wrong = [k for k in expected if expected[k] != found[k]]
-    if wrong:
-        raise RelstitchError(
-            f"weights do not fit architecture {name!r}: {wrong[0]} has shape {list(found[wrong[0]])}, "
-            f"the architecture needs {list(expected[wrong[0]])}"
-        )
+def check_shapes(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor], what: str) -> None:
+    """Refuse weights whose names or shapes differ from a module's state dict, naming each kind of misfit
+    (the caller adds the path). One check for relstitch's checkpoints and for foreign ``weights=`` files."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    misshapen = [f"{k} has shape {list(found[k].shape)}, {what} needs {list(expected[k].shape)}"
+                 for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or misshapen:
+        parts = [f"{label} {len(keys)}: {', '.join(keys[:4])}{', …' if len(keys) > 4 else ''}"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)) if keys]
+        raise RelstitchError(f"weights do not fit {what}: " + "; ".join(parts))
 
 
 RESAVE = "re-save it with relstitch (`relstitch train` or `fit`, or save_encoder/save_decoder)"
@@ -232,7 +230,7 @@ def _build(kind: str, architecture: dict[str, Any], tensors: dict[str, torch.Ten
         # is refused by comparing shapes before a single real parameter is allocated.
         with torch.device("meta"):
             probe = create(name, **args)
-        _check_shapes(name, probe, tensors)
+        check_shapes(probe.state_dict(), tensors, f"architecture {name!r}")
         check_weights(probe.state_dict(), tensors, f"{kind} {name!r}", exact=True, hint=RESAVE, finite_hint=RETRAIN)
         # The shapes fit: the loaded weights become the probe's tensors (load_state_dict(assign=True)),
         # rather than building again, drawing a random init and copying every weight over it. Only when

@@ -340,7 +340,7 @@ CASES: dict[str, Case] = {
     "stitch: architecture declaring a huge layer": (lambda c: ["stitch", c.enc(), c.file("h.safetensors", with_metadata(
         c.dec(), lambda m: m.update({"relstitch.architecture": json.dumps(
             {"name": "vision-head", "args": {"in_dim": 64, "num_classes": 10, "hidden": 10**9}})}))), "-a", c.anchors], 1,
-        "net.1.weight has shape [16, 64], the architecture needs [1000000000, 64]"),
+        "net.1.weight has shape [16, 64], architecture 'vision-head' needs [1000000000, 64]"),
     "stitch: architecture arguments of the wrong type": (lambda c: ["stitch", c.enc(), c.file("t.safetensors", with_metadata(
         c.dec(), lambda m: m.update({"relstitch.architecture": json.dumps(
             {"name": "vision-head", "args": {"in_dim": 64, "num_classes": 10, "hidden": "wide"}})}))), "-a", c.anchors], 1,

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import torch
 from torch import nn
 
-from ..checkpoints import Encoder, check_weights, load_encoder
+from ..checkpoints import Encoder, check_shapes, check_weights, load_encoder
 from ..encoding import DTYPES
 from ..errors import RelstitchError, RelstitchWarning, UsageError, printable, unknown_choice
 from ..registry import Registry
@@ -563,14 +563,8 @@ def fit_weights(model: nn.Module, path: str | Path, what: str) -> None:
 
     state = load_weights(path)
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    misshapen = [f"{k} {tuple(state[k].shape)}≠{tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or misshapen:
-        parts = [f"{label} {len(keys)}: {', '.join(keys[:4])}{', …' if len(keys) > 4 else ''}"
-                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)) if keys]
-        raise RelstitchError(f"weights do not fit {what}: " + "; ".join(parts), path=path)
     try:
+        check_shapes(own, state, what)
         # Foreign files: a float→float cast is allowed (half-precision releases are common), a change of kind is not.
         check_weights(own, state, what, exact=False,
                       hint="re-export the weights from the model they belong to (safetensors.torch.save_file)",
