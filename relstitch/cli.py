@@ -80,7 +80,7 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 
 READS_ONLY = frozenset({"inspect", "report"})
-"""Commands that read headers and JSON and run no network: the allocator tuning buys them nothing."""
+"""Commands that only read headers and JSON, no model runs: the allocator tuning buys them nothing (measured)."""
 
 
 def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
@@ -255,7 +255,7 @@ def model_loader(view: str | None, source_options: list[str] | None, trust_remot
                  allow_embeddings: bool = True, refs: Sequence[str | os.PathLike[str]] | None = None,
                  ) -> Callable[[str | os.PathLike[str]], Encoder | EncodedSpace]:
     """A function loading one encoder reference with the command line's source options as defaults
-    (refused at once when none of ``refs``, the references it will load, reads one of them)."""
+    (one ``warning:`` line, before any work, for an option none of ``refs``, the references it will load, reads)."""
     from .sources.models import check_options_apply, load_encoder_ref, parse_options
 
     options = parse_options(",".join(source_options or []))
