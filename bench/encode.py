@@ -34,7 +34,8 @@ def build(name: str, n: int, k: int, seed: int = 0, data: str | None = None):
     from torch import nn
 
     from relstitch.anchors import Anchors, load_anchors
-    from relstitch.checkpoints import Encoder, load_encoder
+    from relstitch.checkpoints import load_encoder
+    from relstitch.components import Encoder
     from relstitch.data import Dataset, default_image_spec, load_dataset
 
     gen = torch.Generator().manual_seed(seed)

@@ -6,7 +6,7 @@
 
 The four pieces were added for speed and measured on the shipped CNN/MLP zoo (microseconds per image).
 Here the encoders are real architectures with random weights, nothing downloaded, loaded the way a user
-loads them (``relstitch.sources.models.load_encoder_ref``):
+loads them (``relstitch.adapters.load_encoder_ref``):
 
 - ``torchvision:resnet18`` (two seeds) and ``torchvision:resnet50``, ``#weights=FILE`` (a safetensors file of
   ``torchvision.models.resnetXX(weights=None)``'s random init), fed the built-in Fashion-MNIST images as
@@ -231,9 +231,9 @@ def workload(setup: dict[str, Any], model: str, n: int):
     """(encoder, anchors, dataset of the first n samples) for ``model``, loaded as a user loads them."""
     import torch
 
+    from relstitch.adapters import load_encoder_ref
     from relstitch.anchor_set import load_anchors
     from relstitch.data import load_dataset
-    from relstitch.sources.models import load_encoder_ref
 
     encoder = load_encoder_ref(setup["refs"][model], allow_embeddings=False)
     if model.startswith("bert"):
@@ -269,7 +269,7 @@ def piece_matrix(setup: dict[str, Any], args: argparse.Namespace) -> None:
 
     from relstitch.anchor_set import load_anchors
     from relstitch.architectures import create_decoder
-    from relstitch.checkpoints import Decoder
+    from relstitch.components import Decoder
     from relstitch.data import load_dataset
     from relstitch.data.sources import FASHION_MNIST_CLASSES
     from relstitch.matrix import eval_matrix

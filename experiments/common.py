@@ -103,7 +103,7 @@ class Run:
             (self.work / f"{self.name}.md").write_text(block + "\n")
             print(block)
             return out
-        from relstitch.atomic import atomic_write
+        from relstitch.io.atomic import atomic_write
 
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         out = atomic_write(RESULTS_DIR / f"{self.name}.json", json.dumps(report, indent=1, default=_jsonable) + "\n",
@@ -164,7 +164,7 @@ run line below.
 
 def update_results_md(name: str, block: str, path: Path | None = None) -> None:
     """Replace (or append) the block between this experiment's markers in docs/RESULTS.md, atomically."""
-    from relstitch.atomic import atomic_write
+    from relstitch.io.atomic import atomic_write
 
     path = path or RESULTS_MD
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"

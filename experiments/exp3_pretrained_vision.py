@@ -37,8 +37,8 @@ def encoder_ref(name: str, resize: int) -> str:
 
 def spaces(run: common.Run, config: dict) -> tuple[dict, dict, object, object]:
     """Train-pool and test EncodedSpaces of both encoders (cached), plus the data and the anchors."""
+    from relstitch.adapters import load_encoder_ref
     from relstitch.anchors import select_anchors
-    from relstitch.sources.models import load_encoder_ref
 
     train = common.seeded_subset(common.fashion_mnist("train"), config["train"], 0, "train")
     test = common.seeded_subset(common.fashion_mnist("test"), config["test"], 0, "test")

@@ -64,9 +64,9 @@ def main() -> None:
     args = common.parser(__doc__.splitlines()[0]).parse_args()
     config = QUICK if args.quick else FULL
     run = common.Run("exp4_pretrained_text", args, config)
+    from relstitch.adapters import load_encoder_ref
     from relstitch.anchors import select_anchors
     from relstitch.data import load_dataset
-    from relstitch.sources.models import load_encoder_ref
 
     task = write_task(run, config)
     train = load_dataset(f"jsonl:{run.work / 'wordnet-train.jsonl'}")

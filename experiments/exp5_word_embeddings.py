@@ -94,8 +94,8 @@ def compare_pair(run: common.Run, config: dict, other: str) -> tuple[dict, list[
     """GloVe against one other English space: absolute, every strategy x seed in relative space, a rotation control."""
     import torch
 
-    from relstitch.artifacts import content_hash
     from relstitch.comparison import compare_spaces, linear_cka, mean_cosine, retrieval_scores
+    from relstitch.io.artifacts import content_hash
     from relstitch.projection import ProjectionConfig
 
     words, glove, vectors = run.step(f"load GloVe + {other}", lambda: shared_vocabulary(run, config["words"][other], other))

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from .artifacts import content_hash, load_artifact, save_artifact, short
+from .data.text import TextViews
 from .errors import RelstitchError
 from .hygiene import check_finite, warn_duplicate_anchors
-from .sources.text import TextViews
+from .io.artifacts import content_hash, load_artifact, save_artifact, short
 
 
 @dataclass

@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import userfiles
 from .anchor_set import Anchors, load_anchors, save_anchors
 from .data import Dataset
 from .encoding import embed, inputs_for
 from .errors import RelstitchError, os_error, unknown_choice
 from .hygiene import warn_duplicate_anchors
+from .io import userfiles
 from .progress import ProgressFn, silent
 from .registry import Registry
 
 if TYPE_CHECKING:
-    from .checkpoints import Encoder
+    from .components import Encoder
 
 __all__ = ["STRATEGIES", "Anchors", "load_anchors", "parse_ids", "save_anchors", "select_anchors"]
 

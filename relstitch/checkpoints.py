@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +21,9 @@ import torch
 from torch import nn
 
 from .architectures import create_decoder, create_encoder
-from .artifacts import content_hash, load_artifact, save_artifact, short
-from .data import prepare_images
+from .components import Decoder, Encoder
 from .errors import RelstitchError, printable
+from .io.artifacts import content_hash, load_artifact, save_artifact, short
 from .projection import ProjectionConfig
 
 SPACES = ("relative", "absolute")
@@ -50,60 +48,6 @@ def name_of(meta: dict[str, Any], path: Path) -> str:
     """
     recorded = meta.get("name")
     return printable(recorded) if isinstance(recorded, str) and recorded else default_name(path)
-
-
-@dataclass
-class Encoder:
-    """A loaded (or freshly trained) encoder: module + the metadata needed to feed it."""
-
-    module: nn.Module
-    architecture: dict[str, Any]
-    input_spec: dict[str, Any]
-    latent_dim: int
-    name: str
-    meta: dict[str, Any] = field(default_factory=dict)
-    path: Path | None = None
-
-    @cached_property
-    def hash(self) -> str:
-        return content_hash(self.module.state_dict(), extra=self.architecture)
-
-    def provenance(self) -> dict[str, Any]:
-        """Architecture and training facts that travel into embeddings files (for reports and ``fit``)."""
-        training = found if isinstance(found := self.meta.get("training"), dict) else {}
-        return {"architecture": self.architecture.get("name"),
-                "training": {"space": training.get("space"), "seed": training.get("seed")}}
-
-    def prepare(self, raw_batch: Any) -> torch.Tensor | Mapping[str, torch.Tensor]:
-        """Raw inputs (uint8 images here) → what the module takes, per the declared input spec (a subclass may
-        give keyword inputs: a text encoder's tokens)."""
-        return prepare_images(raw_batch, self.input_spec)
-
-    def embed_batch(self, raw_batch: Any) -> torch.Tensor:
-        """Absolute latents ``[B, latent_dim]`` of one batch of raw inputs (no grad handling here)."""
-        z: torch.Tensor = self.module(self.prepare(raw_batch))
-        return z
-
-
-@dataclass
-class Decoder:
-    """A loaded (or freshly trained) task head and the contract it was trained under."""
-
-    module: nn.Module
-    architecture: dict[str, Any]
-    space: str
-    input_dim: int
-    task: dict[str, Any]
-    name: str
-    projection: ProjectionConfig | None = None
-    anchor_hash: str | None = None
-    encoder_hash: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-    path: Path | None = None
-
-    @cached_property
-    def hash(self) -> str:
-        return content_hash(self.module.state_dict(), extra=self.architecture)
 
 
 def _fresh_hash(owner: Encoder | Decoder) -> str:

@@ -24,7 +24,7 @@ from typer.core import TyperGroup
 from . import __version__
 
 if TYPE_CHECKING:  # the heavy modules stay out of start-up (see the module docstring)
-    from .checkpoints import Encoder
+    from .components import Encoder
     from .encoding import EncodedSpace
 
 
@@ -256,7 +256,7 @@ def model_loader(view: str | None, source_options: list[str] | None, trust_remot
                  ) -> Callable[[str | os.PathLike[str]], Encoder | EncodedSpace]:
     """A function loading one encoder reference with the command line's source options as defaults
     (one ``warning:`` line, before any work, for an option none of ``refs``, the references it will load, reads)."""
-    from .sources.models import check_options_apply, load_encoder_ref, parse_options
+    from .adapters import check_options_apply, load_encoder_ref, parse_options
 
     options = parse_options(",".join(source_options or []))
     if refs is not None:
@@ -315,11 +315,11 @@ def anchors(
     force: ForceOpt = False,
 ) -> None:
     """Pick anchors from a dataset and write the anchor file."""
+    from .adapters import load_encoder_ref
     from .anchors import parse_ids, save_anchors, select_anchors
-    from .atomic import check_outputs
     from .data import load_dataset
-    from .sources.models import load_encoder_ref
-    from .sources.refs import reference_files
+    from .io.atomic import check_outputs
+    from .refs import reference_files
 
     check_outputs([output], force=force, inputs=reference_files(data, space_encoder, ids))
     if ids is not None and strategy == "uniform":
@@ -358,12 +358,12 @@ def train(
 ) -> None:
     """Train an encoder and a decoder end to end (relative or absolute bottleneck)."""
     from .anchors import load_anchors
-    from .atomic import check_outputs
     from .checkpoints import DECODER_SUFFIX, ENCODER_SUFFIX, default_name, save_decoder, save_encoder
     from .data import load_dataset
     from .encoding import encode
     from .errors import UsageError
-    from .sources.refs import reference_files
+    from .io.atomic import check_outputs
+    from .refs import reference_files
     from .stitching import evaluate_pair
     from .training import TrainConfig
     from .training import train as train_models
@@ -416,11 +416,11 @@ def encode(
     each process encodes a shard and the shards land in one file, equal to a single-process run.
     """
     from .anchors import load_anchors
-    from .atomic import check_outputs
     from .data import load_dataset
     from .distributed import from_env
     from .encoding import resolve_device
-    from .sources.refs import reference_files
+    from .io.atomic import check_outputs
+    from .refs import reference_files
     from .streaming import encode_to_file
 
     projection = projection_config(similarity, centering, normalization, top_k)
@@ -472,12 +472,12 @@ def fit(
     given: then they say the whole projection, as in encode (unnamed ones take encode's defaults),
     computed from the file's absolute and anchor latents with no re-encoding.
     """
-    from .atomic import check_outputs
     from .checkpoints import default_name, save_decoder
     from .encoding import load_embeddings
     from .errors import UsageError
+    from .io.atomic import check_outputs
     from .projection import ProjectionConfig
-    from .sources.refs import reference_files
+    from .refs import reference_files
     from .training import FitConfig
     from .training import fit as fit_head
 
@@ -529,7 +529,8 @@ def stitch(
     force: ForceOpt = False,
 ) -> None:
     """Wire one encoder into one decoder (in memory) and report the task metrics (and, on request, the predictions)."""
-    from .checkpoints import DECODER_SUFFIX, ENCODER_SUFFIX, Encoder, load_decoder
+    from .checkpoints import DECODER_SUFFIX, ENCODER_SUFFIX, load_decoder
+    from .components import Encoder
     from .errors import unknown_choice
     from .evaluation import stitch_loaded
     from .translation import METHODS
@@ -542,7 +543,7 @@ def stitch(
     keep = predictions is not None
     if predictions is not None:  # before any work: a wrong extension or an existing file costs nothing
         from .predictions import check_predictions_output
-        from .sources.refs import reference_files
+        from .refs import reference_files
 
         # the default anchor file is an input too: --force must not replace the shipped zoo's anchors
         inputs = reference_files(encoder, decoder, anchors_or_zoo(anchors_file), target_encoder, data)
@@ -626,8 +627,8 @@ def eval_matrix(
 
     from .errors import RelstitchError, UsageError
     from .evaluation import evaluate
+    from .refs import expand_references
     from .reports import parse_groups, print_report, write_reports
-    from .sources.refs import expand_references
     from .translation import check_scaling
 
     if fail_fast and allow_failures:
@@ -672,8 +673,8 @@ def report(
     --format table shows what eval-matrix printed: the heatmaps, the summary and the main score
     (--by-group adds the breakdown per group pair); with --output, as a 100-column terminal without colour.
     """
-    from .atomic import atomic_write, check_outputs
     from .errors import UsageError
+    from .io.atomic import atomic_write, check_outputs
     from .reports import FORMATS, load_report, print_report, render
 
     if fmt not in FORMATS:
@@ -717,15 +718,15 @@ def compare(
 ) -> None:
     """Label-free similarity of latent spaces: Jaccard@k, MRR@k, mean cosine and linear CKA,
     in absolute and relative space (a matrix per metric for more than two)."""
+    from .adapters import load_encoder_ref
     from .anchors import load_anchors
-    from .atomic import atomic_write, check_outputs
     from .comparison import compare_spaces
     from .data import load_dataset
     from .encoding import EncodedSpace
     from .encoding import encode as encode_space
     from .errors import UsageError
-    from .sources.models import load_encoder_ref
-    from .sources.refs import reference_files
+    from .io.atomic import atomic_write, check_outputs
+    from .refs import reference_files
 
     if len(spaces) < 2:
         raise UsageError("compare needs at least two embeddings files or encoders")
@@ -787,7 +788,7 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Say what a file is: kind, tensors, metadata, hashes. Reads only the header (a JSON report: its summary)."""
-    from .artifacts import describe
+    from .io.artifacts import describe
 
     if _starts_like_json(file):
         from .reports.document import describe_report
@@ -817,7 +818,7 @@ def inspect(
 def _starts_like_json(path: Path) -> bool:
     """Whether a file's first non-blank byte opens a JSON object (a report), without reading the rest."""
     from .errors import RelstitchError
-    from .userfiles import read_head
+    from .io.userfiles import read_head
 
     try:
         return read_head(path, 64).lstrip()[:1] == b"{"

@@ -17,14 +17,14 @@ from typing import Any, Literal, TypedDict
 import torch
 
 from .anchor_set import Anchors
-from .artifacts import load_artifact, save_artifact
-from .checkpoints import Encoder
+from .components import Encoder
 from .data import Dataset
+from .data.text import TextViews
 from .errors import RelstitchError, printable, unknown_choice
 from .hygiene import check_finite, check_labels
+from .io.artifacts import load_artifact, save_artifact
 from .progress import ProgressFn, silent
 from .projection import ProjectionConfig, relative_projection
-from .sources.text import TextViews
 
 DEFAULT_BATCH = 256
 

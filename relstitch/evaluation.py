@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checkpoints import Decoder, Encoder, default_name
+from .checkpoints import default_name
+from .components import Decoder, Encoder
 from .encoding import DEFAULT_BATCH, BatchSize, EncodedSpace, resolve_device
 from .errors import UsageError
 from .matrix import NATIVE_METHODS, BrokenDecoder, MatrixResult, eval_matrix, load_decoders
@@ -71,12 +72,12 @@ def evaluate(
     options). The other arguments are :func:`relstitch.matrix.eval_matrix`'s.
     """
     from .anchor_set import load_anchors  # noqa: PLC0415
-    from .atomic import check_outputs  # noqa: PLC0415
     from .data import load_dataset  # noqa: PLC0415
+    from .io.atomic import check_outputs  # noqa: PLC0415
     from .metrics import TASK_METRICS  # noqa: PLC0415
+    from .refs import reference_files  # noqa: PLC0415
     from .reports import build_report  # noqa: PLC0415
     from .reports.document import check_groups  # noqa: PLC0415
-    from .sources.refs import reference_files  # noqa: PLC0415
 
     where, precision = resolve_device(device, dtype)  # a bad --device/--dtype costs nothing
     file_refs = [d for d in decoders if not isinstance(d, (Decoder, BrokenDecoder))]
@@ -110,10 +111,11 @@ def stitch_loaded(source: Encoder | EncodedSpace, decoder: Decoder, anchors: Ref
     mean not given: the ``default_anchors`` file and ``builtin:test`` for an encoder, the embeddings' own
     data for precomputed vectors.
     """
+    from .adapters.precomputed import stitch_precomputed  # noqa: PLC0415
     from .anchor_set import load_anchors  # noqa: PLC0415
-    from .checkpoints import Encoder, load_encoder  # noqa: PLC0415
+    from .checkpoints import load_encoder  # noqa: PLC0415
+    from .components import Encoder
     from .data import load_dataset  # noqa: PLC0415
-    from .sources.models import stitch_precomputed  # noqa: PLC0415
     from .stitching import stitch  # noqa: PLC0415
     from .translation import check_scaling, stitch_translated  # noqa: PLC0415
 

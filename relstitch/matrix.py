@@ -38,14 +38,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .anchor_set import Anchors
-from .artifacts import short
-from .cache import cached_encode, prepare_cache
-from .checkpoints import Decoder, Encoder, default_name
+from .checkpoints import default_name
+from .components import Decoder, Encoder
 from .controls import SHUFFLED_ANCHORS, shuffled_anchor_space
 from .data import Dataset
 from .encoding import DEFAULT_BATCH, BatchSize, EncodedSpace, Placement, embed, inputs_for
 from .errors import RelstitchError, os_error, unknown_choice
 from .hygiene import warn_zero_norm, zero_norm_count
+from .io.artifacts import short
+from .io.cache import cached_encode, prepare_cache
 from .metrics import DIRECTIONS, MAIN_METRIC
 from .progress import ProgressFn, silent
 from .results import PairResult
@@ -114,7 +115,7 @@ def load_decoders(refs: Sequence[Decoder | BrokenDecoder | str | os.PathLike[str
 
 def _header_space(path: str | os.PathLike[str]) -> str | None:
     """The space a decoder file's header declares, when the header can be read and names a known one."""
-    from .artifacts import read_header  # noqa: PLC0415
+    from .io.artifacts import read_header  # noqa: PLC0415
 
     try:
         space = read_header(path).metadata.get("space")
@@ -207,15 +208,15 @@ def eval_matrix(
     """Score every encoder with every decoder on ``dataset`` through ``anchors``.
 
     ``encoder_paths``: references; a ``str`` is read as typed (``hf:DIR#pooling=mean``), a ``Path`` is a
-    file and never parsed (a glob's match: :func:`relstitch.sources.refs.expand_references`).
+    file and never parsed (a glob's match: :func:`relstitch.refs.expand_references`).
     ``decoders``: loaded decoders or decoder files; one that cannot be loaded (:func:`load_decoders`)
     is a failed column, its reason in every cell, as an encoder that fails is a failed row. Encoders
     or decoders that share a name are told apart (:func:`distinct_names`), so every name in the result
     stands for one checkpoint.
-    ``cache``: a folder of embeddings files keyed by encoder, anchors and data (:mod:`relstitch.cache`);
+    ``cache``: a folder of embeddings files keyed by encoder, anchors and data (:mod:`relstitch.io.cache`);
     an encoder found there is not run at all.
     ``load``: turns each reference into an encoder or precomputed embeddings (default: any model source
-    of :mod:`relstitch.sources.models` with default options).
+    of :mod:`relstitch.adapters` with default options).
     ``methods``: ``relative`` scores every relative decoder, ``absolute`` every absolute decoder as is,
     and each translation method (:data:`relstitch.translation.METHODS`) every absolute decoder through a
     map from the row's encoder into the space of the decoder's own encoder, which must be among
@@ -231,7 +232,7 @@ def eval_matrix(
     docstring; the same result as 0), 0 does everything on the caller's thread, ``None`` picks 1 when
     a core is free for the worker (:func:`pipeline_pays`).
     """
-    from .sources.models import load_encoder_ref
+    from .adapters import load_encoder_ref
 
     if workers not in (None, 0, 1):
         raise RelstitchError(f"workers must be 0 (serial) or 1 (score while the next encoder runs), not {workers!r}")
@@ -310,7 +311,7 @@ _Rows = tuple[list[dict[str, Any]], list[list[PairResult]], float]
 def _encode_row(job: _Job, path: str | os.PathLike[str], progress: ProgressFn,
                 loaded: Callable[[], None] = lambda: None) -> _Row:
     """Load and encode one encoder (``loaded()`` is called between the two); a RelstitchError gives a failed row."""
-    from .sources.models import as_encoder, check_precomputed
+    from .adapters.precomputed import as_encoder, check_precomputed
 
     t0 = time.perf_counter()
     try:
@@ -576,7 +577,7 @@ def _own_encoder_anchors(encoder_paths: Sequence[str | os.PathLike[str]], anchor
     A cheap first pass (k anchors per encoder), so any row can map into any decoder's own encoder
     whatever the order of the encoders; what fails to load is skipped here and reported by the main loop.
     """
-    from .sources.models import load_encoder_ref
+    from .adapters import load_encoder_ref
 
     targets: dict[str, Any] = {}
     for path in encoder_paths:

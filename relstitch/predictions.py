@@ -21,9 +21,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .artifacts import save_artifact
-from .atomic import atomic_write, check_outputs
 from .errors import UsageError
+from .io.artifacts import save_artifact
+from .io.atomic import atomic_write, check_outputs
 from .results import PairResult, Predictions
 
 FORMATS = (".csv", ".safetensors")

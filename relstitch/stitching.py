@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import torch
 
 from .anchor_set import Anchors
-from .artifacts import short
-from .checkpoints import Decoder, Encoder
+from .components import Decoder, Encoder
 from .data import Dataset
 from .encoding import DEFAULT_BATCH, BatchSize, EncodedSpace, encode
 from .errors import RelstitchError
 from .hygiene import check_labels, warn_class_names, warn_single_class
+from .io.artifacts import short
 from .metrics import classification_scores, reconstruction_scores
 from .progress import ProgressFn, silent
 from .results import PairResult, Predictions

@@ -1,7 +1,7 @@
 """Streaming: data → encoder → projection → file, batch by batch, in bounded memory.
 
 :class:`StreamWriter` writes a safetensors file whose tensor shapes are known before any data is:
-the header goes first (the same bytes :func:`~relstitch.artifacts.serialize` would write), then each
+the header goes first (the same bytes :func:`~relstitch.io.artifacts.serialize` would write), then each
 batch's rows are written at their offsets in a temporary file beside the output, which is fsync'ed
 and renamed into place at the end. Nothing but the current batch is held in memory, and an
 interrupted run leaves no half file.
@@ -23,15 +23,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .artifacts import _DTYPE_SIZES, _TORCH_DTYPES, artifact_metadata, data_order, safetensors_header
-from .atomic import _current_umask, check_output
 from .errors import RelstitchError
+from .io.artifacts import _DTYPE_SIZES, _TORCH_DTYPES, artifact_metadata, data_order, safetensors_header
+from .io.atomic import _current_umask, check_output
 
 if TYPE_CHECKING:
     import torch
 
     from .anchor_set import Anchors
-    from .checkpoints import Encoder
+    from .components import Encoder
     from .data import Dataset
     from .distributed import Group
     from .encoding import BatchSize

@@ -18,7 +18,8 @@ from torch import nn
 
 from .anchor_set import Anchors
 from .architectures import create_decoder, create_encoder
-from .checkpoints import SPACES, Decoder, Encoder
+from .checkpoints import SPACES
+from .components import Decoder, Encoder
 from .data import Dataset, default_image_spec, prepare_images
 from .encoding import EncodedSpace
 from .errors import RelstitchError, UsageError, unknown_choice

@@ -36,11 +36,11 @@ from dataclasses import dataclass
 import torch
 
 from .anchor_set import Anchors
-from .artifacts import short
-from .checkpoints import Decoder, Encoder
+from .components import Decoder, Encoder
 from .data import Dataset
 from .encoding import DEFAULT_BATCH, BatchSize, EncodedSpace, embed, encode, inputs_for
 from .errors import RelstitchError, RelstitchWarning, UsageError, unknown_choice
+from .io.artifacts import short
 from .progress import ProgressFn, silent
 from .projection import anchor_statistics, standardise
 from .results import PairResult

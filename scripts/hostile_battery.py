@@ -118,7 +118,7 @@ def st_save(tensors: dict[str, Any], metadata: dict[str, str]) -> bytes:
 def content_hash(tensors: dict[str, Any], extra: Any) -> str:
     """The checkpoint identity relstitch records, so a crafted checkpoint can carry a correct hash and test what
     it is meant to test (NaN, Inf), not the hash. relstitch's own function: a tool to craft with, not an oracle."""
-    from relstitch.artifacts import content_hash as relstitch_hash
+    from relstitch.io.artifacts import content_hash as relstitch_hash
 
     return relstitch_hash(tensors, extra=extra)
 

@@ -15,8 +15,8 @@ import json
 import torch
 from safetensors.torch import save
 
-from relstitch.atomic import atomic_write
 from relstitch.data import BUILTIN_FILE, load_dataset
+from relstitch.io.atomic import atomic_write
 
 N_TRAIN, N_TEST, SEED = 6000, 1000, 0
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from relstitch.anchors import load_anchors, save_anchors, select_anchors
-from relstitch.artifacts import describe, read_header
 from relstitch.checkpoints import load_decoder, load_encoder
 from relstitch.encoding import encode, load_embeddings, save_embeddings
 from relstitch.errors import RelstitchError
+from relstitch.io.artifacts import describe, read_header
 from relstitch.projection import ProjectionConfig
 
 
@@ -66,7 +66,7 @@ def test_describe_reads_the_header_without_torch(tiny_zoo):
     info = describe(tiny_zoo.decoder("cnn-abs-s0"))
     assert info["kind"] == "decoder" and info["metadata"]["space"] == "absolute"
     code = (
-        "import sys, json; from relstitch.artifacts import describe; "
+        "import sys, json; from relstitch.io.artifacts import describe; "
         f"describe({str(tiny_zoo.decoder('cnn-abs-s0'))!r}); print(json.dumps('torch' in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -78,7 +78,7 @@ def test_every_tensor_starts_at_a_multiple_of_its_element_size(tmp_path):
     import json
     import struct
 
-    from relstitch.artifacts import _DTYPE_SIZES, serialize
+    from relstitch.io.artifacts import _DTYPE_SIZES, serialize
     from relstitch.streaming import encode_to_file
 
     mixed = {"a": torch.zeros(3, dtype=torch.uint8), "b": torch.arange(5), "c": torch.ones(2, dtype=torch.float16),

@@ -23,22 +23,14 @@ from safetensors.torch import load_file
 
 from relstitch.anchors import Anchors, save_anchors, select_anchors
 from relstitch.architectures import create_decoder, create_encoder
-from relstitch.artifacts import read_header, serialize
-from relstitch.checkpoints import (
-    DECODER_SUFFIX,
-    ENCODER_SUFFIX,
-    Decoder,
-    Encoder,
-    load_decoder,
-    load_encoder,
-    save_decoder,
-    save_encoder,
-)
+from relstitch.checkpoints import DECODER_SUFFIX, ENCODER_SUFFIX, load_decoder, load_encoder, save_decoder, save_encoder
+from relstitch.components import Decoder, Encoder
 from relstitch.data import default_image_spec, load_dataset
 from relstitch.encoding import encode, load_embeddings, save_embeddings
 from relstitch.errors import RelstitchError
+from relstitch.io.artifacts import read_header, serialize
+from relstitch.io.safe_load import load_weights
 from relstitch.projection import ProjectionConfig
-from relstitch.safe_load import load_weights
 
 
 # ----------------------------------------------------------------------------------- the zoo
@@ -181,7 +173,7 @@ def _tampered_anchors(c: Ctx) -> Path:
 
 def _text_anchors_without_views(c: Ctx) -> Path:
     """An anchor file that says modality text but holds neither text views nor an ``inputs`` tensor."""
-    from relstitch.artifacts import content_hash, save_artifact
+    from relstitch.io.artifacts import content_hash, save_artifact
 
     ids = torch.arange(3)
     return save_artifact(c.tmp / "viewless.safetensors", "anchors", {"ids": ids, "labels": torch.zeros(3, dtype=torch.int64)},
@@ -497,7 +489,7 @@ def test_an_output_beside_a_folders_inputs_may_be_replaced_but_not_the_inputs(cl
     from safetensors.torch import save_file
 
     from relstitch.anchors import load_anchors
-    from relstitch.sources.refs import reference_files
+    from relstitch.refs import reference_files
 
     data = idx_folder(tmp_path / "d", torch.randint(0, 255, (12, 28, 28)), torch.arange(12) % 3)
     out = tmp_path / "d" / "anchors.safetensors"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from relstitch.artifacts import read_header
+from relstitch.io.artifacts import read_header
 
 
 def twice(cli, *args: object, outputs: list[Path]) -> list[bytes]:

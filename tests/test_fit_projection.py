@@ -14,10 +14,10 @@ import pytest
 import torch
 from cli_checks import one_line_error
 
-from relstitch.artifacts import read_header
 from relstitch.checkpoints import load_decoder, save_decoder
 from relstitch.encoding import load_embeddings
 from relstitch.errors import UsageError
+from relstitch.io.artifacts import read_header
 from relstitch.projection import ProjectionConfig, relative_projection
 from relstitch.training import FitConfig, fit
 

@@ -23,15 +23,16 @@ from hypothesis import strategies as st
 
 from relstitch.anchors import load_anchors, parse_ids, save_anchors, select_anchors
 from relstitch.architectures import create_decoder, create_encoder
-from relstitch.artifacts import read_header, serialize
-from relstitch.checkpoints import Decoder, Encoder, load_decoder, load_encoder, save_decoder, save_encoder
+from relstitch.checkpoints import load_decoder, load_encoder, save_decoder, save_encoder
+from relstitch.components import Decoder, Encoder
 from relstitch.data import default_image_spec, load_dataset
 from relstitch.encoding import encode, load_embeddings, save_embeddings
 from relstitch.errors import RelstitchError
-from relstitch.metadata_schema import check_metadata
+from relstitch.io.artifacts import read_header, serialize
+from relstitch.io.metadata_schema import check_metadata
+from relstitch.io.safe_load import load_weights
 from relstitch.projection import ProjectionConfig
 from relstitch.reports import load_report
-from relstitch.safe_load import load_weights
 
 EXAMPLES = 100  # per reader and strategy: 12 readers x 2 + 2 → 2,600 cases in ~15 s on two cores
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

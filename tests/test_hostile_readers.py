@@ -1,7 +1,7 @@
 """Hostile readers: files that are not regular files, text without end or without line breaks, labels past the classes.
 
 A FIFO blocks ``open()`` until a writer comes and ``/dev/zero`` never ends, so every reader must refuse anything
-but a regular file before opening it (:mod:`relstitch.userfiles`), in one line naming the path. The CLI cases run
+but a regular file before opening it (:mod:`relstitch.io.userfiles`), in one line naming the path. The CLI cases run
 in a subprocess with a timeout: a reader that still blocks fails the test instead of hanging the suite. Text is
 read within named limits (patched small here rather than writing gigabytes).
 """
@@ -25,16 +25,16 @@ import torch
 from cli_checks import one_line_error
 from safetensors.torch import save_file
 
-from relstitch import userfiles
+from relstitch.adapters import load_encoder_ref
 from relstitch.anchors import load_anchors, parse_ids
-from relstitch.artifacts import read_header
 from relstitch.checkpoints import load_encoder
 from relstitch.data import load_dataset
 from relstitch.encoding import encode, save_embeddings
 from relstitch.errors import RelstitchError
+from relstitch.io import userfiles
+from relstitch.io.artifacts import read_header
+from relstitch.io.safe_load import load_weights
 from relstitch.reports import load_report
-from relstitch.safe_load import load_weights
-from relstitch.sources.models import load_encoder_ref
 
 ZOO = Path(__file__).resolve().parent.parent / "checkpoints"  # the shipped zoo: real checkpoints, nothing to train
 ENCODER, DECODER, ANCHORS = (ZOO / "cnn-rel-s0.encoder.safetensors", ZOO / "cnn-rel-s0.decoder.safetensors",

@@ -19,7 +19,8 @@ import torch
 
 from relstitch.anchors import save_anchors, select_anchors
 from relstitch.architectures import create_encoder
-from relstitch.checkpoints import Encoder, save_encoder
+from relstitch.checkpoints import save_encoder
+from relstitch.components import Encoder
 from relstitch.data import default_image_spec, load_dataset
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")

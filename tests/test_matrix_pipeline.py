@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch import nn
 
+from relstitch.adapters import load_encoder_ref
 from relstitch.anchors import load_anchors
 from relstitch.checkpoints import load_decoder, load_encoder
 from relstitch.cli import warnings_as_lines
@@ -25,7 +26,6 @@ from relstitch.data import load_dataset
 from relstitch.encoding import EncodedSpace, encode
 from relstitch.errors import RelstitchError, RelstitchWarning
 from relstitch.matrix import eval_matrix, pipeline_pays
-from relstitch.sources.models import load_encoder_ref
 
 ZOO = Path(__file__).resolve().parent.parent / "checkpoints"
 ENCODERS = sorted(ZOO.glob("*.encoder.safetensors"))

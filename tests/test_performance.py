@@ -23,13 +23,14 @@ from hypothesis import strategies as st
 
 from relstitch.anchors import load_anchors
 from relstitch.architectures.registry import ENCODERS as ENCODER_REGISTRY
-from relstitch.artifacts import serialize
-from relstitch.cache import cache_path
-from relstitch.checkpoints import Encoder, load_decoder, load_encoder, save_encoder
+from relstitch.checkpoints import load_decoder, load_encoder, save_encoder
+from relstitch.components import Encoder
 from relstitch.data import default_image_spec, load_dataset
 from relstitch.encoding import encode, iter_embed, load_embeddings, save_embeddings
 from relstitch.errors import RelstitchError
 from relstitch.hygiene import check_finite
+from relstitch.io.artifacts import serialize
+from relstitch.io.cache import cache_path
 from relstitch.matrix import eval_matrix
 from relstitch.metrics import classification_scores
 from relstitch.projection import MIN_BLOCK_ROWS, ProjectionConfig, block_shape, relative_projection, relative_projector

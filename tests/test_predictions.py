@@ -13,10 +13,10 @@ import torch
 from cli_checks import one_line_error
 
 from relstitch.anchors import load_anchors
-from relstitch.artifacts import load_artifact, read_header
 from relstitch.checkpoints import DECODER_SUFFIX, ENCODER_SUFFIX, load_decoder, load_encoder, save_decoder, save_encoder
 from relstitch.data import load_dataset
 from relstitch.errors import RelstitchError
+from relstitch.io.artifacts import load_artifact, read_header
 from relstitch.stitching import stitch
 from relstitch.training import TrainConfig, train
 

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from relstitch.architectures import create_decoder
-from relstitch.artifacts import save_artifact
 from relstitch.checkpoints import load_decoder
 from relstitch.encoding import load_embeddings
 from relstitch.errors import RelstitchError
+from relstitch.io.artifacts import save_artifact
 from relstitch.projection import SIMILARITIES, ProjectionConfig, relative_projection
 
 REPO_ZOO = Path(__file__).resolve().parent.parent / "checkpoints"  # the shipped zoo

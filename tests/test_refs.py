@@ -1,4 +1,4 @@
-"""Reading references (relstitch.sources.refs): one size reader for every source, and user input checked
+"""Reading references (relstitch.refs): one size reader for every source, and user input checked
 with real tests, never ``assert`` (which ``python -O`` removes)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from relstitch.sources.refs import parse_size, split_fragment, split_options
+from relstitch.refs import parse_size, split_fragment, split_options
 
 
 @pytest.mark.parametrize(("text", "size"), [("224", [224, 224]), ("32,48", [32, 48]), ("32x48", [32, 48])])
@@ -30,11 +30,12 @@ def test_fragments_and_options():
 
 CHECKS = """
 from relstitch.errors import UsageError
-from relstitch.sources.models import _parse_call, parse_options
+from relstitch.adapters.base import parse_call
+from relstitch.adapters import parse_options
 from relstitch.data.sources import _parse_size
 for bad in ("m:build(3, width=8)", "m:build(**kw)"):
     try:
-        _parse_call(bad)
+        parse_call(bad)
     except UsageError:
         pass
     else:

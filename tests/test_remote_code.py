@@ -24,14 +24,14 @@ import torch
 from cli_checks import one_line_error
 from test_sources import make_rows, save_tiny_bert
 
+from relstitch.adapters import load_encoder_ref
 from relstitch.anchors import load_anchors
 from relstitch.checkpoints import load_decoder
 from relstitch.data import load_dataset
+from relstitch.data.text import TextViews
 from relstitch.encoding import load_embeddings
 from relstitch.errors import RelstitchError
 from relstitch.projection import ProjectionConfig, relative_projection
-from relstitch.sources.models import load_encoder_ref
-from relstitch.sources.text import TextViews
 
 CONFIG_CODE = '''"""A token-mixing encoder that transformers does not know: its configuration."""
 

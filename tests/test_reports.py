@@ -19,8 +19,8 @@ import pytest
 import torch
 from rich.console import Console
 
-from relstitch.artifacts import describe
 from relstitch.data import load_dataset
+from relstitch.io.artifacts import describe
 from relstitch.matrix import MatrixResult
 from relstitch.reports import (
     SCHEMA_VERSION,

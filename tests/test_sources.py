@@ -19,13 +19,15 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from relstitch.adapters import load_encoder_ref, parse_options
+from relstitch.adapters.vision import LatentTap
 from relstitch.anchors import load_anchors, save_anchors, select_anchors
-from relstitch.checkpoints import Encoder, load_decoder
+from relstitch.checkpoints import load_decoder
+from relstitch.components import Encoder
 from relstitch.data import load_dataset, prepare_images
+from relstitch.data.text import TextViews
 from relstitch.encoding import encode, load_embeddings
 from relstitch.errors import RelstitchError, UsageError
-from relstitch.sources.models import LatentTap, load_encoder_ref, parse_options
-from relstitch.sources.text import TextViews
 
 
 @pytest.fixture(autouse=True, scope="module")

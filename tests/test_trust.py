@@ -18,13 +18,13 @@ import pytest
 from cli_checks import one_line_error
 from rich.console import Console
 
+from relstitch.adapters import MODEL_SOURCES, load_encoder_ref
 from relstitch.errors import UsageError
 from relstitch.matrix import BrokenDecoder, distinct_names, eval_matrix, load_decoders
+from relstitch.refs import expand_references, reference_files
 from relstitch.reports import build_report, print_report
 from relstitch.reports.common import fmt
 from relstitch.reports.text import to_markdown
-from relstitch.sources.models import MODEL_SOURCES, load_encoder_ref
-from relstitch.sources.refs import expand_references, reference_files
 
 LIMIT = "60"
 
@@ -315,8 +315,8 @@ def test_compare_refuses_k_not_below_the_sample_count(cli, tiny_zoo, tmp_path):
 
 def test_no_name_found_on_disk_reaches_the_reference_parser(cli, tiny_zoo, tmp_path, monkeypatch):
     """Property: whatever the files are called, the parser only ever sees what was typed."""
-    import relstitch.sources.models as models
-    import relstitch.sources.refs as refs
+    import relstitch.adapters.base as models
+    import relstitch.refs as refs
 
     monkeypatch.chdir(tmp_path)
     for i, name in enumerate(HOSTILE_NAMES):

@@ -17,14 +17,14 @@ import pytest
 import torch
 from test_sources import fails, ok, one_thread, save_tiny_bert  # noqa: F401  (one_thread: autouse, module scope)
 
+from relstitch.adapters import load_encoder_ref
 from relstitch.anchors import load_anchors, save_anchors, select_anchors
-from relstitch.artifacts import content_hash
 from relstitch.checkpoints import load_decoder, load_encoder
 from relstitch.data import FASHION_MNIST_CLASSES, load_dataset
+from relstitch.data.text import TextViews
 from relstitch.encoding import check_inputs, encode, inputs_for, load_embeddings
 from relstitch.errors import RelstitchError, UsageError
-from relstitch.sources.models import load_encoder_ref
-from relstitch.sources.text import TextViews
+from relstitch.io.artifacts import content_hash
 
 CAPTION = "a photo of a {}"
 

@@ -19,11 +19,12 @@ from safetensors.torch import load_file, save_file
 from test_bad_inputs import pack, split
 from torch import nn
 
+from relstitch.adapters import load_encoder_ref
 from relstitch.architectures import create_encoder
-from relstitch.artifacts import content_hash, read_header, serialize, short
-from relstitch.checkpoints import Encoder, load_decoder, load_encoder, save_decoder, save_encoder
+from relstitch.checkpoints import load_decoder, load_encoder, save_decoder, save_encoder
+from relstitch.components import Encoder
 from relstitch.errors import RelstitchError
-from relstitch.sources.models import load_encoder_ref
+from relstitch.io.artifacts import content_hash, read_header, serialize, short
 
 CHECKPOINTS = REPO / "checkpoints"
 ANCHORS = CHECKPOINTS / "anchors.safetensors"

@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
-from ..artifacts import content_hash
 from ..errors import RelstitchError, UsageError
 from ..hygiene import check_labels
-from ..sources.text import TextViews
+from ..io.artifacts import content_hash
+from .text import TextViews
 
 
 @dataclass

@@ -41,11 +41,11 @@ import torch
 
 from ..errors import RelstitchError, UsageError, os_error
 from ..hygiene import check_finite
+from ..io.userfiles import check_regular, open_regular, text_lines
+from ..refs import parse_size, split_fragment, split_options
 from ..registry import Registry
-from ..sources.refs import parse_size, split_fragment, split_options
-from ..sources.text import TextViews
-from ..userfiles import check_regular, open_regular, text_lines
 from .dataset import Dataset, with_class_captions
+from .text import TextViews
 
 BUILTIN_FILE = Path(__file__).resolve().parent.parent / "assets" / "fashion_mnist_small.safetensors"
 FASHION_MNIST_CLASSES = [
@@ -272,7 +272,7 @@ def load_tensors(locator: str) -> Dataset:
     Optional: an ``ids`` tensor, and class names as a JSON list in the file's ``classes`` metadata.
     """
     path, opts = _options(locator, "tensors", {"x": "x", "y": "y"})
-    from ..artifacts import read_header
+    from ..io.artifacts import read_header
 
     header = read_header(path)  # validates the header before safetensors reads anything
     from safetensors.torch import load_file

@@ -14,15 +14,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from .document import (
-    SCHEMA_VERSION,
-    build_report,
-    load_report,
-    parse_groups,
-    report_json,
-    upgrade_report,
-    write_json,
-)
+from .document import SCHEMA_VERSION, build_report, load_report, parse_groups, report_json, upgrade_report, write_json
 from .html import to_html, write_html
 from .schema import report_schema, schema_errors
 from .terminal import aggregate_table, matrix_table, print_report, summary_table
@@ -48,7 +40,7 @@ def write_reports(report: dict[str, Any], outputs: Mapping[str, str | os.PathLik
                   metric: str | None = None, force: bool = False) -> list[str]:
     """Write ``report`` in each format of ``outputs`` (``{"json": PATH, "md": PATH, ...}``, None skipped), each
     file atomically; returns the paths written. The same bytes as :func:`render` gives for that format."""
-    from ..atomic import atomic_write  # noqa: PLC0415
+    from ..io.atomic import atomic_write  # noqa: PLC0415
 
     written = []
     for fmt, path in outputs.items():

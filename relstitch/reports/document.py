@@ -25,8 +25,8 @@ from statistics import mean, stdev
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..atomic import atomic_write
 from ..errors import RelstitchError, UsageError, os_error
+from ..io.atomic import atomic_write
 from .schema import schema_errors
 
 if TYPE_CHECKING:  # the matrix module imports torch; re-rendering a saved report must not.
@@ -435,7 +435,7 @@ def _rederived(doc: dict[str, Any], source: str | os.PathLike[str] | None) -> di
 
 def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a saved report (any supported schema version) as a current-version document."""
-    from .. import userfiles  # noqa: PLC0415  (torch-free, like this module)
+    from ..io import userfiles  # noqa: PLC0415  (torch-free, like this module)
 
     source = Path(path)
     try:  # bounded, regular files only: `report /dev/zero` or a FIFO is refused, not read forever
@@ -457,10 +457,10 @@ def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
 def describe_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     """``relstitch inspect`` of a JSON report: what it scored, on what, with what result, and when.
 
-    Shaped like :func:`relstitch.artifacts.describe` (path, kind, version, size, sha256, metadata) so the
+    Shaped like :func:`relstitch.io.artifacts.describe` (path, kind, version, size, sha256, metadata) so the
     CLI prints both the same way; the report is read (and an older schema version migrated) first.
     """
-    from ..artifacts import file_sha256  # noqa: PLC0415
+    from ..io.artifacts import file_sha256  # noqa: PLC0415
 
     document = load_report(path)
     source = Path(path)

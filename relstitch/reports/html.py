@@ -12,7 +12,7 @@ import shlex
 from html import escape
 from typing import Any
 
-from ..atomic import atomic_write
+from ..io.atomic import atomic_write
 from .common import (
     Scale,
     aggregate_rows,

@@ -8,7 +8,7 @@ import os
 import shlex
 from typing import Any
 
-from ..atomic import atomic_write
+from ..io.atomic import atomic_write
 from .common import (
     aggregate_rows,
     arrow,

@@ -1,6 +1,6 @@
 """Loading weights from files nobody vouched for, without running code hidden in them.
 
-``.safetensors`` files hold no code: their header is validated (:func:`relstitch.artifacts.read_header`)
+``.safetensors`` files hold no code: their header is validated (:func:`relstitch.io.artifacts.read_header`)
 before any tensor is read. ``.pt``/``.pth``/``.bin`` files are pickles; they are opened only with
 ``torch.load(weights_only=True)``, whose unpickler refuses every global outside a small allow-list. A
 refused file is reported with the globals it asked for and is never retried with ``weights_only=False``.
@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeGuard
 
+from ..errors import RelstitchError
 from .artifacts import read_header
-from .errors import RelstitchError
 from .userfiles import check_regular, open_regular
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import RelstitchError
+from ..errors import RelstitchError
 
 FORMAT_VERSION = 1
 """The newest file format this relstitch reads and writes (``relstitch.version``)."""

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import RelstitchError, os_error
 from .atomic import atomic_write
-from .errors import RelstitchError, os_error
 from .metadata_schema import FORMAT_VERSION, KINDS, check_metadata
 from .userfiles import check_regular, open_regular, read_head
 
@@ -250,7 +250,7 @@ def _check_coverage(p: Path, spans: list[tuple[int, int]], data_size: int) -> No
 
 def check_kind(header: Header, expected: str | tuple[str, ...]) -> str:
     """Refuse a file that is not a relstitch file of the expected kind, is from a newer relstitch, or whose
-    metadata does not follow its kind's schema (:func:`relstitch.metadata_schema.check_metadata`); return the kind."""
+    metadata does not follow its kind's schema (:func:`relstitch.io.metadata_schema.check_metadata`); return the kind."""
     return check_metadata(header.metadata, expected, header.path)
 
 

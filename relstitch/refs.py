@@ -13,9 +13,9 @@ import glob
 import os
 from pathlib import Path
 
-from ..artifacts import read_header
-from ..errors import RelstitchError, UsageError
-from ..userfiles import read_head
+from .errors import RelstitchError, UsageError
+from .io.artifacts import read_header
+from .io.userfiles import read_head
 
 
 def split_fragment(ref: str) -> tuple[str, str]:

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import RelstitchError, os_error
+from ..errors import RelstitchError, os_error
 
 MAX_TEXT_BYTES = 1024**3
 """Text data (``jsonl:``, ``csv:``): 1 GiB in all, far above any labelled text set relstitch is used with."""

@@ -13,16 +13,16 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import RelstitchError
+from ..errors import RelstitchError
 
 if TYPE_CHECKING:
     import torch
 
-    from .anchor_set import Anchors
-    from .checkpoints import Encoder
-    from .data import Dataset
-    from .encoding import BatchSize, EncodedSpace
-    from .progress import ProgressFn
+    from ..anchor_set import Anchors
+    from ..components import Encoder
+    from ..data import Dataset
+    from ..encoding import BatchSize, EncodedSpace
+    from ..progress import ProgressFn
 
 
 def cache_key(encoder_hash: str, anchor_hash: str, data_hash: str, precision: str = "float32") -> str:
@@ -61,7 +61,7 @@ def cached_encode(encoder: Encoder, anchors: Anchors, dataset: Dataset, folder: 
 
     Returns the space and whether it came from the cache.
     """
-    from .encoding import encode, load_embeddings, save_embeddings  # noqa: PLC0415
+    from ..encoding import encode, load_embeddings, save_embeddings  # noqa: PLC0415
 
     def run() -> EncodedSpace:
         return encode(encoder, anchors, dataset, batch_size=batch_size, progress=progress, device=device, dtype=dtype)

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import RelstitchError, os_error
+from ..errors import RelstitchError, os_error
 
 
 def check_output(path: str | os.PathLike[str], *, force: bool) -> Path:
