@@ -73,8 +73,14 @@ def timed(fn: Callable[[], Any], device: str = "cpu") -> float:
     return time.perf_counter() - start
 
 
-def interleaved(candidate: Callable[[], Any], baseline: Callable[[], Any], *, repeats: int = 3, warmup: int = 1,
-                device: str = "cpu") -> tuple[float, float]:
+def interleaved(
+    candidate: Callable[[], Any],
+    baseline: Callable[[], Any],
+    *,
+    repeats: int = 3,
+    warmup: int = 1,
+    device: str = "cpu",
+) -> tuple[float, float]:
     """Best time of ``candidate`` and of ``baseline``, run alternately after ``warmup`` rounds."""
     for _ in range(warmup):
         candidate()
@@ -86,20 +92,40 @@ def interleaved(candidate: Callable[[], Any], baseline: Callable[[], Any], *, re
     return best_c, best_b
 
 
-def report(name: str, shapes: str, candidate_s: float, baseline_s: float, baseline: str, *, target: str = "",
-           higher_is_better: bool = True, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def report(
+    name: str,
+    shapes: str,
+    candidate_s: float,
+    baseline_s: float,
+    baseline: str,
+    *,
+    target: str = "",
+    higher_is_better: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Print one ratio with its shapes and baseline; keep it for ``--json``.
 
     ``higher_is_better``: the ratio is baseline/candidate (a throughput ratio: 1.0 = as fast as the
     baseline); otherwise candidate/baseline (a time ratio).
     """
     ratio = baseline_s / candidate_s if higher_is_better else candidate_s / baseline_s
-    row = {"name": name, "shapes": shapes, "candidate_s": round(candidate_s, 4), "baseline_s": round(baseline_s, 4),
-           "baseline": baseline, "ratio": round(ratio, 3), "target": target, **(extra or {})}
+    row = {
+        "name": name,
+        "shapes": shapes,
+        "candidate_s": round(candidate_s, 4),
+        "baseline_s": round(baseline_s, 4),
+        "baseline": baseline,
+        "ratio": round(ratio, 3),
+        "target": target,
+        **(extra or {}),
+    }
     RESULTS.append(row)
-    print(f"{name}: ratio {ratio:.3f} (target {target or '-'}) | {shapes} | relstitch {candidate_s:.4f} s vs "
-          f"baseline {baseline_s:.4f} s = {baseline}" + "".join(f" | {k} {v}" for k, v in (extra or {}).items()),
-          flush=True)
+    print(
+        f"{name}: ratio {ratio:.3f} (target {target or '-'}) | {shapes} | relstitch {candidate_s:.4f} s vs "
+        f"baseline {baseline_s:.4f} s = {baseline}"
+        + "".join(f" | {k} {v}" for k, v in (extra or {}).items()),
+        flush=True,
+    )
     return row
 
 

@@ -61,25 +61,48 @@ def forward(n: int, rounds: int) -> None:
     for _ in range(rounds):
         for tune in (False, True):
             code = FORWARD.format(bench=str(Path(__file__).parent), repo=str(REPO), tune=tune, n=n)
-            run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=clean_env())
+            run = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=clean_env()
+            )
             out = json.loads(run.stdout.strip().splitlines()[-1])
             assert out["applied"] is tune, "the tuning did not apply: not glibc?"
             times[tune].append(out["seconds"])  # the best of 5 loops within that process
-            peaks[tune].append(out["maxrss_mb"])  # the process's peak resident size: the tuning must not raise it
-    report("bare CNN forward, tuned allocator vs glibc defaults (median process)", f"shipped cnn-rel-s0, N={n}, batch 256, "
-           "1 thread", median(times[True]), median(times[False]),
-           "the same loop in a process with glibc's default malloc settings", target="> 1 (speed-up)",
-           extra={**per_process(times), "peak RSS MB tuned": f"{min(peaks[True]):.0f}-{max(peaks[True]):.0f}",
-                  "peak RSS MB default": f"{min(peaks[False]):.0f}-{max(peaks[False]):.0f}"})
+            peaks[tune].append(
+                out["maxrss_mb"]
+            )  # the process's peak resident size: the tuning must not raise it
+    report(
+        "bare CNN forward, tuned allocator vs glibc defaults (median process)",
+        f"shipped cnn-rel-s0, N={n}, batch 256, 1 thread",
+        median(times[True]),
+        median(times[False]),
+        "the same loop in a process with glibc's default malloc settings",
+        target="> 1 (speed-up)",
+        extra={
+            **per_process(times),
+            "peak RSS MB tuned": f"{min(peaks[True]):.0f}-{max(peaks[True]):.0f}",
+            "peak RSS MB default": f"{min(peaks[False]):.0f}-{max(peaks[False]):.0f}",
+        },
+    )
 
 
 def command(rounds: int) -> None:
     relstitch = Path(sys.executable).with_name("relstitch")
-    data = ["--data", str(FASHION)] if (FASHION / "train-images-idx3-ubyte.gz").exists() or FASHION.is_dir() else []
+    data = (
+        ["--data", str(FASHION)]
+        if (FASHION / "train-images-idx3-ubyte.gz").exists() or FASHION.is_dir()
+        else []
+    )
     folder = Path(tempfile.mkdtemp(prefix="relstitch-bench-"))
     out = folder / "e.safetensors"
-    argv = [str(relstitch), "encode", str(REPO / "checkpoints" / "cnn-rel-s0.encoder.safetensors"), *data, "-o", str(out),
-            "--force"]
+    argv = [
+        str(relstitch),
+        "encode",
+        str(REPO / "checkpoints" / "cnn-rel-s0.encoder.safetensors"),
+        *data,
+        "-o",
+        str(out),
+        "--force",
+    ]
     times: dict[bool, list[float]] = {True: [], False: []}
     for _ in range(rounds):
         for tune in (False, True):
@@ -90,13 +113,22 @@ def command(rounds: int) -> None:
     out.unlink()
     folder.rmdir()
     what = "Fashion-MNIST train (60,000)" if data else "builtin:train (6,000)"
-    report("relstitch encode command, tuned vs RELSTITCH_ALLOCATOR=system (median run)",
-           f"shipped CNN, {what}, wall time incl. start-up", median(times[True]), median(times[False]),
-           "the same command with the tuning switched off", target="> 1 (speed-up)", extra=per_process(times))
+    report(
+        "relstitch encode command, tuned vs RELSTITCH_ALLOCATOR=system (median run)",
+        f"shipped CNN, {what}, wall time incl. start-up",
+        median(times[True]),
+        median(times[False]),
+        "the same command with the tuning switched off",
+        target="> 1 (speed-up)",
+        extra=per_process(times),
+    )
 
 
 def per_process(times: dict[bool, list[float]]) -> dict[str, str]:
-    return {side: " ".join(f"{t:.3f}" for t in times[tune]) for side, tune in (("tuned s", True), ("default s", False))}
+    return {
+        side: " ".join(f"{t:.3f}" for t in times[tune])
+        for side, tune in (("tuned s", True), ("default s", False))
+    }
 
 
 def main() -> None:

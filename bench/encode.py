@@ -46,7 +46,9 @@ def build(name: str, n: int, k: int, seed: int = 0, data: str | None = None):
         else:
             full = load_dataset("builtin:train")
             index = torch.arange(n) % len(full)  # repeat the real images when n is larger than the set
-            dataset = Dataset(f"builtin:train x{n}", full.x[index], full.y[index], full.classes, torch.arange(n))
+            dataset = Dataset(
+                f"builtin:train x{n}", full.x[index], full.y[index], full.classes, torch.arange(n)
+            )
         anchors = load_anchors(REPO / "checkpoints" / "anchors.safetensors")
         return encoder, anchors, dataset
     if name == "resnet18":
@@ -77,9 +79,16 @@ def build(name: str, n: int, k: int, seed: int = 0, data: str | None = None):
 
         module, latent = ClsPooled(), 768
         tokens = torch.randint(1000, 30000, (n + k, 128), generator=gen)
-        encoder = TokenEncoder(module.eval(), {"name": "bert-base (random init)"}, {"modality": "tokens", "shape": [128]},
-                               latent, "bert-base")
-        dataset = Dataset("random tokens", tokens[k:], torch.zeros(n, dtype=torch.int64), ["0"], modality="tokens")
+        encoder = TokenEncoder(
+            module.eval(),
+            {"name": "bert-base (random init)"},
+            {"modality": "tokens", "shape": [128]},
+            latent,
+            "bert-base",
+        )
+        dataset = Dataset(
+            "random tokens", tokens[k:], torch.zeros(n, dtype=torch.int64), ["0"], modality="tokens"
+        )
         anchors = Anchors(tokens[:k], torch.arange(k), torch.zeros(k, dtype=torch.int64))
         return encoder, anchors, dataset
     else:
@@ -109,7 +118,9 @@ def throughput(name: str, args: argparse.Namespace) -> None:
     batches += [dataset.x[s : s + args.batch_size] for s in range(0, len(dataset), args.batch_size)]
 
     def ours() -> None:
-        encode_to_file(encoder, anchors, dataset, out, batch_size=args.batch_size, device=device, dtype=dtype, force=True)
+        encode_to_file(
+            encoder, anchors, dataset, out, batch_size=args.batch_size, device=device, dtype=dtype, force=True
+        )
 
     @torch.inference_mode()
     def bare() -> None:
@@ -117,7 +128,9 @@ def throughput(name: str, args: argparse.Namespace) -> None:
             for batch in batches:
                 encoder.module(encoder.prepare(batch.to(device)))
 
-    anchor_hat = torch.nn.functional.normalize(encoder.module(encoder.prepare(anchors.inputs.to(device))).float(), dim=1)
+    anchor_hat = torch.nn.functional.normalize(
+        encoder.module(encoder.prepare(anchors.inputs.to(device))).float(), dim=1
+    )
     raw = folder / "raw.bin"
 
     @torch.inference_mode()
@@ -134,14 +147,28 @@ def throughput(name: str, args: argparse.Namespace) -> None:
             os.fsync(f.fileno())
 
     best_ours, best_bare = interleaved(ours, bare, repeats=args.repeats, device=args.device)
-    shapes = (f"N={len(dataset)} ({dataset.name}) + k={len(anchors)} anchors, batch {args.batch_size}, "
-              f"{args.dtype} {device.type}, file {out.stat().st_size / 1e6:.1f} MB")
+    shapes = (
+        f"N={len(dataset)} ({dataset.name}) + k={len(anchors)} anchors, batch {args.batch_size}, "
+        f"{args.dtype} {device.type}, file {out.stat().st_size / 1e6:.1f} MB"
+    )
     images_per_s = {"relstitch samples/s": f"{(len(dataset) + len(anchors)) / best_ours:,.0f}"}
-    report(f"encode vs bare forward ({name})", shapes, best_ours, best_bare,
-           "module(prepare(batch)) over the same batches, no projection, no file", target=">= 0.9", extra=images_per_s)
+    report(
+        f"encode vs bare forward ({name})",
+        shapes,
+        best_ours,
+        best_bare,
+        "module(prepare(batch)) over the same batches, no projection, no file",
+        target=">= 0.9",
+        extra=images_per_s,
+    )
     best_ours, best_limit = interleaved(ours, limit, repeats=args.repeats, device=args.device)
-    report(f"encode vs forward + matmul + raw write ({name})", shapes, best_ours, best_limit,
-           "the same forward loop, one cosine matmul per batch, the same bytes written and fsync'ed (informative)")
+    report(
+        f"encode vs forward + matmul + raw write ({name})",
+        shapes,
+        best_ours,
+        best_limit,
+        "the same forward loop, one cosine matmul per batch, the same bytes written and fsync'ed (informative)",
+    )
     raw.unlink()
     out.unlink()
     folder.rmdir()
@@ -172,15 +199,25 @@ def memory(args: argparse.Namespace) -> None:
     rows = {}
     for n in (args.memory_n // 5, args.memory_n):
         for streamed in (True, False):
-            code = MEMORY_WORKER.format(bench=str(Path(__file__).parent), repo=str(REPO), model=model, n=n, k=300,
-                                        streamed=streamed, batch=args.batch_size)
+            code = MEMORY_WORKER.format(
+                bench=str(Path(__file__).parent),
+                repo=str(REPO),
+                model=model,
+                n=n,
+                k=300,
+                streamed=streamed,
+                batch=args.batch_size,
+            )
             run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
             rows[(n, streamed)] = json.loads(run.stdout.strip().splitlines()[-1])["peak_growth_mb"]
     small, large = args.memory_n // 5, args.memory_n
     output_mb = large * (64 + 300) * 4 / 1e6
-    print(f"memory ({model}, k=300): peak resident growth streamed {rows[(small, True)]:.0f} MB at N={small}, "
-          f"{rows[(large, True)]:.0f} MB at N={large}; in memory {rows[(small, False)]:.0f} MB and {rows[(large, False)]:.0f} MB "
-          f"(the output at N={large} is {output_mb:.0f} MB)", flush=True)
+    print(
+        f"memory ({model}, k=300): peak resident growth streamed {rows[(small, True)]:.0f} MB at N={small}, "
+        f"{rows[(large, True)]:.0f} MB at N={large}; in memory {rows[(small, False)]:.0f} MB and {rows[(large, False)]:.0f} MB "
+        f"(the output at N={large} is {output_mb:.0f} MB)",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -188,7 +225,9 @@ def main() -> None:
     parser.add_argument("--models", default="cnn,resnet18")
     parser.add_argument("--n", type=int, default=6000)
     parser.add_argument("--k", type=int, default=300)
-    parser.add_argument("--data", help="a real dataset for the shipped models (cnn, mlp) instead of the built-in set repeated")
+    parser.add_argument(
+        "--data", help="a real dataset for the shipped models (cnn, mlp) instead of the built-in set repeated"
+    )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")

@@ -61,7 +61,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, RESULTS, configure_threads, cpu_name, finish, peak_rss, report, reset_peak_rss, timed
+from _common import (
+    REPO,
+    RESULTS,
+    configure_threads,
+    cpu_name,
+    finish,
+    peak_rss,
+    report,
+    reset_peak_rss,
+    timed,
+)
 from allocator import clean_env, per_process
 
 SUMMARY: list[tuple[str, ...]] = []  # (piece, workload, ratio, meaning, noise) for the closing table
@@ -106,9 +116,18 @@ def part(name: str) -> Iterator[None]:
     print(f"\n== {name} (1-min load before: {load:.2f}) ==", flush=True)
     with Others() as others:
         yield
-    print(f"== {name}: {others.wall:.0f} s; other processes used {others.cores:.2f} cores meanwhile ==", flush=True)
-    RESULTS.append({"part": name, "load_before": round(load, 2), "other_cores": round(others.cores, 2),
-                    "wall_s": round(others.wall, 1)})
+    print(
+        f"== {name}: {others.wall:.0f} s; other processes used {others.cores:.2f} cores meanwhile ==",
+        flush=True,
+    )
+    RESULTS.append(
+        {
+            "part": name,
+            "load_before": round(load, 2),
+            "other_cores": round(others.cores, 2),
+            "wall_s": round(others.wall, 1),
+        }
+    )
 
 
 QUIET = {"cores": 0.3, "wait": 90.0, "retries": 1}
@@ -145,7 +164,10 @@ def quiet(measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         if others.cores <= QUIET["cores"]:
             break
         if attempt < QUIET["retries"]:
-            print(f"(other processes used {others.cores:.2f} cores during that row: measuring it again)", flush=True)
+            print(
+                f"(other processes used {others.cores:.2f} cores during that row: measuring it again)",
+                flush=True,
+            )
     assert best is not None
     return best
 
@@ -174,13 +196,24 @@ def save_bert(folder: Path, layers: int, words: list[str]) -> Path:
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                        sep_token="[SEP]", mask_token="[MASK]", model_max_length=512)
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=512,
+    )
     torch.manual_seed(0)
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    BertModel(BertConfig(num_hidden_layers=layers)).save_pretrained(folder)  # BERT-base's shape, `layers` deep
+    BertModel(BertConfig(num_hidden_layers=layers)).save_pretrained(
+        folder
+    )  # BERT-base's shape, `layers` deep
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -198,7 +231,11 @@ def prepare(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     refs: dict[str, str] = {}
     size = f"{args.resize},{args.resize}"
-    for name, arch, seed in (("resnet18", "resnet18", 0), ("resnet18-s1", "resnet18", 1), ("resnet50", "resnet50", 0)):
+    for name, arch, seed in (
+        ("resnet18", "resnet18", 0),
+        ("resnet18-s1", "resnet18", 1),
+        ("resnet50", "resnet50", 0),
+    ):
         torch.manual_seed(seed)
         weights = folder / f"{name}.safetensors"
         save_file(getattr(torchvision.models, arch)(weights=None).state_dict(), str(weights))
@@ -211,7 +248,10 @@ def prepare(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     text = folder / "sentences.jsonl"
     with open(text, "w") as f:
         for i in range(max(args.sweep_n, args.text_n + args.text_k, 600)):
-            f.write(json.dumps({"text": " ".join(rng.choice(words) for _ in range(150)), "label": f"c{i % 4}"}) + "\n")
+            f.write(
+                json.dumps({"text": " ".join(rng.choice(words) for _ in range(150)), "label": f"c{i % 4}"})
+                + "\n"
+            )
     text_anchors = folder / "text-anchors.safetensors"
     save_anchors(select_anchors(load_dataset(f"jsonl:{text}"), args.text_k, "uniform", seed=0), text_anchors)
     bert = save_bert(folder / "bert", args.bert_layers, words)
@@ -222,9 +262,18 @@ def prepare(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
         refs["bert-sweep"] = f"hf:{sweep_bert}#max_length=128,name=bert-L{args.sweep_bert_layers}"
     else:
         refs["bert-sweep"] = refs["bert"]
-    print(f"(prepared models and data in {time.perf_counter() - started:.0f} s: resnets at {size}, BERT-base shape "
-          f"with {args.bert_layers} layers (sweep: {args.sweep_bert_layers}), 128 tokens)", flush=True)
-    return {"refs": refs, "image_anchors": image_anchors, "text": text, "text_anchors": text_anchors, "folder": folder}
+    print(
+        f"(prepared models and data in {time.perf_counter() - started:.0f} s: resnets at {size}, BERT-base shape "
+        f"with {args.bert_layers} layers (sweep: {args.sweep_bert_layers}), 128 tokens)",
+        flush=True,
+    )
+    return {
+        "refs": refs,
+        "image_anchors": image_anchors,
+        "text": text,
+        "text_anchors": text_anchors,
+        "folder": folder,
+    }
 
 
 def workload(setup: dict[str, Any], model: str, n: int):
@@ -239,7 +288,10 @@ def workload(setup: dict[str, Any], model: str, n: int):
     if model.startswith("bert"):
         anchors, data = load_anchors(setup["text_anchors"]), load_dataset(f"jsonl:{setup['text']}")
     elif model == "cnn":
-        anchors, data = load_anchors(REPO / "checkpoints" / "anchors.safetensors"), load_dataset("builtin:train")
+        anchors, data = (
+            load_anchors(REPO / "checkpoints" / "anchors.safetensors"),
+            load_dataset("builtin:train"),
+        )
     else:
         anchors, data = load_anchors(setup["image_anchors"]), load_dataset("builtin:test")
     dataset = data.subset(torch.arange(n), name=f"{data.name}[:{n}]")
@@ -280,15 +332,28 @@ def piece_matrix(setup: dict[str, Any], args: argparse.Namespace) -> None:
     dataset = data.subset(torch.arange(args.matrix_n), name=f"builtin:test[:{args.matrix_n}]")
     _ = anchors.hash, dataset.hash
     heads = []
-    for seed in range(args.heads):  # the shipped heads' architecture on this anchor set (k inputs), random weights
+    for seed in range(
+        args.heads
+    ):  # the shipped heads' architecture on this anchor set (k inputs), random weights
         torch.manual_seed(seed)
         module = create_decoder("vision-head", in_dim=len(anchors), num_classes=10, hidden=128).eval()
-        heads.append(Decoder(module, {"name": "vision-head", "args": {"in_dim": len(anchors), "num_classes": 10, "hidden": 128}},
-                             "relative", len(anchors), {"type": "classification", "classes": FASHION_MNIST_CLASSES},
-                             f"head-{seed}", projection=ProjectionConfig(), anchor_hash=anchors.hash))
+        heads.append(
+            Decoder(
+                module,
+                {"name": "vision-head", "args": {"in_dim": len(anchors), "num_classes": 10, "hidden": 128}},
+                "relative",
+                len(anchors),
+                {"type": "classification", "classes": FASHION_MNIST_CLASSES},
+                f"head-{seed}",
+                projection=ProjectionConfig(),
+                anchor_hash=anchors.hash,
+            )
+        )
     refs = [setup["refs"][m] for m in ("resnet18", "resnet18-s1", "resnet50")]
-    workload_text = (f"resnet18 x2 seeds + resnet50 @{args.resize}px x {args.heads} relative heads, N={args.matrix_n}, "
-                     f"k={len(anchors)}, batch 256")
+    workload_text = (
+        f"resnet18 x2 seeds + resnet50 @{args.resize}px x {args.heads} relative heads, N={args.matrix_n}, "
+        f"k={len(anchors)}, batch 256"
+    )
     for threads in (1, 2):
         torch.set_num_threads(threads)
 
@@ -305,19 +370,41 @@ def piece_matrix(setup: dict[str, Any], args: argparse.Namespace) -> None:
 
             times = rounds_of({"pipelined": lambda: run(1), "serial": lambda: run(0)}, args.repeats, warmup=0)
             serial = results[0].timings
-            return {"times": times, "cpu": cpu, "share": 1 - serial["encode_seconds"] / serial["total_seconds"]}
+            return {
+                "times": times,
+                "cpu": cpu,
+                "share": 1 - serial["encode_seconds"] / serial["total_seconds"],
+            }
 
         got = quiet(measure)
         times, cpu, share = got["times"], got["cpu"], got["share"]
         best_p, best_s = min(times["pipelined"]), min(times["serial"])
-        report(f"eval-matrix pipelined / serial, torch {threads} thread(s)", workload_text, best_p, best_s,
-               "eval_matrix(workers=0), interleaved; best of each", higher_is_better=False,
-               extra={"pipelined s": _fmt(times["pipelined"]), "serial s": _fmt(times["serial"]),
-                      "CPU s pipelined/serial": f"{min(cpu[1]):.1f}/{min(cpu[0]):.1f}",
-                      "scoring share of the serial run": f"{share:.4f}", "load": got["load"], "other cores": got["others"]})
-        SUMMARY.append(("1. eval-matrix pipeline", f"{threads} torch thread(s); {workload_text}", f"{best_p / best_s:.3f}",
-                        f"pipelined/serial time (< 1: the pipeline pays); scoring is {100 * share:.2f} % of the serial "
-                        f"run, the most it could hide; CPU s {min(cpu[1]):.1f}/{min(cpu[0]):.1f}", _noise(got)))
+        report(
+            f"eval-matrix pipelined / serial, torch {threads} thread(s)",
+            workload_text,
+            best_p,
+            best_s,
+            "eval_matrix(workers=0), interleaved; best of each",
+            higher_is_better=False,
+            extra={
+                "pipelined s": _fmt(times["pipelined"]),
+                "serial s": _fmt(times["serial"]),
+                "CPU s pipelined/serial": f"{min(cpu[1]):.1f}/{min(cpu[0]):.1f}",
+                "scoring share of the serial run": f"{share:.4f}",
+                "load": got["load"],
+                "other cores": got["others"],
+            },
+        )
+        SUMMARY.append(
+            (
+                "1. eval-matrix pipeline",
+                f"{threads} torch thread(s); {workload_text}",
+                f"{best_p / best_s:.3f}",
+                f"pipelined/serial time (< 1: the pipeline pays); scoring is {100 * share:.2f} % of the serial "
+                f"run, the most it could hide; CPU s {min(cpu[1]):.1f}/{min(cpu[0]):.1f}",
+                _noise(got),
+            )
+        )
     torch.set_num_threads(args.threads_default)
 
 
@@ -342,15 +429,26 @@ def piece_writer(setup: dict[str, Any], args: argparse.Namespace) -> None:
             return shipped.attach(*a, background=False, **kw)
 
     out = setup["folder"] / "writer.safetensors"
-    for model, n, batch in (("resnet18", args.writer_n, 128), ("resnet50", args.writer_n // 2, 128),
-                            ("bert", args.text_n, 32)):
+    for model, n, batch in (
+        ("resnet18", args.writer_n, 128),
+        ("resnet50", args.writer_n // 2, 128),
+        ("bert", args.text_n, 32),
+    ):
         _writer_rows(setup, args, model, n, batch, out, shipped, Inline)
     out.unlink(missing_ok=True)
     torch.set_num_threads(args.threads_default)
 
 
-def _writer_rows(setup: dict[str, Any], args: argparse.Namespace, model: str, n: int, batch: int, out: Path,
-                 shipped: type, inline_writer: type) -> None:
+def _writer_rows(
+    setup: dict[str, Any],
+    args: argparse.Namespace,
+    model: str,
+    n: int,
+    batch: int,
+    out: Path,
+    shipped: type,
+    inline_writer: type,
+) -> None:
     import torch
 
     import relstitch.streaming as streaming
@@ -377,20 +475,42 @@ def _writer_rows(setup: dict[str, Any], args: argparse.Namespace, model: str, n:
 
     for threads in args.writer_threads:
         torch.set_num_threads(threads)
-        got = quiet(lambda: {"times": rounds_of({"threaded": threaded, "inline": inline, "bare": bare}, args.repeats,
-                                                warmup=1)})
+        got = quiet(
+            lambda: {
+                "times": rounds_of(
+                    {"threaded": threaded, "inline": inline, "bare": bare}, args.repeats, warmup=1
+                )
+            }
+        )
         times = got["times"]
         best = {k: min(v) for k, v in times.items()}
         what = f"{model}, N={n} + k={len(anchors)}, batch {batch}, torch {threads} thread(s)"
-        report(f"encode writer thread on / off ({model}, {threads} thr)", what, best["threaded"], best["inline"],
-               "encode_to_file with StreamWriter(background=False): projection and writes inline", higher_is_better=False,
-               extra={"threaded s": _fmt(times["threaded"]), "inline s": _fmt(times["inline"]), "bare s": _fmt(times["bare"]),
-                      "threaded/bare": f"{best['threaded'] / best['bare']:.3f}",
-                      "samples/s": f"{(n + len(anchors)) / best['threaded']:.1f}", "load": got["load"],
-                      "other cores": got["others"]})
-        SUMMARY.append(("2. encode writer thread", what, f"{best['threaded'] / best['inline']:.3f}",
-                        f"thread/inline time (< 1: it pays); encode/bare embed loop {best['threaded'] / best['bare']:.3f}",
-                        _noise(got)))
+        report(
+            f"encode writer thread on / off ({model}, {threads} thr)",
+            what,
+            best["threaded"],
+            best["inline"],
+            "encode_to_file with StreamWriter(background=False): projection and writes inline",
+            higher_is_better=False,
+            extra={
+                "threaded s": _fmt(times["threaded"]),
+                "inline s": _fmt(times["inline"]),
+                "bare s": _fmt(times["bare"]),
+                "threaded/bare": f"{best['threaded'] / best['bare']:.3f}",
+                "samples/s": f"{(n + len(anchors)) / best['threaded']:.1f}",
+                "load": got["load"],
+                "other cores": got["others"],
+            },
+        )
+        SUMMARY.append(
+            (
+                "2. encode writer thread",
+                what,
+                f"{best['threaded'] / best['inline']:.3f}",
+                f"thread/inline time (< 1: it pays); encode/bare embed loop {best['threaded'] / best['bare']:.3f}",
+                _noise(got),
+            )
+        )
 
 
 # ------------------------------------------------------------------------------ 3. allocator
@@ -417,12 +537,17 @@ def piece_allocator(setup: dict[str, Any], args: argparse.Namespace) -> None:
         Each command runs under a small launcher process that reports its child's rusage: a child forked
         straight from this (large) process would report this process's resident size as its peak.
         """
-        runs: dict[str, dict[bool, list[float]]] = {"times": {True: [], False: []}, "peaks": {True: [], False: []},
-                                                    "faults": {True: [], False: []}}
+        runs: dict[str, dict[bool, list[float]]] = {
+            "times": {True: [], False: []},
+            "peaks": {True: [], False: []},
+            "faults": {True: [], False: []},
+        }
         for i in range(rounds):
-            for tune in ((False, True) if i % 2 == 0 else (True, False)):  # who goes first alternates too
+            for tune in (False, True) if i % 2 == 0 else (True, False):  # who goes first alternates too
                 env = clean_env() if tune else clean_env(RELSTITCH_ALLOCATOR="system")
-                done = subprocess.run([sys.executable, "-c", LAUNCHER, *argv], capture_output=True, text=True, env=env)
+                done = subprocess.run(
+                    [sys.executable, "-c", LAUNCHER, *argv], capture_output=True, text=True, env=env
+                )
                 out = json.loads(done.stdout)
                 if out["rc"]:
                     raise SystemExit(f"{argv[1]} failed: {out['err']}")
@@ -436,37 +561,97 @@ def piece_allocator(setup: dict[str, Any], args: argparse.Namespace) -> None:
             data, anchors = f"jsonl:{setup['text']}", setup["text_anchors"]
         else:
             data, anchors = "builtin:train", setup["image_anchors"]
-        argv = [relstitch, "encode", setup["refs"][model], "--data", data, "--limit", str(n), "-a", str(anchors),
-                "-o", str(out), "--force", "--device", "cpu"]
+        argv = [
+            relstitch,
+            "encode",
+            setup["refs"][model],
+            "--data",
+            data,
+            "--limit",
+            str(n),
+            "-a",
+            str(anchors),
+            "-o",
+            str(out),
+            "--force",
+            "--device",
+            "cpu",
+        ]
         got = quiet(lambda argv=argv: alternate(argv, args.rounds))
         times, peaks, faults = got["times"], got["peaks"], got["faults"]
         what = f"relstitch encode {model}, N={n} + k={args.text_k if model == 'bert' else args.k}, batch 256, torch's default threads"
         tuned, system = statistics.median(times[True]), statistics.median(times[False])
         rss = f"{max(peaks[True]):.0f}/{max(peaks[False]):.0f}"
         flt = f"{statistics.median(faults[True]) / 1e3:.0f}k/{statistics.median(faults[False]) / 1e3:.0f}k"
-        report(f"allocator tuned / system, encode {model} (median run)", what, tuned, system,
-               "the same command with RELSTITCH_ALLOCATOR=system", higher_is_better=False,
-               extra={**per_process(times), "peak RSS MB tuned/system": rss, "minor faults tuned/system": flt,
-                      "load": got["load"], "other cores": got["others"]})
-        SUMMARY.append(("3. allocator tuning", what + ", wall time incl. start-up", f"{tuned / system:.3f}",
-                        f"tuned/system median time (< 1: it pays); tuned {_fmt(times[True])} s, system {_fmt(times[False])} s;"
-                        f" peak RSS MB tuned/system {rss}; minor page faults tuned/system {flt}", _noise(got)))
+        report(
+            f"allocator tuned / system, encode {model} (median run)",
+            what,
+            tuned,
+            system,
+            "the same command with RELSTITCH_ALLOCATOR=system",
+            higher_is_better=False,
+            extra={
+                **per_process(times),
+                "peak RSS MB tuned/system": rss,
+                "minor faults tuned/system": flt,
+                "load": got["load"],
+                "other cores": got["others"],
+            },
+        )
+        SUMMARY.append(
+            (
+                "3. allocator tuning",
+                what + ", wall time incl. start-up",
+                f"{tuned / system:.3f}",
+                f"tuned/system median time (< 1: it pays); tuned {_fmt(times[True])} s, system {_fmt(times[False])} s;"
+                f" peak RSS MB tuned/system {rss}; minor page faults tuned/system {flt}",
+                _noise(got),
+            )
+        )
     out.unlink(missing_ok=True)
 
     report_json = folder / "report.json"
-    subprocess.run([relstitch, "eval-matrix", "--limit", "200", "--json", str(report_json), "--allow-failures", "--force"],
-                   check=True, capture_output=True, env=clean_env())
-    for what, argv in (("inspect", [relstitch, "inspect", str(REPO / "checkpoints" / "cnn-rel-s0.encoder.safetensors")]),
-                       ("report", [relstitch, "report", str(report_json)])):
+    subprocess.run(
+        [
+            relstitch,
+            "eval-matrix",
+            "--limit",
+            "200",
+            "--json",
+            str(report_json),
+            "--allow-failures",
+            "--force",
+        ],
+        check=True,
+        capture_output=True,
+        env=clean_env(),
+    )
+    for what, argv in (
+        ("inspect", [relstitch, "inspect", str(REPO / "checkpoints" / "cnn-rel-s0.encoder.safetensors")]),
+        ("report", [relstitch, "report", str(report_json)]),
+    ):
         got = quiet(lambda argv=argv: alternate(argv, args.rounds + 2))
         times = got["times"]
         tuned, system = statistics.median(times[True]), statistics.median(times[False])
         label = f"relstitch {what} ({'shipped encoder file' if what == 'inspect' else 'the zoo matrix JSON, 8x8'})"
-        report(f"allocator tuned / system, {what} (median run)", label, tuned, system,
-               "the same command with RELSTITCH_ALLOCATOR=system", higher_is_better=False,
-               extra={**per_process(times), "load": got["load"], "other cores": got["others"]})
-        SUMMARY.append(("3. allocator tuning", label, f"{tuned / system:.3f}",
-                        f"tuned/system median time; tuned {_fmt(times[True])} s, system {_fmt(times[False])} s", _noise(got)))
+        report(
+            f"allocator tuned / system, {what} (median run)",
+            label,
+            tuned,
+            system,
+            "the same command with RELSTITCH_ALLOCATOR=system",
+            higher_is_better=False,
+            extra={**per_process(times), "load": got["load"], "other cores": got["others"]},
+        )
+        SUMMARY.append(
+            (
+                "3. allocator tuning",
+                label,
+                f"{tuned / system:.3f}",
+                f"tuned/system median time; tuned {_fmt(times[True])} s, system {_fmt(times[False])} s",
+                _noise(got),
+            )
+        )
 
 
 # ------------------------------------------------------------------------------ 4. batch size
@@ -480,14 +665,27 @@ def piece_batch(setup: dict[str, Any], args: argparse.Namespace) -> None:
 
 def _sweep(setup: dict[str, Any], args: argparse.Namespace, model: str) -> None:
     """One model's sweep, in a fresh process (its peak memory is then the sweep's, not earlier parts' leftovers)."""
-    small = model == "cnn"  # the shipped CNN, for contrast: 6 us an image, so many samples and the best of 5 passes
-    job = {"ref": setup["refs"][model], "anchors": str(setup["text_anchors" if model.startswith("bert") else "image_anchors"]),
-           "text": str(setup["text"]), "model": model, "n": 6000 if small else args.sweep_n, "batches": args.batches,
-           "threads": args.threads_default, "passes": 5 if small else 1}
+    small = (
+        model == "cnn"
+    )  # the shipped CNN, for contrast: 6 us an image, so many samples and the best of 5 passes
+    job = {
+        "ref": setup["refs"][model],
+        "anchors": str(setup["text_anchors" if model.startswith("bert") else "image_anchors"]),
+        "text": str(setup["text"]),
+        "model": model,
+        "n": 6000 if small else args.sweep_n,
+        "batches": args.batches,
+        "threads": args.threads_default,
+        "passes": 5 if small else 1,
+    }
 
     def measure() -> dict[str, Any]:
-        done = subprocess.run([sys.executable, __file__, "--sweep-child", json.dumps(job)], capture_output=True, text=True,
-                              env=clean_env())
+        done = subprocess.run(
+            [sys.executable, __file__, "--sweep-child", json.dumps(job)],
+            capture_output=True,
+            text=True,
+            env=clean_env(),
+        )
         if done.returncode:
             raise SystemExit(f"sweep of {model} failed: {done.stderr[-2000:]}")
         return dict(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -500,17 +698,35 @@ def _sweep(setup: dict[str, Any], args: argparse.Namespace, model: str) -> None:
     ref = rates.get(auto) or rates[max(rates)]
     what = f"{name}, N={job['n']}, torch {args.threads_default} threads; auto picks {auto}"
     for batch in args.batches:
-        report(f"batch {batch} / batch {auto} samples/s ({name})", what, 1 / rates[batch], 1 / ref,
-               f"the same loop at batch {auto}", extra={"samples/s": f"{rates[batch]:.1f}",
-                                                         "peak growth MB": f"{growth[batch]:.0f}",
-                                                         "minor faults per sample": f"{faults[batch]:.0f}",
-                                                         "load": got["load"], "other cores": got["others"]})
-    SUMMARY.append(("4. --batch-size auto (CPU: 256)", what,
-                    " / ".join(f"{rates[b] / ref:.2f}" for b in args.batches),
-                    "samples/s at batch " + " / ".join(map(str, args.batches)) + f" relative to {auto}; "
-                    "samples/s " + " / ".join(f"{rates[b]:.1f}" for b in args.batches) + "; peak growth MB "
-                    + " / ".join(f"{growth[b]:.0f}" for b in args.batches) + "; minor page faults per sample "
-                    + " / ".join(f"{faults[b]:.0f}" for b in args.batches), _noise(got)))
+        report(
+            f"batch {batch} / batch {auto} samples/s ({name})",
+            what,
+            1 / rates[batch],
+            1 / ref,
+            f"the same loop at batch {auto}",
+            extra={
+                "samples/s": f"{rates[batch]:.1f}",
+                "peak growth MB": f"{growth[batch]:.0f}",
+                "minor faults per sample": f"{faults[batch]:.0f}",
+                "load": got["load"],
+                "other cores": got["others"],
+            },
+        )
+    SUMMARY.append(
+        (
+            "4. --batch-size auto (CPU: 256)",
+            what,
+            " / ".join(f"{rates[b] / ref:.2f}" for b in args.batches),
+            "samples/s at batch " + " / ".join(map(str, args.batches)) + f" relative to {auto}; "
+            "samples/s "
+            + " / ".join(f"{rates[b]:.1f}" for b in args.batches)
+            + "; peak growth MB "
+            + " / ".join(f"{growth[b]:.0f}" for b in args.batches)
+            + "; minor page faults per sample "
+            + " / ".join(f"{faults[b]:.0f}" for b in args.batches),
+            _noise(got),
+        )
+    )
 
 
 def sweep_child(job: dict[str, Any]) -> None:
@@ -523,12 +739,18 @@ def sweep_child(job: dict[str, Any]) -> None:
     from relstitch.encoding import inputs_for, iter_embed, resolve_batch_size
 
     torch.set_num_threads(job["threads"])
-    setup = {"refs": {job["model"]: job["ref"]}, "text_anchors": job["anchors"], "image_anchors": job["anchors"],
-             "text": job["text"]}
+    setup = {
+        "refs": {job["model"]: job["ref"]},
+        "text_anchors": job["anchors"],
+        "image_anchors": job["anchors"],
+        "text": job["text"],
+    }
     encoder, _anchors, dataset = workload(setup, job["model"], job["n"])
     x = inputs_for(encoder, dataset)
     auto = resolve_batch_size("auto", encoder, x)
-    for _ in iter_embed(encoder, x[:8], batch_size=8):  # first-call costs outside the sweep, little memory touched
+    for _ in iter_embed(
+        encoder, x[:8], batch_size=8
+    ):  # first-call costs outside the sweep, little memory touched
         pass
     rates, growth, faults = {}, {}, {}
     for batch in job["batches"]:
@@ -542,7 +764,9 @@ def sweep_child(job: dict[str, Any]) -> None:
             if repeat == 0:
                 faults[batch] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt) / len(dataset)
                 growth[batch] = peak_rss() - base
-    print(json.dumps({"rates": rates, "growth": growth, "faults": faults, "auto": auto, "name": encoder.name}))
+    print(
+        json.dumps({"rates": rates, "growth": growth, "faults": faults, "auto": auto, "name": encoder.name})
+    )
 
 
 PIECES = {"matrix": piece_matrix, "writer": piece_writer, "allocator": piece_allocator, "batch": piece_batch}
@@ -556,14 +780,25 @@ def main() -> None:
     parser.add_argument("--bert-layers", type=int, default=4)
     parser.add_argument("--sweep-bert-layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=6)
-    parser.add_argument("--sweep-models", default="resnet50,bert-sweep,cnn",
-                        help="batch sweep models: resnet50, resnet18, bert-sweep, bert, cnn (the shipped CNN, for contrast)")
-    parser.add_argument("--quiet-cores", type=float, default=0.3,
-                        help="measure a row when other processes use fewer cores than this, and again if they used more")
-    parser.add_argument("--max-wait", type=float, default=90, help="seconds to wait for quiet before each row")
+    parser.add_argument(
+        "--sweep-models",
+        default="resnet50,bert-sweep,cnn",
+        help="batch sweep models: resnet50, resnet18, bert-sweep, bert, cnn (the shipped CNN, for contrast)",
+    )
+    parser.add_argument(
+        "--quiet-cores",
+        type=float,
+        default=0.3,
+        help="measure a row when other processes use fewer cores than this, and again if they used more",
+    )
+    parser.add_argument(
+        "--max-wait", type=float, default=90, help="seconds to wait for quiet before each row"
+    )
     parser.add_argument("--retries", type=int, default=1, help="how often a disturbed row is measured again")
     parser.add_argument("--json")
-    parser.add_argument("--sweep-child", help=argparse.SUPPRESS)  # internal: one model's batch sweep, in its own process
+    parser.add_argument(
+        "--sweep-child", help=argparse.SUPPRESS
+    )  # internal: one model's batch sweep, in its own process
     args = parser.parse_args()
     if args.sweep_child:
         sweep_child(json.loads(args.sweep_child))
@@ -584,11 +819,15 @@ def main() -> None:
     configure_threads()  # the allocator tuning, as the relstitch command applies it (pieces 1, 2 and 4)
     import torch
 
-    args.threads_default = min(2, os.cpu_count() or 1)  # what torch picks on this machine; the relstitch command keeps it
+    args.threads_default = min(
+        2, os.cpu_count() or 1
+    )  # what torch picks on this machine; the relstitch command keeps it
     torch.set_num_threads(args.threads_default)
     started = time.perf_counter()
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}; 1-min load {os.getloadavg()[0]:.2f}",
-          flush=True)
+    print(
+        f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}; 1-min load {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="relstitch-machinery-") as tmp:
         setup = prepare(Path(tmp), args)
         for name in filter(None, args.parts.split(",")):

@@ -75,15 +75,23 @@ def main() -> None:
     def matrix(workers: int | None = None) -> None:
         eval_matrix(encoder_paths, decoders, anchors, dataset, batch_size=B, workers=workers)
 
-    shapes = (f"{len(encoder_paths)} encoders x {len(decoders)} decoders, N={len(dataset)} ({args.data}), "
-              f"k={len(anchors)}, batch {B}")
+    shapes = (
+        f"{len(encoder_paths)} encoders x {len(decoders)} decoders, N={len(dataset)} ({args.data}), "
+        f"k={len(anchors)}, batch {B}"
+    )
     floor_is = "sum of bare encoder passes (anchors + data) and head passes over the same batches, one thread"
     # The default (workers=None) is what the CLI runs: pipelined here when BENCH_THREADS leaves a core free.
-    for workers, name in ((None, "eval-matrix vs its passes"), (0, "eval-matrix serial (workers=0) vs its passes")):
+    for workers, name in (
+        (None, "eval-matrix vs its passes"),
+        (0, "eval-matrix serial (workers=0) vs its passes"),
+    ):
         ours, bare = interleaved(lambda w=workers: matrix(w), floor, repeats=args.repeats)
-        extra = {"pipelined": workers is None and pipeline_pays(),
-                 "matrix_cpu_s": round(cpu_seconds(lambda w=workers: matrix(w), args.repeats), 4),
-                 "floor_cpu_s": round(cpu_seconds(floor, args.repeats), 4), "allocator_tuned": tuned}
+        extra = {
+            "pipelined": workers is None and pipeline_pays(),
+            "matrix_cpu_s": round(cpu_seconds(lambda w=workers: matrix(w), args.repeats), 4),
+            "floor_cpu_s": round(cpu_seconds(floor, args.repeats), 4),
+            "allocator_tuned": tuned,
+        }
         report(name, shapes, ours, bare, floor_is, target="<= 1.15", higher_is_better=False, extra=extra)
         if workers is None:
             default_s = ours
@@ -97,12 +105,20 @@ def main() -> None:
                     pass
 
     naive_s = timed(naive)  # one run: it is the slow side by construction
-    report("naive re-encode loop vs eval-matrix", shapes, default_s, naive_s, "stitch() for every pair (re-encodes each time)",
-           target=f">= D/2 = {len(decoders) / 2:g}")
+    report(
+        "naive re-encode loop vs eval-matrix",
+        shapes,
+        default_s,
+        naive_s,
+        "stitch() for every pair (re-encodes each time)",
+        target=f">= D/2 = {len(decoders) / 2:g}",
+    )
     started = time.perf_counter()
     result = eval_matrix(encoder_paths, decoders, anchors, dataset, batch_size=B)
-    print(f"(one more matrix run: {time.perf_counter() - started:.2f} s, of which encoding "
-          f"{result.timings['encode_seconds']:.2f} s)")
+    print(
+        f"(one more matrix run: {time.perf_counter() - started:.2f} s, of which encoding "
+        f"{result.timings['encode_seconds']:.2f} s)"
+    )
     finish(args.json)
 
 

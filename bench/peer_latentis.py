@@ -22,8 +22,24 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 VENV = HERE / ".venv-latentis"
 # latentis 0.0.8 itself and what `import latentis.transform.projection` needs that the main venv lacks.
-PACKAGES = ["latentis==0.0.8", "GitPython", "gitdb", "smmap", "python-dotenv", "backports.strenum", "scipy", "lightning",
-            "lightning-utilities", "torchmetrics", "pandas", "python-dateutil", "pytz", "tzdata", "six", "faiss-cpu"]
+PACKAGES = [
+    "latentis==0.0.8",
+    "GitPython",
+    "gitdb",
+    "smmap",
+    "python-dotenv",
+    "backports.strenum",
+    "scipy",
+    "lightning",
+    "lightning-utilities",
+    "torchmetrics",
+    "pandas",
+    "python-dateutil",
+    "pytz",
+    "tzdata",
+    "six",
+    "faiss-cpu",
+]
 PROBE = "from latentis.transform.projection import cosine_proj"
 
 
@@ -36,21 +52,44 @@ def ensure_venv() -> str | None:
     env = dict(os.environ, PYTHONPATH="")
     if not venv_python().exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        site = subprocess.run([str(venv_python()), "-c", "import site; print(site.getsitepackages()[0])"], check=True,
-                              capture_output=True, text=True).stdout.strip()
-        main_site = subprocess.run([sys.executable, "-c", "import torch, os; print(os.path.dirname(os.path.dirname(torch.__file__)))"],
-                                   check=True, capture_output=True, text=True).stdout.strip()
+        site = subprocess.run(
+            [str(venv_python()), "-c", "import site; print(site.getsitepackages()[0])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        main_site = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import torch, os; print(os.path.dirname(os.path.dirname(torch.__file__)))",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         # Appended after the venv's own site-packages: torch and numpy from the main venv, nothing overridden.
         Path(site, "zz-main-venv.pth").write_text(main_site + "\n")
-    probe = subprocess.run([str(venv_python()), "-c", PROBE], capture_output=True, text=True, env=env, cwd="/")
+    probe = subprocess.run(
+        [str(venv_python()), "-c", PROBE], capture_output=True, text=True, env=env, cwd="/"
+    )
     if probe.returncode == 0:
         return None
-    install = subprocess.run([str(venv_python()), "-m", "pip", "install", "-q", "--no-deps", *PACKAGES], capture_output=True,
-                             text=True)
+    install = subprocess.run(
+        [str(venv_python()), "-m", "pip", "install", "-q", "--no-deps", *PACKAGES],
+        capture_output=True,
+        text=True,
+    )
     if install.returncode != 0:
         return "pip could not install latentis: " + install.stderr.strip().splitlines()[-1]
-    probe = subprocess.run([str(venv_python()), "-c", PROBE], capture_output=True, text=True, env=env, cwd="/")
-    return None if probe.returncode == 0 else "latentis does not import: " + probe.stderr.strip().splitlines()[-1]
+    probe = subprocess.run(
+        [str(venv_python()), "-c", PROBE], capture_output=True, text=True, env=env, cwd="/"
+    )
+    return (
+        None
+        if probe.returncode == 0
+        else "latentis does not import: " + probe.stderr.strip().splitlines()[-1]
+    )
 
 
 def inputs(n: int, d: int, k: int):
@@ -65,7 +104,10 @@ def functions():
 
     from relstitch.projection import relative_projection
 
-    return {"relstitch": lambda x, a: relative_projection(x, a), "latentis": lambda x, a: cosine_proj(x, anchors=a)}
+    return {
+        "relstitch": lambda x, a: relative_projection(x, a),
+        "latentis": lambda x, a: cosine_proj(x, anchors=a),
+    }
 
 
 def worker_time(n: int, d: int, k: int, repeats: int) -> dict:
@@ -76,7 +118,9 @@ def worker_time(n: int, d: int, k: int, repeats: int) -> dict:
     x, a = inputs(n, d, k)
     fns = functions()
     with torch.inference_mode():
-        ours, theirs = interleaved(lambda: fns["relstitch"](x, a), lambda: fns["latentis"](x, a), repeats=repeats)
+        ours, theirs = interleaved(
+            lambda: fns["relstitch"](x, a), lambda: fns["latentis"](x, a), repeats=repeats
+        )
         diff = float((fns["relstitch"](x[:1000], a) - fns["latentis"](x[:1000], a)).abs().max())
     return {"relstitch_s": ours, "latentis_s": theirs, "max_abs_diff": diff}
 
@@ -97,7 +141,9 @@ def worker_memory(library: str, n: int, d: int, k: int) -> dict:
 
 def in_venv(*args: str) -> dict:
     env = dict(os.environ, PYTHONPATH=f"{HERE}{os.pathsep}{REPO}")
-    run = subprocess.run([str(venv_python()), str(Path(__file__)), *args], capture_output=True, text=True, env=env, cwd=REPO)
+    run = subprocess.run(
+        [str(venv_python()), str(Path(__file__)), *args], capture_output=True, text=True, env=env, cwd=REPO
+    )
     if run.returncode != 0:
         raise SystemExit(f"worker failed: {run.stderr.strip()[-2000:]}")
     return json.loads(run.stdout.strip().splitlines()[-1])
@@ -130,15 +176,30 @@ def main() -> None:
         return
     for n in map(int, args.sizes.split(",")):
         common = ("--n", str(n), "--d", str(args.d), "--k", str(args.k))
-        timing = in_venv("--worker", "time", "--repeats", str(args.repeats if n < 10**6 else max(1, args.repeats - 1)), *common)
-        memory = {lib: in_venv("--worker", "memory", "--library", lib, *common) for lib in ("relstitch", "latentis")}
-        report("relstitch vs latentis cosine_proj", f"N={n} d={args.d} k={args.k} float32 cpu", timing["relstitch_s"],
-               timing["latentis_s"], "latentis 0.0.8 cosine_proj (normalises a copy of x, then one matmul)",
-               target="(peer)", extra={
-                   "peak growth MB relstitch": round(memory["relstitch"]["peak_growth_mb"]),
-                   "peak growth MB latentis": round(memory["latentis"]["peak_growth_mb"]),
-                   "output MB": round(memory["relstitch"]["output_mb"]),
-                   "max |difference|": f"{timing['max_abs_diff']:.1e}"})
+        timing = in_venv(
+            "--worker",
+            "time",
+            "--repeats",
+            str(args.repeats if n < 10**6 else max(1, args.repeats - 1)),
+            *common,
+        )
+        memory = {
+            lib: in_venv("--worker", "memory", "--library", lib, *common) for lib in ("relstitch", "latentis")
+        }
+        report(
+            "relstitch vs latentis cosine_proj",
+            f"N={n} d={args.d} k={args.k} float32 cpu",
+            timing["relstitch_s"],
+            timing["latentis_s"],
+            "latentis 0.0.8 cosine_proj (normalises a copy of x, then one matmul)",
+            target="(peer)",
+            extra={
+                "peak growth MB relstitch": round(memory["relstitch"]["peak_growth_mb"]),
+                "peak growth MB latentis": round(memory["latentis"]["peak_growth_mb"]),
+                "output MB": round(memory["relstitch"]["output_mb"]),
+                "max |difference|": f"{timing['max_abs_diff']:.1e}",
+            },
+        )
     finish(args.json)
 
 

@@ -31,7 +31,12 @@ def main() -> None:
 
     configure_threads()
 
-    from relstitch.projection import DEFAULT_MAX_CHUNK_BYTES, ProjectionConfig, block_shape, relative_projection
+    from relstitch.projection import (
+        DEFAULT_MAX_CHUNK_BYTES,
+        ProjectionConfig,
+        block_shape,
+        relative_projection,
+    )
 
     dtype = getattr(torch, args.dtype)
     gen = torch.Generator(device=args.device).manual_seed(0)
@@ -41,33 +46,70 @@ def main() -> None:
     a_hat = anchors / anchors.norm(dim=1, keepdim=True)
 
     with torch.inference_mode():
-        rows, cols = block_shape(args.n, args.d, args.k, x.element_size(), DEFAULT_MAX_CHUNK_BYTES, None,
-                                 split_anchors=False, temporaries=False)
-        ours, bare = interleaved(lambda: relative_projection(x, anchors, chunk_size=None), lambda: x_hat @ a_hat.T,
-                                 repeats=args.repeats, device=args.device)
-        report("projection vs bare matmul", f"N={args.n} d={args.d} k={args.k} {args.dtype} {args.device}, "
-               f"blocks {rows}x{cols} (256 MB budget)", ours, bare, "x_hat @ a_hat.T of pre-normalised tensors",
-               target=">= 0.9")
+        rows, cols = block_shape(
+            args.n,
+            args.d,
+            args.k,
+            x.element_size(),
+            DEFAULT_MAX_CHUNK_BYTES,
+            None,
+            split_anchors=False,
+            temporaries=False,
+        )
+        ours, bare = interleaved(
+            lambda: relative_projection(x, anchors, chunk_size=None),
+            lambda: x_hat @ a_hat.T,
+            repeats=args.repeats,
+            device=args.device,
+        )
+        report(
+            "projection vs bare matmul",
+            f"N={args.n} d={args.d} k={args.k} {args.dtype} {args.device}, "
+            f"blocks {rows}x{cols} (256 MB budget)",
+            ours,
+            bare,
+            "x_hat @ a_hat.T of pre-normalised tensors",
+            target=">= 0.9",
+        )
 
         # Many anchors and a small budget. The plain cosine needs no anchor blocks (it writes into the
         # output), only smaller row blocks; euclidean needs [rows, k] temporaries, so its anchors are split.
         n2, k2, budget = min(args.n, 5_000), 20_000, 8 * 1024**2
         x2, a2 = x[:n2], torch.randn(k2, args.d, generator=gen, device=args.device, dtype=dtype)
         a2_hat, x2_hat = a2 / a2.norm(dim=1, keepdim=True), x_hat[:n2]
-        rows, cols = block_shape(n2, args.d, k2, x.element_size(), budget, None, split_anchors=False, temporaries=False)
-        ours, bare = interleaved(lambda: relative_projection(x2, a2, chunk_size=None, max_chunk_bytes=budget),
-                                 lambda: x2_hat @ a2_hat.T, repeats=args.repeats, device=args.device)
-        report("projection, small budget, many anchors vs bare matmul", f"N={n2} d={args.d} k={k2} {args.dtype} "
-               f"{args.device}, blocks {rows}x{cols} (8 MB budget)", ours, bare, "x_hat @ a_hat.T of pre-normalised tensors",
-               target=">= 0.9")
+        rows, cols = block_shape(
+            n2, args.d, k2, x.element_size(), budget, None, split_anchors=False, temporaries=False
+        )
+        ours, bare = interleaved(
+            lambda: relative_projection(x2, a2, chunk_size=None, max_chunk_bytes=budget),
+            lambda: x2_hat @ a2_hat.T,
+            repeats=args.repeats,
+            device=args.device,
+        )
+        report(
+            "projection, small budget, many anchors vs bare matmul",
+            f"N={n2} d={args.d} k={k2} {args.dtype} {args.device}, blocks {rows}x{cols} (8 MB budget)",
+            ours,
+            bare,
+            "x_hat @ a_hat.T of pre-normalised tensors",
+            target=">= 0.9",
+        )
         euclid = ProjectionConfig(similarity="euclidean")
         rows, cols = block_shape(n2, args.d, k2, x.element_size(), budget, None)
-        ours, whole = interleaved(lambda: relative_projection(x2, a2, euclid, chunk_size=None, max_chunk_bytes=budget),
-                                  lambda: relative_projection(x2, a2, euclid, chunk_size=None, max_chunk_bytes=1 << 62),
-                                  repeats=args.repeats, device=args.device)
-        report("euclidean with anchor blocks vs unblocked", f"N={n2} d={args.d} k={k2} {args.dtype} {args.device}, "
-               f"blocks {rows}x{cols} (8 MB budget)", ours, whole, "the same projection in one block (no memory bound)",
-               target="(informative)")
+        ours, whole = interleaved(
+            lambda: relative_projection(x2, a2, euclid, chunk_size=None, max_chunk_bytes=budget),
+            lambda: relative_projection(x2, a2, euclid, chunk_size=None, max_chunk_bytes=1 << 62),
+            repeats=args.repeats,
+            device=args.device,
+        )
+        report(
+            "euclidean with anchor blocks vs unblocked",
+            f"N={n2} d={args.d} k={k2} {args.dtype} {args.device}, blocks {rows}x{cols} (8 MB budget)",
+            ours,
+            whole,
+            "the same projection in one block (no memory bound)",
+            target="(informative)",
+        )
     finish(args.json, args.device)
 
 

@@ -24,17 +24,41 @@ def main() -> None:
         "python -c pass": [sys.executable, "-c", "pass"],
         "import torch": [sys.executable, "-c", "import torch"],
         "relstitch --help": [sys.executable, "-m", "relstitch", "--help"],
-        "relstitch inspect": [sys.executable, "-m", "relstitch", "inspect", "checkpoints/anchors.safetensors"],
+        "relstitch inspect": [
+            sys.executable,
+            "-m",
+            "relstitch",
+            "inspect",
+            "checkpoints/anchors.safetensors",
+        ],
     }
     best = dict.fromkeys(commands, float("inf"))
     for _ in range(args.repeats):
         for name, command in commands.items():
-            best[name] = min(best[name], timed(lambda c=command: subprocess.run(c, cwd=REPO, check=True, capture_output=True)))
+            best[name] = min(
+                best[name],
+                timed(lambda c=command: subprocess.run(c, cwd=REPO, check=True, capture_output=True)),
+            )
     for name in ("relstitch --help", "relstitch inspect"):
-        report(f"{name} vs bare interpreter", "fresh process", best[name], best["python -c pass"], "python -c pass",
-               target="(under 0.5 s in absolute terms)", higher_is_better=False, extra={"seconds": round(best[name], 3)})
-        report(f"{name} vs import torch", "fresh process", best[name], best["import torch"], 'python -c "import torch"',
-               target="< 1", higher_is_better=False)
+        report(
+            f"{name} vs bare interpreter",
+            "fresh process",
+            best[name],
+            best["python -c pass"],
+            "python -c pass",
+            target="(under 0.5 s in absolute terms)",
+            higher_is_better=False,
+            extra={"seconds": round(best[name], 3)},
+        )
+        report(
+            f"{name} vs import torch",
+            "fresh process",
+            best[name],
+            best["import torch"],
+            'python -c "import torch"',
+            target="< 1",
+            higher_is_better=False,
+        )
     finish(args.json)
 
 

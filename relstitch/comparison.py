@@ -41,7 +41,9 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 def retrieval_scores(source: torch.Tensor, target: torch.Tensor, k: int) -> tuple[float, float]:
     """(Jaccard@k, MRR@k) of using ``source[i]`` as a query among ``target`` rows, averaged over i."""
     if source.shape != target.shape:
-        raise RelstitchError(f"retrieval needs equal shapes, got {tuple(source.shape)} and {tuple(target.shape)}")
+        raise RelstitchError(
+            f"retrieval needs equal shapes, got {tuple(source.shape)} and {tuple(target.shape)}"
+        )
     n = len(target)
     k = min(k, n)
     target_hat, source_hat = _unit(target.double()), _unit(source.double())
@@ -50,7 +52,9 @@ def retrieval_scores(source: torch.Tensor, target: torch.Tensor, k: int) -> tupl
     for start in range(0, n, QUERY_CHUNK):
         rows = torch.arange(start, min(start + QUERY_CHUNK, n))
         own = (target_hat[rows] @ target_hat.T).topk(k, dim=1).indices  # i's neighbours in the target space
-        found = (source_hat[rows] @ target_hat.T).topk(k, dim=1).indices  # what i's source vector retrieves there
+        found = (
+            (source_hat[rows] @ target_hat.T).topk(k, dim=1).indices
+        )  # what i's source vector retrieves there
         overlap = (own.unsqueeze(2) == found.unsqueeze(1)).any(dim=2).sum(dim=1).double()
         jaccard_sum += float((overlap / (2 * k - overlap)).sum())
         hit = found == rows.unsqueeze(1)
@@ -61,7 +65,9 @@ def retrieval_scores(source: torch.Tensor, target: torch.Tensor, k: int) -> tupl
 def mean_cosine(source: torch.Tensor, target: torch.Tensor) -> float:
     """Mean cosine between each sample's two vectors (equal dimensions)."""
     if source.shape != target.shape:
-        raise RelstitchError(f"cosine needs equal shapes, got {tuple(source.shape)} and {tuple(target.shape)}")
+        raise RelstitchError(
+            f"cosine needs equal shapes, got {tuple(source.shape)} and {tuple(target.shape)}"
+        )
     return float((_unit(source.double()) * _unit(target.double())).sum(dim=1).mean())
 
 
@@ -89,12 +95,20 @@ class CompareResult:
     rows: list[dict[str, Any]] = field(default_factory=list)  # source, target, space, metric values, note
 
     def value(self, source: str, target: str, space: str, metric: str) -> float | None:
-        row = next((r for r in self.rows if (r["source"], r["target"], r["space"]) == (source, target, space)), None)
+        row = next(
+            (r for r in self.rows if (r["source"], r["target"], r["space"]) == (source, target, space)), None
+        )
         return None if row is None else row[metric]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"names": self.names, "k": self.k, "projection": self.projection, "metrics": list(METRICS),
-                "directions": dict.fromkeys(METRICS, "higher"), "pairs": self.rows}
+        return {
+            "names": self.names,
+            "k": self.k,
+            "projection": self.projection,
+            "metrics": list(METRICS),
+            "directions": dict.fromkeys(METRICS, "higher"),
+            "pairs": self.rows,
+        }
 
 
 def _check_aligned(spaces: list[EncodedSpace]) -> None:
@@ -103,27 +117,38 @@ def _check_aligned(spaces: list[EncodedSpace]) -> None:
         if len(other.ids) != len(first.ids) or not torch.equal(other.ids, first.ids):
             raise RelstitchError(
                 f"{other.encoder_name!r} and {first.encoder_name!r} embed different samples",
-                path=other.path, hint="encode the same --data (and --limit) with every encoder",
+                path=other.path,
+                hint="encode the same --data (and --limit) with every encoder",
             )
         if other.anchor_hash != first.anchor_hash:
             raise RelstitchError(
                 f"{other.encoder_name!r} and {first.encoder_name!r} used different anchors "
                 f"({other.anchor_hash[:12]} vs {first.anchor_hash[:12]}): their relative spaces do not correspond",
-                path=other.path, hint="encode with one anchor file",
+                path=other.path,
+                hint="encode with one anchor file",
             )
 
 
-def compare_spaces(spaces: list[EncodedSpace], *, k: int = 10, projection: ProjectionConfig | None = None,
-                   names: list[str] | None = None) -> CompareResult:
+def compare_spaces(
+    spaces: list[EncodedSpace],
+    *,
+    k: int = 10,
+    projection: ProjectionConfig | None = None,
+    names: list[str] | None = None,
+) -> CompareResult:
     """Score every ordered pair of ``spaces`` (same samples, same anchors) in absolute and relative space."""
     if len(spaces) < 2:
         raise RelstitchError("compare needs at least two spaces")
     if k < 1:
         raise UsageError(f"k must be at least 1, got {k}")
     _check_aligned(spaces)
-    if k >= len(spaces[0].ids):  # every sample a neighbour of every other: Jaccard@k would be 1.000 whatever the spaces
-        raise UsageError(f"-k {k} neighbours need more than {k} samples, and these spaces have {len(spaces[0].ids)}",
-                         hint="use a smaller -k, or more samples (--limit)")
+    if k >= len(
+        spaces[0].ids
+    ):  # every sample a neighbour of every other: Jaccard@k would be 1.000 whatever the spaces
+        raise UsageError(
+            f"-k {k} neighbours need more than {k} samples, and these spaces have {len(spaces[0].ids)}",
+            hint="use a smaller -k, or more samples (--limit)",
+        )
     projection = projection or ProjectionConfig()
     names = names or [s.encoder_name for s in spaces]
     if len(set(names)) != len(names):  # two seeds saved under one name: keep them apart
@@ -137,13 +162,22 @@ def compare_spaces(spaces: list[EncodedSpace], *, k: int = 10, projection: Proje
             key = (space, min(i, j), max(i, j))
             if key not in cka_cache:  # CKA is symmetric: once per unordered pair
                 cka_cache[key] = linear_cka(x, y)
-            row: dict[str, Any] = {"source": names[i], "target": names[j], "space": space, "cka": cka_cache[key]}
+            row: dict[str, Any] = {
+                "source": names[i],
+                "target": names[j],
+                "space": space,
+                "cka": cka_cache[key],
+            }
             if x.shape[1] == y.shape[1]:
                 row["jaccard"], row["mrr"] = retrieval_scores(x, y, k)
                 row["cosine"] = mean_cosine(x, y)
                 row["note"] = None
             else:
-                row.update(jaccard=None, mrr=None, cosine=None,
-                           note=f"{x.shape[1]}-d vs {y.shape[1]}-d: coordinates cannot be compared, only CKA")
+                row.update(
+                    jaccard=None,
+                    mrr=None,
+                    cosine=None,
+                    note=f"{x.shape[1]}-d vs {y.shape[1]}-d: coordinates cannot be compared, only CKA",
+                )
             result.rows.append(row)
     return result

@@ -41,8 +41,10 @@ class Encoder:
     def provenance(self) -> dict[str, Any]:
         """Architecture and training facts that travel into embeddings files (for reports and ``fit``)."""
         training = found if isinstance(found := self.meta.get("training"), dict) else {}
-        return {"architecture": self.architecture.get("name"),
-                "training": {"space": training.get("space"), "seed": training.get("seed")}}
+        return {
+            "architecture": self.architecture.get("name"),
+            "training": {"space": training.get("space"), "seed": training.get("seed")},
+        }
 
     def prepare(self, raw_batch: Any) -> torch.Tensor | Mapping[str, torch.Tensor]:
         """Raw inputs (uint8 images here) → what the module takes, per the declared input spec (a subclass may

@@ -34,5 +34,9 @@ def shuffled_anchor_space(space: EncodedSpace, seed: int = 0) -> EncodedSpace:
     """A copy of ``space`` whose anchor latents are deranged (the null baseline's encoder side)."""
     perm = derangement(len(space.anchor_absolute), seed)
     # _relative_cache must be a new dict: replace() would otherwise share the original's cache.
-    return dataclasses.replace(space, anchor_absolute=space.anchor_absolute[perm], _relative_cache={},
-                               meta=dict(space.meta, control=SHUFFLED_ANCHORS))
+    return dataclasses.replace(
+        space,
+        anchor_absolute=space.anchor_absolute[perm],
+        _relative_cache={},
+        meta=dict(space.meta, control=SHUFFLED_ANCHORS),
+    )

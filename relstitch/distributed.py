@@ -81,6 +81,9 @@ def from_env(device_type: str = "cpu") -> Group:
         dist.init_process_group(backend=backend)
     # torchrun stops the other workers with SIGTERM when one fails: unless a handler is already set (the
     # CLI sets one), turn it into SystemExit so the temporary output is removed on the way out.
-    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None) and threading.current_thread() is threading.main_thread():
+    if (
+        signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None)
+        and threading.current_thread() is threading.main_thread()
+    ):
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     return Group(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank, distributed=True)

@@ -40,7 +40,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 """``--dtype`` names → the dtype encoders run in (under autocast; outputs are stored as float32)."""
 
 
-def resolve_device(device: str | torch.device = "auto", dtype: str = "float32") -> tuple[torch.device, torch.dtype]:
+def resolve_device(
+    device: str | torch.device = "auto", dtype: str = "float32"
+) -> tuple[torch.device, torch.dtype]:
     """``auto|cpu|cuda[:i]`` and ``float32|bfloat16|float16`` → what :func:`iter_embed` takes."""
     if dtype not in DTYPES:
         raise unknown_choice("dtype", dtype, DTYPES)
@@ -51,7 +53,9 @@ def resolve_device(device: str | torch.device = "auto", dtype: str = "float32") 
     except RuntimeError:
         raise unknown_choice("device", device, ("auto", "cpu", "cuda", "cuda:N")) from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise RelstitchError("--device cuda but torch sees no CUDA device here", hint="use --device cpu or auto")
+        raise RelstitchError(
+            "--device cuda but torch sees no CUDA device here", hint="use --device cpu or auto"
+        )
     if resolved.type not in ("cpu", "cuda"):
         raise unknown_choice("device", device, ("auto", "cpu", "cuda", "cuda:N"))
     return resolved, DTYPES[dtype]
@@ -70,8 +74,14 @@ AUTO_MAX_BATCH = 8192
 _AUTO_PROBE = 16
 
 
-def resolve_batch_size(batch_size: BatchSize, encoder: Encoder, x: Any, *, device: torch.device | None = None,
-                       dtype: torch.dtype | None = None) -> int:
+def resolve_batch_size(
+    batch_size: BatchSize,
+    encoder: Encoder,
+    x: Any,
+    *,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> int:
     """An explicit batch size as is; ``"auto"`` → :data:`DEFAULT_BATCH` on the CPU, and on CUDA the largest
     power of two whose activations fit :data:`AUTO_MEMORY_FRACTION` of the free memory.
 
@@ -96,16 +106,25 @@ def resolve_batch_size(batch_size: BatchSize, encoder: Encoder, x: Any, *, devic
             pass
         torch.cuda.synchronize(where)
         peaks.append(torch.cuda.max_memory_allocated(where) - base)
-    per_sample = max(1.0, (peaks[1] - peaks[0]) / _AUTO_PROBE, peaks[1] / (8 * 2 * _AUTO_PROBE))  # floor: noise guard
+    per_sample = max(
+        1.0, (peaks[1] - peaks[0]) / _AUTO_PROBE, peaks[1] / (8 * 2 * _AUTO_PROBE)
+    )  # floor: noise guard
     free, _total = torch.cuda.mem_get_info(where)
     fits = max(1, int(free * AUTO_MEMORY_FRACTION / per_sample))
     return min(AUTO_MAX_BATCH, 1 << (fits.bit_length() - 1))
 
 
 @torch.inference_mode()
-def iter_embed(encoder: Encoder, x: Any, *, batch_size: BatchSize = DEFAULT_BATCH, device: torch.device | None = None,
-               dtype: torch.dtype | None = None, progress: ProgressFn = silent,
-               description: str = "encoding") -> Iterator[tuple[int, torch.Tensor]]:
+def iter_embed(
+    encoder: Encoder,
+    x: Any,
+    *,
+    batch_size: BatchSize = DEFAULT_BATCH,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    progress: ProgressFn = silent,
+    description: str = "encoding",
+) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield ``(start, latents [B, latent_dim] float32)`` batch by batch, on ``device``.
 
     ``device`` moves the module there (default: where it already is); uint8 batches are copied from
@@ -125,25 +144,43 @@ def iter_embed(encoder: Encoder, x: Any, *, batch_size: BatchSize = DEFAULT_BATC
             batch = batch.pin_memory().to(where, non_blocking=True)
         with torch.autocast(where.type, dtype=dtype, enabled=cast):
             z = encoder.embed_batch(batch)
-        if not encoder.latent_dim and z.ndim == 2:  # adapters (relstitch.sources) learn their size on first use
+        if (
+            not encoder.latent_dim and z.ndim == 2
+        ):  # adapters (relstitch.sources) learn their size on first use
             encoder.latent_dim = z.shape[1]
         if z.ndim != 2 or z.shape[1] != encoder.latent_dim:
             raise RelstitchError(
                 f"encoder {encoder.name!r} returned shape {tuple(z.shape)}, expected [batch, {encoder.latent_dim}]",
                 path=encoder.path,
             )
-        check_finite(z, f"latents of encoder {encoder.name!r} ({description})", path=encoder.path, offset=start)
+        check_finite(
+            z, f"latents of encoder {encoder.name!r} ({description})", path=encoder.path, offset=start
+        )
         yield start, z.float()
         progress(description, len(batch), len(x))
 
 
-def embed(encoder: Encoder, x: Any, *, batch_size: BatchSize = DEFAULT_BATCH, progress: ProgressFn = silent,
-          description: str = "encoding", device: torch.device | None = None,
-          dtype: torch.dtype | None = None) -> torch.Tensor:
+def embed(
+    encoder: Encoder,
+    x: Any,
+    *,
+    batch_size: BatchSize = DEFAULT_BATCH,
+    progress: ProgressFn = silent,
+    description: str = "encoding",
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """Absolute latents ``[N, latent_dim]`` (float32, on the CPU) of inputs ``x``, computed batch by batch."""
     out = torch.empty((len(x), encoder.latent_dim), dtype=torch.float32)
-    for start, z in iter_embed(encoder, x, batch_size=batch_size, device=device, dtype=dtype, progress=progress,
-                               description=description):
+    for start, z in iter_embed(
+        encoder,
+        x,
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        progress=progress,
+        description=description,
+    ):
         if out.shape[1] != z.shape[1]:  # the latent size was learned on the first batch
             out = torch.empty((len(x), z.shape[1]), dtype=torch.float32)
         out[start : start + len(z)] = z
@@ -193,12 +230,19 @@ def inputs_for(encoder: Encoder, source: Dataset | Anchors) -> torch.Tensor | Te
     if _reads_text(encoder):
         if source.texts is None:
             held = source.modality if isinstance(source, Dataset) else "image"
-            raise RelstitchError(f"encoder {encoder.name!r} reads text but {what} {held} with no text views", path=where,
-                                 hint="give it text data, or images with captions "
-                                      "(jsonl:FILE#image=COL,text=COL, or DATA#captions=TEMPLATE)")
+            raise RelstitchError(
+                f"encoder {encoder.name!r} reads text but {what} {held} with no text views",
+                path=where,
+                hint="give it text data, or images with captions "
+                "(jsonl:FILE#image=COL,text=COL, or DATA#captions=TEMPLATE)",
+            )
         return source.texts
     if isinstance(primary, TextViews):
-        raise RelstitchError(f"encoder {encoder.name!r} reads {reads} but {what} text", path=where, hint=f"give it {reads} data")
+        raise RelstitchError(
+            f"encoder {encoder.name!r} reads {reads} but {what} text",
+            path=where,
+            hint=f"give it {reads} data",
+        )
     return primary
 
 
@@ -234,21 +278,38 @@ def check_inputs(encoder: Encoder, anchors: Anchors | None, dataset: Dataset) ->
             hint="use anchors picked from the same kind of data",
         )
     if isinstance(x, TextViews):
-        assert isinstance(anchor_x, TextViews)  # inputs_for gives both the same kind (checked by shape above too)
+        assert isinstance(
+            anchor_x, TextViews
+        )  # inputs_for gives both the same kind (checked by shape above too)
         asked = encoder.input_spec.get("view")
         for texts, where in ((x, f"data {dataset.name}"), (anchor_x, "the anchors")):
             if asked and asked not in texts.names:
-                raise RelstitchError(f"encoder {encoder.name!r} reads text view {asked!r}, which {where} lack "
-                                     f"(views: {', '.join(texts.names)})", path=encoder.path,
-                                     hint="pick a view they have with --view or #view=")
-        if not asked and x.default != anchor_x.default:  # else the data and the anchors would be read in two views
-            raise RelstitchError(f"data {dataset.name} reads view {x.default!r} by default, the anchors {anchor_x.default!r}",
-                                 path=anchors.path, hint="name the view with --view")
+                raise RelstitchError(
+                    f"encoder {encoder.name!r} reads text view {asked!r}, which {where} lack "
+                    f"(views: {', '.join(texts.names)})",
+                    path=encoder.path,
+                    hint="pick a view they have with --view or #view=",
+                )
+        if (
+            not asked and x.default != anchor_x.default
+        ):  # else the data and the anchors would be read in two views
+            raise RelstitchError(
+                f"data {dataset.name} reads view {x.default!r} by default, the anchors {anchor_x.default!r}",
+                path=anchors.path,
+                hint="name the view with --view",
+            )
 
 
-def encode(encoder: Encoder, anchors: Anchors | None, dataset: Dataset, *, batch_size: BatchSize = DEFAULT_BATCH,
-           progress: ProgressFn = silent, device: torch.device | None = None,
-           dtype: torch.dtype | None = None) -> EncodedSpace:
+def encode(
+    encoder: Encoder,
+    anchors: Anchors | None,
+    dataset: Dataset,
+    *,
+    batch_size: BatchSize = DEFAULT_BATCH,
+    progress: ProgressFn = silent,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> EncodedSpace:
     """Embed the anchors and the dataset with ``encoder`` (each exactly once).
 
     ``anchors=None`` gives a space with absolute latents only (for absolute decoders). ``device`` and
@@ -259,12 +320,30 @@ def encode(encoder: Encoder, anchors: Anchors | None, dataset: Dataset, *, batch
     x = inputs_for(encoder, dataset)
     batch_size = resolve_batch_size(batch_size, encoder, x, **on)  # once, for the anchors and the data
     if anchors is None:
-        absolute = embed(encoder, x, batch_size=batch_size, progress=progress, description=f"{encoder.name}: data", **on)
-        return EncodedSpace(encoder.name, encoder.hash, absolute, absolute.new_empty((0, absolute.shape[1])), dataset.y,
-                            dataset.ids, anchor_hash="", dataset=describe_read(encoder, dataset))
-    anchor_absolute = embed(encoder, inputs_for(encoder, anchors), batch_size=batch_size, progress=progress,
-                            description=f"{encoder.name}: anchors", **on)
-    absolute = embed(encoder, x, batch_size=batch_size, progress=progress, description=f"{encoder.name}: data", **on)
+        absolute = embed(
+            encoder, x, batch_size=batch_size, progress=progress, description=f"{encoder.name}: data", **on
+        )
+        return EncodedSpace(
+            encoder.name,
+            encoder.hash,
+            absolute,
+            absolute.new_empty((0, absolute.shape[1])),
+            dataset.y,
+            dataset.ids,
+            anchor_hash="",
+            dataset=describe_read(encoder, dataset),
+        )
+    anchor_absolute = embed(
+        encoder,
+        inputs_for(encoder, anchors),
+        batch_size=batch_size,
+        progress=progress,
+        description=f"{encoder.name}: anchors",
+        **on,
+    )
+    absolute = embed(
+        encoder, x, batch_size=batch_size, progress=progress, description=f"{encoder.name}: data", **on
+    )
     return EncodedSpace(
         encoder_name=encoder.name,
         encoder_hash=encoder.hash,
@@ -278,8 +357,13 @@ def encode(encoder: Encoder, anchors: Anchors | None, dataset: Dataset, *, batch
     )
 
 
-def save_embeddings(space: EncodedSpace, path: str | os.PathLike[str], *, projection: ProjectionConfig | None = None,
-                    force: bool = False) -> Path:
+def save_embeddings(
+    space: EncodedSpace,
+    path: str | os.PathLike[str],
+    *,
+    projection: ProjectionConfig | None = None,
+    force: bool = False,
+) -> Path:
     """Write an embeddings file: absolute and relative vectors, labels, ids, anchor latents, hashes."""
     projection = projection or ProjectionConfig()
     tensors = {
@@ -289,13 +373,25 @@ def save_embeddings(space: EncodedSpace, path: str | os.PathLike[str], *, projec
         "labels": space.labels,
         "ids": space.ids,
     }
-    meta = embeddings_meta(space.encoder_name, space.encoder_hash, space.anchor_hash, space.dataset, projection,
-                           provenance=space.meta.get("encoder"))
+    meta = embeddings_meta(
+        space.encoder_name,
+        space.encoder_hash,
+        space.anchor_hash,
+        space.dataset,
+        projection,
+        provenance=space.meta.get("encoder"),
+    )
     return save_artifact(path, "embeddings", tensors, meta, force=force)
 
 
-def embeddings_meta(encoder_name: str, encoder_hash: str, anchor_hash: str, dataset: dict[str, Any],
-                    projection: ProjectionConfig, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+def embeddings_meta(
+    encoder_name: str,
+    encoder_hash: str,
+    anchor_hash: str,
+    dataset: dict[str, Any],
+    projection: ProjectionConfig,
+    provenance: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The metadata of an embeddings file (shared by the in-memory and the streaming writers).
 
     ``provenance`` (:meth:`Encoder.provenance`) keeps the encoder's architecture and training facts, so
@@ -314,18 +410,32 @@ def load_embeddings(path: str | os.PathLike[str]) -> EncodedSpace:
     art = load_artifact(path, "embeddings")
     needed = {"absolute", "anchor_absolute", "labels", "ids"}
     if needed - set(art.tensors):
-        raise RelstitchError(f"corrupt embeddings file: missing {sorted(needed - set(art.tensors))}", path=art.path)
+        raise RelstitchError(
+            f"corrupt embeddings file: missing {sorted(needed - set(art.tensors))}", path=art.path
+        )
     encoder = art.meta.get("encoder") or {}
     dataset = art.meta.get("dataset")
-    if not isinstance(encoder, dict) or not isinstance(dataset, dict) or not isinstance(art.meta.get("anchor_hash"), str):
-        raise RelstitchError("corrupt embeddings file: encoder, dataset or anchor_hash metadata missing", path=art.path)
+    if (
+        not isinstance(encoder, dict)
+        or not isinstance(dataset, dict)
+        or not isinstance(art.meta.get("anchor_hash"), str)
+    ):
+        raise RelstitchError(
+            "corrupt embeddings file: encoder, dataset or anchor_hash metadata missing", path=art.path
+        )
     absolute, anchor_absolute = art.tensors["absolute"].float(), art.tensors["anchor_absolute"].float()
     if absolute.ndim != 2 or anchor_absolute.ndim != 2 or absolute.shape[1] != anchor_absolute.shape[1]:
-        raise RelstitchError("corrupt embeddings file: absolute and anchor latents disagree in shape", path=art.path)
+        raise RelstitchError(
+            "corrupt embeddings file: absolute and anchor latents disagree in shape", path=art.path
+        )
     if len(art.tensors["labels"]) != len(absolute):
         raise RelstitchError("corrupt embeddings file: labels and vectors differ in length", path=art.path)
-    classes = dataset.get("classes")  # as a Dataset refuses labels past its class names, so does a file of its vectors
-    check_labels(art.tensors["labels"], classes if isinstance(classes, list) else [], f"embeddings {art.path}")
+    classes = dataset.get(
+        "classes"
+    )  # as a Dataset refuses labels past its class names, so does a file of its vectors
+    check_labels(
+        art.tensors["labels"], classes if isinstance(classes, list) else [], f"embeddings {art.path}"
+    )
     for name in ("absolute", "anchor_absolute", "relative"):
         if name in art.tensors:
             check_finite(art.tensors[name], f"{name} vectors", path=art.path)
@@ -342,5 +452,7 @@ def load_embeddings(path: str | os.PathLike[str]) -> EncodedSpace:
         path=art.path,
     )
     if "relative" in art.tensors:  # keep the stored projection: it is exactly what was written
-        space._relative_cache[ProjectionConfig.from_dict(art.meta.get("projection"))] = art.tensors["relative"].float()
+        space._relative_cache[ProjectionConfig.from_dict(art.meta.get("projection"))] = art.tensors[
+            "relative"
+        ].float()
     return space

@@ -34,7 +34,7 @@ def printable(text: str) -> str:
 
 def shorten_path(path: str, limit: int = 160) -> str:
     """A path as a message shows it: whole, unless it is so long (a 300-byte name) it would drown the message."""
-    return path if len(path) <= limit else f"{path[: limit // 2]}…{path[-(limit // 3):]}"
+    return path if len(path) <= limit else f"{path[: limit // 2]}…{path[-(limit // 3) :]}"
 
 
 class UsageError(RelstitchError):
@@ -43,7 +43,9 @@ class UsageError(RelstitchError):
     exit_code = 2
 
 
-def unknown_choice(what: str, value: object, choices: Iterable[str], *, path: object | None = None) -> UsageError:
+def unknown_choice(
+    what: str, value: object, choices: Iterable[str], *, path: object | None = None
+) -> UsageError:
     """The error for a value that is not one of its ``choices``: bad usage (exit 2), the closest as a hint.
 
     One message for every option value (``--dtype``, ``--method``, ``--strategy``, ``--arch``...). Where the

@@ -88,21 +88,53 @@ def evaluate(
         raise UsageError(f"unknown metric {metric!r} for these decoders; choose one of {', '.join(known)}")
     check_groups(list(groups), [default_name(e) for e in encoders] + [h.name for h in heads])
     chosen, dataset = load_anchors(anchors), load_dataset(data, limit=limit)
-    result = eval_matrix(encoders, heads, chosen, dataset, batch_size=batch_size, fail_fast=fail_fast, cache=cache,
-                         progress=progress, methods=methods, null_baseline=null_baseline, load=load, device=where,
-                         dtype=precision, translation_scaling=translation_scaling)
-    config = {"data": data, "limit": limit, "batch_size": batch_size, "device": str(where), "dtype": dtype,
-              "anchors": str(chosen.path), "encoders": [str(e) for e in encoders],
-              "decoders": [_as_given(d) for d in decoders],
-              "requested_methods": list(methods), "null_baseline": null_baseline,
-              "translation_scaling": translation_scaling}
+    result = eval_matrix(
+        encoders,
+        heads,
+        chosen,
+        dataset,
+        batch_size=batch_size,
+        fail_fast=fail_fast,
+        cache=cache,
+        progress=progress,
+        methods=methods,
+        null_baseline=null_baseline,
+        load=load,
+        device=where,
+        dtype=precision,
+        translation_scaling=translation_scaling,
+    )
+    config = {
+        "data": data,
+        "limit": limit,
+        "batch_size": batch_size,
+        "device": str(where),
+        "dtype": dtype,
+        "anchors": str(chosen.path),
+        "encoders": [str(e) for e in encoders],
+        "decoders": [_as_given(d) for d in decoders],
+        "requested_methods": list(methods),
+        "null_baseline": null_baseline,
+        "translation_scaling": translation_scaling,
+    }
     return Evaluation(result, build_report(result, config=config, groups=list(groups)))
 
 
-def stitch_loaded(source: Encoder | EncodedSpace, decoder: Decoder, anchors: Reference | None, data: str | None, *,
-                  method: str | None = None, target_encoder: Reference | None = None, scaling: str | None = None,
-                  limit: int | None = None, batch_size: BatchSize = DEFAULT_BATCH, keep_predictions: bool = False,
-                  progress: ProgressFn = silent, default_anchors: Reference | None = None) -> PairResult:
+def stitch_loaded(
+    source: Encoder | EncodedSpace,
+    decoder: Decoder,
+    anchors: Reference | None,
+    data: str | None,
+    *,
+    method: str | None = None,
+    target_encoder: Reference | None = None,
+    scaling: str | None = None,
+    limit: int | None = None,
+    batch_size: BatchSize = DEFAULT_BATCH,
+    keep_predictions: bool = False,
+    progress: ProgressFn = silent,
+    default_anchors: Reference | None = None,
+) -> PairResult:
     """One pair, the way ``relstitch stitch`` wires it: ``decoder`` fed ``source``'s space natively (its own
     projection for a relative decoder), or through a translation ``method`` into ``target_encoder``'s space.
 
@@ -121,14 +153,24 @@ def stitch_loaded(source: Encoder | EncodedSpace, decoder: Decoder, anchors: Ref
 
     if not isinstance(source, Encoder):  # vectors computed elsewhere: nothing to run, no anchor file needed
         if method not in (None, decoder.space) or target_encoder is not None or scaling is not None:
-            raise UsageError("precomputed embeddings take no translation --method, --target-encoder or --translation-scaling")
+            raise UsageError(
+                "precomputed embeddings take no translation --method, --target-encoder or --translation-scaling"
+            )
         if anchors is not None or limit is not None:  # silently ignoring them would mislead
-            raise UsageError("precomputed embeddings carry their anchors and samples: drop --anchors and --limit")
-        return stitch_precomputed(source, decoder, load_dataset(data, limit=limit) if data else None,
-                                  keep_predictions=keep_predictions)
+            raise UsageError(
+                "precomputed embeddings carry their anchors and samples: drop --anchors and --limit"
+            )
+        return stitch_precomputed(
+            source,
+            decoder,
+            load_dataset(data, limit=limit) if data else None,
+            keep_predictions=keep_predictions,
+        )
     if method in ("relative", "absolute") and method != decoder.space:
-        raise UsageError(f"decoder {decoder.name!r} reads {decoder.space} vectors, so --method {method} cannot feed it",
-                         hint=f"use --method {decoder.space} (the default) or a translation into an absolute decoder")
+        raise UsageError(
+            f"decoder {decoder.name!r} reads {decoder.space} vectors, so --method {method} cannot feed it",
+            hint=f"use --method {decoder.space} (the default) or a translation into an absolute decoder",
+        )
     translating = method not in (None, decoder.space)
     if not translating and target_encoder is not None:
         raise UsageError("--target-encoder only means something with a translation --method")
@@ -137,14 +179,33 @@ def stitch_loaded(source: Encoder | EncodedSpace, decoder: Decoder, anchors: Ref
     scaled = check_scaling(scaling, [method])
     anchor_file = anchors if anchors is not None else default_anchors
     if anchor_file is None:
-        raise UsageError("stitching an encoder needs the anchor file its decoder was trained with: pass --anchors")
+        raise UsageError(
+            "stitching an encoder needs the anchor file its decoder was trained with: pass --anchors"
+        )
     chosen, dataset = load_anchors(anchor_file), load_dataset(data or "builtin:test", limit=limit)
     if not translating:
-        return stitch(source, decoder, chosen, dataset, batch_size=batch_size, keep_predictions=keep_predictions,
-                      progress=progress)
+        return stitch(
+            source,
+            decoder,
+            chosen,
+            dataset,
+            batch_size=batch_size,
+            keep_predictions=keep_predictions,
+            progress=progress,
+        )
     assert method is not None and target_encoder is not None  # translating: both checked above
-    return stitch_translated(source, decoder, chosen, dataset, method, target_encoder=load_encoder(target_encoder),
-                             scaling=scaled, batch_size=batch_size, keep_predictions=keep_predictions, progress=progress)
+    return stitch_translated(
+        source,
+        decoder,
+        chosen,
+        dataset,
+        method,
+        target_encoder=load_encoder(target_encoder),
+        scaling=scaled,
+        batch_size=batch_size,
+        keep_predictions=keep_predictions,
+        progress=progress,
+    )
 
 
 def _as_given(decoder: Decoder | BrokenDecoder | Reference) -> str:

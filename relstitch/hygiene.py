@@ -47,7 +47,9 @@ def check_finite(values: torch.Tensor, what: str, *, path: object | None = None,
     if bool(torch.isfinite(values.sum())):
         return
     # Row blocks keep the boolean temporaries small whatever the size of the data (bounded memory).
-    blocks = [values[s : s + CHECK_ROWS] for s in range(0, len(values), CHECK_ROWS)] if values.ndim else [values]
+    blocks = (
+        [values[s : s + CHECK_ROWS] for s in range(0, len(values), CHECK_ROWS)] if values.ndim else [values]
+    )
     if all(bool(torch.isfinite(b).all()) for b in blocks):
         return
     nan = sum(int(torch.isnan(b).sum()) for b in blocks)
@@ -57,8 +59,11 @@ def check_finite(values: torch.Tensor, what: str, *, path: object | None = None,
     if first:
         first[0] += offset + number * CHECK_ROWS
     where = ", ".join(map(str, first))
-    raise RelstitchError(f"{what} hold {nan} NaN and {inf} infinite value(s), the first at index [{where}]", path=path,
-                         hint="fix the input: relstitch does not guess replacements")
+    raise RelstitchError(
+        f"{what} hold {nan} NaN and {inf} infinite value(s), the first at index [{where}]",
+        path=path,
+        hint="fix the input: relstitch does not guess replacements",
+    )
 
 
 def zero_norm_count(x: torch.Tensor, anchors: torch.Tensor, config: ProjectionConfig | None = None) -> int:
@@ -74,7 +79,9 @@ def zero_norm_count(x: torch.Tensor, anchors: torch.Tensor, config: ProjectionCo
 def warn_zero_norm(count: int, total: int, what: str) -> None:
     """Warn when some latents have no direction (their similarities are 0 by the documented EPS)."""
     if count:
-        warn(f"{count} of {total} {what} have zero norm: no direction, so their cosine similarities are set to 0")
+        warn(
+            f"{count} of {total} {what} have zero norm: no direction, so their cosine similarities are set to 0"
+        )
 
 
 def duplicate_groups(rows: torch.Tensor) -> list[list[int]]:
@@ -102,8 +109,10 @@ def warn_duplicate_anchors(inputs: Any, ids: torch.Tensor, where: str) -> None:
     if groups:
         shown = "; ".join(", ".join(str(int(ids[p])) for p in g) for g in groups[:3])
         more = f" (and {len(groups) - 3} more groups)" if len(groups) > 3 else ""
-        warn(f"{where}: {sum(len(g) for g in groups)} anchors share an {kind} with another (ids {shown}){more}; "
-             "duplicates add identical similarity columns")
+        warn(
+            f"{where}: {sum(len(g) for g in groups)} anchors share an {kind} with another (ids {shown}){more}; "
+            "duplicates add identical similarity columns"
+        )
 
 
 def check_labels(labels: torch.Tensor, classes: list[str], what: str, *, path: object | None = None) -> None:
@@ -112,7 +121,9 @@ def check_labels(labels: torch.Tensor, classes: list[str], what: str, *, path: o
         return
     import torch  # noqa: PLC0415
 
-    if not labels.is_floating_point():  # one pass over integer labels; the mask below only when some are outside
+    if (
+        not labels.is_floating_point()
+    ):  # one pass over integer labels; the mask below only when some are outside
         low, high = torch.aminmax(labels)
         if int(low) >= 0 and int(high) < len(classes):
             return
@@ -132,8 +143,10 @@ def warn_class_names(decoder_classes: list[str], data_classes: list[str] | None,
     if data_classes and list(data_classes) != list(decoder_classes):
         shown = ", ".join(map(str, data_classes[:3])) + (", ..." if len(data_classes) > 3 else "")
         mine = ", ".join(map(str, decoder_classes[:3])) + (", ..." if len(decoder_classes) > 3 else "")
-        warn(f"decoder {decoder_name!r} was trained on classes ({mine}) but the data name theirs ({shown}): "
-             "labels are matched by number only")
+        warn(
+            f"decoder {decoder_name!r} was trained on classes ({mine}) but the data name theirs ({shown}): "
+            "labels are matched by number only"
+        )
 
 
 def warn_single_class(labels: torch.Tensor, classes: list[str], what: str) -> None:

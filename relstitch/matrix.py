@@ -76,8 +76,16 @@ class MatrixResult:
 
     def cell(self, encoder: str, decoder: str, method: str | None = None) -> PairResult | None:
         """The pair of ``encoder`` and ``decoder`` under ``method`` (default: the decoder's own space)."""
-        return next((p for p in self.pairs if p.encoder == encoder and p.decoder == decoder
-                     and (p.method == method if method else p.method == p.space)), None)
+        return next(
+            (
+                p
+                for p in self.pairs
+                if p.encoder == encoder
+                and p.decoder == decoder
+                and (p.method == method if method else p.method == p.space)
+            ),
+            None,
+        )
 
 
 @dataclass(frozen=True)
@@ -87,11 +95,14 @@ class BrokenDecoder:
     name: str
     path: str
     error: str
-    space: str | None = None  # from the file's header when it is readable, to place the column under its method
+    space: str | None = (
+        None  # from the file's header when it is readable, to place the column under its method
+    )
 
 
-def load_decoders(refs: Sequence[Decoder | BrokenDecoder | str | os.PathLike[str]], *,
-                  fail_fast: bool = False) -> list[Decoder | BrokenDecoder]:
+def load_decoders(
+    refs: Sequence[Decoder | BrokenDecoder | str | os.PathLike[str]], *, fail_fast: bool = False
+) -> list[Decoder | BrokenDecoder]:
     """Load decoder files (loaded decoders pass through); one that fails becomes a :class:`BrokenDecoder`.
 
     With ``fail_fast`` the first failure raises instead, naming the file.
@@ -137,8 +148,14 @@ def distinct_names(names: Sequence[str], paths: Sequence[str | None]) -> list[st
         if len(clash) < 2:
             continue
         parents = [Path(path).parent.parts if (path := paths[i]) else () for i in clash]
-        depth = next((d for d in range(1, max(map(len, parents), default=0) + 1)
-                      if len({p[-d:] for p in parents}) == len(parents)), 1)
+        depth = next(
+            (
+                d
+                for d in range(1, max(map(len, parents), default=0) + 1)
+                if len({p[-d:] for p in parents}) == len(parents)
+            ),
+            1,
+        )
         for i, p in zip(clash, parents):
             out[i] = "/".join((*p[-depth:], name))
     counts = {n: out.count(n) for n in out}
@@ -174,14 +191,29 @@ def _decoder_info(d: Decoder | BrokenDecoder, own_name: str) -> dict[str, Any]:
     ``renamed_from`` its own name when another decoder shared it."""
     info: dict[str, Any]
     if isinstance(d, BrokenDecoder):
-        info = {"name": d.name, "path": d.path, "hash": None, "space": d.space, "architecture": None, "seed": None,
-                "error": d.error}
+        info = {
+            "name": d.name,
+            "path": d.path,
+            "hash": None,
+            "space": d.space,
+            "architecture": None,
+            "seed": None,
+            "error": d.error,
+        }
     else:
-        info = {"name": d.name, "path": str(d.path) if d.path else None, "hash": d.hash, "space": d.space,
-                "input_dim": d.input_dim, "encoder_hash": d.encoder_hash, "anchor_hash": d.anchor_hash,
-                "projection": d.projection.to_dict() if d.projection else None, "architecture": d.architecture.get("name"),
-                "seed": _training(d.meta).get("seed"),
-                "encoder_architecture": (_training(d.meta).get("config") or {}).get("arch")}
+        info = {
+            "name": d.name,
+            "path": str(d.path) if d.path else None,
+            "hash": d.hash,
+            "space": d.space,
+            "input_dim": d.input_dim,
+            "encoder_hash": d.encoder_hash,
+            "anchor_hash": d.anchor_hash,
+            "projection": d.projection.to_dict() if d.projection else None,
+            "architecture": d.architecture.get("name"),
+            "seed": _training(d.meta).get("seed"),
+            "encoder_architecture": (_training(d.meta).get("config") or {}).get("arch"),
+        }
     if own_name != d.name:
         info["renamed_from"] = own_name
     return info
@@ -235,14 +267,18 @@ def eval_matrix(
     from .adapters import load_encoder_ref
 
     if workers not in (None, 0, 1):
-        raise RelstitchError(f"workers must be 0 (serial) or 1 (score while the next encoder runs), not {workers!r}")
+        raise RelstitchError(
+            f"workers must be 0 (serial) or 1 (score while the next encoder runs), not {workers!r}"
+        )
     if not encoder_paths or not decoders:
         raise RelstitchError("an eval-matrix needs at least one encoder and one decoder")
     given = load_decoders(decoders, fail_fast=fail_fast)
     columns = _named_apart(given)
     loaded = [d for d in columns if isinstance(d, Decoder)]
     plan = _plan(columns, methods, null_baseline)
-    if translation_scaling not in SCALINGS:  # refused before any encoder runs, not at the first translated pair
+    if (
+        translation_scaling not in SCALINGS
+    ):  # refused before any encoder runs, not at the first translated pair
         raise unknown_choice("translation scaling", translation_scaling, SCALINGS)
     needs_targets = any(m in TRANSLATIONS for _, m, _ in plan)
     on: Placement = {"device": device, "dtype": dtype}
@@ -254,8 +290,19 @@ def eval_matrix(
     if cache is not None:
         prepare_cache(cache)  # a bad --cache is the user's mistake: refuse it before any work
     started = time.perf_counter()
-    job = _Job(plan, anchors, dataset, cache, load or load_encoder_ref, batch_size, fail_fast, null_baseline, targets, on,
-               translation_scaling)
+    job = _Job(
+        plan,
+        anchors,
+        dataset,
+        cache,
+        load or load_encoder_ref,
+        batch_size,
+        fail_fast,
+        null_baseline,
+        targets,
+        on,
+        translation_scaling,
+    )
     if workers is None:
         workers = 1 if pipeline_pays(device) else 0
     pipelined = workers == 1 and len(encoder_paths) > 1 and not needs_targets
@@ -267,8 +314,13 @@ def eval_matrix(
         pairs=pairs,
         task=task,
         main_metric=MAIN_METRIC[task],
-        anchors={"path": str(anchors.path) if anchors.path else None, "hash": anchors.hash, "count": len(anchors),
-                 "strategy": anchors.meta.get("strategy"), "seed": anchors.meta.get("seed")},
+        anchors={
+            "path": str(anchors.path) if anchors.path else None,
+            "hash": anchors.hash,
+            "count": len(anchors),
+            "strategy": anchors.meta.get("strategy"),
+            "seed": anchors.meta.get("seed"),
+        },
         dataset=dataset.describe(),
         timings={"total_seconds": time.perf_counter() - started, "encode_seconds": encode_seconds},
     )
@@ -308,8 +360,9 @@ _Rows = tuple[list[dict[str, Any]], list[list[PairResult]], float]
 """``encoders`` entries, each row's pairs in column order, seconds spent loading and encoding."""
 
 
-def _encode_row(job: _Job, path: str | os.PathLike[str], progress: ProgressFn,
-                loaded: Callable[[], None] = lambda: None) -> _Row:
+def _encode_row(
+    job: _Job, path: str | os.PathLike[str], progress: ProgressFn, loaded: Callable[[], None] = lambda: None
+) -> _Row:
     """Load and encode one encoder (``loaded()`` is called between the two); a RelstitchError gives a failed row."""
     from .adapters.precomputed import as_encoder, check_precomputed
 
@@ -317,33 +370,62 @@ def _encode_row(job: _Job, path: str | os.PathLike[str], progress: ProgressFn,
     try:
         encoder = job.load(path)  # as given: a Path is a file, never parsed as a reference
         loaded()
-        if isinstance(encoder, EncodedSpace):  # precomputed vectors: nothing to run, they must be of this data
+        if isinstance(
+            encoder, EncodedSpace
+        ):  # precomputed vectors: nothing to run, they must be of this data
             space, from_cache = check_precomputed(encoder, job.dataset.hash), False
             encoder = as_encoder(space)
         else:
-            space, from_cache = cached_encode(encoder, job.anchors, job.dataset, job.cache, batch_size=job.batch_size,
-                                              progress=progress, **job.on)
-            encoder.latent_dim = encoder.latent_dim or space.absolute.shape[1]  # adapters learn it when they run
+            space, from_cache = cached_encode(
+                encoder,
+                job.anchors,
+                job.dataset,
+                job.cache,
+                batch_size=job.batch_size,
+                progress=progress,
+                **job.on,
+            )
+            encoder.latent_dim = (
+                encoder.latent_dim or space.absolute.shape[1]
+            )  # adapters learn it when they run
     except (RelstitchError, OSError) as exc:
         if job.fail_fast:
             raise
-        exc = os_error(exc) if isinstance(exc, OSError) else exc  # a path too long, a loop: one line in its row
+        exc = (
+            os_error(exc) if isinstance(exc, OSError) else exc
+        )  # a path too long, a loop: one line in its row
         name = default_name(path)
-        return _Row({"name": name, "path": str(path), "error": str(exc)},
-                    failed=[PairResult(name, d.name, _cell_space(d, m), True, error=str(exc), method=_label(m, c), control=c)
-                            for d, m, c in job.plan])
+        return _Row(
+            {"name": name, "path": str(path), "error": str(exc)},
+            failed=[
+                PairResult(
+                    name, d.name, _cell_space(d, m), True, error=str(exc), method=_label(m, c), control=c
+                )
+                for d, m, c in job.plan
+            ],
+        )
     seconds = time.perf_counter() - t0
     encoder_space = encoder_space_of(encoder)
     # Zero-norm latents have no direction (cosine 0 by projection.EPS): counted per encoder for the report.
     zero_norm = zero_norm_count(space.absolute, space.anchor_absolute)
     warn_zero_norm(zero_norm, len(space.absolute), f"sample latents of {encoder.name!r}")
-    info = {"name": encoder.name, "path": str(path), "hash": encoder.hash, "zero_norm_latents": zero_norm,
-            "latent_dim": encoder.latent_dim, "trained_space": encoder_space,
-            "architecture": encoder.architecture["name"], "seed": _training(encoder.meta).get("seed"),
-            "encode_seconds": time.perf_counter() - t0, "from_cache": from_cache}
+    info = {
+        "name": encoder.name,
+        "path": str(path),
+        "hash": encoder.hash,
+        "zero_norm_latents": zero_norm,
+        "latent_dim": encoder.latent_dim,
+        "trained_space": encoder_space,
+        "architecture": encoder.architecture["name"],
+        "seed": _training(encoder.meta).get("seed"),
+        "encode_seconds": time.perf_counter() - t0,
+        "from_cache": from_cache,
+    }
     if space.dataset.get("read"):  # data with text views: which modality and view this encoder read
         info["reads"] = space.dataset["read"]
-    return _Row(info, seconds, space, encoder.name, encoder.hash, encoder_space)  # the encoder itself is dropped here
+    return _Row(
+        info, seconds, space, encoder.name, encoder.hash, encoder_space
+    )  # the encoder itself is dropped here
 
 
 def _score_row(job: _Job, row: _Row, stop: threading.Event | None = None) -> list[PairResult]:
@@ -356,22 +438,47 @@ def _score_row(job: _Job, row: _Row, stop: threading.Event | None = None) -> lis
         if stop is not None and stop.is_set():  # the caller was interrupted: these pairs will not be reported
             break
         if isinstance(decoder, BrokenDecoder):  # a failed column: its reason in every cell
-            pairs.append(PairResult(row.name, decoder.name, _cell_space(decoder, method), True, error=decoder.error,
-                                    encoder_hash=row.hash, encoder_space=row.encoder_space,
-                                    method=_label(method, control), control=control))
+            pairs.append(
+                PairResult(
+                    row.name,
+                    decoder.name,
+                    _cell_space(decoder, method),
+                    True,
+                    error=decoder.error,
+                    encoder_hash=row.hash,
+                    encoder_space=row.encoder_space,
+                    method=_label(method, control),
+                    control=control,
+                )
+            )
             continue
         space = row.space
         if control:
             assert shuffled is not None  # controls are planned only with null_baseline
             space = shuffled
         try:
-            pairs.append(_run_pair(space, decoder, method, control, job.targets, job.dataset, row.encoder_space, job.scaling))
+            pairs.append(
+                _run_pair(
+                    space, decoder, method, control, job.targets, job.dataset, row.encoder_space, job.scaling
+                )
+            )
         except RelstitchError as exc:
             if job.fail_fast:
                 raise
-            pairs.append(PairResult(row.name, decoder.name, decoder.space, decoder.encoder_hash != row.hash,
-                                    error=str(exc), encoder_hash=row.hash, decoder_hash=decoder.hash,
-                                    encoder_space=row.encoder_space, method=_label(method, control), control=control))
+            pairs.append(
+                PairResult(
+                    row.name,
+                    decoder.name,
+                    decoder.space,
+                    decoder.encoder_hash != row.hash,
+                    error=str(exc),
+                    encoder_hash=row.hash,
+                    decoder_hash=decoder.hash,
+                    encoder_space=row.encoder_space,
+                    method=_label(method, control),
+                    control=control,
+                )
+            )
     return pairs
 
 
@@ -432,7 +539,10 @@ def _pipelined(job: _Job, encoder_paths: Sequence[str | os.PathLike[str]], progr
                 waiting = scoring = None
         held.flush()  # also after the first row: the next encoder's warnings are then held apart from them
 
-    with _HeldWarnings() as held, ThreadPoolExecutor(max_workers=1, thread_name_prefix="relstitch-scoring") as pool:
+    with (
+        _HeldWarnings() as held,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="relstitch-scoring") as pool,
+    ):
         try:
             for path in encoder_paths:
                 try:
@@ -446,7 +556,9 @@ def _pipelined(job: _Job, encoder_paths: Sequence[str | os.PathLike[str]], progr
                 waiting = row
             collect()
         except BaseException as exc:
-            if not isinstance(exc, Exception):  # an interrupt: the worker stops between pairs, its pairs dropped
+            if not isinstance(
+                exc, Exception
+            ):  # an interrupt: the worker stops between pairs, its pairs dropped
                 stop.set()
             raise
     return infos, pairs, seconds
@@ -475,7 +587,9 @@ def _thread_modes() -> Callable[[], contextlib.AbstractContextManager[None]]:
     return enter
 
 
-def _in_modes(modes: Callable[[], contextlib.AbstractContextManager[None]], fn: Callable[..., Any], *args: Any) -> Any:
+def _in_modes(
+    modes: Callable[[], contextlib.AbstractContextManager[None]], fn: Callable[..., Any], *args: Any
+) -> Any:
     with modes():
         return fn(*args)
 
@@ -503,8 +617,15 @@ class _HeldWarnings:
         warnings.showwarning = self._show
         self.flush()
 
-    def _hold(self, message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
-              line: str | None = None) -> None:
+    def _hold(
+        self,
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
         own = threading.get_ident() == self._caller
         (self._own if own else self._worker).append((message, category, filename, lineno, file, line))
 
@@ -550,12 +671,16 @@ def _plan(decoders: Sequence[Decoder | BrokenDecoder], methods: Sequence[str], n
                 break
             if method == decoder.space or (method in TRANSLATIONS and decoder.space == "absolute"):
                 plan.append((decoder, method, None))
-                if null_baseline and method != "absolute":  # raw absolute pairs use no anchors: nothing to shuffle
+                if (
+                    null_baseline and method != "absolute"
+                ):  # raw absolute pairs use no anchors: nothing to shuffle
                     plan.append((decoder, method, SHUFFLED_ANCHORS))
     fits = any(isinstance(d, Decoder) for d, _, _ in plan)
     if not fits and any(isinstance(d, Decoder) for d in decoders):  # all broken: a matrix of reasons instead
-        raise RelstitchError(f"no decoder fits method(s) {', '.join(methods)}",
-                             hint="relative needs relative decoders; absolute and translations need absolute ones")
+        raise RelstitchError(
+            f"no decoder fits method(s) {', '.join(methods)}",
+            hint="relative needs relative decoders; absolute and translations need absolute ones",
+        )
     return plan
 
 
@@ -569,9 +694,14 @@ def _label(method: str, control: str | None) -> str:
     return f"{method}-null" if control else method
 
 
-def _own_encoder_anchors(encoder_paths: Sequence[str | os.PathLike[str]], anchors: Anchors,
-                         load: Callable[[str | os.PathLike[str]], Encoder | EncodedSpace] | None, batch_size: BatchSize,
-                         device: torch.device | None = None, dtype: torch.dtype | None = None) -> dict[str, Any]:
+def _own_encoder_anchors(
+    encoder_paths: Sequence[str | os.PathLike[str]],
+    anchors: Anchors,
+    load: Callable[[str | os.PathLike[str]], Encoder | EncodedSpace] | None,
+    batch_size: BatchSize,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> dict[str, Any]:
     """Anchor latents of every loadable encoder, by encoder hash: the targets translations map into.
 
     A cheap first pass (k anchors per encoder), so any row can map into any decoder's own encoder
@@ -587,15 +717,24 @@ def _own_encoder_anchors(encoder_paths: Sequence[str | os.PathLike[str]], anchor
                 if loaded.anchor_hash == anchors.hash:
                     targets[loaded.encoder_hash] = loaded.anchor_absolute
                 continue
-            targets[loaded.hash] = embed(loaded, inputs_for(loaded, anchors), batch_size=batch_size, device=device,
-                                         dtype=dtype)
+            targets[loaded.hash] = embed(
+                loaded, inputs_for(loaded, anchors), batch_size=batch_size, device=device, dtype=dtype
+            )
         except RelstitchError:
             continue
     return targets
 
 
-def _run_pair(space: EncodedSpace, decoder: Decoder, method: str, control: str | None, targets: dict[str, Any],
-              dataset: Dataset, encoder_space: str | None, scaling: str = "standard") -> PairResult:
+def _run_pair(
+    space: EncodedSpace,
+    decoder: Decoder,
+    method: str,
+    control: str | None,
+    targets: dict[str, Any],
+    dataset: Dataset,
+    encoder_space: str | None,
+    scaling: str = "standard",
+) -> PairResult:
     if method in TRANSLATIONS:
         target = targets.get(decoder.encoder_hash or "")
         if target is None:
@@ -604,7 +743,9 @@ def _run_pair(space: EncodedSpace, decoder: Decoder, method: str, control: str |
                 "which is not among the encoders given",
                 hint="add that encoder with --encoders",
             )
-        result = evaluate_translation(space, target, decoder, method, dataset, encoder_space=encoder_space, scaling=scaling)
+        result = evaluate_translation(
+            space, target, decoder, method, dataset, encoder_space=encoder_space, scaling=scaling
+        )
     else:
         result = evaluate_pair(space, decoder, dataset, encoder_space)
     result.method, result.control = _label(method, control), control

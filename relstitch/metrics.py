@@ -18,7 +18,9 @@ def classification_scores(logits: torch.Tensor, labels: torch.Tensor, num_classe
     # Three bincounts instead of a loop over classes (one pass each): tp, and the counts of each class
     # among predictions and labels, so fp = predicted - tp and fn = actual - tp. Exact integer counts.
     hit = pred == labels
-    size = max(num_classes, int(pred.max()) + 1 if len(pred) else 0, int(labels.max()) + 1 if len(labels) else 0)
+    size = max(
+        num_classes, int(pred.max()) + 1 if len(pred) else 0, int(labels.max()) + 1 if len(labels) else 0
+    )
     tp = torch.bincount(labels[hit], minlength=size)[:num_classes].tolist()
     predicted = torch.bincount(pred, minlength=size)[:num_classes].tolist()
     actual = torch.bincount(labels, minlength=size)[:num_classes].tolist()

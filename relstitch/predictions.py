@@ -29,7 +29,9 @@ from .results import PairResult, Predictions
 FORMATS = (".csv", ".safetensors")
 
 
-def check_predictions_output(path: str | os.PathLike[str], *, force: bool, inputs: Sequence[str | os.PathLike[str]] = ()) -> Path:
+def check_predictions_output(
+    path: str | os.PathLike[str], *, force: bool, inputs: Sequence[str | os.PathLike[str]] = ()
+) -> Path:
     """Refuse a predictions path before any work: an unknown extension (exit 2), an existing file without
     ``force``, a missing folder, or one of the command's ``inputs`` (exit 1)."""
     return check_outputs([_format_checked(path)], force=force, inputs=tuple(inputs))[0]
@@ -51,15 +53,19 @@ def save_predictions(result: PairResult, path: str | os.PathLike[str], *, force:
         tensors["mse"] = kept.errors.float()
     # a perfect reconstruction has psnr inf, which JSON cannot hold: stored as "inf", as reports do
     scores = {k: v if math.isfinite(v) else str(v) for k, v in result.scores.items()}
-    meta = dict(kept.provenance, method=result.method, space=result.space, stitched=result.stitched, scores=scores)
+    meta = dict(
+        kept.provenance, method=result.method, space=result.space, stitched=result.stitched, scores=scores
+    )
     return save_artifact(out, "predictions", tensors, meta, force=force)
 
 
 def _format_checked(path: str | os.PathLike[str]) -> Path:
     out = Path(path)
     if out.suffix.lower() not in FORMATS:
-        raise UsageError(f"--predictions {out}: unknown format {out.suffix or '(no extension)'!r}",
-                         hint=f"name a {' or '.join(FORMATS)} file")
+        raise UsageError(
+            f"--predictions {out}: unknown format {out.suffix or '(no extension)'!r}",
+            hint=f"name a {' or '.join(FORMATS)} file",
+        )
     return out
 
 

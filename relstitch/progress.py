@@ -63,13 +63,23 @@ def terminal_bar(console: Console) -> Iterator[ProgressFn]:
         """Units per second, with the task's own unit."""
 
         def render(self, task: Any) -> Text:
-            return Text(rate_text(task.speed, task.fields.get("unit", "samples")), style="progress.data.speed")
+            return Text(
+                rate_text(task.speed, task.fields.get("unit", "samples")), style="progress.data.speed"
+            )
 
     tasks: dict[str, Any] = {}
     done: dict[str, int] = {}
     # the description holds a model's name: plain text, never markup ("[/x]" in a name must not break the bar)
-    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), RateColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
 
         def update(description: str, advance: int, total: int) -> None:
             if description not in tasks or done[description] >= total:  # new, or the same step again

@@ -182,8 +182,11 @@ def _angular(x: torch.Tensor, anchors_hat: torch.Tensor) -> torch.Tensor:
     cos = _cosine(x, anchors_hat)
     inside = cos.abs() < 1
     # arccos has an infinite slope at ±1: feed it a harmless 0 there and take the exact value instead.
-    angle = torch.where(inside, torch.arccos(torch.where(inside, cos, torch.zeros_like(cos))),
-                        torch.where(cos > 0, torch.zeros_like(cos), torch.full_like(cos, math.pi)))
+    angle = torch.where(
+        inside,
+        torch.arccos(torch.where(inside, cos, torch.zeros_like(cos))),
+        torch.where(cos > 0, torch.zeros_like(cos), torch.full_like(cos, math.pi)),
+    )
     return 1 - angle / math.pi
 
 
@@ -280,7 +283,9 @@ def relative_projection(
     Without grad, rows go in blocks of at most ``chunk_size`` (``None``: the budget alone decides)
     whose temporaries fit ``max_chunk_bytes``; anchors are split too when k is too large for that.
     """
-    return relative_projector(anchors, config, dtype=x.dtype, chunk_size=chunk_size, max_chunk_bytes=max_chunk_bytes)(x)
+    return relative_projector(
+        anchors, config, dtype=x.dtype, chunk_size=chunk_size, max_chunk_bytes=max_chunk_bytes
+    )(x)
 
 
 def relative_projector(
@@ -328,14 +333,24 @@ def relative_projector(
         n = x.shape[0]
         if x.requires_grad:
             return project(x)
-        rows, cols = block_shape(n, x.shape[1], width, x.element_size(), max_chunk_bytes, chunk_size,
-                                 split_anchors=separable and not fused, temporaries=not fused)
+        rows, cols = block_shape(
+            n,
+            x.shape[1],
+            width,
+            x.element_size(),
+            max_chunk_bytes,
+            chunk_size,
+            split_anchors=separable and not fused,
+            temporaries=not fused,
+        )
         if rows >= n and cols >= width and not fused:
             return project(x)
         out = torch.empty((n, width), dtype=x.dtype, device=x.device)
         for start in range(0, n, rows):
             if fused:
-                _cosine_into(standardise(x[start : start + rows], mean, std), blocks[0][0], out[start : start + rows])
+                _cosine_into(
+                    standardise(x[start : start + rows], mean, std), blocks[0][0], out[start : start + rows]
+                )
                 continue
             if cols >= width:
                 out[start : start + rows] = project(x[start : start + rows])
@@ -352,7 +367,9 @@ def relative_projector(
 
 def _check_latents(x: torch.Tensor, anchors: torch.Tensor) -> None:
     if x.ndim != 2 or anchors.ndim != 2:
-        raise RelstitchError(f"expected 2-d latents, got samples {tuple(x.shape)} and anchors {tuple(anchors.shape)}")
+        raise RelstitchError(
+            f"expected 2-d latents, got samples {tuple(x.shape)} and anchors {tuple(anchors.shape)}"
+        )
     if x.shape[1] != anchors.shape[1]:
         raise RelstitchError(
             f"samples have {x.shape[1]} latent dimensions but anchors have {anchors.shape[1]}",
@@ -366,8 +383,17 @@ def _cosine_into(x: torch.Tensor, anchors_hat: torch.Tensor, out: torch.Tensor) 
     out.div_(x.norm(dim=1, keepdim=True).clamp_min(EPS))
 
 
-def block_shape(n: int, d: int, width: int, itemsize: int, max_bytes: int, chunk_size: int | None = None,
-                *, split_anchors: bool = True, temporaries: bool = True) -> tuple[int, int]:
+def block_shape(
+    n: int,
+    d: int,
+    width: int,
+    itemsize: int,
+    max_bytes: int,
+    chunk_size: int | None = None,
+    *,
+    split_anchors: bool = True,
+    temporaries: bool = True,
+) -> tuple[int, int]:
     """(rows, anchors) of one projection block whose temporaries fit ``max_bytes``.
 
     A block holds a standardised copy of its rows (``rows x d``) and, unless it writes straight into

@@ -85,7 +85,9 @@ def _earlier_output(path: Path) -> bool:
         return False
     try:
         return read_header(path).kind is not None
-    except RelstitchError:  # not a relstitch file (or not safetensors at all): the folder's source may read it
+    except (
+        RelstitchError
+    ):  # not a relstitch file (or not safetensors at all): the folder's source may read it
         return False
 
 
@@ -103,7 +105,8 @@ def expand_references(patterns: list[str], what: str) -> list[Reference]:
     seen: set[str] = set()
     for pattern in patterns:
         matches: list[Reference] = (
-            [Path(m) for m in sorted(glob.glob(pattern))] if glob.has_magic(pattern) else [pattern])
+            [Path(m) for m in sorted(glob.glob(pattern))] if glob.has_magic(pattern) else [pattern]
+        )
         if not matches:
             raise RelstitchError(f"no {what} matches {pattern!r}", hint="check the path or glob")
         for match in matches:
@@ -133,7 +136,9 @@ def reference_files(*refs: object) -> tuple[str, ...]:
                 found.append(str(path))
             elif path.is_dir() and folder_files:
                 found.extend(str(p) for p in sorted(path.iterdir()) if p.is_file() and not _earlier_output(p))
-        except OSError:  # a name too long, a loop: not a file an output could replace; its loader says what is wrong
+        except (
+            OSError
+        ):  # a name too long, a loop: not a file an output could replace; its loader says what is wrong
             return
 
     for ref in refs:
@@ -149,7 +154,7 @@ def reference_files(*refs: object) -> tuple[str, ...]:
         kind = re.match(r"([a-z][a-z0-9_-]+):(?!//)", head)  # two letters at least: a Windows drive is a path
         if kind and kind.group(1) in _NO_FILE_KINDS:
             continue
-        locator = head[kind.end():] if kind else head
+        locator = head[kind.end() :] if kind else head
         folder_files = not (kind and kind.group(1) in _SUBFOLDER_KINDS)
         add(locator, folder_files)
         if ":" in locator and not Path(locator).exists():  # idx:DIR:train

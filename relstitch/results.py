@@ -21,7 +21,9 @@ class Predictions:
     outputs: torch.Tensor  # float32: logits [N, classes] or reconstructions [N, C, H, W]
     errors: torch.Tensor | None  # reconstruction: per-sample MSE [N]; None for classification
     classes: list[str]  # the decoder's class names (classification) or the data's
-    label_names: list[str]  # the data's class names: a label is named by the data, a prediction by the decoder
+    label_names: list[
+        str
+    ]  # the data's class names: a label is named by the data, a prediction by the decoder
     provenance: dict[str, Any]  # encoder, decoder, anchor_hash, data: the metadata of a .safetensors file
 
     @property

@@ -40,7 +40,11 @@ def check_pair(space: EncodedSpace, decoder: Decoder) -> None:
         if decoder.input_dim != expected:
             raise RelstitchError(
                 f"decoder {decoder.name!r} reads {decoder.input_dim} similarities but there are {k} anchors"
-                + (f" ({expected} values with its {projection.similarity} projection)" if projection and expected != k else ""),
+                + (
+                    f" ({expected} values with its {projection.similarity} projection)"
+                    if projection and expected != k
+                    else ""
+                ),
                 path=decoder.path,
             )
     else:
@@ -68,15 +72,28 @@ class DecoderOutputs:
     errors: torch.Tensor | None = None
 
 
-def score(decoder: Decoder, inputs: torch.Tensor, labels: torch.Tensor, dataset: Dataset | None = None,
-          *, batch_size: int = 1024) -> dict[str, float]:
+def score(
+    decoder: Decoder,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    dataset: Dataset | None = None,
+    *,
+    batch_size: int = 1024,
+) -> dict[str, float]:
     """Run ``decoder`` over ``inputs`` in batches and compute its task metrics."""
     return decode_and_score(decoder, inputs, labels, dataset, batch_size=batch_size)[0]
 
 
 @torch.inference_mode()
-def decode_and_score(decoder: Decoder, inputs: torch.Tensor, labels: torch.Tensor, dataset: Dataset | None = None,
-                     *, batch_size: int = 1024, keep: bool = False) -> tuple[dict[str, float], DecoderOutputs | None]:
+def decode_and_score(
+    decoder: Decoder,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    dataset: Dataset | None = None,
+    *,
+    batch_size: int = 1024,
+    keep: bool = False,
+) -> tuple[dict[str, float], DecoderOutputs | None]:
     """:func:`score`, and with ``keep`` the outputs the scores were computed from (one decoder pass either way).
 
     Keeping costs memory only for a reconstruction (its images); logits are gathered to be scored anyway.
@@ -87,13 +104,19 @@ def decode_and_score(decoder: Decoder, inputs: torch.Tensor, labels: torch.Tenso
         classes = task["classes"]
         check_labels(labels, classes, f"the data for decoder {decoder.name!r}", path=decoder.path)
         warn_single_class(labels, classes, "the evaluation data")
-        logits = torch.cat([decoder.module(inputs[s : s + batch_size]) for s in range(0, len(inputs), batch_size)])
+        logits = torch.cat(
+            [decoder.module(inputs[s : s + batch_size]) for s in range(0, len(inputs), batch_size)]
+        )
         return classification_scores(logits, labels, len(classes)), DecoderOutputs(logits) if keep else None
     if dataset is None:
         raise RelstitchError("a reconstruction decoder needs the original images to score against")
     images = dataset.x
-    if not isinstance(images, torch.Tensor) or list(images.shape[1:]) != list(task["shape"]):  # text: shape (n,)
-        raise RelstitchError(f"decoder {decoder.name!r} reconstructs {task['shape']}, data is {list(dataset.x.shape[1:])}")
+    if not isinstance(images, torch.Tensor) or list(images.shape[1:]) != list(
+        task["shape"]
+    ):  # text: shape (n,)
+        raise RelstitchError(
+            f"decoder {decoder.name!r} reconstructs {task['shape']}, data is {list(dataset.x.shape[1:])}"
+        )
     squared, count = 0.0, 0
     outputs, errors = [], []
     for s in range(0, len(inputs), batch_size):
@@ -109,8 +132,14 @@ def decode_and_score(decoder: Decoder, inputs: torch.Tensor, labels: torch.Tenso
     return reconstruction_scores(squared / count), kept
 
 
-def evaluate_pair(space: EncodedSpace, decoder: Decoder, dataset: Dataset | None = None,
-                  encoder_space: str | None = None, *, keep_predictions: bool = False) -> PairResult:
+def evaluate_pair(
+    space: EncodedSpace,
+    decoder: Decoder,
+    dataset: Dataset | None = None,
+    encoder_space: str | None = None,
+    *,
+    keep_predictions: bool = False,
+) -> PairResult:
     """Score one decoder on an already encoded space. Errors raise; the matrix records them.
 
     With ``keep_predictions`` the result carries the per-sample :class:`~relstitch.predictions.Predictions`.
@@ -123,9 +152,17 @@ def evaluate_pair(space: EncodedSpace, decoder: Decoder, dataset: Dataset | None
     return scored_pair(space, decoder, scores, started, encoder_space, kept=kept)
 
 
-def scored_pair(space: EncodedSpace, decoder: Decoder, scores: dict[str, float], started: float,
-                encoder_space: str | None, *, space_name: str | None = None, method: str | None = None,
-                kept: DecoderOutputs | None = None) -> PairResult:
+def scored_pair(
+    space: EncodedSpace,
+    decoder: Decoder,
+    scores: dict[str, float],
+    started: float,
+    encoder_space: str | None,
+    *,
+    space_name: str | None = None,
+    method: str | None = None,
+    kept: DecoderOutputs | None = None,
+) -> PairResult:
     """The :class:`PairResult` of ``decoder`` scored on ``space`` (timed from ``started``), with the
     per-sample predictions when the decoder's outputs were ``kept``."""
     return PairResult(
@@ -171,9 +208,16 @@ def encoder_space_of(encoder: Encoder) -> str | None:
     return training.get("space") if isinstance(training, dict) else None
 
 
-def stitch(encoder: Encoder, decoder: Decoder, anchors: Anchors, dataset: Dataset, *,
-           batch_size: BatchSize = DEFAULT_BATCH, keep_predictions: bool = False,
-           progress: ProgressFn = silent) -> PairResult:
+def stitch(
+    encoder: Encoder,
+    decoder: Decoder,
+    anchors: Anchors,
+    dataset: Dataset,
+    *,
+    batch_size: BatchSize = DEFAULT_BATCH,
+    keep_predictions: bool = False,
+    progress: ProgressFn = silent,
+) -> PairResult:
     """Wire ``encoder`` into ``decoder`` through ``anchors`` and score on ``dataset`` (per-sample predictions
     kept in the result with ``keep_predictions``; the encoding reported to ``progress``)."""
     if decoder.space == "relative" and decoder.anchor_hash != anchors.hash:
@@ -186,6 +230,8 @@ def stitch(encoder: Encoder, decoder: Decoder, anchors: Anchors, dataset: Datase
         )
     started = time.perf_counter()
     space = encode(encoder, anchors, dataset, batch_size=batch_size, progress=progress)
-    result = evaluate_pair(space, decoder, dataset, encoder_space_of(encoder), keep_predictions=keep_predictions)
+    result = evaluate_pair(
+        space, decoder, dataset, encoder_space_of(encoder), keep_predictions=keep_predictions
+    )
     result.seconds = time.perf_counter() - started
     return result

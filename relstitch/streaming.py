@@ -64,8 +64,16 @@ class StreamWriter:
     tensor after passing it to ``write``.
     """
 
-    def __init__(self, path: str | os.PathLike[str], shapes: Shapes, metadata: dict[str, str], *, force: bool = False,
-                 background: bool = False, _tmp: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        shapes: Shapes,
+        metadata: dict[str, str],
+        *,
+        force: bool = False,
+        background: bool = False,
+        _tmp: str | None = None,
+    ) -> None:
         self.path = Path(path)
         self.force = force
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="relstitch-write") if background else None
@@ -100,8 +108,15 @@ class StreamWriter:
             raise
 
     @classmethod
-    def attach(cls, tmp: str, path: str | os.PathLike[str], shapes: Shapes, metadata: dict[str, str], *,
-               background: bool = False) -> StreamWriter:
+    def attach(
+        cls,
+        tmp: str,
+        path: str | os.PathLike[str],
+        shapes: Shapes,
+        metadata: dict[str, str],
+        *,
+        background: bool = False,
+    ) -> StreamWriter:
         """Open another process's temporary file to write rows into it (the owner commits)."""
         return cls(path, shapes, metadata, background=background, _tmp=tmp)
 
@@ -111,10 +126,14 @@ class StreamWriter:
             raise ValueError(f"no tensor {name!r} in this file")
         start, row_bytes, shape = self._offsets[name]
         if safetensors_dtype(tensor.dtype) != self._dtypes[name] or tuple(tensor.shape[1:]) != shape[1:]:
-            raise ValueError(f"{name}: got {tensor.dtype} {tuple(tensor.shape)}, declared {self._dtypes[name]} {shape}")
+            raise ValueError(
+                f"{name}: got {tensor.dtype} {tuple(tensor.shape)}, declared {self._dtypes[name]} {shape}"
+            )
         if row < 0 or row + len(tensor) > (shape[0] if shape else 1):
             raise ValueError(f"{name}: rows {row}..{row + len(tensor)} outside {shape}")
-        if self._pool is None or threading.get_ident() == self._worker:  # called by a job already on the writer thread
+        if (
+            self._pool is None or threading.get_ident() == self._worker
+        ):  # called by a job already on the writer thread
             self._pwrite(tensor, start + row * row_bytes)
             return
         self.submit(self._pwrite, tensor, start + row * row_bytes)
@@ -145,7 +164,9 @@ class StreamWriter:
         if not tensor.numel():
             return
         # Little-endian raw bytes, the safetensors layout (x86 and ARM hosts are little-endian).
-        data = tensor.reshape(-1).view(torch.uint8).numpy().data  # the array's buffer, as memoryview(array) gives
+        data = (
+            tensor.reshape(-1).view(torch.uint8).numpy().data
+        )  # the array's buffer, as memoryview(array) gives
         while data:
             written = os.pwrite(self._fd, data, offset)
             data, offset = data[written:], offset + written
@@ -204,7 +225,9 @@ class StreamWriter:
     def __enter__(self) -> StreamWriter:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if kind is None and self.owner:
             self.commit()
         elif kind is None:
@@ -242,10 +265,20 @@ def _agreed_batch_size(group: Group, resolve: Callable[[], int]) -> int:
     return int(value)
 
 
-def encode_to_file(encoder: Encoder, anchors: Anchors, dataset: Dataset, path: str | os.PathLike[str], *,
-                   projection: ProjectionConfig | None = None, batch_size: BatchSize = 256,
-                   device: torch.device | None = None, dtype: torch.dtype | None = None, force: bool = False,
-                   progress: ProgressFn | None = None, group: Group | None = None) -> dict[str, Any]:
+def encode_to_file(
+    encoder: Encoder,
+    anchors: Anchors,
+    dataset: Dataset,
+    path: str | os.PathLike[str],
+    *,
+    projection: ProjectionConfig | None = None,
+    batch_size: BatchSize = 256,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    group: Group | None = None,
+) -> dict[str, Any]:
     """Embed anchors and data with ``encoder`` and stream the embeddings file to ``path``.
 
     The same file as ``save_embeddings(encode(...))``, written batch by batch: resident memory holds the
@@ -276,10 +309,19 @@ def encode_to_file(encoder: Encoder, anchors: Anchors, dataset: Dataset, path: s
     check_inputs(encoder, anchors, dataset)
     x = inputs_for(encoder, dataset)  # images, or the text views a text encoder reads
     check_output(path, force=force)  # before any work, on every rank (so all stop, none waits for the others)
-    batch_size = _agreed_batch_size(group, lambda: resolve_batch_size(batch_size, encoder, x, device=device, dtype=dtype))
+    batch_size = _agreed_batch_size(
+        group, lambda: resolve_batch_size(batch_size, encoder, x, device=device, dtype=dtype)
+    )
     # Each rank embeds the k anchors itself (k is small): the same bits everywhere, no broadcast needed.
-    anchor_absolute = embed(encoder, inputs_for(encoder, anchors), batch_size=batch_size, device=device, dtype=dtype,
-                            progress=progress, description=f"{encoder.name}: anchors")
+    anchor_absolute = embed(
+        encoder,
+        inputs_for(encoder, anchors),
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        progress=progress,
+        description=f"{encoder.name}: anchors",
+    )
     n, d, k = len(dataset), anchor_absolute.shape[1], len(anchors)
     shapes: Shapes = {
         "absolute": ("F32", (n, d)),
@@ -289,8 +331,12 @@ def encode_to_file(encoder: Encoder, anchors: Anchors, dataset: Dataset, path: s
         "ids": (safetensors_dtype(dataset.ids.dtype), (n,)),
     }
     description = describe_read(encoder, dataset)
-    metadata = artifact_metadata("embeddings", embeddings_meta(encoder.name, encoder.hash, anchors.hash, description,
-                                                               projection, provenance=encoder.provenance()))
+    metadata = artifact_metadata(
+        "embeddings",
+        embeddings_meta(
+            encoder.name, encoder.hash, anchors.hash, description, projection, provenance=encoder.provenance()
+        ),
+    )
     writer = None
     try:
         # Writes go to a background thread: the disk works while the encoder computes the next batch.
@@ -301,7 +347,9 @@ def encode_to_file(encoder: Encoder, anchors: Anchors, dataset: Dataset, path: s
             writer = StreamWriter.attach(tmp, path, shapes, metadata, background=True)
         start, stop = batch_shard(n, batch_size, group.rank, group.world)
         on = anchor_absolute.to(device) if device is not None else anchor_absolute
-        zero_norm = zero_norm_count(anchor_absolute, anchor_absolute, projection)  # counted for the report (hygiene)
+        zero_norm = zero_norm_count(
+            anchor_absolute, anchor_absolute, projection
+        )  # counted for the report (hygiene)
         warn_zero_norm(zero_norm, k, f"anchor latents of {encoder.name!r}")
         project = relative_projector(on, projection)  # the anchors are prepared once, not per batch
         zero_norms: list[int] = []  # appended by the writer thread only, read after writer.wait()
@@ -313,8 +361,15 @@ def encode_to_file(encoder: Encoder, anchors: Anchors, dataset: Dataset, path: s
                 zero_norms.append(zero_norm_count(z, on, projection))
             writer.write("absolute", z, row)
 
-        for offset, z in iter_embed(encoder, x[start:stop], batch_size=batch_size, device=device,
-                                    dtype=dtype, progress=progress, description=f"{encoder.name}: data"):
+        for offset, z in iter_embed(
+            encoder,
+            x[start:stop],
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+            progress=progress,
+            description=f"{encoder.name}: data",
+        ):
             writer.submit(finish_batch, start + offset, z)
         if group.rank == 0:
             writer.write("anchor_absolute", anchor_absolute)
@@ -336,5 +391,13 @@ def encode_to_file(encoder: Encoder, anchors: Anchors, dataset: Dataset, path: s
             writer.abort()
         raise
     warn_zero_norm(zero_norm, stop - start, f"sample latents of {encoder.name!r}")
-    return {"path": str(path), "samples": n, "latent_dim": d, "anchors": k, "relative_dim": shapes["relative"][1][1],
-            "ranks": group.world, "zero_norm_latents": zero_norm, "batch_size": batch_size}
+    return {
+        "path": str(path),
+        "samples": n,
+        "latent_dim": d,
+        "anchors": k,
+        "relative_dim": shapes["relative"][1][1],
+        "ranks": group.world,
+        "zero_norm_latents": zero_norm,
+        "batch_size": batch_size,
+    }

@@ -109,22 +109,32 @@ def train(
     config.validate()
     x_all = dataset.x
     if dataset.modality == "text" or not isinstance(x_all, torch.Tensor):  # only text data holds TextViews
-        raise RelstitchError(f"train builds image encoders but data {dataset.name} is text",
-                             hint="for text, embed with a pretrained model (encode hf:DIR) and train a head with fit")
+        raise RelstitchError(
+            f"train builds image encoders but data {dataset.name} is text",
+            hint="for text, embed with a pretrained model (encode hf:DIR) and train a head with fit",
+        )
     if config.space == "relative" and anchors is None:
-        raise RelstitchError("a relative bottleneck needs anchors", hint="pass --anchors FILE (see `relstitch anchors`)")
+        raise RelstitchError(
+            "a relative bottleneck needs anchors", hint="pass --anchors FILE (see `relstitch anchors`)"
+        )
     if anchors is not None and anchors.inputs.shape[1:] != x_all.shape[1:]:
         raise RelstitchError(
             f"anchors have shape {tuple(anchors.inputs.shape[1:])} per sample, data has {tuple(x_all.shape[1:])}",
             path=anchors.path,
         )
-    relative_anchors = anchors if config.space == "relative" else None  # not None when relative (checked above)
+    relative_anchors = (
+        anchors if config.space == "relative" else None
+    )  # not None when relative (checked above)
     torch.manual_seed(config.seed)
     in_shape = tuple(x_all.shape[1:])
     enc_args: dict[str, Any] = {"latent_dim": config.latent_dim}
     enc_args.update({"in_shape": list(in_shape)} if config.arch == "mlp" else {"in_channels": in_shape[0]})
     encoder_module = create_encoder(config.arch, **enc_args)
-    in_dim = config.projection.output_dim(len(relative_anchors)) if relative_anchors is not None else config.latent_dim
+    in_dim = (
+        config.projection.output_dim(len(relative_anchors))
+        if relative_anchors is not None
+        else config.latent_dim
+    )
     head = config.head or DEFAULT_HEAD[config.task]
     dec_args: dict[str, Any] = {"in_dim": in_dim}
     if config.task == "classification":
@@ -154,12 +164,23 @@ def train(
     encoder_module.train()
     decoder_module.train()
     final_loss = _optimise(
-        list(encoder_module.parameters()) + list(decoder_module.parameters()), len(dataset),
-        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
-        loss_of_batch=loss_of_batch, progress=progress, description=f"training {name}",
+        list(encoder_module.parameters()) + list(decoder_module.parameters()),
+        len(dataset),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        seed=config.seed,
+        loss_of_batch=loss_of_batch,
+        progress=progress,
+        description=f"training {name}",
     )
-    training = {"config": asdict(config), "dataset": dataset.describe(), "final_train_loss": final_loss,
-                "space": config.space, "seed": config.seed}
+    training = {
+        "config": asdict(config),
+        "dataset": dataset.describe(),
+        "final_train_loss": final_loss,
+        "space": config.space,
+        "seed": config.seed,
+    }
     encoder = Encoder(
         module=encoder_module.eval(),
         architecture={"name": config.arch, "args": enc_args},
@@ -212,7 +233,9 @@ def fit(
     if config.space not in SPACES:
         raise unknown_choice("space", config.space, ("relative", "absolute"))
     if config.space == "absolute" and projection is not None:  # silently dropping it would mislead
-        raise UsageError("an absolute head reads the latents, not a projection: drop the projection (or fit relative)")
+        raise UsageError(
+            "an absolute head reads the latents, not a projection: drop the projection (or fit relative)"
+        )
     classes = space.dataset.get("classes") or []
     if not classes:
         raise RelstitchError("embeddings carry no class names: cannot fit a classifier", path=space.path)
@@ -227,16 +250,26 @@ def fit(
     module = create_decoder(config.head, **args)
     module.train()
     final_loss = _optimise(
-        list(module.parameters()), len(inputs), epochs=config.epochs, batch_size=config.batch_size,
-        lr=config.lr, seed=config.seed, progress=progress, description=f"fitting {name}",
+        list(module.parameters()),
+        len(inputs),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        seed=config.seed,
+        progress=progress,
+        description=f"fitting {name}",
         loss_of_batch=lambda idx: F.cross_entropy(module(inputs[idx]), labels[idx]),
     )
     made_by = found if isinstance(found := space.meta.get("encoder"), dict) else {}
     # "arch" names the encoder the head was fitted on, as in `train`'s config: reports group heads by it.
-    training = {"config": dict(asdict(config), arch=made_by.get("architecture")),
-                "dataset": {k: v for k, v in space.dataset.items() if k != "classes"},
-                "final_train_loss": final_loss, "space": config.space, "seed": config.seed,
-                "embeddings": str(space.path) if space.path else None}
+    training = {
+        "config": dict(asdict(config), arch=made_by.get("architecture")),
+        "dataset": {k: v for k, v in space.dataset.items() if k != "classes"},
+        "final_train_loss": final_loss,
+        "space": config.space,
+        "seed": config.seed,
+        "embeddings": str(space.path) if space.path else None,
+    }
     return Decoder(
         module=module.eval(),
         architecture={"name": config.head, "args": args},

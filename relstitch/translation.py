@@ -73,7 +73,12 @@ class Translation:
         """Map source latents ``[N, D_source]`` to target latents ``[N, D_target]``."""
         if x.shape[1] != self.source_dim:
             raise RelstitchError(f"translation expects {self.source_dim}-d latents, got {x.shape[1]}-d")
-        z = _pad(standardise(x.to(self.matrix.dtype), self.source_mean, self.source_std), self.matrix.shape[0]) @ self.matrix
+        z = (
+            _pad(
+                standardise(x.to(self.matrix.dtype), self.source_mean, self.source_std), self.matrix.shape[0]
+            )
+            @ self.matrix
+        )
         if self.bias is not None:
             z = z + self.bias
         z = z[:, : self.target_dim]
@@ -146,7 +151,9 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _adam(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _adam(
+    x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``AFFINE_STEPS`` full-batch ``torch.optim.Adam`` steps on ``mean((x W + b - y)^2)``, updating ``weight``/``bias``.
 
     The gradient is written out (two matmuls) rather than taken by autograd, whose per-step overhead
@@ -168,14 +175,22 @@ def check_scaling(scaling: str | None, methods: Sequence[str | None]) -> str:
     if scaling is None:
         return "standard"
     if not any(m in METHODS for m in methods):
-        raise UsageError(f"--translation-scaling only means something with a translation --method ({', '.join(METHODS)})")
+        raise UsageError(
+            f"--translation-scaling only means something with a translation --method ({', '.join(METHODS)})"
+        )
     if scaling not in SCALINGS:
         raise unknown_choice("--translation-scaling", scaling, SCALINGS)
     return scaling
 
 
-def fit_translation(source_anchors: torch.Tensor, target_anchors: torch.Tensor, method: str = "procrustes", *,
-                    scaling: str = "standard", seed: int = 0) -> Translation:
+def fit_translation(
+    source_anchors: torch.Tensor,
+    target_anchors: torch.Tensor,
+    method: str = "procrustes",
+    *,
+    scaling: str = "standard",
+    seed: int = 0,
+) -> Translation:
     """Fit a map from the source space to the target space on paired anchor latents ``[k, D_s]``, ``[k, D_t]``."""
     if method not in METHODS:
         raise unknown_choice("translation method", method, METHODS)
@@ -197,7 +212,9 @@ def fit_translation(source_anchors: torch.Tensor, target_anchors: torch.Tensor, 
     if method == "affine":
         matrix, bias = _affine(x, y, seed)
     else:
-        with _one_thread():  # LAPACK's result depends on the thread count: one thread, the same bytes everywhere
+        with (
+            _one_thread()
+        ):  # LAPACK's result depends on the thread count: one thread, the same bytes everywhere
             if method == "procrustes":
                 matrix, rank = _polar(x.T @ y)
             else:  # gelsd: the minimum-norm solution, zero off the anchors' span like procrustes below k < P
@@ -208,15 +225,28 @@ def fit_translation(source_anchors: torch.Tensor, target_anchors: torch.Tensor, 
     determined = min(source.shape[1], target.shape[1])  # zero padding adds no dimension to determine
     if rank is not None and rank < determined:
         lands = "on the target anchors' mean" if t_mean is not None else "at the origin"
-        warnings.warn(f"translation ({method}): the {len(source)} anchors determine the map on {rank} of {determined} "
-                      f"latent dimensions only (their span); off it, latents land {lands} — use more anchors than "
-                      "dimensions to determine it fully", RelstitchWarning, stacklevel=2)
+        warnings.warn(
+            f"translation ({method}): the {len(source)} anchors determine the map on {rank} of {determined} "
+            f"latent dimensions only (their span); off it, latents land {lands} — use more anchors than "
+            "dimensions to determine it fully",
+            RelstitchWarning,
+            stacklevel=2,
+        )
     return Translation(method, matrix, bias, s_mean, s_std, t_mean, t_std, source.shape[1], target.shape[1])
 
 
-def evaluate_translation(space: EncodedSpace, target_anchor_absolute: torch.Tensor, decoder: Decoder, method: str,
-                         dataset: Dataset | None = None, *, encoder_space: str | None = None, scaling: str = "standard",
-                         seed: int = 0, keep_predictions: bool = False) -> PairResult:
+def evaluate_translation(
+    space: EncodedSpace,
+    target_anchor_absolute: torch.Tensor,
+    decoder: Decoder,
+    method: str,
+    dataset: Dataset | None = None,
+    *,
+    encoder_space: str | None = None,
+    scaling: str = "standard",
+    seed: int = 0,
+    keep_predictions: bool = False,
+) -> PairResult:
     """Score ``decoder`` (absolute) on ``space`` mapped into the space of the decoder's own encoder.
 
     ``target_anchor_absolute`` are the anchor latents of the decoder's own encoder (the same anchor
@@ -227,7 +257,8 @@ def evaluate_translation(space: EncodedSpace, target_anchor_absolute: torch.Tens
     if decoder.space != "absolute":
         raise RelstitchError(
             f"translation ({method}) feeds an absolute decoder, but {decoder.name!r} reads relative vectors",
-            path=decoder.path, hint="use an absolute decoder, or --method relative",
+            path=decoder.path,
+            hint="use an absolute decoder, or --method relative",
         )
     if target_anchor_absolute.shape[1] != decoder.input_dim:
         raise RelstitchError(
@@ -235,33 +266,64 @@ def evaluate_translation(space: EncodedSpace, target_anchor_absolute: torch.Tens
             f"{target_anchor_absolute.shape[1]}-d",
             path=decoder.path,
         )
-    translation = fit_translation(space.anchor_absolute, target_anchor_absolute, method, scaling=scaling, seed=seed)
+    translation = fit_translation(
+        space.anchor_absolute, target_anchor_absolute, method, scaling=scaling, seed=seed
+    )
     mapped = translation(space.absolute).float()
     scores, kept = decode_and_score(decoder, mapped, space.labels, dataset, keep=keep_predictions)
-    return scored_pair(space, decoder, scores, started, encoder_space, space_name="absolute", method=method, kept=kept)
+    return scored_pair(
+        space, decoder, scores, started, encoder_space, space_name="absolute", method=method, kept=kept
+    )
 
 
-def stitch_translated(encoder: Encoder, decoder: Decoder, anchors: Anchors, dataset: Dataset, method: str, *,
-                      target_encoder: Encoder, scaling: str = "standard", batch_size: BatchSize = DEFAULT_BATCH,
-                      keep_predictions: bool = False, progress: ProgressFn = silent) -> PairResult:
+def stitch_translated(
+    encoder: Encoder,
+    decoder: Decoder,
+    anchors: Anchors,
+    dataset: Dataset,
+    method: str,
+    *,
+    target_encoder: Encoder,
+    scaling: str = "standard",
+    batch_size: BatchSize = DEFAULT_BATCH,
+    keep_predictions: bool = False,
+    progress: ProgressFn = silent,
+) -> PairResult:
     """``stitch`` through a translation: ``encoder``'s latents mapped into ``target_encoder``'s space
     (the decoder's own encoder, checked by hash) on ``anchors``, then ``decoder``'s absolute head."""
     if method not in METHODS:
         raise unknown_choice("translation method", method, METHODS)
     if decoder.space != "absolute":
-        raise RelstitchError(f"translation ({method}) feeds an absolute decoder, but {decoder.name!r} reads relative "
-                             "vectors", path=decoder.path, hint="use an absolute decoder, or --method relative")
+        raise RelstitchError(
+            f"translation ({method}) feeds an absolute decoder, but {decoder.name!r} reads relative vectors",
+            path=decoder.path,
+            hint="use an absolute decoder, or --method relative",
+        )
     if decoder.encoder_hash != target_encoder.hash:
         raise RelstitchError(
             f"decoder {decoder.name!r} was trained on encoder {short(decoder.encoder_hash)}, but the target encoder "
             f"{target_encoder.name!r} is {short(target_encoder.hash)}",
-            path=target_encoder.path, hint="pass the decoder's own encoder with --target-encoder",
+            path=target_encoder.path,
+            hint="pass the decoder's own encoder with --target-encoder",
         )
     started = time.perf_counter()
-    target_anchors = embed(target_encoder, inputs_for(target_encoder, anchors), batch_size=batch_size, progress=progress,
-                           description=f"{target_encoder.name}: anchors")
+    target_anchors = embed(
+        target_encoder,
+        inputs_for(target_encoder, anchors),
+        batch_size=batch_size,
+        progress=progress,
+        description=f"{target_encoder.name}: anchors",
+    )
     space = encode(encoder, anchors, dataset, batch_size=batch_size, progress=progress)
-    result = evaluate_translation(space, target_anchors, decoder, method, dataset, encoder_space=encoder_space_of(encoder),
-                                  scaling=scaling, keep_predictions=keep_predictions)
+    result = evaluate_translation(
+        space,
+        target_anchors,
+        decoder,
+        method,
+        dataset,
+        encoder_space=encoder_space_of(encoder),
+        scaling=scaling,
+        keep_predictions=keep_predictions,
+    )
     result.seconds = time.perf_counter() - started
     return result

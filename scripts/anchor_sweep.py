@@ -47,14 +47,24 @@ PROJECTIONS = {
     "angular": ProjectionConfig(similarity="angular"),
     "euclidean, standard": ProjectionConfig(similarity="euclidean", normalization="standard"),
     "l1, standard": ProjectionConfig(similarity="l1", normalization="standard"),
-    "cosine+euclidean+l1+linf, standard": ProjectionConfig(similarity="cosine,euclidean,l1,linf", normalization="standard"),
+    "cosine+euclidean+l1+linf, standard": ProjectionConfig(
+        similarity="cosine,euclidean,l1,linf", normalization="standard"
+    ),
     "cosine, top-30": ProjectionConfig(top_k=30),
 }
 
 
-def space_of(name: str, encoder_hash: str, absolute: torch.Tensor, anchor_absolute: torch.Tensor, labels: torch.Tensor,
-             dataset: dict) -> EncodedSpace:
-    return EncodedSpace(name, encoder_hash, absolute, anchor_absolute, labels, torch.arange(len(labels)), "sweep", dataset)
+def space_of(
+    name: str,
+    encoder_hash: str,
+    absolute: torch.Tensor,
+    anchor_absolute: torch.Tensor,
+    labels: torch.Tensor,
+    dataset: dict,
+) -> EncodedSpace:
+    return EncodedSpace(
+        name, encoder_hash, absolute, anchor_absolute, labels, torch.arange(len(labels)), "sweep", dataset
+    )
 
 
 def run(anchors, encoders, latents, data, projection: ProjectionConfig, epochs: int) -> dict[str, float]:
@@ -63,19 +73,41 @@ def run(anchors, encoders, latents, data, projection: ProjectionConfig, epochs: 
     train, test = data
     own, stitched, null = [], [], []
     for h in HEAD_SEEDS:
-        train_space = space_of(f"s{h}", encoders[h].hash, latents[h]["train"], anchor_latents[h], train.y,
-                               {"name": train.name, "classes": train.classes})
-        head = fit(train_space, FitConfig(epochs=epochs, batch_size=128, seed=0), projection=projection, name=f"head-s{h}")
+        train_space = space_of(
+            f"s{h}",
+            encoders[h].hash,
+            latents[h]["train"],
+            anchor_latents[h],
+            train.y,
+            {"name": train.name, "classes": train.classes},
+        )
+        head = fit(
+            train_space,
+            FitConfig(epochs=epochs, batch_size=128, seed=0),
+            projection=projection,
+            name=f"head-s{h}",
+        )
         for s in SEEDS:
-            test_space = space_of(f"s{s}", encoders[s].hash, latents[s]["test"], anchor_latents[s], test.y,
-                                  {"name": test.name, "classes": test.classes})
+            test_space = space_of(
+                f"s{s}",
+                encoders[s].hash,
+                latents[s]["test"],
+                anchor_latents[s],
+                test.y,
+                {"name": test.name, "classes": test.classes},
+            )
             accuracy = evaluate_pair(test_space, head).scores["accuracy"]
             if s == h:
                 own.append(accuracy)
             else:
                 stitched.append(accuracy)
                 null.append(evaluate_pair(shuffled_anchor_space(test_space), head).scores["accuracy"])
-    return {"not_stitched": mean(own), "stitched": mean(stitched), "stitched_min": min(stitched), "null": mean(null)}
+    return {
+        "not_stitched": mean(own),
+        "stitched": mean(stitched),
+        "stitched_min": min(stitched),
+        "null": mean(null),
+    }
 
 
 def end_to_end(train, test, epochs: int) -> list[dict]:
@@ -86,15 +118,33 @@ def end_to_end(train, test, epochs: int) -> list[dict]:
     for strategy in STRATEGIES:
         for count in COUNTS:
             anchors = select_anchors(train, count, strategy, seed=0)
-            models = [train_models(train, anchors, TrainConfig(arch="cnn", epochs=epochs, seed=s), name=f"s{s}") for s in HEAD_SEEDS]
+            models = [
+                train_models(train, anchors, TrainConfig(arch="cnn", epochs=epochs, seed=s), name=f"s{s}")
+                for s in HEAD_SEEDS
+            ]
             spaces = [encode(encoder, anchors, test) for encoder, _ in models]
             own = [evaluate_pair(spaces[i], models[i][1]).scores["accuracy"] for i in range(2)]
             stitched = [evaluate_pair(spaces[1 - i], models[i][1]).scores["accuracy"] for i in range(2)]
-            null = [evaluate_pair(shuffled_anchor_space(spaces[1 - i]), models[i][1]).scores["accuracy"] for i in range(2)]
-            rows.append({"strategy": strategy, "count": count, "end_to_end": True, "not_stitched": mean(own),
-                         "stitched": mean(stitched), "stitched_min": min(stitched), "null": mean(null)})
-            print(f"| {strategy} | {count} | {mean(own):.3f} | {mean(stitched):.3f} ({min(stitched):.3f}) | "
-                  f"{mean(null):.3f} |", flush=True)
+            null = [
+                evaluate_pair(shuffled_anchor_space(spaces[1 - i]), models[i][1]).scores["accuracy"]
+                for i in range(2)
+            ]
+            rows.append(
+                {
+                    "strategy": strategy,
+                    "count": count,
+                    "end_to_end": True,
+                    "not_stitched": mean(own),
+                    "stitched": mean(stitched),
+                    "stitched_min": min(stitched),
+                    "null": mean(null),
+                }
+            )
+            print(
+                f"| {strategy} | {count} | {mean(own):.3f} | {mean(stitched):.3f} ({min(stitched):.3f}) | "
+                f"{mean(null):.3f} |",
+                flush=True,
+            )
     return rows
 
 
@@ -102,7 +152,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4)  # batch 128: 188 Adam steps per head
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--end-to-end", action="store_true", help="train relative CNN pairs per anchor set instead")
+    parser.add_argument(
+        "--end-to-end", action="store_true", help="train relative CNN pairs per anchor set instead"
+    )
     args = parser.parse_args()
     # Small matrices: one thread is faster, and on a shared 2-core machine many times faster.
     torch.set_num_threads(1)
@@ -110,8 +162,10 @@ def main() -> None:
     train, test = load_dataset("builtin:train"), load_dataset("builtin:test")
     if args.end_to_end:
         rows = end_to_end(train, test, args.epochs)
-        print(f"\n{time.perf_counter() - started:.0f} s; 2 relative CNNs per anchor set (seeds {HEAD_SEEDS}, "
-              f"{args.epochs} epochs on builtin:train), test = builtin:test (1,000 images)")
+        print(
+            f"\n{time.perf_counter() - started:.0f} s; 2 relative CNNs per anchor set (seeds {HEAD_SEEDS}, "
+            f"{args.epochs} epochs on builtin:train), test = builtin:test (1,000 images)"
+        )
         if args.json:
             args.json.write_text(json.dumps(rows, indent=2) + "\n")
         return
@@ -125,20 +179,35 @@ def main() -> None:
             t0 = time.perf_counter()
             anchors = select_anchors(train, count, strategy, seed=0)
             scores = run(anchors, encoders, latents, (train, test), ProjectionConfig(), args.epochs)
-            rows.append({"strategy": strategy, "count": count, "projection": "cosine", **scores,
-                         "seconds": time.perf_counter() - t0})
-            print(f"| {strategy} | {count} | {scores['not_stitched']:.3f} | {scores['stitched']:.3f} "
-                  f"({scores['stitched_min']:.3f}) | {scores['null']:.3f} |", flush=True)
+            rows.append(
+                {
+                    "strategy": strategy,
+                    "count": count,
+                    "projection": "cosine",
+                    **scores,
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+            print(
+                f"| {strategy} | {count} | {scores['not_stitched']:.3f} | {scores['stitched']:.3f} "
+                f"({scores['stitched_min']:.3f}) | {scores['null']:.3f} |",
+                flush=True,
+            )
     print("\n| projection (300 uniform anchors) | not stitched | stitched (mean, min) | null baseline |")
     print("| --- | ---: | ---: | ---: |")
     anchors = select_anchors(train, 300, "uniform", seed=0)
     for label, projection in PROJECTIONS.items():
         scores = run(anchors, encoders, latents, (train, test), projection, args.epochs)
         rows.append({"strategy": "uniform", "count": 300, "projection": label, **scores})
-        print(f"| {label} | {scores['not_stitched']:.3f} | {scores['stitched']:.3f} ({scores['stitched_min']:.3f}) | "
-              f"{scores['null']:.3f} |", flush=True)
-    print(f"\n{time.perf_counter() - started:.0f} s; encoders cnn-abs-s0..s2 frozen, heads fitted on seeds "
-          f"{HEAD_SEEDS} ({args.epochs} epochs), 4 stitched pairs per cell, test = builtin:test (1,000 images)")
+        print(
+            f"| {label} | {scores['not_stitched']:.3f} | {scores['stitched']:.3f} ({scores['stitched_min']:.3f}) | "
+            f"{scores['null']:.3f} |",
+            flush=True,
+        )
+    print(
+        f"\n{time.perf_counter() - started:.0f} s; encoders cnn-abs-s0..s2 frozen, heads fitted on seeds "
+        f"{HEAD_SEEDS} ({args.epochs} epochs), 4 stitched pairs per cell, test = builtin:test (1,000 images)"
+    )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 

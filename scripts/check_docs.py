@@ -56,8 +56,10 @@ SHELL_LANGS = {"sh", "bash", "shell", "zsh"}
 CONSOLE_LANGS = {"console", "shell-session"}
 PYTHON_LANGS = {"python", "py", "python3"}
 # The first word of a line that makes an unlabelled or indented block a shell example.
-COMMAND_RE = re.compile(r"^(\$ )?(relstitch|\.venv/bin/\S+|python3?|torchrun|bash|scripts/\S+|experiments/\S+|bench/\S+|mkdir|"
-                        r"[A-Za-z_][A-Za-z0-9_]*=\S)")
+COMMAND_RE = re.compile(
+    r"^(\$ )?(relstitch|\.venv/bin/\S+|python3?|torchrun|bash|scripts/\S+|experiments/\S+|bench/\S+|mkdir|"
+    r"[A-Za-z_][A-Za-z0-9_]*=\S)"
+)
 DIRECTIVE_RE = re.compile(r"^\s*<!--\s*docs-check:\s*(.*?)\s*-->\s*$")
 FENCE_RE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([^`\s]*)")
 ASSIGNMENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=('[^']*'|\"[^\"]*\"|[^\s'\"]*)\s*(#.*)?$")
@@ -65,8 +67,20 @@ HEREDOC_RE = re.compile(r"<<(-?)\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\2")
 LIST_ITEM_RE = re.compile(r"^\s*([-*+]|\d+[.)])\s")
 # Left out of the sandbox: version control, the virtual environment (linked instead), caches, build output and
 # the gitignored work folders and fetched assets.
-IGNORED = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".mypy_cache", ".hypothesis",
-                                 "*.egg-info", ".venv-*", "work", "build", "dist")
+IGNORED = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".mypy_cache",
+    ".hypothesis",
+    "*.egg-info",
+    ".venv-*",
+    "work",
+    "build",
+    "dist",
+)
 IGNORED_TOP = {"assets", "out", "tmp"}
 
 
@@ -130,13 +144,13 @@ def parse_directives(text: str) -> dict:
             if rest.startswith("("):
                 depths = itertools.accumulate({"(": 1, ")": -1}.get(char, 0) for char in rest)
                 end = next((i for i, depth in enumerate(depths) if depth == 0), len(rest))
-                reason, rest = rest[1:end].strip(), rest[end + 1:]
+                reason, rest = rest[1:end].strip(), rest[end + 1 :]
             found["skip"] = reason
         elif rest.startswith("fast"):
             found["fast"], rest = True, rest[4:]
         elif re.match(r"timeout\s+\d", rest):
             number = re.match(r"timeout\s+(\d+(?:\.\d+)?)", rest)
-            found["timeout"], rest = float(number.group(1)), rest[number.end():]
+            found["timeout"], rest = float(number.group(1)), rest[number.end() :]
         else:
             raise ValueError(f"unknown docs-check directive {rest!r}")
         rest = rest.strip().removeprefix(";").strip()
@@ -162,8 +176,9 @@ def blocks(path: Path) -> list[Block]:
         elif fence:
             indent, marker, lang = len(fence.group(1)), fence.group(2), fence.group(3).lower()
             body, j = [], i + 1
-            while j < len(lines) and not (lines[j].strip().startswith(marker[0] * len(marker))
-                                          and set(lines[j].strip()) == {marker[0]}):
+            while j < len(lines) and not (
+                lines[j].strip().startswith(marker[0] * len(marker)) and set(lines[j].strip()) == {marker[0]}
+            ):
                 body.append(lines[j][indent:] if lines[j][:indent].strip() == "" else lines[j].lstrip())
                 j += 1
             found.append(Block(path, i + 2, lang, body, **pending))
@@ -306,8 +321,13 @@ def make_sandbox(parent: Path) -> Path:
 def environment(root: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("VIRTUAL_ENV", None)
-    env.update(PATH=f"{root / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}", NO_COLOR="1", COLUMNS="100",
-               TERM="dumb", PYTHONDONTWRITEBYTECODE="1")
+    env.update(
+        PATH=f"{root / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+        NO_COLOR="1",
+        COLUMNS="100",
+        TERM="dumb",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
     env.pop("LINES", None)
     env.pop("FORCE_COLOR", None)
     return env
@@ -315,8 +335,17 @@ def environment(root: Path) -> dict[str, str]:
 
 def _run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[int | None, str]:
     """Run in its own process group (torchrun's workers included), killed as a whole at the timeout."""
-    process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, text=True, errors="replace", start_new_session=True)
+    process = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
     try:
         output, _ = process.communicate(timeout=timeout)
         return process.returncode, output
@@ -345,7 +374,9 @@ def missing_output(expected: list[str], output: str) -> str | None:
     return None
 
 
-def run_example(example: Example, root: Path, env: dict[str, str], prelude: list[str], timeout: float) -> Outcome:
+def run_example(
+    example: Example, root: Path, env: dict[str, str], prelude: list[str], timeout: float
+) -> Outcome:
     limit = example.timeout or timeout
     started = time.perf_counter()
     if example.kind == "python":
@@ -354,7 +385,9 @@ def run_example(example: Example, root: Path, env: dict[str, str], prelude: list
         code, output = _run([str(root / ".venv" / "bin" / "python"), str(script)], root, env, limit)
         script.unlink()
     else:
-        code, output = _run(["bash", "-c", "\n".join(["set -o pipefail", *prelude, example.text])], root, env, limit)
+        code, output = _run(
+            ["bash", "-c", "\n".join(["set -o pipefail", *prelude, example.text])], root, env, limit
+        )
     seconds = time.perf_counter() - started
     tail = "\n".join(output.rstrip().splitlines()[-15:])
     if code is None:
@@ -366,14 +399,18 @@ def run_example(example: Example, root: Path, env: dict[str, str], prelude: list
             return Outcome(example, "failed", seconds, f"exit {code}\n{tail}")
         missing = missing_output(example.expected, output)
         if missing is not None:
-            return Outcome(example, "failed", seconds, f"expected output not printed: {missing.strip()}\n{tail}")
+            return Outcome(
+                example, "failed", seconds, f"expected output not printed: {missing.strip()}\n{tail}"
+            )
         return Outcome(example, "ok", seconds)
     if code != 0:
         return Outcome(example, "failed", seconds, f"exit {code}\n{tail}")
     return Outcome(example, "ok", seconds)
 
 
-def run_file(path: Path, *, fast: bool = False, timeout: float = DEFAULT_TIMEOUT, echo=print) -> list[Outcome]:
+def run_file(
+    path: Path, *, fast: bool = False, timeout: float = DEFAULT_TIMEOUT, echo=print
+) -> list[Outcome]:
     """Run one Markdown file's examples, in order, in a fresh sandbox."""
     chosen = [e for e in examples(path) if e.fast or not fast]
     outcomes: list[Outcome] = []
@@ -386,7 +423,11 @@ def run_file(path: Path, *, fast: bool = False, timeout: float = DEFAULT_TIMEOUT
         for example in chosen:
             if example.skip:
                 outcome = Outcome(example, "skipped", detail=example.skip)
-                if outcomes and outcomes[-1].status == "skipped" and outcomes[-1].example.block == example.block:
+                if (
+                    outcomes
+                    and outcomes[-1].status == "skipped"
+                    and outcomes[-1].example.block == example.block
+                ):
                     outcomes.append(outcome)  # the block was reported at its first command
                     continue
             else:
@@ -417,10 +458,18 @@ def format_outcome(outcome: Outcome) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("files", nargs="*", type=Path, help="Markdown files [default: README.md and docs/*.md]")
-    parser.add_argument("--fast", action="store_true", help="only the blocks marked <!-- docs-check: fast -->")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per command [default: %(default)s]")
-    parser.add_argument("--list", action="store_true", help="list the examples and the skipped ones; run nothing")
+    parser.add_argument(
+        "files", nargs="*", type=Path, help="Markdown files [default: README.md and docs/*.md]"
+    )
+    parser.add_argument(
+        "--fast", action="store_true", help="only the blocks marked <!-- docs-check: fast -->"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per command [default: %(default)s]"
+    )
+    parser.add_argument(
+        "--list", action="store_true", help="list the examples and the skipped ones; run nothing"
+    )
     args = parser.parse_args(argv)
     files = [f.resolve() for f in args.files] or default_files()
     started = time.perf_counter()
@@ -438,9 +487,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "failed", "timeout", "skipped")}
     bad = [o for o in outcomes if o.status in ("failed", "timeout")]
-    print(f"\n{counts['ok']} passed, {counts['failed']} failed, {counts['timeout']} timed out, {counts['skipped']} skipped "
-          f"in {time.perf_counter() - started:.0f} s")
-    skipped_blocks = {(o.example.path, o.example.block): o for o in reversed(outcomes) if o.status == "skipped"}
+    print(
+        f"\n{counts['ok']} passed, {counts['failed']} failed, {counts['timeout']} timed out, {counts['skipped']} skipped "
+        f"in {time.perf_counter() - started:.0f} s"
+    )
+    skipped_blocks = {
+        (o.example.path, o.example.block): o for o in reversed(outcomes) if o.status == "skipped"
+    }
     if skipped_blocks:
         print(f"skipped {len(skipped_blocks)} blocks:")
         for outcome in sorted(skipped_blocks.values(), key=lambda o: (str(o.example.path), o.example.line)):

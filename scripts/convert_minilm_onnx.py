@@ -33,7 +33,7 @@ def bert_state_dict(graph: onnx.GraphProto) -> dict[str, torch.Tensor]:
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    state = {k[len(PREFIX):]: torch.from_numpy(v.copy()) for k, v in inits.items() if k.startswith(PREFIX)}
+    state = {k[len(PREFIX) :]: torch.from_numpy(v.copy()) for k, v in inits.items() if k.startswith(PREFIX)}
     for node in graph.node:
         if node.op_type != "MatMul" or node.input[1] not in inits or node.input[1].startswith(PREFIX):
             continue
@@ -41,7 +41,9 @@ def bert_state_dict(graph: onnx.GraphProto) -> dict[str, torch.Tensor]:
         biases = [i for n in adds for i in n.input if i.startswith(PREFIX) and i.endswith(".bias")]
         if len(biases) != 1:
             raise SystemExit(f"cannot name MatMul weight {node.input[1]}: biases {biases}")
-        state[biases[0][len(PREFIX):-len(".bias")] + ".weight"] = torch.from_numpy(inits[node.input[1]].T.copy())
+        state[biases[0][len(PREFIX) : -len(".bias")] + ".weight"] = torch.from_numpy(
+            inits[node.input[1]].T.copy()
+        )
     return state
 
 
@@ -54,15 +56,21 @@ def main(onnx_file: str, tokenizer_dir: str, out_dir: str) -> None:
     state = bert_state_dict(model_proto.graph)
     hidden = state["embeddings.word_embeddings.weight"].shape[1]
     layers = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("encoder.layer."))
-    config = BertConfig(vocab_size=state["embeddings.word_embeddings.weight"].shape[0], hidden_size=hidden,
-                        num_hidden_layers=layers, num_attention_heads=12,
-                        intermediate_size=state["encoder.layer.0.intermediate.dense.weight"].shape[0],
-                        max_position_embeddings=state["embeddings.position_embeddings.weight"].shape[0])
+    config = BertConfig(
+        vocab_size=state["embeddings.word_embeddings.weight"].shape[0],
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=12,
+        intermediate_size=state["encoder.layer.0.intermediate.dense.weight"].shape[0],
+        max_position_embeddings=state["embeddings.position_embeddings.weight"].shape[0],
+    )
     model = BertModel(config, add_pooling_layer=False).eval()
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
     if missing or result.unexpected_keys:
-        raise SystemExit(f"weights do not fit BertModel: missing {missing}, unexpected {result.unexpected_keys}")
+        raise SystemExit(
+            f"weights do not fit BertModel: missing {missing}, unexpected {result.unexpected_keys}"
+        )
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
     sentences = ["A man is playing a guitar.", "the act of moving something from one place to another"]
@@ -70,16 +78,26 @@ def main(onnx_file: str, tokenizer_dir: str, out_dir: str) -> None:
     from onnx.reference import ReferenceEvaluator
 
     reference = ReferenceEvaluator(model_proto)
-    feeds = {"input_ids": tokens["input_ids"].astype(np.int64), "attention_mask": tokens["attention_mask"].astype(np.int64)}
+    feeds = {
+        "input_ids": tokens["input_ids"].astype(np.int64),
+        "attention_mask": tokens["attention_mask"].astype(np.int64),
+    }
     outputs = reference.run(None, feeds)  # ids, mask, token states [B, T, H], sentence vectors [B, H]
     onnx_hidden = next(o for o in outputs if o.ndim == 3)
     onnx_pooled = next(o for o in outputs if o.ndim == 2 and o.dtype == np.float32)
     with torch.no_grad():
-        ours = model(input_ids=torch.from_numpy(feeds["input_ids"]), attention_mask=torch.from_numpy(feeds["attention_mask"]))[0]
+        ours = model(
+            input_ids=torch.from_numpy(feeds["input_ids"]),
+            attention_mask=torch.from_numpy(feeds["attention_mask"]),
+        )[0]
     mask = torch.from_numpy(feeds["attention_mask"]).unsqueeze(-1).float()
     pooled = (ours * mask).sum(1) / mask.sum(1)  # relstitch's pooling=mean
-    gap = max(float(np.abs(onnx_hidden - ours.numpy()).max()), float(np.abs(onnx_pooled - pooled.numpy()).max()))
-    print(f"max |ONNX - converted| over token states and mean-pooled vectors of {len(sentences)} sentences: {gap:.2e}")
+    gap = max(
+        float(np.abs(onnx_hidden - ours.numpy()).max()), float(np.abs(onnx_pooled - pooled.numpy()).max())
+    )
+    print(
+        f"max |ONNX - converted| over token states and mean-pooled vectors of {len(sentences)} sentences: {gap:.2e}"
+    )
     if gap > 1e-3:
         raise SystemExit("the converted model does not reproduce the ONNX graph; nothing written")
 

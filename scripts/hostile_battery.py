@@ -70,11 +70,22 @@ MEMORY_KILL = 4 * GIB  # and above this the run is killed, so an unbounded read 
 SENTINEL = "PWNED"
 PAYLOAD = f"python:os:system(command='touch {SENTINEL}')"
 LONG = "x" * 300  # a path component over the 255 bytes Linux allows
-HOSTILE_NAME = "a|b <script>alert(1)</script> \x1b[31mred\x1b[0m\nsecond line"  # markup, a pipe, ANSI, a line break
+HOSTILE_NAME = (
+    "a|b <script>alert(1)</script> \x1b[31mred\x1b[0m\nsecond line"  # markup, a pipe, ANSI, a line break
+)
 
 CLASSES = {
-    "1": "names", "2": "broken", "3": "clash", "4": "status", "5": "oserror", "6": "unbounded",
-    "7": "labels", "8": "weights", "9": "codes", "mistakes": "mistakes", "verbs": "verbs",
+    "1": "names",
+    "2": "broken",
+    "3": "clash",
+    "4": "status",
+    "5": "oserror",
+    "6": "unbounded",
+    "7": "labels",
+    "8": "weights",
+    "9": "codes",
+    "mistakes": "mistakes",
+    "verbs": "verbs",
 }
 
 # The shipped files every case gets a copy of, at the root of its folder.
@@ -168,13 +179,33 @@ def png_grey(width: int, height: int, pixels: bytes) -> bytes:
     rows = b"".join(b"\x00" + pixels[y * width : (y + 1) * width] for y in range(height))
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        )
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
-FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 def tensors_data(labels: list[int], classes: list[str] | None, *, label_dtype: str = "int64") -> bytes:
@@ -221,7 +252,9 @@ CRAFT: dict[str, Callable[[], bytes]] = {
     "dec-truncated": lambda: shipped(D1)[: len(shipped(D1)) // 2],
     "enc-truncated": lambda: shipped(E1)[: len(shipped(E1)) // 2],
     "dec-nokind": lambda: with_meta(shipped(D1), kind=None),
-    "dec-badprojection": lambda: with_meta(shipped(D1), projection={"similarity": "telepathy", "centering": "none"}),
+    "dec-badprojection": lambda: with_meta(
+        shipped(D1), projection={"similarity": "telepathy", "centering": "none"}
+    ),
     "dec-badarch": lambda: with_meta(shipped(D1), architecture={"name": "vision-head-9000", "args": {}}),
     "dec-otheranchors": lambda: with_meta(shipped(D1), anchor_hash="0" * 64, name="other-anchors"),
     "dec-i32bias": lambda: flip_dtype(shipped(D1), "net.4.bias", "I32"),
@@ -232,8 +265,12 @@ CRAFT: dict[str, Callable[[], bytes]] = {
     "enc-tampered": lambda: with_tensors(shipped(E1), _shift_project, rehash=False),
     "anchors-tampered": lambda: with_tensors(shipped(A), _invert_anchors, rehash=False),
     # other seeds' decoders under the names of the first ones: the name clash of class 3
-    "dec-rel-s2-as-s0": lambda: with_meta((CKPT / "cnn-rel-s2.decoder.safetensors").read_bytes(), name="cnn-rel-s0"),
-    "dec-mlp-s0-as-s1": lambda: with_meta((CKPT / "mlp-rel-s0.decoder.safetensors").read_bytes(), name="cnn-rel-s1"),
+    "dec-rel-s2-as-s0": lambda: with_meta(
+        (CKPT / "cnn-rel-s2.decoder.safetensors").read_bytes(), name="cnn-rel-s0"
+    ),
+    "dec-mlp-s0-as-s1": lambda: with_meta(
+        (CKPT / "mlp-rel-s0.decoder.safetensors").read_bytes(), name="cnn-rel-s1"
+    ),
     "enc-s1-as-s0": lambda: with_meta(shipped(E1), name="cnn-rel-s0"),
     "dec-hostile-name": lambda: with_meta(shipped(D1), name=HOSTILE_NAME),
     "tensors-labels-134": lambda: tensors_data(list(range(134)), FASHION),
@@ -268,11 +305,34 @@ class Fixtures:
         with self._lock:
             if "embeddings" not in self._made:
                 out = self.folder / "e60.safetensors"
-                run = subprocess.run([*self.command, "encode", str(CKPT / E0), "-a", str(CKPT / A), "-d", "builtin:test",
-                                      "--limit", "60", "-o", str(out), "--force"], capture_output=True, text=True,
-                                     timeout=120, env=child_env(), cwd=self.folder)
-                self._made["embeddings"] = out if run.returncode == 0 and out.exists() else (
-                    f"fixture `relstitch encode` failed (exit {run.returncode}): {run.stderr.strip()[-300:]}")
+                run = subprocess.run(
+                    [
+                        *self.command,
+                        "encode",
+                        str(CKPT / E0),
+                        "-a",
+                        str(CKPT / A),
+                        "-d",
+                        "builtin:test",
+                        "--limit",
+                        "60",
+                        "-o",
+                        str(out),
+                        "--force",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                    env=child_env(),
+                    cwd=self.folder,
+                )
+                self._made["embeddings"] = (
+                    out
+                    if run.returncode == 0 and out.exists()
+                    else (
+                        f"fixture `relstitch encode` failed (exit {run.returncode}): {run.stderr.strip()[-300:]}"
+                    )
+                )
             made = self._made["embeddings"]
         if isinstance(made, str):
             raise RuntimeError(made)
@@ -345,7 +405,9 @@ class Ctx:
         os.symlink(target, p)
         return p
 
-    def report(self, rel: str = "report.json", change: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    def report(
+        self, rel: str = "report.json", change: Callable[[dict[str, Any]], None] | None = None
+    ) -> Path:
         doc = json.loads(EXAMPLE_REPORT.read_text(encoding="utf-8"))
         if change:
             change(doc)
@@ -368,7 +430,9 @@ class Case:
     mentions: tuple[str, ...] = ()  # substrings the error line (or, on success, the output) must hold
     report: tuple[str, str] | None = None  # (json, md) to check cell by cell against the pairs
     identity: bool = False  # also check each report entry's hash against the file at its path
-    json_cells: bool = True  # check the JSON's matrices too (False: the JSON is a deliberately tampered input)
+    json_cells: bool = (
+        True  # check the JSON's matrices too (False: the JSON is a deliberately tampered input)
+    )
     failed: tuple[int, int] | None = None  # "N of M pairs failed" expected in the last line
     checks: tuple[Check, ...] = ()
     timeout: float = 60.0
@@ -376,7 +440,12 @@ class Case:
 
     def __post_init__(self) -> None:
         args = list(map(str, self.args))
-        if self.report is None and "--json" in args[:-1] and "--markdown" in args[:-1] and args[0] == "eval-matrix":
+        if (
+            self.report is None
+            and "--json" in args[:-1]
+            and "--markdown" in args[:-1]
+            and args[0] == "eval-matrix"
+        ):
             self.report = (args[args.index("--json") + 1], args[args.index("--markdown") + 1])
 
     @property
@@ -427,20 +496,45 @@ class Result:
 
     def as_dict(self) -> dict[str, Any]:
         c = self.case
-        return {"id": c.id, "class": c.cls, "command": c.summary, "args": list(map(str, c.args)), "expected": list(c.exit),
-                "got": self.code, "passed": self.passed, "reasons": self.reasons, "seconds": round(self.seconds, 2),
-                "peak_rss_mib": round(self.peak_rss / (1 << 20), 1), "clean_error": self.clean_error,
-                "traceback": self.traceback, "code_executed": self.pwned, "hang": self.hang,
-                "over_memory": self.over_memory, "left_behind": self.left_behind, "inputs_modified": self.modified,
-                "cells_checked": self.cells_checked, "cells_disagreeing": self.cells_bad, "stderr_tail": self.stderr_tail,
-                "note": c.note}
+        return {
+            "id": c.id,
+            "class": c.cls,
+            "command": c.summary,
+            "args": list(map(str, c.args)),
+            "expected": list(c.exit),
+            "got": self.code,
+            "passed": self.passed,
+            "reasons": self.reasons,
+            "seconds": round(self.seconds, 2),
+            "peak_rss_mib": round(self.peak_rss / (1 << 20), 1),
+            "clean_error": self.clean_error,
+            "traceback": self.traceback,
+            "code_executed": self.pwned,
+            "hang": self.hang,
+            "over_memory": self.over_memory,
+            "left_behind": self.left_behind,
+            "inputs_modified": self.modified,
+            "cells_checked": self.cells_checked,
+            "cells_disagreeing": self.cells_bad,
+            "stderr_tail": self.stderr_tail,
+            "note": c.note,
+        }
 
 
 # ============================================================================================ running
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update(NO_COLOR="1", TERM="dumb", COLUMNS="120", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               PYTHONDONTWRITEBYTECODE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONWARNINGS="")
+    env.update(
+        NO_COLOR="1",
+        TERM="dumb",
+        COLUMNS="120",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        PYTHONDONTWRITEBYTECODE="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        PYTHONWARNINGS="",
+    )
     env.pop("FORCE_COLOR", None)
     return env
 
@@ -469,8 +563,15 @@ def execute(command: list[str], cwd: Path, timeout: float, logs: Path) -> Run:
     out_path, err_path = logs / "stdout", logs / "stderr"
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         start = time.monotonic()
-        proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                env=child_env(), start_new_session=True)
+        proc = subprocess.Popen(
+            command,
+            cwd=cwd,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            env=child_env(),
+            start_new_session=True,
+        )
     timed_out = killed_for_memory = False
     peak = 0
     term_at: float | None = None
@@ -566,8 +667,14 @@ def run_case(case: Case, command: list[str], fixtures: Fixtures, keep: bool) -> 
     return result
 
 
-def judge(case: Case, ctx: Ctx, run: Run, before: dict[str, tuple[str, ...]], after: dict[str, tuple[str, ...]],
-          result: Result) -> None:
+def judge(
+    case: Case,
+    ctx: Ctx,
+    run: Run,
+    before: dict[str, tuple[str, ...]],
+    after: dict[str, tuple[str, ...]],
+    result: Result,
+) -> None:
     reasons = result.reasons
     result.code, result.seconds, result.peak_rss = run.code, run.seconds, run.peak_rss
     result.stderr_tail = run.stderr.strip()[-600:]
@@ -582,7 +689,9 @@ def judge(case: Case, ctx: Ctx, run: Run, before: dict[str, tuple[str, ...]], af
         reasons.append(f"hang: killed after {case.timeout:.0f} s")
     if run.killed_for_memory or run.peak_rss > MEMORY_LIMIT:
         result.over_memory = True
-        reasons.append(f"memory: peak RSS {run.peak_rss / GIB:.2f} GiB" + (" (killed)" if run.killed_for_memory else ""))
+        reasons.append(
+            f"memory: peak RSS {run.peak_rss / GIB:.2f} GiB" + (" (killed)" if run.killed_for_memory else "")
+        )
     result.traceback = "Traceback (most recent call last)" in both
     if result.traceback:
         reasons.append("traceback: " + _last_line(run.stderr))
@@ -593,8 +702,12 @@ def judge(case: Case, ctx: Ctx, run: Run, before: dict[str, tuple[str, ...]], af
     if run.code not in (0, None):
         result.clean_error = line is not None and not result.traceback and not run.timed_out
         if line is None and not run.timed_out and not result.traceback:
-            reasons.append("not one clean error line: " + " / ".join(run.stderr.strip().splitlines()[-3:])[:300])
-    elif run.code == 0:  # status lines ("wrote X") may go to stderr; an error line or a Python warning may not
+            reasons.append(
+                "not one clean error line: " + " / ".join(run.stderr.strip().splitlines()[-3:])[:300]
+            )
+    elif (
+        run.code == 0
+    ):  # status lines ("wrote X") may go to stderr; an error line or a Python warning may not
         noise = [x for x in run.stderr.splitlines() if x.startswith("error:") or PYTHON_WARNING.search(x)]
         if noise and not result.traceback:
             reasons.append("stderr noise on success: " + noise[0][:200])
@@ -613,7 +726,9 @@ def judge(case: Case, ctx: Ctx, run: Run, before: dict[str, tuple[str, ...]], af
     result.left_behind = [rel for rel in new if rel not in allowed and rel not in parents]
     if result.left_behind:
         reasons.append("files left behind: " + ", ".join(_short(x) for x in result.left_behind))
-    required = (case.outputs if run.code == 0 and 0 in case.exit else ()) + (case.on_error if run.code in case.exit else ())
+    required = (case.outputs if run.code == 0 and 0 in case.exit else ()) + (
+        case.on_error if run.code in case.exit else ()
+    )
     missing = [rel for rel in required if after.get(rel, ("",))[0] != "file"]
     if missing:
         reasons.append("expected output missing: " + ", ".join(missing))
@@ -622,12 +737,19 @@ def judge(case: Case, ctx: Ctx, run: Run, before: dict[str, tuple[str, ...]], af
         n, m = case.failed
         last = [_last_line(run.stderr), _last_line(run.stdout)] if run.code == 0 else [_last_line(run.stderr)]
         said = [FAILED_LINE.search(x) for x in last if x]
-        good = any(s and ((s.group(1), s.group(2)) == (str(n), str(m)) or (n == m and s.group(3) == str(m))) for s in said)
+        good = any(
+            s and ((s.group(1), s.group(2)) == (str(n), str(m)) or (n == m and s.group(3) == str(m)))
+            for s in said
+        )
         if not good:
-            reasons.append(f"last line does not say '{n} of {m} pairs failed': {' / '.join(x for x in last if x)[:200]}")
+            reasons.append(
+                f"last line does not say '{n} of {m} pairs failed': {' / '.join(x for x in last if x)[:200]}"
+            )
 
     if case.report and (ctx.path(case.report[0]).is_file() or ctx.path(case.report[1]).is_file()):
-        problems, checked, bad = check_report(ctx, *case.report, identity=case.identity, json_cells=case.json_cells)
+        problems, checked, bad = check_report(
+            ctx, *case.report, identity=case.identity, json_cells=case.json_cells
+        )
         result.cells_checked, result.cells_bad = checked, bad
         reasons.extend(problems)
     for check in case.checks:
@@ -699,8 +821,9 @@ def _header_hash(path: Path) -> str | None:
         return None
 
 
-def check_report(ctx: Ctx, json_rel: str, md_rel: str, *, identity: bool = False,
-                 json_cells: bool = True) -> tuple[list[str], int, int]:
+def check_report(
+    ctx: Ctx, json_rel: str, md_rel: str, *, identity: bool = False, json_cells: bool = True
+) -> tuple[list[str], int, int]:
     """Every rendered cell against the pair it shows; names unique; pairs' hashes those of the entries they name.
 
     Returns (problems, cells checked, cells that disagree).
@@ -727,7 +850,9 @@ def check_report(ctx: Ctx, json_rel: str, md_rel: str, *, identity: bool = False
     keys = Counter((p["encoder"], p["decoder"], p["method"]) for p in pairs)
     repeated = [k for k, n in keys.items() if n > 1]
     if repeated:
-        problems.append(f"{len(repeated)} (encoder, decoder, method) keys name several pairs, e.g. {repeated[0]}")
+        problems.append(
+            f"{len(repeated)} (encoder, decoder, method) keys name several pairs, e.g. {repeated[0]}"
+        )
     index: dict[tuple[str, str, str], dict[str, Any]] = {}
     for p in pairs:
         index.setdefault((p["encoder"], p["decoder"], p["method"]), p)
@@ -743,9 +868,16 @@ def check_report(ctx: Ctx, json_rel: str, md_rel: str, *, identity: bool = False
             disagree(f"pair {p['encoder']}→{p['decoder']}: encoder hash is not that of the encoder named")
         if p.get("decoder_hash") and d.get("hash") and p["decoder_hash"] != d["hash"]:
             disagree(f"pair {p['encoder']}→{p['decoder']}: decoder hash is not that of the decoder named")
-        if (not p.get("error") and p.get("method") in ("relative", "absolute") and e.get("hash") and d.get("encoder_hash")
-                and p.get("stitched") != (e["hash"] != d["encoder_hash"])):
-            disagree(f"pair {p['encoder']}→{p['decoder']}: stitched={p.get('stitched')} but the hashes say otherwise")
+        if (
+            not p.get("error")
+            and p.get("method") in ("relative", "absolute")
+            and e.get("hash")
+            and d.get("encoder_hash")
+            and p.get("stitched") != (e["hash"] != d["encoder_hash"])
+        ):
+            disagree(
+                f"pair {p['encoder']}→{p['decoder']}: stitched={p.get('stitched')} but the hashes say otherwise"
+            )
 
     for method, m in matrices.items() if json_cells else ():  # JSON cells
         rows, columns = m.get("rows", []), m.get("columns", [])
@@ -828,9 +960,13 @@ def failed_member(role: str, basename: str) -> Check:
         if doc is None:
             return []  # reported as a missing output already
         stem = basename.split(".")[0]
-        entries = [x for x in doc[role] if Path(str(x.get("path", ""))).name == basename or x.get("name") == stem]
+        entries = [
+            x for x in doc[role] if Path(str(x.get("path", ""))).name == basename or x.get("name") == stem
+        ]
         if len(entries) != 1:
-            return [f"broken {key} {basename} is not listed once in the report's {role} ({len(entries)} entries)"]
+            return [
+                f"broken {key} {basename} is not listed once in the report's {role} ({len(entries)} entries)"
+            ]
         name = entries[0]["name"]
         own = [p for p in doc["pairs"] if p[key] == name]
         others = [p for p in doc["pairs"] if p[key] != name]
@@ -898,14 +1034,20 @@ def stdout_json(*keys: str) -> Check:
 
 def no_terminal_escapes(ctx: Ctx, run: Run) -> list[str]:
     """Names from files reach the terminal as text: no escape sequence of theirs (colour is off: NO_COLOR)."""
-    return ["an escape sequence from a name reached the terminal"] if "\x1b" in run.stdout + run.stderr else []
+    return (
+        ["an escape sequence from a name reached the terminal"] if "\x1b" in run.stdout + run.stderr else []
+    )
 
 
 def html_escaped(ctx: Ctx, run: Run) -> list[str]:
     p = ctx.path("out.html")
     if run.code != 0 or not p.is_file():
         return []
-    return ["a name's <script> reached the HTML report unescaped"] if "<script>alert(1)" in p.read_text("utf-8") else []
+    return (
+        ["a name's <script> reached the HTML report unescaped"]
+        if "<script>alert(1)" in p.read_text("utf-8")
+        else []
+    )
 
 
 def unchanged_tree(rel: str) -> Check:
@@ -984,15 +1126,31 @@ def _image_jsonl_134(ctx: Ctx, rel: str) -> None:
 def _evil_hf(ctx: Ctx, rel: str) -> None:
     """An hf: folder whose own code touches PWNED when imported (only ever run with --trust-remote-code)."""
     code = f"import os\nopen(os.path.join(os.getcwd(), {SENTINEL!r}), 'w').close()\n"
-    ctx.write(f"{rel}/config.json", json.dumps({"model_type": "evil", "auto_map": {
-        "AutoConfig": "configuration_evil.EvilConfig", "AutoModel": "modeling_evil.EvilModel"}}))
-    ctx.write(f"{rel}/configuration_evil.py", code + "from transformers import PretrainedConfig\n"
-              "class EvilConfig(PretrainedConfig):\n    model_type = 'evil'\n")
+    ctx.write(
+        f"{rel}/config.json",
+        json.dumps(
+            {
+                "model_type": "evil",
+                "auto_map": {
+                    "AutoConfig": "configuration_evil.EvilConfig",
+                    "AutoModel": "modeling_evil.EvilModel",
+                },
+            }
+        ),
+    )
+    ctx.write(
+        f"{rel}/configuration_evil.py",
+        code + "from transformers import PretrainedConfig\n"
+        "class EvilConfig(PretrainedConfig):\n    model_type = 'evil'\n",
+    )
     ctx.write(f"{rel}/modeling_evil.py", code)
 
 
 def _evil_module(ctx: Ctx, rel: str) -> None:
-    ctx.write(rel, f"import os\nopen(os.path.join(os.getcwd(), {SENTINEL!r}), 'w').close()\ndef build():\n    return None\n")
+    ctx.write(
+        rel,
+        f"import os\nopen(os.path.join(os.getcwd(), {SENTINEL!r}), 'w').close()\ndef build():\n    return None\n",
+    )
 
 
 def _readonly(ctx: Ctx, rel: str) -> None:
@@ -1042,265 +1200,1040 @@ def cases() -> list[Case]:
 
     # ------------------------------------------------------------------ 1. code from names
     ok_or_refused = (0, 1)
-    add(Case("names-glob-encoder", "names", matrix("-e", "g/*.encoder.safetensors", "-D", D0, *REPORT_OUT),
-             _zoo((f"g/{P_ENC}", E0), (f"g/{E1}", E1)), ok_or_refused, outputs=REPORT, allow=REPORT, report=REPORT,
-             checks=(lists_file("encoders", P_ENC),), note="a glob match is a file, never a reference"))
-    add(Case("names-glob-decoder", "names", matrix("-e", E0, "-D", "g/*.decoder.safetensors", *REPORT_OUT),
-             _zoo((f"g/{P_DEC}", D1), (f"g/{D0}", D0)), ok_or_refused, outputs=REPORT, allow=REPORT, report=REPORT,
-             checks=(lists_file("decoders", P_DEC),)))
-    add(Case("names-folder-encoders", "names", matrix("-e", "g", "-D", D0, *REPORT_OUT),
-             _zoo((f"g/{P_ENC}", E0), (f"g/{E1}", E1)), (0, 1, 2), outputs=REPORT, allow=REPORT, report=REPORT,
-             note="a folder given as -e: read its checkpoints as files, or refuse"))
-    add(Case("names-folder-decoders", "names", matrix("-e", E0, "-D", "g", *REPORT_OUT),
-             _zoo((f"g/{P_DEC}", D1), (f"g/{D0}", D0)), (0, 1, 2), outputs=REPORT, allow=REPORT, report=REPORT))
+    add(
+        Case(
+            "names-glob-encoder",
+            "names",
+            matrix("-e", "g/*.encoder.safetensors", "-D", D0, *REPORT_OUT),
+            _zoo((f"g/{P_ENC}", E0), (f"g/{E1}", E1)),
+            ok_or_refused,
+            outputs=REPORT,
+            allow=REPORT,
+            report=REPORT,
+            checks=(lists_file("encoders", P_ENC),),
+            note="a glob match is a file, never a reference",
+        )
+    )
+    add(
+        Case(
+            "names-glob-decoder",
+            "names",
+            matrix("-e", E0, "-D", "g/*.decoder.safetensors", *REPORT_OUT),
+            _zoo((f"g/{P_DEC}", D1), (f"g/{D0}", D0)),
+            ok_or_refused,
+            outputs=REPORT,
+            allow=REPORT,
+            report=REPORT,
+            checks=(lists_file("decoders", P_DEC),),
+        )
+    )
+    add(
+        Case(
+            "names-folder-encoders",
+            "names",
+            matrix("-e", "g", "-D", D0, *REPORT_OUT),
+            _zoo((f"g/{P_ENC}", E0), (f"g/{E1}", E1)),
+            (0, 1, 2),
+            outputs=REPORT,
+            allow=REPORT,
+            report=REPORT,
+            note="a folder given as -e: read its checkpoints as files, or refuse",
+        )
+    )
+    add(
+        Case(
+            "names-folder-decoders",
+            "names",
+            matrix("-e", E0, "-D", "g", *REPORT_OUT),
+            _zoo((f"g/{P_DEC}", D1), (f"g/{D0}", D0)),
+            (0, 1, 2),
+            outputs=REPORT,
+            allow=REPORT,
+            report=REPORT,
+        )
+    )
     hf_name = "hf:evilhf#view=x.encoder.safetensors"
-    add(Case("names-hf-prefixed-file-trusted", "names",
-             matrix("-e", "g/*.encoder.safetensors", "-D", D0, "--trust-remote-code", *REPORT_OUT),
-             _zoo(("g/evilhf", _evil_hf), (f"g/{hf_name}", E0), ("evilhf", _evil_hf)), ok_or_refused, outputs=REPORT, allow=REPORT,
-             report=REPORT, checks=(lists_file("encoders", hf_name),),
-             note="with --trust-remote-code, a file named hf:DIR must still not load DIR's code"))
+    add(
+        Case(
+            "names-hf-prefixed-file-trusted",
+            "names",
+            matrix("-e", "g/*.encoder.safetensors", "-D", D0, "--trust-remote-code", *REPORT_OUT),
+            _zoo(("g/evilhf", _evil_hf), (f"g/{hf_name}", E0), ("evilhf", _evil_hf)),
+            ok_or_refused,
+            outputs=REPORT,
+            allow=REPORT,
+            report=REPORT,
+            checks=(lists_file("encoders", hf_name),),
+            note="with --trust-remote-code, a file named hf:DIR must still not load DIR's code",
+        )
+    )
     tv_name = "torchvision:resnet18#weights=w.encoder.safetensors"
-    add(Case("names-torchvision-prefixed-file", "names", matrix("-e", "g/*.encoder.safetensors", "-D", D0, *REPORT_OUT),
-             _zoo((f"g/{tv_name}", E0), ("g/w.encoder.safetensors", E1)), ok_or_refused, outputs=REPORT, allow=REPORT, report=REPORT,
-             checks=(lists_file("encoders", tv_name),)))
+    add(
+        Case(
+            "names-torchvision-prefixed-file",
+            "names",
+            matrix("-e", "g/*.encoder.safetensors", "-D", D0, *REPORT_OUT),
+            _zoo((f"g/{tv_name}", E0), ("g/w.encoder.safetensors", E1)),
+            ok_or_refused,
+            outputs=REPORT,
+            allow=REPORT,
+            report=REPORT,
+            checks=(lists_file("encoders", tv_name),),
+        )
+    )
     py_name = "python:evilmod:build#name=x.encoder.safetensors"
-    add(Case("names-python-module-file", "names", matrix("-e", "g/*.encoder.safetensors", "-D", D0, *REPORT_OUT),
-             _zoo((f"g/{py_name}", E0), ("evilmod.py", _evil_module), ("g/evilmod.py", _evil_module)), ok_or_refused,
-             outputs=REPORT, allow=REPORT, report=REPORT, checks=(lists_file("encoders", py_name),)))
-    add(Case("names-decoder-meta-name", "names", matrix("-e", E0, "-D", D0, "-D", "payload.decoder.safetensors", *REPORT_OUT),
-             _zoo(("payload.decoder.safetensors", "dec-payload-name")), (0,), outputs=REPORT, report=REPORT,
-             note="relstitch.name = python:os:system(...) in the metadata; the hash still matches"))
-    add(Case("names-stitch-meta-name", "names", ["stitch", "payload.encoder.safetensors", "payload.decoder.safetensors",
-                                                  *ANCH, *LIM], _zoo(("payload.encoder.safetensors", "enc-payload-name"),
-                                                                     ("payload.decoder.safetensors", "dec-payload-name")), (0,)))
-    add(Case("names-stitch-typed-path", "names", ["stitch", f"./{P_ENC}", D0, *ANCH, *LIM], _zoo((P_ENC, E0)), ok_or_refused,
-             note="typed, so its #name= is an option: read as ./python:os:system(...) or refused, never run"))
-    add(Case("names-default-target-encoder", "names",
-             ["stitch", EA1, f"./{PAYLOAD}#name=x.decoder.safetensors", "--method", "procrustes", *ANCH, *LIM],
-             _zoo((P_DEC, DA0), (P_ENC, EA0)), ok_or_refused,
-             note="the default --target-encoder is derived from the decoder's file name: a file"))
-    add(Case("names-pickle-as-decoder", "names", ["stitch", E0, "evil.decoder.safetensors", *ANCH, *LIM],
-             _zoo(("evil.decoder.safetensors", "pickle-evil")), (1,)))
-    add(Case("names-pickle-weights", "names", ["encode", "torchvision:resnet18#weights=evil.pt", *ANCH, "--limit", "4",
-                                                "-o", "o.safetensors"], _zoo(("evil.pt", "pickle-evil")), (1,),
-             note="weights= is read with torch.load(weights_only=True) only"))
-    add(Case("names-report-paths", "names", ["report", "report.json", "-f", "md", "-o", "r.md"],
-             _zoo(("report.json", _payload_report)), (0,), outputs=("r.md",),
-             note="paths recorded in a report are text, never loaded"))
-    add(Case("names-embeddings-meta-name", "names", ["stitch", "embeddings:payload.safetensors", D0],
-             _zoo(("payload.safetensors", _emb_payload)), (0,)))
-    add(Case("names-markup-in-name", "names",
-             matrix("-e", E0, "-D", D0, "-D", "hostile.decoder.safetensors", *REPORT_OUT, "--html", "out.html"),
-             _zoo(("hostile.decoder.safetensors", "dec-hostile-name")), (0, 1), outputs=(*REPORT, "out.html"),
-             allow=(*REPORT, "out.html"), report=REPORT, checks=(no_terminal_escapes, html_escaped),
-             note="a decoder named 'a|b <script>… ESC[31m… newline': escaped in every form, or refused"))
+    add(
+        Case(
+            "names-python-module-file",
+            "names",
+            matrix("-e", "g/*.encoder.safetensors", "-D", D0, *REPORT_OUT),
+            _zoo((f"g/{py_name}", E0), ("evilmod.py", _evil_module), ("g/evilmod.py", _evil_module)),
+            ok_or_refused,
+            outputs=REPORT,
+            allow=REPORT,
+            report=REPORT,
+            checks=(lists_file("encoders", py_name),),
+        )
+    )
+    add(
+        Case(
+            "names-decoder-meta-name",
+            "names",
+            matrix("-e", E0, "-D", D0, "-D", "payload.decoder.safetensors", *REPORT_OUT),
+            _zoo(("payload.decoder.safetensors", "dec-payload-name")),
+            (0,),
+            outputs=REPORT,
+            report=REPORT,
+            note="relstitch.name = python:os:system(...) in the metadata; the hash still matches",
+        )
+    )
+    add(
+        Case(
+            "names-stitch-meta-name",
+            "names",
+            ["stitch", "payload.encoder.safetensors", "payload.decoder.safetensors", *ANCH, *LIM],
+            _zoo(
+                ("payload.encoder.safetensors", "enc-payload-name"),
+                ("payload.decoder.safetensors", "dec-payload-name"),
+            ),
+            (0,),
+        )
+    )
+    add(
+        Case(
+            "names-stitch-typed-path",
+            "names",
+            ["stitch", f"./{P_ENC}", D0, *ANCH, *LIM],
+            _zoo((P_ENC, E0)),
+            ok_or_refused,
+            note="typed, so its #name= is an option: read as ./python:os:system(...) or refused, never run",
+        )
+    )
+    add(
+        Case(
+            "names-default-target-encoder",
+            "names",
+            ["stitch", EA1, f"./{PAYLOAD}#name=x.decoder.safetensors", "--method", "procrustes", *ANCH, *LIM],
+            _zoo((P_DEC, DA0), (P_ENC, EA0)),
+            ok_or_refused,
+            note="the default --target-encoder is derived from the decoder's file name: a file",
+        )
+    )
+    add(
+        Case(
+            "names-pickle-as-decoder",
+            "names",
+            ["stitch", E0, "evil.decoder.safetensors", *ANCH, *LIM],
+            _zoo(("evil.decoder.safetensors", "pickle-evil")),
+            (1,),
+        )
+    )
+    add(
+        Case(
+            "names-pickle-weights",
+            "names",
+            ["encode", "torchvision:resnet18#weights=evil.pt", *ANCH, "--limit", "4", "-o", "o.safetensors"],
+            _zoo(("evil.pt", "pickle-evil")),
+            (1,),
+            note="weights= is read with torch.load(weights_only=True) only",
+        )
+    )
+    add(
+        Case(
+            "names-report-paths",
+            "names",
+            ["report", "report.json", "-f", "md", "-o", "r.md"],
+            _zoo(("report.json", _payload_report)),
+            (0,),
+            outputs=("r.md",),
+            note="paths recorded in a report are text, never loaded",
+        )
+    )
+    add(
+        Case(
+            "names-embeddings-meta-name",
+            "names",
+            ["stitch", "embeddings:payload.safetensors", D0],
+            _zoo(("payload.safetensors", _emb_payload)),
+            (0,),
+        )
+    )
+    add(
+        Case(
+            "names-markup-in-name",
+            "names",
+            matrix(
+                "-e", E0, "-D", D0, "-D", "hostile.decoder.safetensors", *REPORT_OUT, "--html", "out.html"
+            ),
+            _zoo(("hostile.decoder.safetensors", "dec-hostile-name")),
+            (0, 1),
+            outputs=(*REPORT, "out.html"),
+            allow=(*REPORT, "out.html"),
+            report=REPORT,
+            checks=(no_terminal_escapes, html_escaped),
+            note="a decoder named 'a|b <script>… ESC[31m… newline': escaped in every form, or refused",
+        )
+    )
     add(Case("names-inspect-file", "names", ["inspect", P_ENC], _zoo((P_ENC, E0)), (0,)))
 
     # ------------------------------------------------------------------ 2. a broken decoder among good ones
     broken = "zoo/broken.decoder.safetensors"
     base = (("zoo/" + D0, D0), ("zoo/" + DA0, DA0))
-    bad_decoders = (("truncated", "dec-truncated"), ("empty", _empty), ("nokind", "dec-nokind"),
-                    ("badprojection", "dec-badprojection"), ("fifo", _fifo), ("directory", _dir), ("badarch", "dec-badarch"))
+    bad_decoders = (
+        ("truncated", "dec-truncated"),
+        ("empty", _empty),
+        ("nokind", "dec-nokind"),
+        ("badprojection", "dec-badprojection"),
+        ("fifo", _fifo),
+        ("directory", _dir),
+        ("badarch", "dec-badarch"),
+    )
     for label, what in bad_decoders:
         args = matrix("-e", E0, "-e", E1, "-D", "zoo/*.decoder.safetensors", *REPORT_OUT)
         timeout = 20.0 if label == "fifo" else 60.0
         check = failed_member("decoders", "broken.decoder.safetensors")
-        add(Case(f"broken-{label}", "broken", args, _zoo(*base, (broken, what)), (1,), on_error=REPORT, report=REPORT,
-                 failed=(2, 6), checks=(check,), timeout=timeout))
+        add(
+            Case(
+                f"broken-{label}",
+                "broken",
+                args,
+                _zoo(*base, (broken, what)),
+                (1,),
+                on_error=REPORT,
+                report=REPORT,
+                failed=(2, 6),
+                checks=(check,),
+                timeout=timeout,
+            )
+        )
         if label in ("truncated", "nokind", "fifo", "directory"):
-            add(Case(f"broken-{label}-allow-failures", "broken", [*args, "--allow-failures"], _zoo(*base, (broken, what)),
-                     (0,), outputs=REPORT, report=REPORT, failed=(2, 6), checks=(check,), timeout=timeout))
+            add(
+                Case(
+                    f"broken-{label}-allow-failures",
+                    "broken",
+                    [*args, "--allow-failures"],
+                    _zoo(*base, (broken, what)),
+                    (0,),
+                    outputs=REPORT,
+                    report=REPORT,
+                    failed=(2, 6),
+                    checks=(check,),
+                    timeout=timeout,
+                )
+            )
         if label in ("truncated", "badprojection", "fifo"):
-            add(Case(f"broken-{label}-fail-fast", "broken", [*args, "--fail-fast"], _zoo(*base, (broken, what)), (1,),
-                     timeout=timeout, note="--fail-fast: exit 1, no report"))
+            add(
+                Case(
+                    f"broken-{label}-fail-fast",
+                    "broken",
+                    [*args, "--fail-fast"],
+                    _zoo(*base, (broken, what)),
+                    (1,),
+                    timeout=timeout,
+                    note="--fail-fast: exit 1, no report",
+                )
+            )
 
     # ------------------------------------------------------------------ 3. name clashes
     two_zoos = ["-D", "zooA/*.decoder.safetensors", "-D", "zooB/*.decoder.safetensors"]
     zoo_a = (("zooA/" + D0, D0), ("zooA/" + D1, D1))
-    add(Case("clash-file-names", "clash", matrix("-e", E0, "-e", E1, *two_zoos, *REPORT_OUT),
-             _zoo(*zoo_a, ("zooB/" + D0, "cnn-rel-s2.decoder.safetensors"), ("zooB/" + D1, "mlp-rel-s0.decoder.safetensors")),
-             (0,), outputs=REPORT, report=REPORT, identity=True, checks=(count("decoders", 4),),
-             note="same file names, other decoders (their own metadata names)"))
-    add(Case("clash-display-names", "clash", matrix("-e", E0, "-e", E1, *two_zoos, *REPORT_OUT),
-             _zoo(*zoo_a, ("zooB/" + D0, "dec-rel-s2-as-s0"), ("zooB/" + D1, "dec-mlp-s0-as-s1")), (0,), outputs=REPORT,
-             report=REPORT, identity=True, checks=(count("decoders", 4),),
-             note="zooB's decoders carry zooA's names in their metadata too"))
-    add(Case("clash-broken-namesake", "clash", matrix("-e", E0, "-e", E1, *two_zoos, *REPORT_OUT),
-             _zoo(*zoo_a, ("zooB/" + D0, "dec-truncated"), ("zooB/" + D1, "dec-mlp-s0-as-s1")), (1,), on_error=REPORT,
-             report=REPORT, identity=True, failed=(2, 8), checks=(count("decoders", 4),),
-             note="a broken zooB/cnn-rel-s0 must not blank or borrow zooA/cnn-rel-s0's column"))
-    add(Case("clash-identical-copies", "clash", matrix("-e", E0, *two_zoos, *REPORT_OUT),
-             _zoo(*zoo_a, ("zooB/" + D0, D0), ("zooB/" + D1, D1)), (0,), outputs=REPORT, report=REPORT, identity=True))
-    add(Case("clash-encoders", "clash",
-             matrix("-e", "zooA/*.encoder.safetensors", "-e", "zooB/*.encoder.safetensors", "-D", D0, "-D", D1, *REPORT_OUT),
-             _zoo(("zooA/" + E0, E0), ("zooB/" + E0, "enc-s1-as-s0")), (0,), outputs=REPORT, report=REPORT, identity=True,
-             checks=(count("encoders", 2),), note="two encoders named cnn-rel-s0; the diagonal must follow the hashes"))
-    add(Case("clash-same-file-twice", "clash", matrix("-e", E0, "-D", D0, "-D", f"./{D0}", "-D", D1, *REPORT_OUT),
-             None, (0,), outputs=REPORT, report=REPORT, identity=True, note="one file spelled two ways"))
-    add(Case("clash-spaces", "clash", matrix("-e", E0, "-e", EA1, *two_zoos, *REPORT_OUT),
-             _zoo(("zooA/" + D0, D0), ("zooB/" + D0, DA0)), (0,), outputs=REPORT, report=REPORT, identity=True,
-             note="same file name, one relative and one absolute decoder"))
+    add(
+        Case(
+            "clash-file-names",
+            "clash",
+            matrix("-e", E0, "-e", E1, *two_zoos, *REPORT_OUT),
+            _zoo(
+                *zoo_a,
+                ("zooB/" + D0, "cnn-rel-s2.decoder.safetensors"),
+                ("zooB/" + D1, "mlp-rel-s0.decoder.safetensors"),
+            ),
+            (0,),
+            outputs=REPORT,
+            report=REPORT,
+            identity=True,
+            checks=(count("decoders", 4),),
+            note="same file names, other decoders (their own metadata names)",
+        )
+    )
+    add(
+        Case(
+            "clash-display-names",
+            "clash",
+            matrix("-e", E0, "-e", E1, *two_zoos, *REPORT_OUT),
+            _zoo(*zoo_a, ("zooB/" + D0, "dec-rel-s2-as-s0"), ("zooB/" + D1, "dec-mlp-s0-as-s1")),
+            (0,),
+            outputs=REPORT,
+            report=REPORT,
+            identity=True,
+            checks=(count("decoders", 4),),
+            note="zooB's decoders carry zooA's names in their metadata too",
+        )
+    )
+    add(
+        Case(
+            "clash-broken-namesake",
+            "clash",
+            matrix("-e", E0, "-e", E1, *two_zoos, *REPORT_OUT),
+            _zoo(*zoo_a, ("zooB/" + D0, "dec-truncated"), ("zooB/" + D1, "dec-mlp-s0-as-s1")),
+            (1,),
+            on_error=REPORT,
+            report=REPORT,
+            identity=True,
+            failed=(2, 8),
+            checks=(count("decoders", 4),),
+            note="a broken zooB/cnn-rel-s0 must not blank or borrow zooA/cnn-rel-s0's column",
+        )
+    )
+    add(
+        Case(
+            "clash-identical-copies",
+            "clash",
+            matrix("-e", E0, *two_zoos, *REPORT_OUT),
+            _zoo(*zoo_a, ("zooB/" + D0, D0), ("zooB/" + D1, D1)),
+            (0,),
+            outputs=REPORT,
+            report=REPORT,
+            identity=True,
+        )
+    )
+    add(
+        Case(
+            "clash-encoders",
+            "clash",
+            matrix(
+                "-e",
+                "zooA/*.encoder.safetensors",
+                "-e",
+                "zooB/*.encoder.safetensors",
+                "-D",
+                D0,
+                "-D",
+                D1,
+                *REPORT_OUT,
+            ),
+            _zoo(("zooA/" + E0, E0), ("zooB/" + E0, "enc-s1-as-s0")),
+            (0,),
+            outputs=REPORT,
+            report=REPORT,
+            identity=True,
+            checks=(count("encoders", 2),),
+            note="two encoders named cnn-rel-s0; the diagonal must follow the hashes",
+        )
+    )
+    add(
+        Case(
+            "clash-same-file-twice",
+            "clash",
+            matrix("-e", E0, "-D", D0, "-D", f"./{D0}", "-D", D1, *REPORT_OUT),
+            None,
+            (0,),
+            outputs=REPORT,
+            report=REPORT,
+            identity=True,
+            note="one file spelled two ways",
+        )
+    )
+    add(
+        Case(
+            "clash-spaces",
+            "clash",
+            matrix("-e", E0, "-e", EA1, *two_zoos, *REPORT_OUT),
+            _zoo(("zooA/" + D0, D0), ("zooB/" + D0, DA0)),
+            (0,),
+            outputs=REPORT,
+            report=REPORT,
+            identity=True,
+            note="same file name, one relative and one absolute decoder",
+        )
+    )
 
-    add(Case("clash-report-tampered-md", "clash", ["report", "report.json", "-f", "md", "-o", "r.md"],
-             _zoo(("report.json", _tampered_report)), (0, 1), outputs=("r.md",), report=("report.json", "r.md"),
-             json_cells=False, note="a report whose matrices disagree with its pairs: render the pairs, or refuse"))
-    add(Case("clash-report-tampered-json", "clash", ["report", "report.json", "-f", "json", "-o", "r.json"],
-             _zoo(("report.json", _tampered_report)), (0, 1), outputs=("r.json",), report=("r.json", "r.md")))
+    add(
+        Case(
+            "clash-report-tampered-md",
+            "clash",
+            ["report", "report.json", "-f", "md", "-o", "r.md"],
+            _zoo(("report.json", _tampered_report)),
+            (0, 1),
+            outputs=("r.md",),
+            report=("report.json", "r.md"),
+            json_cells=False,
+            note="a report whose matrices disagree with its pairs: render the pairs, or refuse",
+        )
+    )
+    add(
+        Case(
+            "clash-report-tampered-json",
+            "clash",
+            ["report", "report.json", "-f", "json", "-o", "r.json"],
+            _zoo(("report.json", _tampered_report)),
+            (0, 1),
+            outputs=("r.json",),
+            report=("r.json", "r.md"),
+        )
+    )
 
     # ------------------------------------------------------------------ 4. exit status of partly failed matrices
     other = ("other.decoder.safetensors", "dec-otheranchors")
     status_args = matrix("-e", E0, "-e", E1, "-D", D0, "-D", DA0, "-D", other[0], *REPORT_OUT)
-    add(Case("status-failed-column", "status", status_args, _zoo(other), (1,), on_error=REPORT, report=REPORT, failed=(2, 6),
-             checks=(failed_member("decoders", other[0]),), note="a decoder trained with other anchors"))
-    add(Case("status-failed-column-allowed", "status", [*status_args, "--allow-failures"], _zoo(other), (0,),
-             outputs=REPORT, report=REPORT, failed=(2, 6)))
-    row_args = matrix("-e", E0, "-e", EA1, "-e", "broken.encoder.safetensors", "-D", D0, "-D", DA0, *REPORT_OUT)
-    add(Case("status-failed-row", "status", row_args, _zoo(("broken.encoder.safetensors", "enc-truncated")), (1,),
-             on_error=REPORT, report=REPORT, failed=(2, 6), checks=(failed_member("encoders", "broken.encoder.safetensors"),)))
-    add(Case("status-failed-row-allowed", "status", [*row_args, "--allow-failures"],
-             _zoo(("broken.encoder.safetensors", "enc-truncated")), (0,), outputs=REPORT, report=REPORT, failed=(2, 6)))
-    add(Case("status-all-failed", "status", matrix("-e", E0, "-e", E1, "-D", other[0], *REPORT_OUT), _zoo(other), (1,),
-             on_error=REPORT, report=REPORT, failed=(2, 2)))
-    add(Case("status-no-report-requested", "status", matrix("-e", E0, "-D", D0, "-D", other[0]), _zoo(other), (1,),
-             failed=(1, 2)))
-    add(Case("status-fail-fast", "status", [*status_args, "--fail-fast"], _zoo(other), (1,),
-             note="--fail-fast: stops, nothing written"))
-    add(Case("status-stitch-other-anchors", "status", ["stitch", E0, other[0], *ANCH, *LIM], _zoo(other), (1,),
-             mentions=("other.decoder.safetensors",)))
+    add(
+        Case(
+            "status-failed-column",
+            "status",
+            status_args,
+            _zoo(other),
+            (1,),
+            on_error=REPORT,
+            report=REPORT,
+            failed=(2, 6),
+            checks=(failed_member("decoders", other[0]),),
+            note="a decoder trained with other anchors",
+        )
+    )
+    add(
+        Case(
+            "status-failed-column-allowed",
+            "status",
+            [*status_args, "--allow-failures"],
+            _zoo(other),
+            (0,),
+            outputs=REPORT,
+            report=REPORT,
+            failed=(2, 6),
+        )
+    )
+    row_args = matrix(
+        "-e", E0, "-e", EA1, "-e", "broken.encoder.safetensors", "-D", D0, "-D", DA0, *REPORT_OUT
+    )
+    add(
+        Case(
+            "status-failed-row",
+            "status",
+            row_args,
+            _zoo(("broken.encoder.safetensors", "enc-truncated")),
+            (1,),
+            on_error=REPORT,
+            report=REPORT,
+            failed=(2, 6),
+            checks=(failed_member("encoders", "broken.encoder.safetensors"),),
+        )
+    )
+    add(
+        Case(
+            "status-failed-row-allowed",
+            "status",
+            [*row_args, "--allow-failures"],
+            _zoo(("broken.encoder.safetensors", "enc-truncated")),
+            (0,),
+            outputs=REPORT,
+            report=REPORT,
+            failed=(2, 6),
+        )
+    )
+    add(
+        Case(
+            "status-all-failed",
+            "status",
+            matrix("-e", E0, "-e", E1, "-D", other[0], *REPORT_OUT),
+            _zoo(other),
+            (1,),
+            on_error=REPORT,
+            report=REPORT,
+            failed=(2, 2),
+        )
+    )
+    add(
+        Case(
+            "status-no-report-requested",
+            "status",
+            matrix("-e", E0, "-D", D0, "-D", other[0]),
+            _zoo(other),
+            (1,),
+            failed=(1, 2),
+        )
+    )
+    add(
+        Case(
+            "status-fail-fast",
+            "status",
+            [*status_args, "--fail-fast"],
+            _zoo(other),
+            (1,),
+            note="--fail-fast: stops, nothing written",
+        )
+    )
+    add(
+        Case(
+            "status-stitch-other-anchors",
+            "status",
+            ["stitch", E0, other[0], *ANCH, *LIM],
+            _zoo(other),
+            (1,),
+            mentions=("other.decoder.safetensors",),
+        )
+    )
 
     # ------------------------------------------------------------------ 5. OS errors
     enc_args = ["encode", E0, *ANCH, "--limit", "20"]
     mention_long = (LONG[:40],)
-    add(Case("oserror-long-encode-output", "oserror", [*enc_args, "-o", f"{LONG}.safetensors"], None, (1, 2),
-             mentions=mention_long))
-    add(Case("oserror-long-json-output", "oserror", matrix("-e", E0, "-D", D0, "--json", f"{LONG}.json"), None, (1, 2),
-             mentions=mention_long))
-    add(Case("oserror-long-report-output", "oserror", ["report", "report.json", "-f", "md", "-o", f"{LONG}.md"],
-             _zoo(("report.json", _report)), (1, 2), mentions=mention_long))
+    add(
+        Case(
+            "oserror-long-encode-output",
+            "oserror",
+            [*enc_args, "-o", f"{LONG}.safetensors"],
+            None,
+            (1, 2),
+            mentions=mention_long,
+        )
+    )
+    add(
+        Case(
+            "oserror-long-json-output",
+            "oserror",
+            matrix("-e", E0, "-D", D0, "--json", f"{LONG}.json"),
+            None,
+            (1, 2),
+            mentions=mention_long,
+        )
+    )
+    add(
+        Case(
+            "oserror-long-report-output",
+            "oserror",
+            ["report", "report.json", "-f", "md", "-o", f"{LONG}.md"],
+            _zoo(("report.json", _report)),
+            (1, 2),
+            mentions=mention_long,
+        )
+    )
     add(Case("oserror-long-input-inspect", "oserror", ["inspect", LONG], None, (1,), mentions=mention_long))
-    add(Case("oserror-loop-encode-output", "oserror", [*enc_args, "-o", "loop"], _zoo(("loop", _loop)), (1, 2),
-             mentions=("loop",)))
-    add(Case("oserror-loop-json-output", "oserror", matrix("-e", E0, "-D", D0, "--json", "loop"), _zoo(("loop", _loop)),
-             (1, 2), mentions=("loop",)))
-    add(Case("oserror-loop-report-output", "oserror", ["report", "report.json", "-f", "md", "-o", "loop"],
-             _zoo(("report.json", _report), ("loop", _loop)), (1, 2), mentions=("loop",)))
-    add(Case("oserror-loop-anchors-input", "oserror", ["stitch", E0, D0, "-a", "loop", *LIM], _zoo(("loop", _loop)), (1,),
-             mentions=("loop",)))
-    add(Case("oserror-readonly-folder", "oserror", [*enc_args, "-o", "ro/out.safetensors"], _zoo(("ro", _readonly)),
-             (0, 1) if ROOT_IGNORES_MODES else (1,), outputs=("ro/out.safetensors",),
-             note="as root the mode does not bite: a written file is fine then"))
-    add(Case("oserror-unwritable-proc", "oserror", [*enc_args, "-o", "/proc/self/hostile-out.safetensors"], None, (1,),
-             mentions=("/proc/self",), note="not writable even by root"))
-    add(Case("oserror-dir-as-json-output", "oserror", matrix("-e", E0, "-D", D0, "--json", "adir"), _zoo(("adir", _dir)),
-             (1, 2), mentions=("adir",)))
-    add(Case("oserror-dir-as-output-force", "oserror", [*enc_args, "-o", "adir", "--force"],
-             _zoo(("adir", _dir), ("adir/keep.txt", _text("keep me"))), (1, 2), mentions=("adir",),
-             checks=(unchanged_tree("adir"),), note="--force must not delete a folder"))
-    add(Case("oserror-dir-as-report-output", "oserror", ["report", "report.json", "-f", "md", "-o", "adir"],
-             _zoo(("report.json", _report), ("adir", _dir)), (1, 2), mentions=("adir",)))
-    add(Case("oserror-dir-as-decoder", "oserror", ["stitch", E0, "adir", *ANCH, *LIM], _zoo(("adir", _dir)), (1,),
-             mentions=("adir",)))
-    add(Case("oserror-dir-as-report", "oserror", ["report", "adir"], _zoo(("adir", _dir)), (1,), mentions=("adir",)))
-    add(Case("oserror-missing-parent", "oserror", [*enc_args, "-o", "nodir/out.safetensors"], None, (1,),
-             mentions=("nodir",)))
-    add(Case("oserror-file-as-parent", "oserror", [*enc_args, "-o", "afile.txt/out.safetensors"],
-             _zoo(("afile.txt", _text("a file"))), (1,), mentions=("afile.txt",)))
-    add(Case("oserror-fifo-output", "oserror", [*enc_args, "-o", "fifo.safetensors"], _zoo(("fifo.safetensors", _fifo)),
-             (1, 2), timeout=20, mentions=("fifo.safetensors",)))
+    add(
+        Case(
+            "oserror-loop-encode-output",
+            "oserror",
+            [*enc_args, "-o", "loop"],
+            _zoo(("loop", _loop)),
+            (1, 2),
+            mentions=("loop",),
+        )
+    )
+    add(
+        Case(
+            "oserror-loop-json-output",
+            "oserror",
+            matrix("-e", E0, "-D", D0, "--json", "loop"),
+            _zoo(("loop", _loop)),
+            (1, 2),
+            mentions=("loop",),
+        )
+    )
+    add(
+        Case(
+            "oserror-loop-report-output",
+            "oserror",
+            ["report", "report.json", "-f", "md", "-o", "loop"],
+            _zoo(("report.json", _report), ("loop", _loop)),
+            (1, 2),
+            mentions=("loop",),
+        )
+    )
+    add(
+        Case(
+            "oserror-loop-anchors-input",
+            "oserror",
+            ["stitch", E0, D0, "-a", "loop", *LIM],
+            _zoo(("loop", _loop)),
+            (1,),
+            mentions=("loop",),
+        )
+    )
+    add(
+        Case(
+            "oserror-readonly-folder",
+            "oserror",
+            [*enc_args, "-o", "ro/out.safetensors"],
+            _zoo(("ro", _readonly)),
+            (0, 1) if ROOT_IGNORES_MODES else (1,),
+            outputs=("ro/out.safetensors",),
+            note="as root the mode does not bite: a written file is fine then",
+        )
+    )
+    add(
+        Case(
+            "oserror-unwritable-proc",
+            "oserror",
+            [*enc_args, "-o", "/proc/self/hostile-out.safetensors"],
+            None,
+            (1,),
+            mentions=("/proc/self",),
+            note="not writable even by root",
+        )
+    )
+    add(
+        Case(
+            "oserror-dir-as-json-output",
+            "oserror",
+            matrix("-e", E0, "-D", D0, "--json", "adir"),
+            _zoo(("adir", _dir)),
+            (1, 2),
+            mentions=("adir",),
+        )
+    )
+    add(
+        Case(
+            "oserror-dir-as-output-force",
+            "oserror",
+            [*enc_args, "-o", "adir", "--force"],
+            _zoo(("adir", _dir), ("adir/keep.txt", _text("keep me"))),
+            (1, 2),
+            mentions=("adir",),
+            checks=(unchanged_tree("adir"),),
+            note="--force must not delete a folder",
+        )
+    )
+    add(
+        Case(
+            "oserror-dir-as-report-output",
+            "oserror",
+            ["report", "report.json", "-f", "md", "-o", "adir"],
+            _zoo(("report.json", _report), ("adir", _dir)),
+            (1, 2),
+            mentions=("adir",),
+        )
+    )
+    add(
+        Case(
+            "oserror-dir-as-decoder",
+            "oserror",
+            ["stitch", E0, "adir", *ANCH, *LIM],
+            _zoo(("adir", _dir)),
+            (1,),
+            mentions=("adir",),
+        )
+    )
+    add(
+        Case(
+            "oserror-dir-as-report",
+            "oserror",
+            ["report", "adir"],
+            _zoo(("adir", _dir)),
+            (1,),
+            mentions=("adir",),
+        )
+    )
+    add(
+        Case(
+            "oserror-missing-parent",
+            "oserror",
+            [*enc_args, "-o", "nodir/out.safetensors"],
+            None,
+            (1,),
+            mentions=("nodir",),
+        )
+    )
+    add(
+        Case(
+            "oserror-file-as-parent",
+            "oserror",
+            [*enc_args, "-o", "afile.txt/out.safetensors"],
+            _zoo(("afile.txt", _text("a file"))),
+            (1,),
+            mentions=("afile.txt",),
+        )
+    )
+    add(
+        Case(
+            "oserror-fifo-output",
+            "oserror",
+            [*enc_args, "-o", "fifo.safetensors"],
+            _zoo(("fifo.safetensors", _fifo)),
+            (1, 2),
+            timeout=20,
+            mentions=("fifo.safetensors",),
+        )
+    )
 
     # ------------------------------------------------------------------ 6. unbounded reads, hangs
     quick = 20.0
-    add(Case("unbounded-csv-dev-zero", "unbounded", [*enc_args, "-d", "csv:/dev/zero", "-o", "o.safetensors"], None, (1,),
-             timeout=quick))
-    add(Case("unbounded-jsonl-dev-zero", "unbounded", [*enc_args, "-d", "jsonl:/dev/zero", "-o", "o.safetensors"], None,
-             (1,), timeout=quick))
+    add(
+        Case(
+            "unbounded-csv-dev-zero",
+            "unbounded",
+            [*enc_args, "-d", "csv:/dev/zero", "-o", "o.safetensors"],
+            None,
+            (1,),
+            timeout=quick,
+        )
+    )
+    add(
+        Case(
+            "unbounded-jsonl-dev-zero",
+            "unbounded",
+            [*enc_args, "-d", "jsonl:/dev/zero", "-o", "o.safetensors"],
+            None,
+            (1,),
+            timeout=quick,
+        )
+    )
     add(Case("unbounded-report-dev-zero", "unbounded", ["report", "/dev/zero"], None, (1,), timeout=quick))
     add(Case("unbounded-inspect-dev-zero", "unbounded", ["inspect", "/dev/zero"], None, (1,), timeout=quick))
     fifo_dec = ("fifo.decoder.safetensors", _fifo)
-    add(Case("unbounded-inspect-fifo", "unbounded", ["inspect", fifo_dec[0]], _zoo(fifo_dec), (1,), timeout=quick))
-    add(Case("unbounded-stitch-fifo-decoder", "unbounded", ["stitch", E0, fifo_dec[0], *ANCH, *LIM], _zoo(fifo_dec), (1,),
-             timeout=quick))
-    add(Case("unbounded-matrix-fifo-decoder", "unbounded", matrix("-e", E0, "-D", fifo_dec[0]), _zoo(fifo_dec), (1,),
-             timeout=quick))
-    add(Case("unbounded-encode-fifo-encoder", "unbounded", ["encode", "fifo.encoder.safetensors", *ANCH, "--limit", "20",
-                                                            "-o", "o.safetensors"], _zoo(("fifo.encoder.safetensors", _fifo)),
-             (1,), timeout=quick))
-    add(Case("unbounded-jsonl-fifo", "unbounded", [*enc_args, "-d", "jsonl:fifo.jsonl", "-o", "o.safetensors"],
-             _zoo(("fifo.jsonl", _fifo)), (1,), timeout=quick))
-    add(Case("unbounded-csv-fifo", "unbounded", [*enc_args, "-d", "csv:fifo.csv", "-o", "o.safetensors"],
-             _zoo(("fifo.csv", _fifo)), (1,), timeout=quick))
-    add(Case("unbounded-anchors-fifo", "unbounded", ["stitch", E0, D0, "-a", "fifo.safetensors", *LIM],
-             _zoo(("fifo.safetensors", _fifo)), (1,), timeout=quick))
-    add(Case("unbounded-ids-fifo", "unbounded", ["anchors", "out.safetensors", "-d", "builtin:test", "--strategy", "ids",
-                                                 "--ids", "ids.txt"], _zoo(("ids.txt", _fifo)), (1,), timeout=quick))
-    add(Case("unbounded-ids-dev-zero", "unbounded", ["anchors", "out.safetensors", "-d", "builtin:test", "--strategy", "ids",
-                                                     "--ids", "/dev/zero"], None, (1,), timeout=quick))
-    add(Case("unbounded-fit-fifo", "unbounded", ["fit", "fifo.safetensors", "-o", "h.decoder.safetensors"],
-             _zoo(("fifo.safetensors", _fifo)), (1,), timeout=quick))
-    add(Case("unbounded-target-encoder-fifo", "unbounded", ["stitch", EA1, DA0, "--method", "procrustes", "--target-encoder",
-                                                            "fifo.encoder.safetensors", *ANCH, *LIM],
-             _zoo(("fifo.encoder.safetensors", _fifo)), (1,), timeout=quick))
-    add(Case("unbounded-report-fifo", "unbounded", ["report", "fifo.json"], _zoo(("fifo.json", _fifo)), (1,), timeout=quick))
+    add(
+        Case(
+            "unbounded-inspect-fifo",
+            "unbounded",
+            ["inspect", fifo_dec[0]],
+            _zoo(fifo_dec),
+            (1,),
+            timeout=quick,
+        )
+    )
+    add(
+        Case(
+            "unbounded-stitch-fifo-decoder",
+            "unbounded",
+            ["stitch", E0, fifo_dec[0], *ANCH, *LIM],
+            _zoo(fifo_dec),
+            (1,),
+            timeout=quick,
+        )
+    )
+    add(
+        Case(
+            "unbounded-matrix-fifo-decoder",
+            "unbounded",
+            matrix("-e", E0, "-D", fifo_dec[0]),
+            _zoo(fifo_dec),
+            (1,),
+            timeout=quick,
+        )
+    )
+    add(
+        Case(
+            "unbounded-encode-fifo-encoder",
+            "unbounded",
+            ["encode", "fifo.encoder.safetensors", *ANCH, "--limit", "20", "-o", "o.safetensors"],
+            _zoo(("fifo.encoder.safetensors", _fifo)),
+            (1,),
+            timeout=quick,
+        )
+    )
+    add(
+        Case(
+            "unbounded-jsonl-fifo",
+            "unbounded",
+            [*enc_args, "-d", "jsonl:fifo.jsonl", "-o", "o.safetensors"],
+            _zoo(("fifo.jsonl", _fifo)),
+            (1,),
+            timeout=quick,
+        )
+    )
+    add(
+        Case(
+            "unbounded-csv-fifo",
+            "unbounded",
+            [*enc_args, "-d", "csv:fifo.csv", "-o", "o.safetensors"],
+            _zoo(("fifo.csv", _fifo)),
+            (1,),
+            timeout=quick,
+        )
+    )
+    add(
+        Case(
+            "unbounded-anchors-fifo",
+            "unbounded",
+            ["stitch", E0, D0, "-a", "fifo.safetensors", *LIM],
+            _zoo(("fifo.safetensors", _fifo)),
+            (1,),
+            timeout=quick,
+        )
+    )
+    add(
+        Case(
+            "unbounded-ids-fifo",
+            "unbounded",
+            ["anchors", "out.safetensors", "-d", "builtin:test", "--strategy", "ids", "--ids", "ids.txt"],
+            _zoo(("ids.txt", _fifo)),
+            (1,),
+            timeout=quick,
+        )
+    )
+    add(
+        Case(
+            "unbounded-ids-dev-zero",
+            "unbounded",
+            ["anchors", "out.safetensors", "-d", "builtin:test", "--strategy", "ids", "--ids", "/dev/zero"],
+            None,
+            (1,),
+            timeout=quick,
+        )
+    )
+    add(
+        Case(
+            "unbounded-fit-fifo",
+            "unbounded",
+            ["fit", "fifo.safetensors", "-o", "h.decoder.safetensors"],
+            _zoo(("fifo.safetensors", _fifo)),
+            (1,),
+            timeout=quick,
+        )
+    )
+    add(
+        Case(
+            "unbounded-target-encoder-fifo",
+            "unbounded",
+            [
+                "stitch",
+                EA1,
+                DA0,
+                "--method",
+                "procrustes",
+                "--target-encoder",
+                "fifo.encoder.safetensors",
+                *ANCH,
+                *LIM,
+            ],
+            _zoo(("fifo.encoder.safetensors", _fifo)),
+            (1,),
+            timeout=quick,
+        )
+    )
+    add(
+        Case(
+            "unbounded-report-fifo",
+            "unbounded",
+            ["report", "fifo.json"],
+            _zoo(("fifo.json", _fifo)),
+            (1,),
+            timeout=quick,
+        )
+    )
 
     # ------------------------------------------------------------------ 7. labels outside the classes
     bad_t = ("bad.safetensors", "tensors-labels-134")
-    add(Case("labels-encode", "labels", ["encode", E0, *ANCH, "-d", "tensors:bad.safetensors", "-o", "o.safetensors"],
-             _zoo(bad_t), (1,), note="labels 0..133, 10 class names"))
-    add(Case("labels-anchors", "labels", ["anchors", "out.safetensors", "-d", "tensors:bad.safetensors", "-k", "20"],
-             _zoo(bad_t), (1,)))
-    add(Case("labels-stitch", "labels", ["stitch", E0, D0, *ANCH, "-d", "tensors:bad.safetensors"], _zoo(bad_t), (1,)))
-    add(Case("labels-matrix", "labels", ["eval-matrix", "-e", E0, "-D", D0, *ANCH, "-d", "tensors:bad.safetensors",
-                                         *REPORT_OUT], _zoo(bad_t), (1,), note="bad data: refused before any pair, no report"))
-    add(Case("labels-unnamed-vs-decoder", "labels", ["stitch", E0, D0, *ANCH, "-d", "tensors:unnamed.safetensors"],
-             _zoo(("unnamed.safetensors", "tensors-labels-134-unnamed")), (1,),
-             note="134 numbered classes into a 10-class decoder"))
-    add(Case("labels-fit", "labels", ["fit", "emb.safetensors", "-o", "h.decoder.safetensors", "--epochs", "1"],
-             _zoo(("emb.safetensors", _emb_bad_labels)), (1,), note="embeddings with labels 74..133, 10 classes"))
-    add(Case("labels-stitch-embeddings", "labels", ["stitch", "embeddings:emb.safetensors", D0],
-             _zoo(("emb.safetensors", _emb_bad_labels)), (1,)))
-    add(Case("labels-jsonl-images", "labels", ["stitch", E0, D0, *ANCH, "-d", "jsonl:images.jsonl#image=file,label=label"],
-             _zoo(("images.jsonl", _image_jsonl_134)), (1,), note="134 labelled PNGs into a 10-class decoder"))
-    add(Case("labels-negative", "labels", ["encode", E0, *ANCH, "-d", "tensors:neg.safetensors", "-o", "o.safetensors"],
-             _zoo(("neg.safetensors", "tensors-labels-negative")), (1,)))
-    add(Case("labels-in-range-control", "labels", ["stitch", E0, D0, *ANCH, "-d", "tensors:ok.safetensors"],
-             _zoo(("ok.safetensors", "tensors-labels-10")), (0,), note="the control: 60 labels 0..9, 10 names"))
+    add(
+        Case(
+            "labels-encode",
+            "labels",
+            ["encode", E0, *ANCH, "-d", "tensors:bad.safetensors", "-o", "o.safetensors"],
+            _zoo(bad_t),
+            (1,),
+            note="labels 0..133, 10 class names",
+        )
+    )
+    add(
+        Case(
+            "labels-anchors",
+            "labels",
+            ["anchors", "out.safetensors", "-d", "tensors:bad.safetensors", "-k", "20"],
+            _zoo(bad_t),
+            (1,),
+        )
+    )
+    add(
+        Case(
+            "labels-stitch",
+            "labels",
+            ["stitch", E0, D0, *ANCH, "-d", "tensors:bad.safetensors"],
+            _zoo(bad_t),
+            (1,),
+        )
+    )
+    add(
+        Case(
+            "labels-matrix",
+            "labels",
+            ["eval-matrix", "-e", E0, "-D", D0, *ANCH, "-d", "tensors:bad.safetensors", *REPORT_OUT],
+            _zoo(bad_t),
+            (1,),
+            note="bad data: refused before any pair, no report",
+        )
+    )
+    add(
+        Case(
+            "labels-unnamed-vs-decoder",
+            "labels",
+            ["stitch", E0, D0, *ANCH, "-d", "tensors:unnamed.safetensors"],
+            _zoo(("unnamed.safetensors", "tensors-labels-134-unnamed")),
+            (1,),
+            note="134 numbered classes into a 10-class decoder",
+        )
+    )
+    add(
+        Case(
+            "labels-fit",
+            "labels",
+            ["fit", "emb.safetensors", "-o", "h.decoder.safetensors", "--epochs", "1"],
+            _zoo(("emb.safetensors", _emb_bad_labels)),
+            (1,),
+            note="embeddings with labels 74..133, 10 classes",
+        )
+    )
+    add(
+        Case(
+            "labels-stitch-embeddings",
+            "labels",
+            ["stitch", "embeddings:emb.safetensors", D0],
+            _zoo(("emb.safetensors", _emb_bad_labels)),
+            (1,),
+        )
+    )
+    add(
+        Case(
+            "labels-jsonl-images",
+            "labels",
+            ["stitch", E0, D0, *ANCH, "-d", "jsonl:images.jsonl#image=file,label=label"],
+            _zoo(("images.jsonl", _image_jsonl_134)),
+            (1,),
+            note="134 labelled PNGs into a 10-class decoder",
+        )
+    )
+    add(
+        Case(
+            "labels-negative",
+            "labels",
+            ["encode", E0, *ANCH, "-d", "tensors:neg.safetensors", "-o", "o.safetensors"],
+            _zoo(("neg.safetensors", "tensors-labels-negative")),
+            (1,),
+        )
+    )
+    add(
+        Case(
+            "labels-in-range-control",
+            "labels",
+            ["stitch", E0, D0, *ANCH, "-d", "tensors:ok.safetensors"],
+            _zoo(("ok.safetensors", "tensors-labels-10")),
+            (0,),
+            note="the control: 60 labels 0..9, 10 names",
+        )
+    )
 
     # ------------------------------------------------------------------ 8. weights
     def weights_pair(label: str, role: str, crafted_name: str, note: str) -> None:
         if role == "decoder":
             f = f"{label}.decoder.safetensors"
-            add(Case(f"weights-{label}-stitch", "weights", ["stitch", E0, f, *ANCH, *LIM], _zoo((f, crafted_name)), (1,),
-                     mentions=(f,), note=note))
-            add(Case(f"weights-{label}-matrix", "weights",
-                     matrix("-e", E0, "-e", E1, "-D", D0, "-D", DA0, "-D", f, *REPORT_OUT), _zoo((f, crafted_name)), (1,),
-                     on_error=REPORT, report=REPORT, failed=(2, 6), checks=(failed_member("decoders", f),), note=note))
+            add(
+                Case(
+                    f"weights-{label}-stitch",
+                    "weights",
+                    ["stitch", E0, f, *ANCH, *LIM],
+                    _zoo((f, crafted_name)),
+                    (1,),
+                    mentions=(f,),
+                    note=note,
+                )
+            )
+            add(
+                Case(
+                    f"weights-{label}-matrix",
+                    "weights",
+                    matrix("-e", E0, "-e", E1, "-D", D0, "-D", DA0, "-D", f, *REPORT_OUT),
+                    _zoo((f, crafted_name)),
+                    (1,),
+                    on_error=REPORT,
+                    report=REPORT,
+                    failed=(2, 6),
+                    checks=(failed_member("decoders", f),),
+                    note=note,
+                )
+            )
         else:
             f = f"{label}.encoder.safetensors"
-            add(Case(f"weights-{label}-stitch", "weights", ["stitch", f, D0, *ANCH, *LIM], _zoo((f, crafted_name)), (1,),
-                     mentions=(f,), note=note))
-            add(Case(f"weights-{label}-matrix", "weights",
-                     matrix("-e", E0, "-e", f, "-D", D0, "-D", DA0, *REPORT_OUT), _zoo((f, crafted_name)), (1,),
-                     on_error=REPORT, report=REPORT, failed=(2, 4), checks=(failed_member("encoders", f),), note=note))
+            add(
+                Case(
+                    f"weights-{label}-stitch",
+                    "weights",
+                    ["stitch", f, D0, *ANCH, *LIM],
+                    _zoo((f, crafted_name)),
+                    (1,),
+                    mentions=(f,),
+                    note=note,
+                )
+            )
+            add(
+                Case(
+                    f"weights-{label}-matrix",
+                    "weights",
+                    matrix("-e", E0, "-e", f, "-D", D0, "-D", DA0, *REPORT_OUT),
+                    _zoo((f, crafted_name)),
+                    (1,),
+                    on_error=REPORT,
+                    report=REPORT,
+                    failed=(2, 4),
+                    checks=(failed_member("encoders", f),),
+                    note=note,
+                )
+            )
 
     weights_pair("i32bias", "decoder", "dec-i32bias", "a bias's dtype F32→I32 in the header, same bytes")
     weights_pair("inf", "decoder", "dec-inf", "+Inf in the head's weights (hash recomputed)")
     weights_pair("nan", "encoder", "enc-nan", "NaN weights (hash recomputed)")
     weights_pair("tampered", "encoder", "enc-tampered", "tensors changed, relstitch.hash kept")
-    add(Case("weights-tampered-encode", "weights", ["encode", "tampered.encoder.safetensors", *ANCH, "--limit", "20", "-o",
-                                                    "o.safetensors"], _zoo(("tampered.encoder.safetensors", "enc-tampered")),
-             (1,)))
-    add(Case("weights-tampered-decoder-stitch", "weights", ["stitch", E0, "tampered.decoder.safetensors", *ANCH, *LIM],
-             _zoo(("tampered.decoder.safetensors", "dec-tampered")), (1,)))
-    add(Case("weights-i32bias-encoder-encode", "weights", ["encode", "i32.encoder.safetensors", *ANCH, "--limit", "20",
-                                                           "-o", "o.safetensors"], _zoo(("i32.encoder.safetensors", "enc-i32bias")),
-             (1,)))
-    add(Case("weights-tampered-anchors", "weights", ["stitch", E0, D0, "-a", "tampered-anchors.safetensors", *LIM],
-             _zoo(("tampered-anchors.safetensors", "anchors-tampered")), (1,),
-             note="anchor images changed, relstitch.hash kept: not the anchors the decoder was trained with"))
+    add(
+        Case(
+            "weights-tampered-encode",
+            "weights",
+            ["encode", "tampered.encoder.safetensors", *ANCH, "--limit", "20", "-o", "o.safetensors"],
+            _zoo(("tampered.encoder.safetensors", "enc-tampered")),
+            (1,),
+        )
+    )
+    add(
+        Case(
+            "weights-tampered-decoder-stitch",
+            "weights",
+            ["stitch", E0, "tampered.decoder.safetensors", *ANCH, *LIM],
+            _zoo(("tampered.decoder.safetensors", "dec-tampered")),
+            (1,),
+        )
+    )
+    add(
+        Case(
+            "weights-i32bias-encoder-encode",
+            "weights",
+            ["encode", "i32.encoder.safetensors", *ANCH, "--limit", "20", "-o", "o.safetensors"],
+            _zoo(("i32.encoder.safetensors", "enc-i32bias")),
+            (1,),
+        )
+    )
+    add(
+        Case(
+            "weights-tampered-anchors",
+            "weights",
+            ["stitch", E0, D0, "-a", "tampered-anchors.safetensors", *LIM],
+            _zoo(("tampered-anchors.safetensors", "anchors-tampered")),
+            (1,),
+            note="anchor images changed, relstitch.hash kept: not the anchors the decoder was trained with",
+        )
+    )
 
     # ------------------------------------------------------------------ 9. exit codes
-    def usage(cid: str, args: list[str], codes: tuple[int, ...] = (2,), setup: Callable[[Ctx], Any] | None = None,
-              note: str = "") -> None:
+    def usage(
+        cid: str,
+        args: list[str],
+        codes: tuple[int, ...] = (2,),
+        setup: Callable[[Ctx], Any] | None = None,
+        note: str = "",
+    ) -> None:
         add(Case(f"codes-{cid}", "codes", args, setup, codes, note=note))
 
     usage("encode-dtype-float8", [*enc_args, "--dtype", "float8", "-o", "o.safetensors"])
@@ -1310,103 +2243,279 @@ def cases() -> list[Case]:
     usage("encode-batch-size-0", [*enc_args, "--batch-size", "0", "-o", "o.safetensors"])
     usage("matrix-batch-size-0", matrix("-e", E0, "-D", D0, "--batch-size", "0"))
     usage("stitch-batch-size-negative", ["stitch", E0, D0, *ANCH, *LIM, "--batch-size", "-3"])
-    usage("fit-batch-size-0", ["fit", "emb.safetensors", "-o", "h.decoder.safetensors", "--batch-size", "0"],
-          setup=_zoo(("emb.safetensors", _embeddings)))
+    usage(
+        "fit-batch-size-0",
+        ["fit", "emb.safetensors", "-o", "h.decoder.safetensors", "--batch-size", "0"],
+        setup=_zoo(("emb.safetensors", _embeddings)),
+    )
     usage("anchors-k-0", ["anchors", "out.safetensors", "-d", "builtin:test", "-k", "0"])
     usage("compare-k-0", ["compare", E0, E1, *ANCH, *LIM, "-k", "0"])
-    usage("compare-k-over-n", ["compare", E0, E1, *ANCH, "-k", "50", "--limit", "40"], note="k ≥ N is refused")
+    usage(
+        "compare-k-over-n", ["compare", E0, E1, *ANCH, "-k", "50", "--limit", "40"], note="k ≥ N is refused"
+    )
     usage("compare-k-equals-n", ["compare", E0, E1, *ANCH, "-k", "40", "--limit", "40"])
     usage("limit-0", [*enc_args[:-2], "--limit", "0", "-o", "o.safetensors"])
     usage("top-k-0", [*enc_args, "--top-k", "0", "-o", "o.safetensors"])
-    usage("top-k-over-anchors", [*enc_args, "--top-k", "1000", "-o", "o.safetensors"], (1, 2),
-          note="more than the 300 anchors")
+    usage(
+        "top-k-over-anchors",
+        [*enc_args, "--top-k", "1000", "-o", "o.safetensors"],
+        (1, 2),
+        note="more than the 300 anchors",
+    )
     usage("train-epochs-0", ["train", "t", "--epochs", "0", "--limit", "64", *ANCH])
     usage("train-lr-negative", ["train", "t", "--lr", "-1", "--epochs", "1", "--limit", "64", *ANCH])
     usage("report-format-pdf", ["report", "report.json", "-f", "pdf"], setup=_zoo(("report.json", _report)))
-    usage("report-metric-bogus", ["report", "report.json", "--metric", "bleu"], setup=_zoo(("report.json", _report)))
-    usage("fit-absolute-with-similarity", ["fit", "emb.safetensors", "-o", "h.decoder.safetensors", "--space", "absolute",
-                                           "--similarity", "l1"], setup=_zoo(("emb.safetensors", _embeddings)),
-          note="documented: exit 2")
-    usage("predictions-txt", ["stitch", E0, D0, *ANCH, *LIM, "--predictions", "p.txt"], note="documented: exit 2")
-    usage("anchors-ids-without-list", ["anchors", "out.safetensors", "-d", "builtin:test", "--strategy", "ids"], (1, 2))
-    usage("anchors-ids-out-of-range", ["anchors", "out.safetensors", "-d", "builtin:test", "--strategy", "ids",
-                                       "--ids", "3,999999"], (1, 2))
+    usage(
+        "report-metric-bogus",
+        ["report", "report.json", "--metric", "bleu"],
+        setup=_zoo(("report.json", _report)),
+    )
+    usage(
+        "fit-absolute-with-similarity",
+        [
+            "fit",
+            "emb.safetensors",
+            "-o",
+            "h.decoder.safetensors",
+            "--space",
+            "absolute",
+            "--similarity",
+            "l1",
+        ],
+        setup=_zoo(("emb.safetensors", _embeddings)),
+        note="documented: exit 2",
+    )
+    usage(
+        "predictions-txt",
+        ["stitch", E0, D0, *ANCH, *LIM, "--predictions", "p.txt"],
+        note="documented: exit 2",
+    )
+    usage(
+        "anchors-ids-without-list",
+        ["anchors", "out.safetensors", "-d", "builtin:test", "--strategy", "ids"],
+        (1, 2),
+    )
+    usage(
+        "anchors-ids-out-of-range",
+        ["anchors", "out.safetensors", "-d", "builtin:test", "--strategy", "ids", "--ids", "3,999999"],
+        (1, 2),
+    )
     usage("unknown-option", ["stitch", E0, D0, "--frobnicate"])
     usage("unknown-verb", ["stich", E0, D0])
     usage("missing-argument", ["stitch", E0])
     usage("absolute-decoder-method-relative", ["stitch", E0, DA0, *ANCH, *LIM, "--method", "relative"])
-    add(Case("codes-csv-bom-header", "codes", ["anchors", "out.safetensors", "-d", "csv:bom.csv", "-k", "5"],
-             _zoo(("bom.csv", _bom_csv)), (0,), outputs=("out.safetensors",), note="\\ufefftext,label header"))
+    add(
+        Case(
+            "codes-csv-bom-header",
+            "codes",
+            ["anchors", "out.safetensors", "-d", "csv:bom.csv", "-k", "5"],
+            _zoo(("bom.csv", _bom_csv)),
+            (0,),
+            outputs=("out.safetensors",),
+            note="\\ufefftext,label header",
+        )
+    )
 
     # ------------------------------------------------------------------ mistakes a new user makes
-    def mistake(cid: str, args: list[str], codes: tuple[int, ...] = (1,), setup: Callable[[Ctx], Any] | None = None,
-                mentions: tuple[str, ...] = (), note: str = "", **kw: Any) -> None:
+    def mistake(
+        cid: str,
+        args: list[str],
+        codes: tuple[int, ...] = (1,),
+        setup: Callable[[Ctx], Any] | None = None,
+        mentions: tuple[str, ...] = (),
+        note: str = "",
+        **kw: Any,
+    ) -> None:
         add(Case(f"mistake-{cid}", "mistakes", args, setup, codes, mentions=mentions, note=note, **kw))
 
     mistake("swapped-stitch", ["stitch", D0, E0, *ANCH, *LIM], (1, 2))
     mistake("swapped-matrix", matrix("-e", D0, "-D", E0), (1, 2))
     mistake("anchors-as-decoder", ["stitch", E0, A, *LIM], (1, 2), mentions=(A,))
-    mistake("decoder-as-encoder", ["encode", D0, *ANCH, "--limit", "20", "-o", "o.safetensors"], (1, 2), mentions=(D0,))
+    mistake(
+        "decoder-as-encoder",
+        ["encode", D0, *ANCH, "--limit", "20", "-o", "o.safetensors"],
+        (1, 2),
+        mentions=(D0,),
+    )
     mistake("encoder-as-anchors", ["stitch", E0, D0, "-a", E1, *LIM], (1, 2), mentions=(E1,))
     mistake("safetensors-as-report", ["report", D0], (1,), mentions=(D0,))
     mistake("other-json-as-report", ["report", "x.json"], (1,), setup=_zoo(("x.json", _text('{"hello": 1}'))))
-    mistake("pt-as-decoder", ["stitch", E0, "model.pt", *ANCH, *LIM], (1,), setup=_zoo(("model.pt", "torch-pt")),
-            mentions=("model.pt",))
-    mistake("missing-encoder", ["stitch", "nope.encoder.safetensors", D0, *ANCH, *LIM], (1,),
-            mentions=("nope.encoder.safetensors",))
-    mistake("missing-anchors", ["stitch", E0, D0, "-a", "nope.safetensors", *LIM], (1,), mentions=("nope.safetensors",))
+    mistake(
+        "pt-as-decoder",
+        ["stitch", E0, "model.pt", *ANCH, *LIM],
+        (1,),
+        setup=_zoo(("model.pt", "torch-pt")),
+        mentions=("model.pt",),
+    )
+    mistake(
+        "missing-encoder",
+        ["stitch", "nope.encoder.safetensors", D0, *ANCH, *LIM],
+        (1,),
+        mentions=("nope.encoder.safetensors",),
+    )
+    mistake(
+        "missing-anchors",
+        ["stitch", E0, D0, "-a", "nope.safetensors", *LIM],
+        (1,),
+        mentions=("nope.safetensors",),
+    )
     mistake("missing-report", ["report", "nope.json"], (1,), mentions=("nope.json",))
     mistake("missing-inspect", ["inspect", "nope.safetensors"], (1,), mentions=("nope.safetensors",))
-    mistake("missing-jsonl", [*enc_args, "-d", "jsonl:nope.jsonl", "-o", "o.safetensors"], (1,), mentions=("nope.jsonl",))
-    mistake("empty-glob-decoders", matrix("-e", E0, "-D", "zoo/*.decoder.safetensors"), (1, 2), setup=_zoo(("zoo", _dir)))
-    mistake("unknown-model-kind", ["encode", "hff:models/x", *ANCH, "--limit", "20", "-o", "o.safetensors"], (1, 2))
+    mistake(
+        "missing-jsonl",
+        [*enc_args, "-d", "jsonl:nope.jsonl", "-o", "o.safetensors"],
+        (1,),
+        mentions=("nope.jsonl",),
+    )
+    mistake(
+        "empty-glob-decoders",
+        matrix("-e", E0, "-D", "zoo/*.decoder.safetensors"),
+        (1, 2),
+        setup=_zoo(("zoo", _dir)),
+    )
+    mistake(
+        "unknown-model-kind",
+        ["encode", "hff:models/x", *ANCH, "--limit", "20", "-o", "o.safetensors"],
+        (1, 2),
+    )
     mistake("unknown-data-kind", [*enc_args, "-d", "bultin:test", "-o", "o.safetensors"], (1, 2))
     mistake("source-option-unknown", [*enc_args, "-O", "frobnicate=1", "-o", "o.safetensors"], (1, 2))
-    mistake("source-option-missing-weights", [*enc_args, "-O", "weights=nope.pt", "-o", "o.safetensors"], (0,),
-            outputs=("o.safetensors",), mentions=("warning: -O weights=nope.pt does nothing here",),
-            note="-O serves scripts looping over encoders of several kinds: one no model reads is a warning, not ignored")
-    mistake("data-option-unknown", [*enc_args, "-d", "jsonl:t.jsonl#colour=red", "-o", "o.safetensors"], (2,),
-            setup=_zoo(("t.jsonl", _text_jsonl)))
-    mistake("text-data-image-encoder", [*enc_args, "-d", "jsonl:t.jsonl", "-o", "o.safetensors"], (1,),
-            setup=_zoo(("t.jsonl", _text_jsonl)))
+    mistake(
+        "source-option-missing-weights",
+        [*enc_args, "-O", "weights=nope.pt", "-o", "o.safetensors"],
+        (0,),
+        outputs=("o.safetensors",),
+        mentions=("warning: -O weights=nope.pt does nothing here",),
+        note="-O serves scripts looping over encoders of several kinds: one no model reads is a warning, not ignored",
+    )
+    mistake(
+        "data-option-unknown",
+        [*enc_args, "-d", "jsonl:t.jsonl#colour=red", "-o", "o.safetensors"],
+        (2,),
+        setup=_zoo(("t.jsonl", _text_jsonl)),
+    )
+    mistake(
+        "text-data-image-encoder",
+        [*enc_args, "-d", "jsonl:t.jsonl", "-o", "o.safetensors"],
+        (1,),
+        setup=_zoo(("t.jsonl", _text_jsonl)),
+    )
     mistake("output-is-input", [*enc_args, "-o", E0, "--force"], (1, 2), mentions=(E0,))
-    mistake("same-output-twice", matrix("-e", E0, "-D", D0, "--json", "out.json", "--markdown", "out.json"), (1, 2),
-            mentions=("out.json",), note="two report forms into one file")
-    mistake("output-symlink-to-input", [*enc_args, "-o", "link.safetensors", "--force"], (1, 2),
-            setup=_zoo(("link.safetensors", lambda ctx, rel: ctx.symlink(rel, E0))),
-            note="--force through a link onto the encoder being read")
-    mistake("report-output-symlink-to-input", ["report", "report.json", "-f", "json", "-o", "link.json", "--force"], (1, 2),
-            setup=_zoo(("report.json", _report), ("link.json", lambda ctx, rel: ctx.symlink(rel, "report.json"))))
-    mistake("output-exists", [*enc_args, "-o", "old.safetensors"], (1,), setup=_zoo(("old.safetensors", E1)),
-            mentions=("old.safetensors",))
-    mistake("report-output-is-input", ["report", "report.json", "-f", "json", "-o", "report.json", "--force"], (1, 2),
-            setup=_zoo(("report.json", _report)))
-    mistake("anchors-k-over-data", ["anchors", "out.safetensors", "-d", "builtin:test", "-k", "100000"], (1, 2))
+    mistake(
+        "same-output-twice",
+        matrix("-e", E0, "-D", D0, "--json", "out.json", "--markdown", "out.json"),
+        (1, 2),
+        mentions=("out.json",),
+        note="two report forms into one file",
+    )
+    mistake(
+        "output-symlink-to-input",
+        [*enc_args, "-o", "link.safetensors", "--force"],
+        (1, 2),
+        setup=_zoo(("link.safetensors", lambda ctx, rel: ctx.symlink(rel, E0))),
+        note="--force through a link onto the encoder being read",
+    )
+    mistake(
+        "report-output-symlink-to-input",
+        ["report", "report.json", "-f", "json", "-o", "link.json", "--force"],
+        (1, 2),
+        setup=_zoo(("report.json", _report), ("link.json", lambda ctx, rel: ctx.symlink(rel, "report.json"))),
+    )
+    mistake(
+        "output-exists",
+        [*enc_args, "-o", "old.safetensors"],
+        (1,),
+        setup=_zoo(("old.safetensors", E1)),
+        mentions=("old.safetensors",),
+    )
+    mistake(
+        "report-output-is-input",
+        ["report", "report.json", "-f", "json", "-o", "report.json", "--force"],
+        (1, 2),
+        setup=_zoo(("report.json", _report)),
+    )
+    mistake(
+        "anchors-k-over-data", ["anchors", "out.safetensors", "-d", "builtin:test", "-k", "100000"], (1, 2)
+    )
 
     # ------------------------------------------------------------------ every verb doing its job
-    def verb(cid: str, args: list[str], outputs: tuple[str, ...] = (), setup: Callable[[Ctx], Any] | None = None,
-             **kw: Any) -> None:
+    def verb(
+        cid: str,
+        args: list[str],
+        outputs: tuple[str, ...] = (),
+        setup: Callable[[Ctx], Any] | None = None,
+        **kw: Any,
+    ) -> None:
         add(Case(f"verbs-{cid}", "verbs", args, setup, (0,), outputs=outputs, **kw))
 
-    verb("train", ["train", "zoo/t", "--epochs", "1", "--limit", "64", *ANCH],
-         ("zoo/t.encoder.safetensors", "zoo/t.decoder.safetensors"), _zoo(("zoo", _dir)), timeout=120)
+    verb(
+        "train",
+        ["train", "zoo/t", "--epochs", "1", "--limit", "64", *ANCH],
+        ("zoo/t.encoder.safetensors", "zoo/t.decoder.safetensors"),
+        _zoo(("zoo", _dir)),
+        timeout=120,
+    )
     verb("encode", [*enc_args, "-o", "e.safetensors"], ("e.safetensors",))
-    verb("anchors", ["anchors", "a20.safetensors", "-d", "builtin:test", "-k", "20", "--strategy", "stratified"],
-         ("a20.safetensors",))
-    verb("fit", ["fit", "emb.safetensors", "-o", "h.decoder.safetensors", "--epochs", "1"], ("h.decoder.safetensors",),
-         _zoo(("emb.safetensors", _embeddings)))
+    verb(
+        "anchors",
+        ["anchors", "a20.safetensors", "-d", "builtin:test", "-k", "20", "--strategy", "stratified"],
+        ("a20.safetensors",),
+    )
+    verb(
+        "fit",
+        ["fit", "emb.safetensors", "-o", "h.decoder.safetensors", "--epochs", "1"],
+        ("h.decoder.safetensors",),
+        _zoo(("emb.safetensors", _embeddings)),
+    )
     verb("stitch-json", ["stitch", E0, D1, *ANCH, *LIM, "--json"], checks=(stdout_json("scores"),))
     verb("stitch-predictions", ["stitch", E0, D1, *ANCH, *LIM, "--predictions", "p.csv"], ("p.csv",))
     verb("stitch-procrustes", ["stitch", EA1, DA0, "--method", "procrustes", *ANCH, *LIM])
-    verb("stitch-embeddings", ["stitch", "embeddings:emb.safetensors", D1], setup=_zoo(("emb.safetensors", _embeddings)))
-    verb("eval-matrix", matrix("-e", E0, "-e", E1, "-e", EA1, "-D", D0, "-D", D1, "-D", DA0, *REPORT_OUT), REPORT,
-         report=REPORT, identity=True)
-    verb("eval-matrix-methods", matrix("-e", E0, "-e", EA0, "-e", EA1, "-D", D0, "-D", DA0, "-D", DA1, "--method",
-                                       "relative,absolute,procrustes", "--null-baseline", *REPORT_OUT, "--csv", "out.csv",
-                                       "--html", "out.html"),
-         (*REPORT, "out.csv", "out.html"), report=REPORT)
+    verb(
+        "stitch-embeddings",
+        ["stitch", "embeddings:emb.safetensors", D1],
+        setup=_zoo(("emb.safetensors", _embeddings)),
+    )
+    verb(
+        "eval-matrix",
+        matrix("-e", E0, "-e", E1, "-e", EA1, "-D", D0, "-D", D1, "-D", DA0, *REPORT_OUT),
+        REPORT,
+        report=REPORT,
+        identity=True,
+    )
+    verb(
+        "eval-matrix-methods",
+        matrix(
+            "-e",
+            E0,
+            "-e",
+            EA0,
+            "-e",
+            EA1,
+            "-D",
+            D0,
+            "-D",
+            DA0,
+            "-D",
+            DA1,
+            "--method",
+            "relative,absolute,procrustes",
+            "--null-baseline",
+            *REPORT_OUT,
+            "--csv",
+            "out.csv",
+            "--html",
+            "out.html",
+        ),
+        (*REPORT, "out.csv", "out.html"),
+        report=REPORT,
+    )
     verb("compare", ["compare", E0, E1, *ANCH, *LIM, "-k", "10", "--json", "c.json"], ("c.json",))
-    verb("report", ["report", "report.json", "-f", "md", "-o", "r.md"], ("r.md",), _zoo(("report.json", _report)))
+    verb(
+        "report",
+        ["report", "report.json", "-f", "md", "-o", "r.md"],
+        ("r.md",),
+        _zoo(("report.json", _report)),
+    )
     verb("inspect", ["inspect", D0])
     verb("inspect-json", ["inspect", "--json", E0], checks=(stdout_json(),))
     verb("inspect-report", ["inspect", "report.json"], setup=_zoo(("report.json", _report)))
@@ -1423,9 +2532,15 @@ def select(all_cases: list[Case], only: list[str], ids: list[str]) -> list[Case]
                 continue
             name = CLASSES.get(part, part)
             if name not in CLASSES.values():
-                raise SystemExit(f"error: unknown class {part!r}; choose from {', '.join(f'{k}={v}' for k, v in CLASSES.items())}")
+                raise SystemExit(
+                    f"error: unknown class {part!r}; choose from {', '.join(f'{k}={v}' for k, v in CLASSES.items())}"
+                )
             wanted.add(name)
-    chosen = [c for c in all_cases if (not wanted or c.cls in wanted) and (not ids or any(re.search(i, c.id) for i in ids))]
+    chosen = [
+        c
+        for c in all_cases
+        if (not wanted or c.cls in wanted) and (not ids or any(re.search(i, c.id) for i in ids))
+    ]
     return chosen
 
 
@@ -1460,18 +2575,31 @@ def totals(results: list[Result], seconds: float) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="classes: " + ", ".join(f"{k}={v}" for k, v in CLASSES.items() if k != v))
-    parser.add_argument("--only", action="append", default=[], metavar="CLASS",
-                        help="run only these classes (number or name, comma-separated, repeatable)")
-    parser.add_argument("--case", action="append", default=[], metavar="REGEX", help="run only cases whose id matches")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="classes: " + ", ".join(f"{k}={v}" for k, v in CLASSES.items() if k != v),
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="CLASS",
+        help="run only these classes (number or name, comma-separated, repeatable)",
+    )
+    parser.add_argument(
+        "--case", action="append", default=[], metavar="REGEX", help="run only cases whose id matches"
+    )
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON here")
     parser.add_argument("--jobs", type=int, default=2, help="cases run at once (default 2)")
     parser.add_argument("--keep", action="store_true", help="keep each case's folder")
     parser.add_argument("-v", "--verbose", action="store_true", help="print each failing case's stderr tail")
-    parser.add_argument("--relstitch", metavar="CMD", help="the command to test [default: .venv/bin/relstitch, else "
-                                                           "python -m relstitch]")
+    parser.add_argument(
+        "--relstitch",
+        metavar="CMD",
+        help="the command to test [default: .venv/bin/relstitch, else python -m relstitch]",
+    )
     args = parser.parse_args(argv)
 
     chosen = select(cases(), args.only, args.case)
@@ -1480,7 +2608,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         per_class = Counter(c.cls for c in chosen)
         for c in chosen:
-            print(f"{c.id:<40} {c.cls:<9} exit {c.expected:<5} {c.summary}" + (f"   # {c.note}" if c.note else ""))
+            print(
+                f"{c.id:<40} {c.cls:<9} exit {c.expected:<5} {c.summary}"
+                + (f"   # {c.note}" if c.note else "")
+            )
         print(f"\n{len(chosen)} cases: " + ", ".join(f"{k} {v}" for k, v in per_class.items()))
         return 0
     if not chosen:
@@ -1491,9 +2622,14 @@ def main(argv: list[str] | None = None) -> int:
         import safetensors  # noqa: F401
         import torch  # noqa: F401
     except ImportError:
-        if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != VENV_PYTHON.parent.parent.resolve():  # not the venv yet
+        if (
+            VENV_PYTHON.exists() and Path(sys.prefix).resolve() != VENV_PYTHON.parent.parent.resolve()
+        ):  # not the venv yet
             os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), str(Path(__file__).resolve()), *sys.argv[1:]])
-        print("error: crafting the inputs needs torch and safetensors (relstitch's own dependencies)", file=sys.stderr)
+        print(
+            "error: crafting the inputs needs torch and safetensors (relstitch's own dependencies)",
+            file=sys.stderr,
+        )
         return 2
 
     if args.relstitch:
@@ -1508,7 +2644,10 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     fixture_dir = Path(tempfile.mkdtemp(prefix="hostile-fixtures-"))
     fixtures = Fixtures(fixture_dir, command)
-    print(f"hostile battery: {len(chosen)} cases, {args.jobs} at a time, command {shlex.join(command)}", file=sys.stderr)
+    print(
+        f"hostile battery: {len(chosen)} cases, {args.jobs} at a time, command {shlex.join(command)}",
+        file=sys.stderr,
+    )
     done = 0
     lock = threading.Lock()
 
@@ -1518,7 +2657,9 @@ def main(argv: list[str] | None = None) -> int:
         with lock:
             done += 1
             mark = "ok  " if r.passed else "FAIL"
-            print(f"[{done:>3}/{len(chosen)}] {mark} {case.id} ({r.seconds:.1f} s)", file=sys.stderr, flush=True)
+            print(
+                f"[{done:>3}/{len(chosen)}] {mark} {case.id} ({r.seconds:.1f} s)", file=sys.stderr, flush=True
+            )
         return r
 
     try:
@@ -1551,11 +2692,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {key:<42} {value}")
     per_class = Counter(r.case.cls for r in results)
     passed_class = Counter(r.case.cls for r in results if r.passed)
-    print("  per class (passed/cases): " + ", ".join(f"{k} {passed_class[k]}/{v}" for k, v in per_class.items()))
+    print(
+        "  per class (passed/cases): " + ", ".join(f"{k} {passed_class[k]}/{v}" for k, v in per_class.items())
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"totals": summary, "command": command,
-                                               "cases": [r.as_dict() for r in results]}, indent=1, ensure_ascii=False),
-                                   encoding="utf-8")
+        Path(args.json).write_text(
+            json.dumps(
+                {"totals": summary, "command": command, "cases": [r.as_dict() for r in results]},
+                indent=1,
+                ensure_ascii=False,
+            ),
+            encoding="utf-8",
+        )
     return 0 if not failing and not stray else 1
 
 

@@ -16,9 +16,11 @@ import time
 from pathlib import Path
 
 ANCHOR_COUNT, ANCHOR_SEED, EPOCHS = 300, 0, 12
-MODELS = [("cnn", "relative", s) for s in (0, 1, 2)] + [("cnn", "absolute", s) for s in (0, 1, 2)] + [
-    ("mlp", "relative", s) for s in (0, 1)
-]
+MODELS = (
+    [("cnn", "relative", s) for s in (0, 1, 2)]
+    + [("cnn", "absolute", s) for s in (0, 1, 2)]
+    + [("mlp", "relative", s) for s in (0, 1)]
+)
 
 
 def relstitch(*args: str) -> None:
@@ -31,14 +33,35 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(exist_ok=True)
     anchors = args.out / "anchors.safetensors"
-    relstitch("anchors", str(anchors), "--data", "builtin:train", "--count", str(ANCHOR_COUNT),
-              "--seed", str(ANCHOR_SEED), "--force")
+    relstitch(
+        "anchors",
+        str(anchors),
+        "--data",
+        "builtin:train",
+        "--count",
+        str(ANCHOR_COUNT),
+        "--seed",
+        str(ANCHOR_SEED),
+        "--force",
+    )
     for arch, space, seed in MODELS:
         started = time.perf_counter()
         prefix = args.out / f"{arch}-{space[:3]}-s{seed}"
         extra = ["--anchors", str(anchors)] if space == "relative" else []
-        relstitch("train", str(prefix), "--arch", arch, "--space", space, "--seed", str(seed),
-                  "--epochs", str(EPOCHS), *extra, "--force")
+        relstitch(
+            "train",
+            str(prefix),
+            "--arch",
+            arch,
+            "--space",
+            space,
+            "--seed",
+            str(seed),
+            "--epochs",
+            str(EPOCHS),
+            *extra,
+            "--force",
+        )
         print(f"  ({time.perf_counter() - started:.1f} s)")
 
 

@@ -26,8 +26,12 @@ def blobs() -> Dataset:
     """Three well-separated groups of images (dark, mid-grey, bright), 40 + 30 + 20 samples with noise."""
     gen = torch.Generator().manual_seed(0)
     levels, sizes = (20, 128, 235), (40, 30, 20)
-    x = torch.cat([(level + torch.randint(-8, 9, (n, 1, 6, 6), generator=gen)).to(torch.uint8)
-                   for level, n in zip(levels, sizes, strict=True)])
+    x = torch.cat(
+        [
+            (level + torch.randint(-8, 9, (n, 1, 6, 6), generator=gen)).to(torch.uint8)
+            for level, n in zip(levels, sizes, strict=True)
+        ]
+    )
     y = torch.cat([torch.full((n,), c) for c, n in enumerate(sizes)])
     return Dataset("blobs", x, y, ["dark", "grey", "bright"])
 
@@ -93,15 +97,18 @@ def test_user_given_ids_keep_their_order(small, tmp_path):
     assert parse_ids(",".join(map(str, wanted))) == wanted
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"strategy": "ids", "ids": [3, 5, 5]}, "more than once"),
-    ({"strategy": "ids", "ids": [3, 99999]}, "not in"),
-    ({"strategy": "ids", "ids": [3, 5], "count": 3}, "disagrees"),
-    ({"strategy": "ids"}, "needs the anchor ids"),
-    ({"strategy": "uniform", "count": 5, "ids": [1]}, "--strategy ids"),
-    ({"strategy": "nearest", "count": 5}, "unknown anchor strategy"),
-    ({"strategy": "farthest-point", "count": 601}, "cannot pick 601"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"strategy": "ids", "ids": [3, 5, 5]}, "more than once"),
+        ({"strategy": "ids", "ids": [3, 99999]}, "not in"),
+        ({"strategy": "ids", "ids": [3, 5], "count": 3}, "disagrees"),
+        ({"strategy": "ids"}, "needs the anchor ids"),
+        ({"strategy": "uniform", "count": 5, "ids": [1]}, "--strategy ids"),
+        ({"strategy": "nearest", "count": 5}, "unknown anchor strategy"),
+        ({"strategy": "farthest-point", "count": 601}, "cannot pick 601"),
+    ],
+)
 def test_strategy_mistakes_are_one_line_errors(small, kwargs, message):
     with pytest.raises(RelstitchError, match=message):
         select_anchors(small, **kwargs)
@@ -121,18 +128,30 @@ def test_cli_writes_each_strategy_and_refuses_nonsense(cli, tmp_path):
     result = cli("anchors", tmp_path / "ids.safetensors", "--ids", ",".join(map(str, wanted)))
     assert result.exit_code == 0, result.output
     assert load_anchors(tmp_path / "ids.safetensors").ids.tolist() == wanted
-    result = cli("anchors", tmp_path / "u.safetensors", "--space-encoder", ZOO / "cnn-abs-s0.encoder.safetensors")
+    result = cli(
+        "anchors", tmp_path / "u.safetensors", "--space-encoder", ZOO / "cnn-abs-s0.encoder.safetensors"
+    )
     assert result.exit_code == 1 and "uses no distances" in result.stderr
     assert not (tmp_path / "u.safetensors").exists()
 
 
 def test_parallel_anchors_from_a_correspondence_file_stay_aligned(tmp_path):
     """A bilingual dictionary as JSON lines: anchor i in view en is the translation of anchor i in view fr."""
-    pairs = [("dog", "chien"), ("cat", "chat"), ("house", "maison"), ("water", "eau"), ("tree", "arbre"), ("bread", "pain")]
+    pairs = [
+        ("dog", "chien"),
+        ("cat", "chat"),
+        ("house", "maison"),
+        ("water", "eau"),
+        ("tree", "arbre"),
+        ("bread", "pain"),
+    ]
     source = tmp_path / "en-fr.jsonl"
     source.write_text("".join(f'{{"en": "{en}", "fr": "{fr}"}}\n' for en, fr in pairs), encoding="utf-8")
     dictionary = load_dataset(f"jsonl:{source}#text=en,fr,label=none")
-    for chosen in (select_anchors(dictionary, 4, "uniform", seed=1), select_anchors(dictionary, strategy="ids", ids=[4, 0])):
+    for chosen in (
+        select_anchors(dictionary, 4, "uniform", seed=1),
+        select_anchors(dictionary, strategy="ids", ids=[4, 0]),
+    ):
         saved = load_anchors(save_anchors(chosen, tmp_path / f"{chosen.meta['strategy']}.safetensors"))
         got = list(zip(saved.inputs.view("en"), saved.inputs.view("fr"), strict=True))
         assert got == [pairs[i] for i in saved.ids.tolist()]
@@ -146,25 +165,57 @@ def test_kmeans_on_parallel_text_measures_distances_in_a_text_encoders_space(cli
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-    pairs = [("dog", "chien"), ("cat", "chat"), ("house", "maison"), ("water", "eau"), ("tree", "arbre"),
-             ("bread", "pain"), ("sun", "soleil"), ("moon", "lune"), ("sea", "mer"), ("road", "route")]
+    pairs = [
+        ("dog", "chien"),
+        ("cat", "chat"),
+        ("house", "maison"),
+        ("water", "eau"),
+        ("tree", "arbre"),
+        ("bread", "pain"),
+        ("sun", "soleil"),
+        ("moon", "lune"),
+        ("sea", "mer"),
+        ("road", "route"),
+    ]
     source = tmp_path / "en-fr.jsonl"
     source.write_text("".join(f'{{"en": "{en}", "fr": "{fr}"}}\n' for en, fr in pairs), encoding="utf-8")
     vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *(w for p in pairs for w in p)])}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=16)).save_pretrained(tmp_path / "bert")
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                            sep_token="[SEP]").save_pretrained(tmp_path / "bert")
+    BertModel(
+        BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=16,
+        )
+    ).save_pretrained(tmp_path / "bert")
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]"
+    ).save_pretrained(tmp_path / "bert")
     out = tmp_path / "km.safetensors"
-    args = ("anchors", out, "--data", f"jsonl:{source}#text=en,fr,label=none", "--count", "4", "--strategy", "kmeans")
+    args = (
+        "anchors",
+        out,
+        "--data",
+        f"jsonl:{source}#text=en,fr,label=none",
+        "--count",
+        "4",
+        "--strategy",
+        "kmeans",
+    )
     result = cli(*args, "--space-encoder", f"hf:{tmp_path / 'bert'}")
     assert result.exit_code == 0, result.output
     chosen = load_anchors(out)
     assert chosen.meta["parameters"]["space"]["encoder_hash"] and len(set(chosen.ids.tolist())) == 4
-    assert list(zip(chosen.inputs.view("en"), chosen.inputs.view("fr"), strict=True)) == [pairs[i] for i in chosen.ids.tolist()]
+    assert list(zip(chosen.inputs.view("en"), chosen.inputs.view("fr"), strict=True)) == [
+        pairs[i] for i in chosen.ids.tolist()
+    ]
     again = cli(*args, "--space-encoder", f"hf:{tmp_path / 'bert'}", "--force")
     assert again.exit_code == 0 and torch.equal(load_anchors(out).ids, chosen.ids)

@@ -33,8 +33,14 @@ def test_every_encoder_maps_28x28_images_to_its_latent(name):
 
 def test_heads_and_conv_decoder_shapes():
     with torch.no_grad():
-        assert create_decoder("vision-head", in_dim=50, num_classes=10).eval()(torch.randn(4, 50)).shape == (4, 10)
-        assert create_decoder("text-head", in_dim=50, num_classes=7).eval()(torch.randn(4, 50)).shape == (4, 7)
+        assert create_decoder("vision-head", in_dim=50, num_classes=10).eval()(torch.randn(4, 50)).shape == (
+            4,
+            10,
+        )
+        assert create_decoder("text-head", in_dim=50, num_classes=7).eval()(torch.randn(4, 50)).shape == (
+            4,
+            7,
+        )
         image = create_decoder("conv-decoder", in_dim=50).eval()(torch.randn(4, 50))
     assert image.shape == (4, 1, 28, 28) and 0 <= image.min() and image.max() <= 1
 
@@ -48,5 +54,7 @@ def test_resnet18_trunk_trains_end_to_end_with_a_relative_bottleneck(train_data,
 
 
 def test_python_dash_m_runs_the_cli():
-    out = subprocess.run([sys.executable, "-m", "relstitch", "--version"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "relstitch", "--version"], capture_output=True, text=True, check=True
+    )
     assert out.stdout.startswith("relstitch ")

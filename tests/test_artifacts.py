@@ -53,7 +53,9 @@ def test_embeddings_round_trip(tmp_path, tiny_zoo, test_data):
     loaded = load_embeddings(path)
     assert loaded.encoder_hash == encoder.hash and loaded.anchor_hash == anchors.hash
     torch.testing.assert_close(loaded.absolute, space.absolute)
-    torch.testing.assert_close(loaded.relative(ProjectionConfig(centering=True)), space.relative(ProjectionConfig(centering=True)))
+    torch.testing.assert_close(
+        loaded.relative(ProjectionConfig(centering=True)), space.relative(ProjectionConfig(centering=True))
+    )
     assert read_header(path).tensors["relative"].shape == (100, len(anchors))
 
 
@@ -81,8 +83,12 @@ def test_every_tensor_starts_at_a_multiple_of_its_element_size(tmp_path):
     from relstitch.io.artifacts import _DTYPE_SIZES, serialize
     from relstitch.streaming import encode_to_file
 
-    mixed = {"a": torch.zeros(3, dtype=torch.uint8), "b": torch.arange(5), "c": torch.ones(2, dtype=torch.float16),
-             "d": torch.ones(3)}
+    mixed = {
+        "a": torch.zeros(3, dtype=torch.uint8),
+        "b": torch.arange(5),
+        "c": torch.ones(2, dtype=torch.float16),
+        "d": torch.ones(3),
+    }
     files = {"serialized": serialize(mixed, {"k": "v"})}
     zoo = Path(__file__).resolve().parent.parent / "checkpoints"
     files["checkpoint"] = (zoo / "cnn-rel-s0.encoder.safetensors").read_bytes()
@@ -91,8 +97,12 @@ def test_every_tensor_starts_at_a_multiple_of_its_element_size(tmp_path):
     from relstitch.data import load_dataset
 
     out = tmp_path / "e.safetensors"
-    encode_to_file(load_encoder(zoo / "cnn-rel-s0.encoder.safetensors"), load_anchors(zoo / "anchors.safetensors"),
-                   load_dataset("builtin:test", limit=7), out)
+    encode_to_file(
+        load_encoder(zoo / "cnn-rel-s0.encoder.safetensors"),
+        load_anchors(zoo / "anchors.safetensors"),
+        load_dataset("builtin:test", limit=7),
+        out,
+    )
     files["streamed embeddings"] = out.read_bytes()
     for what, data in files.items():
         size = struct.unpack("<Q", data[:8])[0]

@@ -23,7 +23,14 @@ from safetensors.torch import load_file
 
 from relstitch.anchors import Anchors, save_anchors, select_anchors
 from relstitch.architectures import create_decoder, create_encoder
-from relstitch.checkpoints import DECODER_SUFFIX, ENCODER_SUFFIX, load_decoder, load_encoder, save_decoder, save_encoder
+from relstitch.checkpoints import (
+    DECODER_SUFFIX,
+    ENCODER_SUFFIX,
+    load_decoder,
+    load_encoder,
+    save_decoder,
+    save_encoder,
+)
 from relstitch.components import Decoder, Encoder
 from relstitch.data import default_image_spec, load_dataset
 from relstitch.encoding import encode, load_embeddings, save_embeddings
@@ -58,12 +65,26 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Zoo:
     classification = {"type": "classification", "classes": data.classes}
     for name, space in (("cnn-rel-s0", "relative"), ("cnn-rel-s1", "relative"), ("cnn-abs-s0", "absolute")):
         args = {"in_channels": 1, "latent_dim": 32}
-        encoder = Encoder(create_encoder("cnn", **args).eval(), {"name": "cnn", "args": args},
-                          default_image_spec((1, 28, 28)), 32, name, meta={"training": {"space": space, "seed": 0}})
+        encoder = Encoder(
+            create_encoder("cnn", **args).eval(),
+            {"name": "cnn", "args": args},
+            default_image_spec((1, 28, 28)),
+            32,
+            name,
+            meta={"training": {"space": space, "seed": 0}},
+        )
         head = {"in_dim": 64 if space == "relative" else 32, "num_classes": 10, "hidden": 16}
-        decoder = Decoder(create_decoder("vision-head", **head).eval(), {"name": "vision-head", "args": head}, space,
-                          head["in_dim"], classification, name, ProjectionConfig() if space == "relative" else None,
-                          anchors.hash if space == "relative" else None, encoder.hash)
+        decoder = Decoder(
+            create_decoder("vision-head", **head).eval(),
+            {"name": "vision-head", "args": head},
+            space,
+            head["in_dim"],
+            classification,
+            name,
+            ProjectionConfig() if space == "relative" else None,
+            anchors.hash if space == "relative" else None,
+            encoder.hash,
+        )
         save_encoder(encoder, built.encoder(name))
         save_decoder(decoder, built.decoder(name))
     return built
@@ -93,7 +114,11 @@ def with_metadata(path: Path, change: Callable[[dict[str, str]], None]) -> bytes
 def idx_bytes(array: torch.Tensor) -> bytes:
     """An unsigned-byte IDX file holding ``array``."""
     dims = list(array.shape)
-    return bytes([0, 0, 8, len(dims)]) + struct.pack(f">{len(dims)}I", *dims) + array.to(torch.uint8).numpy().tobytes()
+    return (
+        bytes([0, 0, 8, len(dims)])
+        + struct.pack(f">{len(dims)}I", *dims)
+        + array.to(torch.uint8).numpy().tobytes()
+    )
 
 
 def idx_folder(folder: Path, images: torch.Tensor, labels: torch.Tensor, *, cut: int = 0) -> str:
@@ -161,7 +186,9 @@ def _single_class(space) -> None:
 def _float_anchors_with_nan(c: Ctx) -> Path:
     x = torch.rand(8, 1, 28, 28)
     x[2, 0, 5, 5] = float("inf")
-    return save_anchors(Anchors(x, torch.arange(8), torch.zeros(8, dtype=torch.int64), {"seed": 0}), c.tmp / "a.safetensors")
+    return save_anchors(
+        Anchors(x, torch.arange(8), torch.zeros(8, dtype=torch.int64), {"seed": 0}), c.tmp / "a.safetensors"
+    )
 
 
 def _tampered_anchors(c: Ctx) -> Path:
@@ -176,8 +203,12 @@ def _text_anchors_without_views(c: Ctx) -> Path:
     from relstitch.io.artifacts import content_hash, save_artifact
 
     ids = torch.arange(3)
-    return save_artifact(c.tmp / "viewless.safetensors", "anchors", {"ids": ids, "labels": torch.zeros(3, dtype=torch.int64)},
-                         {"hash": content_hash({"ids": ids}), "modality": "text"})
+    return save_artifact(
+        c.tmp / "viewless.safetensors",
+        "anchors",
+        {"ids": ids, "labels": torch.zeros(3, dtype=torch.int64)},
+        {"hash": content_hash({"ids": ids}), "modality": "text"},
+    )
 
 
 def _renamed_tensor(c: Ctx) -> Path:
@@ -233,167 +264,650 @@ def _deep(n: int) -> bytes:
 Case = tuple[Callable[[Ctx], list[object]], int, str]
 CASES: dict[str, Case] = {
     # ------------------------------------------------------------------ anchors
-    "anchors: output exists": (lambda c: ["anchors", c.file("a.safetensors", b"x"), "--count", 5], 1, "already exists"),
-    "anchors: output folder missing": (lambda c: ["anchors", c.tmp / "no" / "a.safetensors", "--count", 5], 1,
-                                       "output folder does not exist"),
+    "anchors: output exists": (
+        lambda c: ["anchors", c.file("a.safetensors", b"x"), "--count", 5],
+        1,
+        "already exists",
+    ),
+    "anchors: output folder missing": (
+        lambda c: ["anchors", c.tmp / "no" / "a.safetensors", "--count", 5],
+        1,
+        "output folder does not exist",
+    ),
     "anchors: output is a folder": (lambda c: ["anchors", c.tmp, "--count", 5], 1, "is a folder"),
-    "anchors: output folder unwritable": (lambda c: ["anchors", "/proc/a.safetensors", "--count", 5], 1, "not writable"),
-    "anchors: unknown data reference": (lambda c: ["anchors", c.out(), "--data", "bogus:x"], 1, "unknown dataset reference"),
-    "anchors: data folder missing": (lambda c: ["anchors", c.out(), "--data", f"idx:{c.tmp / 'none'}:train"], 1,
-                                     "no such data folder"),
-    "anchors: truncated IDX": (lambda c: ["anchors", c.out(), "--count", 2, "--data",
-                                          idx_folder(c.tmp / "d", torch.zeros(4, 28, 28), torch.arange(4), cut=100)],
-                               1, "truncated"),
-    "anchors: IDX with a bad magic number": (lambda c: ["anchors", c.out(), "--data", _bad_magic(c)], 1, "bad magic"),
-    "anchors: empty dataset": (lambda c: ["anchors", c.out(), "--data",
-                                          idx_folder(c.tmp / "d", torch.zeros(0, 28, 28), torch.zeros(0))], 1, "empty"),
-    "anchors: labels beyond the classes": (lambda c: ["anchors", c.out(), "--count", 2, "--data",
-                                                      idx_folder(c.tmp / "d", torch.zeros(4, 28, 28), torch.tensor([0, 1, 2, 200]))],
-                                           1, "outside its 10 classes (first at index 3"),
-    "anchors: NaN in a tensors data file": (lambda c: ["anchors", c.out(), "--count", 2, "--data", f"tensors:{_nan_features(c)}"], 1,
-                                            "1 NaN and 0 infinite value(s), the first at index [3, 1]"),
-    "anchors: JSON lines nested too deep": (lambda c: ["anchors", c.out(), "--data", f"jsonl:{c.file('t.jsonl', _deep(10**5))}"],
-                                            1, "line 1 is not usable JSON"),
-    "anchors: more anchors than samples": (lambda c: ["anchors", c.out(), "--count", 99999], 1, "cannot pick"),
-    "anchors: unknown strategy": (lambda c: ["anchors", c.out(), "--strategy", "bogus"], 2, "unknown anchor strategy"),
+    "anchors: output folder unwritable": (
+        lambda c: ["anchors", "/proc/a.safetensors", "--count", 5],
+        1,
+        "not writable",
+    ),
+    "anchors: unknown data reference": (
+        lambda c: ["anchors", c.out(), "--data", "bogus:x"],
+        1,
+        "unknown dataset reference",
+    ),
+    "anchors: data folder missing": (
+        lambda c: ["anchors", c.out(), "--data", f"idx:{c.tmp / 'none'}:train"],
+        1,
+        "no such data folder",
+    ),
+    "anchors: truncated IDX": (
+        lambda c: [
+            "anchors",
+            c.out(),
+            "--count",
+            2,
+            "--data",
+            idx_folder(c.tmp / "d", torch.zeros(4, 28, 28), torch.arange(4), cut=100),
+        ],
+        1,
+        "truncated",
+    ),
+    "anchors: IDX with a bad magic number": (
+        lambda c: ["anchors", c.out(), "--data", _bad_magic(c)],
+        1,
+        "bad magic",
+    ),
+    "anchors: empty dataset": (
+        lambda c: [
+            "anchors",
+            c.out(),
+            "--data",
+            idx_folder(c.tmp / "d", torch.zeros(0, 28, 28), torch.zeros(0)),
+        ],
+        1,
+        "empty",
+    ),
+    "anchors: labels beyond the classes": (
+        lambda c: [
+            "anchors",
+            c.out(),
+            "--count",
+            2,
+            "--data",
+            idx_folder(c.tmp / "d", torch.zeros(4, 28, 28), torch.tensor([0, 1, 2, 200])),
+        ],
+        1,
+        "outside its 10 classes (first at index 3",
+    ),
+    "anchors: NaN in a tensors data file": (
+        lambda c: ["anchors", c.out(), "--count", 2, "--data", f"tensors:{_nan_features(c)}"],
+        1,
+        "1 NaN and 0 infinite value(s), the first at index [3, 1]",
+    ),
+    "anchors: JSON lines nested too deep": (
+        lambda c: ["anchors", c.out(), "--data", f"jsonl:{c.file('t.jsonl', _deep(10**5))}"],
+        1,
+        "line 1 is not usable JSON",
+    ),
+    "anchors: more anchors than samples": (
+        lambda c: ["anchors", c.out(), "--count", 99999],
+        1,
+        "cannot pick",
+    ),
+    "anchors: unknown strategy": (
+        lambda c: ["anchors", c.out(), "--strategy", "bogus"],
+        2,
+        "unknown anchor strategy",
+    ),
     "anchors: duplicate ids": (lambda c: ["anchors", c.out(), "--ids", "3,3"], 1, "more than once"),
     "anchors: count 0": (lambda c: ["anchors", c.out(), "--count", 0], 2, "--count"),
     "anchors: unknown option": (lambda c: ["anchors", c.out(), "--bogus"], 2, "No such option"),
     # -------------------------------------------------------------------- train
-    "train: absolute with anchors": (lambda c: ["train", c.tmp / "m", "--space", "absolute", "--anchors", c.anchors,
-                                               "--epochs", 1, "--limit", 50], 2, "uses no anchors"),
-    "train: a decoder as anchors": (lambda c: ["train", c.tmp / "m", "--anchors", c.dec()], 1,
-                                    "is a relstitch decoder file, expected an anchors file"),
-    "train: output folder missing": (lambda c: ["train", c.tmp / "no" / "m", "--anchors", c.anchors], 1,
-                                     "output folder does not exist"),
-    "train: unknown task": (lambda c: ["train", c.tmp / "m", "--anchors", c.anchors, "--task", "bogus"], 2, "unknown task"),
-    "train: unknown similarity": (lambda c: ["train", c.tmp / "m", "--anchors", c.anchors, "--similarity", "bogus"], 2,
-                                  "similarity"),
+    "train: absolute with anchors": (
+        lambda c: [
+            "train",
+            c.tmp / "m",
+            "--space",
+            "absolute",
+            "--anchors",
+            c.anchors,
+            "--epochs",
+            1,
+            "--limit",
+            50,
+        ],
+        2,
+        "uses no anchors",
+    ),
+    "train: a decoder as anchors": (
+        lambda c: ["train", c.tmp / "m", "--anchors", c.dec()],
+        1,
+        "is a relstitch decoder file, expected an anchors file",
+    ),
+    "train: output folder missing": (
+        lambda c: ["train", c.tmp / "no" / "m", "--anchors", c.anchors],
+        1,
+        "output folder does not exist",
+    ),
+    "train: unknown task": (
+        lambda c: ["train", c.tmp / "m", "--anchors", c.anchors, "--task", "bogus"],
+        2,
+        "unknown task",
+    ),
+    "train: unknown similarity": (
+        lambda c: ["train", c.tmp / "m", "--anchors", c.anchors, "--similarity", "bogus"],
+        2,
+        "similarity",
+    ),
     # ------------------------------------------------------------------- encode
-    "encode: missing encoder": (lambda c: ["encode", c.tmp / "nope.safetensors", "-a", c.anchors, "-o", c.out()], 1,
-                                "no such file"),
-    "encode: truncated encoder": (lambda c: ["encode", c.file("t.safetensors", c.enc().read_bytes()[:-1000]), "-a", c.anchors,
-                                             "-o", c.out()], 1, "points outside the file"),
-    "encode: header length larger than the file": (lambda c: ["encode", c.file("h.safetensors", pack(*split(c.enc()), n=10**9)),
-                                                              "-a", c.anchors, "-o", c.out()], 1, "does not fit a file"),
-    "encode: header not JSON": (lambda c: ["encode", c.file("j.safetensors", pack(b"{not json", b"")), "-a", c.anchors,
-                                           "-o", c.out()], 1, "header is not JSON"),
-    "encode: tampered anchors": (lambda c: ["encode", c.enc(), "-a", _tampered_anchors(c), "-o", c.out()], 1,
-                                 "does not match its recorded hash"),
-    "encode: text anchors without views": (lambda c: ["encode", c.enc(), "-a", _text_anchors_without_views(c), "-o", c.out()],
-                                           1, "missing tensor(s) ['inputs']"),
-    "encode: anchors holding Inf": (lambda c: ["encode", c.enc(), "-a", _float_anchors_with_nan(c), "-o", c.out()], 1,
-                                    "0 NaN and 1 infinite value(s), the first at index [2, 0, 5, 5]"),
-    "encode: encoder giving NaN latents": (lambda c: ["encode", _nan_encoder(c), "-a", c.anchors, "-o", c.out(),
-                                                      "--limit", 50], 1, "NaN"),
-    "encode: latent_dim of the wrong type": (lambda c: ["encode", c.file("w.encoder.safetensors", with_metadata(
-        c.enc(), lambda m: m.update({"relstitch.latent_dim": '"32"'}))), "-a", c.anchors, "-o", c.out()], 1,
-        "relstitch.latent_dim (the latent size) is a string, expected a non-negative integer"),
-    "encode: newer format version": (lambda c: ["encode", c.file("v.encoder.safetensors", with_metadata(
-        c.enc(), lambda m: m.update({"relstitch.version": "99"}))), "-a", c.anchors, "-o", c.out()], 1, "newer relstitch"),
-    "encode: output exists": (lambda c: ["encode", c.enc(), "-a", c.anchors, "-o", c.file("e.safetensors", b"keep")], 1,
-                              "already exists"),
-    "encode: top-k above the anchor count": (lambda c: ["encode", c.enc(), "-a", c.anchors, "-o", c.out(), "--top-k", 1000,
-                                                        "--limit", 50], 1, "more than the 64 anchors"),
-    "encode: a pickle as encoder": (lambda c: ["encode", _evil_pickle(c), "-a", c.anchors, "-o", c.out()], 1,
-                                    "not a safetensors file"),
-    "encode: torchvision weights in a pickle with code": (lambda c: ["encode", f"torchvision:resnet18#weights={_evil_pickle(c)}",
-                                                                     "-a", c.anchors, "-o", c.out()], 1,
-                                                           "refused: the file imports code (posix.system)"),
-    "encode: a folder as encoder": (lambda c: ["encode", c.tmp, "-a", c.anchors, "-o", c.out()], 1, "is a folder"),
-    "encode: weights that do not fit": (lambda c: ["encode", _renamed_tensor(c), "-a", c.anchors, "-o", c.out()], 1,
-                                        "do not fit"),
+    "encode: missing encoder": (
+        lambda c: ["encode", c.tmp / "nope.safetensors", "-a", c.anchors, "-o", c.out()],
+        1,
+        "no such file",
+    ),
+    "encode: truncated encoder": (
+        lambda c: [
+            "encode",
+            c.file("t.safetensors", c.enc().read_bytes()[:-1000]),
+            "-a",
+            c.anchors,
+            "-o",
+            c.out(),
+        ],
+        1,
+        "points outside the file",
+    ),
+    "encode: header length larger than the file": (
+        lambda c: [
+            "encode",
+            c.file("h.safetensors", pack(*split(c.enc()), n=10**9)),
+            "-a",
+            c.anchors,
+            "-o",
+            c.out(),
+        ],
+        1,
+        "does not fit a file",
+    ),
+    "encode: header not JSON": (
+        lambda c: [
+            "encode",
+            c.file("j.safetensors", pack(b"{not json", b"")),
+            "-a",
+            c.anchors,
+            "-o",
+            c.out(),
+        ],
+        1,
+        "header is not JSON",
+    ),
+    "encode: tampered anchors": (
+        lambda c: ["encode", c.enc(), "-a", _tampered_anchors(c), "-o", c.out()],
+        1,
+        "does not match its recorded hash",
+    ),
+    "encode: text anchors without views": (
+        lambda c: ["encode", c.enc(), "-a", _text_anchors_without_views(c), "-o", c.out()],
+        1,
+        "missing tensor(s) ['inputs']",
+    ),
+    "encode: anchors holding Inf": (
+        lambda c: ["encode", c.enc(), "-a", _float_anchors_with_nan(c), "-o", c.out()],
+        1,
+        "0 NaN and 1 infinite value(s), the first at index [2, 0, 5, 5]",
+    ),
+    "encode: encoder giving NaN latents": (
+        lambda c: ["encode", _nan_encoder(c), "-a", c.anchors, "-o", c.out(), "--limit", 50],
+        1,
+        "NaN",
+    ),
+    "encode: latent_dim of the wrong type": (
+        lambda c: [
+            "encode",
+            c.file(
+                "w.encoder.safetensors",
+                with_metadata(c.enc(), lambda m: m.update({"relstitch.latent_dim": '"32"'})),
+            ),
+            "-a",
+            c.anchors,
+            "-o",
+            c.out(),
+        ],
+        1,
+        "relstitch.latent_dim (the latent size) is a string, expected a non-negative integer",
+    ),
+    "encode: newer format version": (
+        lambda c: [
+            "encode",
+            c.file(
+                "v.encoder.safetensors",
+                with_metadata(c.enc(), lambda m: m.update({"relstitch.version": "99"})),
+            ),
+            "-a",
+            c.anchors,
+            "-o",
+            c.out(),
+        ],
+        1,
+        "newer relstitch",
+    ),
+    "encode: output exists": (
+        lambda c: ["encode", c.enc(), "-a", c.anchors, "-o", c.file("e.safetensors", b"keep")],
+        1,
+        "already exists",
+    ),
+    "encode: top-k above the anchor count": (
+        lambda c: ["encode", c.enc(), "-a", c.anchors, "-o", c.out(), "--top-k", 1000, "--limit", 50],
+        1,
+        "more than the 64 anchors",
+    ),
+    "encode: a pickle as encoder": (
+        lambda c: ["encode", _evil_pickle(c), "-a", c.anchors, "-o", c.out()],
+        1,
+        "not a safetensors file",
+    ),
+    "encode: torchvision weights in a pickle with code": (
+        lambda c: [
+            "encode",
+            f"torchvision:resnet18#weights={_evil_pickle(c)}",
+            "-a",
+            c.anchors,
+            "-o",
+            c.out(),
+        ],
+        1,
+        "refused: the file imports code (posix.system)",
+    ),
+    "encode: a folder as encoder": (
+        lambda c: ["encode", c.tmp, "-a", c.anchors, "-o", c.out()],
+        1,
+        "is a folder",
+    ),
+    "encode: weights that do not fit": (
+        lambda c: ["encode", _renamed_tensor(c), "-a", c.anchors, "-o", c.out()],
+        1,
+        "do not fit",
+    ),
     # ---------------------------------------------------------------------- fit
-    "fit: NaN embeddings": (lambda c: ["fit", _embeddings(c, _nan_embeddings), "-o", c.out("h.safetensors")], 1,
-                            "1 NaN and 0 infinite value(s), the first at index [7, 3]"),
-    "fit: single-class embeddings": (lambda c: ["fit", _embeddings(c, _single_class), "-o", c.out("h.safetensors")], 1,
-                                     "single class"),
-    "fit: an encoder as embeddings": (lambda c: ["fit", c.enc(), "-o", c.out("h.safetensors")], 1,
-                                      "expected an embeddings file"),
-    "fit: embeddings without anchor_hash": (lambda c: ["fit", c.file("m.safetensors", with_metadata(
-        _embeddings(c, lambda s: None), lambda m: m.pop("relstitch.anchor_hash"))), "-o", c.out("h.safetensors")], 1,
-        "relstitch.anchor_hash (the hash of its anchors ('' for absolute-only)) is missing"),
-    "fit: unknown space": (lambda c: ["fit", _embeddings(c, lambda s: None), "-o", c.out("h.safetensors"), "--space", "x"], 2,
-                           "unknown space"),
+    "fit: NaN embeddings": (
+        lambda c: ["fit", _embeddings(c, _nan_embeddings), "-o", c.out("h.safetensors")],
+        1,
+        "1 NaN and 0 infinite value(s), the first at index [7, 3]",
+    ),
+    "fit: single-class embeddings": (
+        lambda c: ["fit", _embeddings(c, _single_class), "-o", c.out("h.safetensors")],
+        1,
+        "single class",
+    ),
+    "fit: an encoder as embeddings": (
+        lambda c: ["fit", c.enc(), "-o", c.out("h.safetensors")],
+        1,
+        "expected an embeddings file",
+    ),
+    "fit: embeddings without anchor_hash": (
+        lambda c: [
+            "fit",
+            c.file(
+                "m.safetensors",
+                with_metadata(_embeddings(c, lambda s: None), lambda m: m.pop("relstitch.anchor_hash")),
+            ),
+            "-o",
+            c.out("h.safetensors"),
+        ],
+        1,
+        "relstitch.anchor_hash (the hash of its anchors ('' for absolute-only)) is missing",
+    ),
+    "fit: unknown space": (
+        lambda c: ["fit", _embeddings(c, lambda s: None), "-o", c.out("h.safetensors"), "--space", "x"],
+        2,
+        "unknown space",
+    ),
     # ------------------------------------------------------------------- stitch
-    "stitch: decoder trained with other anchors": (lambda c: ["stitch", c.enc(), _other_anchors_decoder(c), "-a", c.anchors],
-                                                   1, "trained with anchors"),
-    "stitch: unknown file kind": (lambda c: ["stitch", c.enc(), c.file("k.safetensors", with_metadata(
-        c.dec(), lambda m: m.update({"relstitch.kind": '"transformer"'}))), "-a", c.anchors], 1,
-        "unknown relstitch file kind 'transformer'"),
-    "stitch: plain safetensors": (lambda c: ["stitch", c.enc(), c.file("p.safetensors", serialize(
-        {"w": torch.zeros(3)}, {})), "-a", c.anchors], 1, "not a relstitch file"),
-    "stitch: metadata not JSON": (lambda c: ["stitch", c.enc(), c.file("n.safetensors", with_metadata(
-        c.dec(), lambda m: m.update({"relstitch.task": "{oops"}))), "-a", c.anchors], 1, "relstitch.task is not JSON"),
-    "stitch: decoder without input_dim": (lambda c: ["stitch", c.enc(), c.file("i.safetensors", with_metadata(
-        c.dec(), lambda m: m.pop("relstitch.input_dim"))), "-a", c.anchors], 1, "relstitch.input_dim (its input size) is missing"),
-    "stitch: labels outside the decoder's classes": (lambda c: ["stitch", c.enc(), _few_classes_decoder(c), "-a", c.anchors,
-                                                                "--limit", 50], 1, "outside its 5 classes"),
-    "stitch: architecture declaring a huge layer": (lambda c: ["stitch", c.enc(), c.file("h.safetensors", with_metadata(
-        c.dec(), lambda m: m.update({"relstitch.architecture": json.dumps(
-            {"name": "vision-head", "args": {"in_dim": 64, "num_classes": 10, "hidden": 10**9}})}))), "-a", c.anchors], 1,
-        "net.1.weight has shape [16, 64], architecture 'vision-head' needs [1000000000, 64]"),
-    "stitch: architecture arguments of the wrong type": (lambda c: ["stitch", c.enc(), c.file("t.safetensors", with_metadata(
-        c.dec(), lambda m: m.update({"relstitch.architecture": json.dumps(
-            {"name": "vision-head", "args": {"in_dim": 64, "num_classes": 10, "hidden": "wide"}})}))), "-a", c.anchors], 1,
-        "bad arguments for decoder architecture 'vision-head'"),
-    "stitch: offsets outside the file": (lambda c: ["stitch", c.enc(), c.file("o.safetensors", _patched_header(
-        c.dec(), lambda h: _first_tensor(h).update(data_offsets=[0, 10**12]))), "-a", c.anchors], 1, "points outside"),
-    "stitch: duplicate tensor names": (lambda c: ["stitch", c.enc(), c.file("d.safetensors", pack(
-        b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}',
-        b"\0" * 4)), "-a", c.anchors], 1, "header is not JSON"),
+    "stitch: decoder trained with other anchors": (
+        lambda c: ["stitch", c.enc(), _other_anchors_decoder(c), "-a", c.anchors],
+        1,
+        "trained with anchors",
+    ),
+    "stitch: unknown file kind": (
+        lambda c: [
+            "stitch",
+            c.enc(),
+            c.file(
+                "k.safetensors",
+                with_metadata(c.dec(), lambda m: m.update({"relstitch.kind": '"transformer"'})),
+            ),
+            "-a",
+            c.anchors,
+        ],
+        1,
+        "unknown relstitch file kind 'transformer'",
+    ),
+    "stitch: plain safetensors": (
+        lambda c: [
+            "stitch",
+            c.enc(),
+            c.file("p.safetensors", serialize({"w": torch.zeros(3)}, {})),
+            "-a",
+            c.anchors,
+        ],
+        1,
+        "not a relstitch file",
+    ),
+    "stitch: metadata not JSON": (
+        lambda c: [
+            "stitch",
+            c.enc(),
+            c.file("n.safetensors", with_metadata(c.dec(), lambda m: m.update({"relstitch.task": "{oops"}))),
+            "-a",
+            c.anchors,
+        ],
+        1,
+        "relstitch.task is not JSON",
+    ),
+    "stitch: decoder without input_dim": (
+        lambda c: [
+            "stitch",
+            c.enc(),
+            c.file("i.safetensors", with_metadata(c.dec(), lambda m: m.pop("relstitch.input_dim"))),
+            "-a",
+            c.anchors,
+        ],
+        1,
+        "relstitch.input_dim (its input size) is missing",
+    ),
+    "stitch: labels outside the decoder's classes": (
+        lambda c: ["stitch", c.enc(), _few_classes_decoder(c), "-a", c.anchors, "--limit", 50],
+        1,
+        "outside its 5 classes",
+    ),
+    "stitch: architecture declaring a huge layer": (
+        lambda c: [
+            "stitch",
+            c.enc(),
+            c.file(
+                "h.safetensors",
+                with_metadata(
+                    c.dec(),
+                    lambda m: m.update(
+                        {
+                            "relstitch.architecture": json.dumps(
+                                {
+                                    "name": "vision-head",
+                                    "args": {"in_dim": 64, "num_classes": 10, "hidden": 10**9},
+                                }
+                            )
+                        }
+                    ),
+                ),
+            ),
+            "-a",
+            c.anchors,
+        ],
+        1,
+        "net.1.weight has shape [16, 64], architecture 'vision-head' needs [1000000000, 64]",
+    ),
+    "stitch: architecture arguments of the wrong type": (
+        lambda c: [
+            "stitch",
+            c.enc(),
+            c.file(
+                "t.safetensors",
+                with_metadata(
+                    c.dec(),
+                    lambda m: m.update(
+                        {
+                            "relstitch.architecture": json.dumps(
+                                {
+                                    "name": "vision-head",
+                                    "args": {"in_dim": 64, "num_classes": 10, "hidden": "wide"},
+                                }
+                            )
+                        }
+                    ),
+                ),
+            ),
+            "-a",
+            c.anchors,
+        ],
+        1,
+        "bad arguments for decoder architecture 'vision-head'",
+    ),
+    "stitch: offsets outside the file": (
+        lambda c: [
+            "stitch",
+            c.enc(),
+            c.file(
+                "o.safetensors",
+                _patched_header(c.dec(), lambda h: _first_tensor(h).update(data_offsets=[0, 10**12])),
+            ),
+            "-a",
+            c.anchors,
+        ],
+        1,
+        "points outside",
+    ),
+    "stitch: duplicate tensor names": (
+        lambda c: [
+            "stitch",
+            c.enc(),
+            c.file(
+                "d.safetensors",
+                pack(
+                    b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}',
+                    b"\0" * 4,
+                ),
+            ),
+            "-a",
+            c.anchors,
+        ],
+        1,
+        "header is not JSON",
+    ),
     # -------------------------------------------------------------- eval-matrix
-    "eval-matrix: fail-fast on a broken encoder": (lambda c: ["eval-matrix", "-e", c.file("b.encoder.safetensors", b"\0" * 7),
-                                                              "-D", c.dec(), "-a", c.anchors, "--limit", 50, "--fail-fast",
-                                                              "--json", c.out("r.json")], 1, "shorter than 8 bytes"),
-    "eval-matrix: glob matching nothing": (lambda c: ["eval-matrix", "-e", str(c.tmp / "*.encoder.safetensors"), "-D", c.dec(),
-                                                      "-a", c.anchors], 1, "no encoder matches"),
-    "eval-matrix: report exists": (lambda c: ["eval-matrix", "-e", c.enc(), "-D", c.dec(), "-a", c.anchors,
-                                              "--json", c.file("r.json", b"{}")], 1, "already exists"),
-    "eval-matrix: unknown metric": (lambda c: ["eval-matrix", "-e", c.enc(), "-D", c.dec(), "-a", c.anchors, "--limit", 30,
-                                               "--metric", "bogus"], 2, "unknown metric"),
-    "eval-matrix: a corrupt decoder": (lambda c: ["eval-matrix", "-e", c.enc(), "-D", c.file("c.decoder.safetensors", b"\xff" * 64),
-                                                  "-a", c.anchors], 1, "does not fit a file"),
+    "eval-matrix: fail-fast on a broken encoder": (
+        lambda c: [
+            "eval-matrix",
+            "-e",
+            c.file("b.encoder.safetensors", b"\0" * 7),
+            "-D",
+            c.dec(),
+            "-a",
+            c.anchors,
+            "--limit",
+            50,
+            "--fail-fast",
+            "--json",
+            c.out("r.json"),
+        ],
+        1,
+        "shorter than 8 bytes",
+    ),
+    "eval-matrix: glob matching nothing": (
+        lambda c: ["eval-matrix", "-e", str(c.tmp / "*.encoder.safetensors"), "-D", c.dec(), "-a", c.anchors],
+        1,
+        "no encoder matches",
+    ),
+    "eval-matrix: report exists": (
+        lambda c: [
+            "eval-matrix",
+            "-e",
+            c.enc(),
+            "-D",
+            c.dec(),
+            "-a",
+            c.anchors,
+            "--json",
+            c.file("r.json", b"{}"),
+        ],
+        1,
+        "already exists",
+    ),
+    "eval-matrix: unknown metric": (
+        lambda c: [
+            "eval-matrix",
+            "-e",
+            c.enc(),
+            "-D",
+            c.dec(),
+            "-a",
+            c.anchors,
+            "--limit",
+            30,
+            "--metric",
+            "bogus",
+        ],
+        2,
+        "unknown metric",
+    ),
+    "eval-matrix: a corrupt decoder": (
+        lambda c: [
+            "eval-matrix",
+            "-e",
+            c.enc(),
+            "-D",
+            c.file("c.decoder.safetensors", b"\xff" * 64),
+            "-a",
+            c.anchors,
+        ],
+        1,
+        "does not fit a file",
+    ),
     # ------------------------------------------------------------------- report
     "report: missing report": (lambda c: ["report", c.tmp / "none.json"], 1, "no such report file"),
     "report: not JSON": (lambda c: ["report", c.file("r.json", b"[1, 2")], 1, "not valid JSON"),
-    "report: JSON without a schema version": (lambda c: ["report", c.file("r.json", b"[1, 2]")], 1, "not a relstitch report"),
-    "report: newer schema": (lambda c: ["report", c.file("r.json", b'{"schema_version": 99}')], 1, "newer than this relstitch"),
+    "report: JSON without a schema version": (
+        lambda c: ["report", c.file("r.json", b"[1, 2]")],
+        1,
+        "not a relstitch report",
+    ),
+    "report: newer schema": (
+        lambda c: ["report", c.file("r.json", b'{"schema_version": 99}')],
+        1,
+        "newer than this relstitch",
+    ),
     "report: nested too deep": (lambda c: ["report", c.file("r.json", _deep(10**5))], 1, "nesting too deep"),
-    "report: a number too long": (lambda c: ["report", c.file("r.json", b'{"schema_version": ' + b"9" * 5000 + b"}")], 1,
-                                  "a number too long"),
-    "report: output exists": (lambda c: ["report", c.file("r.json", b"{}"), "-f", "json", "-o", c.file("o.json", b"keep")], 1,
-                              "already exists"),
+    "report: a number too long": (
+        lambda c: ["report", c.file("r.json", b'{"schema_version": ' + b"9" * 5000 + b"}")],
+        1,
+        "a number too long",
+    ),
+    "report: output exists": (
+        lambda c: ["report", c.file("r.json", b"{}"), "-f", "json", "-o", c.file("o.json", b"keep")],
+        1,
+        "already exists",
+    ),
     # ------------------------------------------------------------------ compare
     "compare: a single space": (lambda c: ["compare", _embeddings(c, lambda s: None)], 2, "at least two"),
-    "compare: anchors as a space": (lambda c: ["compare", c.anchors, c.anchors], 1, "is a relstitch anchors file"),
-    "compare: NaN embeddings": (lambda c: ["compare", _embeddings(c, lambda s: None),
-                                           _embeddings(c, _nan_embeddings, "n.safetensors")], 1, "1 NaN and 0 infinite"),
-    "compare: output exists": (lambda c: ["compare", c.enc(), c.enc(), "--json", c.file("o.json", b"keep")], 1, "already exists"),
+    "compare: anchors as a space": (
+        lambda c: ["compare", c.anchors, c.anchors],
+        1,
+        "is a relstitch anchors file",
+    ),
+    "compare: NaN embeddings": (
+        lambda c: [
+            "compare",
+            _embeddings(c, lambda s: None),
+            _embeddings(c, _nan_embeddings, "n.safetensors"),
+        ],
+        1,
+        "1 NaN and 0 infinite",
+    ),
+    "compare: output exists": (
+        lambda c: ["compare", c.enc(), c.enc(), "--json", c.file("o.json", b"keep")],
+        1,
+        "already exists",
+    ),
     # ------------------------------------------------------------------ inspect
-    "inspect: header length 0": (lambda c: ["inspect", c.file("z.safetensors", pack(b"", b"", n=0))], 1, "header length 0"),
-    "inspect: header is a list": (lambda c: ["inspect", c.file("l.safetensors", pack(b"[1, 2]", b""))], 1,
-                                  "not a JSON object"),
-    "inspect: absurd shape": (lambda c: ["inspect", c.file("s.safetensors", pack(
-        {"x": {"dtype": "F32", "shape": [2**40, 2**40, 2**40], "data_offsets": [0, 4]}}, b"\0" * 4))], 1,
-        "does not match its 4 bytes"),
-    "inspect: too many dimensions": (lambda c: ["inspect", c.file("s.safetensors", pack(
-        {"x": {"dtype": "F32", "shape": [1] * 100, "data_offsets": [0, 4]}}, b"\0" * 4))], 1, "100 dimensions"),
-    "inspect: unknown dtype": (lambda c: ["inspect", c.file("u.safetensors", pack(
-        {"x": {"dtype": "F128", "shape": [1], "data_offsets": [0, 16]}}, b"\0" * 16))], 1, "unknown dtype 'F128'"),
-    "inspect: overlapping tensors": (lambda c: ["inspect", c.file("o.safetensors", pack(
-        {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}},
-        b"\0" * 8))], 1, "overlaps"),
-    "inspect: bytes after the last tensor": (lambda c: ["inspect", c.file("p.safetensors", pack(
-        {"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 12))], 1, "cover 4 of its 12 data bytes"),
-    "inspect: metadata not strings": (lambda c: ["inspect", c.file("m.safetensors", pack({"__metadata__": {"a": 1}}, b""))], 1,
-                                      "must map strings to strings"),
-    "inspect: deeply nested header": (lambda c: ["inspect", c.file("n.safetensors", pack(_deep(100_000), b""))], 1,
-                                      "header is not JSON"),
-    "inspect: boolean shape": (lambda c: ["inspect", c.file("b.safetensors", pack(
-        {"x": {"dtype": "F32", "shape": [True], "data_offsets": [0, 4]}}, b"\0" * 4))], 1, "invalid shape"),
+    "inspect: header length 0": (
+        lambda c: ["inspect", c.file("z.safetensors", pack(b"", b"", n=0))],
+        1,
+        "header length 0",
+    ),
+    "inspect: header is a list": (
+        lambda c: ["inspect", c.file("l.safetensors", pack(b"[1, 2]", b""))],
+        1,
+        "not a JSON object",
+    ),
+    "inspect: absurd shape": (
+        lambda c: [
+            "inspect",
+            c.file(
+                "s.safetensors",
+                pack(
+                    {"x": {"dtype": "F32", "shape": [2**40, 2**40, 2**40], "data_offsets": [0, 4]}}, b"\0" * 4
+                ),
+            ),
+        ],
+        1,
+        "does not match its 4 bytes",
+    ),
+    "inspect: too many dimensions": (
+        lambda c: [
+            "inspect",
+            c.file(
+                "s.safetensors",
+                pack({"x": {"dtype": "F32", "shape": [1] * 100, "data_offsets": [0, 4]}}, b"\0" * 4),
+            ),
+        ],
+        1,
+        "100 dimensions",
+    ),
+    "inspect: unknown dtype": (
+        lambda c: [
+            "inspect",
+            c.file(
+                "u.safetensors",
+                pack({"x": {"dtype": "F128", "shape": [1], "data_offsets": [0, 16]}}, b"\0" * 16),
+            ),
+        ],
+        1,
+        "unknown dtype 'F128'",
+    ),
+    "inspect: overlapping tensors": (
+        lambda c: [
+            "inspect",
+            c.file(
+                "o.safetensors",
+                pack(
+                    {
+                        "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                        "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]},
+                    },
+                    b"\0" * 8,
+                ),
+            ),
+        ],
+        1,
+        "overlaps",
+    ),
+    "inspect: bytes after the last tensor": (
+        lambda c: [
+            "inspect",
+            c.file(
+                "p.safetensors",
+                pack({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\0" * 12),
+            ),
+        ],
+        1,
+        "cover 4 of its 12 data bytes",
+    ),
+    "inspect: metadata not strings": (
+        lambda c: ["inspect", c.file("m.safetensors", pack({"__metadata__": {"a": 1}}, b""))],
+        1,
+        "must map strings to strings",
+    ),
+    "inspect: deeply nested header": (
+        lambda c: ["inspect", c.file("n.safetensors", pack(_deep(100_000), b""))],
+        1,
+        "header is not JSON",
+    ),
+    "inspect: boolean shape": (
+        lambda c: [
+            "inspect",
+            c.file(
+                "b.safetensors",
+                pack({"x": {"dtype": "F32", "shape": [True], "data_offsets": [0, 4]}}, b"\0" * 4),
+            ),
+        ],
+        1,
+        "invalid shape",
+    ),
     "inspect: a folder": (lambda c: ["inspect", c.tmp], 1, "is a folder"),
-    "inspect: random bytes": (lambda c: ["inspect", c.file("r.safetensors", bytes(range(256)) * 4)], 1, "not a safetensors file"),
+    "inspect: random bytes": (
+        lambda c: ["inspect", c.file("r.safetensors", bytes(range(256)) * 4)],
+        1,
+        "not a safetensors file",
+    ),
 }
 
 
@@ -428,11 +942,23 @@ def test_bad_input_gives_one_clean_line_and_leaves_nothing(case, cli, zoo, tmp_p
 def test_the_corpus_is_large_and_covers_every_verb():
     verbs = {name.split(":")[0] for name in CASES}
     assert len(CASES) >= 30
-    assert verbs >= {"anchors", "train", "encode", "fit", "stitch", "eval-matrix", "report", "compare", "inspect"}
+    assert verbs >= {
+        "anchors",
+        "train",
+        "encode",
+        "fit",
+        "stitch",
+        "eval-matrix",
+        "report",
+        "compare",
+        "inspect",
+    }
 
 
 # ------------------------------------------------------------------------ outputs checked first
-@pytest.mark.parametrize("verb", ["anchors", "train", "encode", "fit", "stitch", "eval-matrix", "report", "compare"])
+@pytest.mark.parametrize(
+    "verb", ["anchors", "train", "encode", "fit", "stitch", "eval-matrix", "report", "compare"]
+)
 def test_every_writing_verb_checks_its_output_before_reading_any_input(verb, cli, tmp_path):
     """With an existing output *and* a missing input, the complaint is the output: it was checked first."""
     missing = tmp_path / "missing.safetensors"
@@ -454,27 +980,51 @@ def test_every_writing_verb_checks_its_output_before_reading_any_input(verb, cli
     assert all(f.read_bytes() == b"keep me" for f in tmp_path.glob("taken*"))
 
 
-@pytest.mark.parametrize("verb", ["anchors", "train", "encode", "fit", "stitch", "eval-matrix", "report", "compare"])
+@pytest.mark.parametrize(
+    "verb", ["anchors", "train", "encode", "fit", "stitch", "eval-matrix", "report", "compare"]
+)
 def test_no_verb_writes_over_one_of_its_own_inputs_even_with_force(verb, cli, tmp_path):
     """Every input a reference names (a data file behind tensors:/csv:, a checkpoint, the default anchor file, a
     report) is refused as an output, --force or not, before any work; the input is left as it was."""
     zoo = Path(__file__).resolve().parent.parent / "checkpoints"
     for name in ("cnn-rel-s0.encoder.safetensors", "cnn-rel-s1.decoder.safetensors", "anchors.safetensors"):
         (tmp_path / name).write_bytes((zoo / name).read_bytes())
-    enc, dec, anchors = (tmp_path / n for n in ("cnn-rel-s0.encoder.safetensors", "cnn-rel-s1.decoder.safetensors",
-                                                "anchors.safetensors"))
+    enc, dec, anchors = (
+        tmp_path / n
+        for n in ("cnn-rel-s0.encoder.safetensors", "cnn-rel-s1.decoder.safetensors", "anchors.safetensors")
+    )
     (tmp_path / "data.csv").write_text("text,label\nhello,a\nworld,b\n")
     (tmp_path / "report.json").write_text("{}")
     args, victim = {
-        "anchors": (["anchors", tmp_path / "data.csv", "-d", f"csv:{tmp_path / 'data.csv'}#text=text,label=label"],
-                    tmp_path / "data.csv"),
-        "train": (["train", tmp_path / "cnn-rel-s0", "--anchors", tmp_path / "cnn-rel-s0.encoder.safetensors"], enc),
+        "anchors": (
+            ["anchors", tmp_path / "data.csv", "-d", f"csv:{tmp_path / 'data.csv'}#text=text,label=label"],
+            tmp_path / "data.csv",
+        ),
+        "train": (
+            ["train", tmp_path / "cnn-rel-s0", "--anchors", tmp_path / "cnn-rel-s0.encoder.safetensors"],
+            enc,
+        ),
         "encode": (["encode", enc, "-o", enc], enc),
         "fit": (["fit", enc, "-o", enc], enc),
-        "stitch": (["stitch", enc, dec, "-a", anchors, "-d", f"csv:{tmp_path / 'data.csv'}#text=text,label=label",
-                    "--predictions", tmp_path / "data.csv"], tmp_path / "data.csv"),
+        "stitch": (
+            [
+                "stitch",
+                enc,
+                dec,
+                "-a",
+                anchors,
+                "-d",
+                f"csv:{tmp_path / 'data.csv'}#text=text,label=label",
+                "--predictions",
+                tmp_path / "data.csv",
+            ],
+            tmp_path / "data.csv",
+        ),
         "eval-matrix": (["eval-matrix", "-e", enc, "-D", dec, "-a", anchors, "--json", dec], dec),
-        "report": (["report", tmp_path / "report.json", "-f", "json", "-o", tmp_path / "report.json"], tmp_path / "report.json"),
+        "report": (
+            ["report", tmp_path / "report.json", "-f", "json", "-o", tmp_path / "report.json"],
+            tmp_path / "report.json",
+        ),
         "compare": (["compare", enc, enc, "-a", anchors, "--json", anchors], anchors),
     }[verb]
     before = victim.read_bytes()
@@ -518,7 +1068,9 @@ def test_a_pickle_with_code_is_refused_naming_its_globals_and_never_run(tmp_path
     path = _evil_pickle(Ctx(tmp_path, None))
     (tmp_path / "evil.bin").write_bytes(path.read_bytes())
     for target in (path, tmp_path / "evil.bin"):
-        with pytest.raises(RelstitchError, match=r"refused: the file imports code \((posix|nt)\.system\)") as info:
+        with pytest.raises(
+            RelstitchError, match=r"refused: the file imports code \((posix|nt)\.system\)"
+        ) as info:
             load_weights(target)
         assert "\n" not in str(info.value)
     raw = tmp_path / "evil.pth"  # a bare pickle (no zip): torch's message names no global, the opcodes do
@@ -546,12 +1098,19 @@ def test_plain_state_dicts_load_from_every_format(tmp_path):
         assert loaded.keys() == weights.keys() and all(torch.equal(loaded[k], weights[k]) for k in weights)
 
 
-@pytest.mark.parametrize(("name", "content", "expected"), [
-    ("junk.pt", b"hello, not a checkpoint", "not a readable PyTorch weights file"),
-    ("list.pt", None, "expected a mapping of names to tensors"),
-    ("w.onnx", b"", "unknown weights format '.onnx'"),
-    ("cut.safetensors", pack({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 8), "points outside"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("junk.pt", b"hello, not a checkpoint", "not a readable PyTorch weights file"),
+        ("list.pt", None, "expected a mapping of names to tensors"),
+        ("w.onnx", b"", "unknown weights format '.onnx'"),
+        (
+            "cut.safetensors",
+            pack({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 8),
+            "points outside",
+        ),
+    ],
+)
 def test_bad_weights_files_are_refused(tmp_path, name, content, expected):
     path = tmp_path / name
     if content is None:
@@ -580,8 +1139,21 @@ def test_zero_norm_latents_are_counted_and_reported(cli, zoo, tmp_path):
     assert torch.equal(relative, torch.zeros_like(relative))  # cosine 0 by EPS, never NaN
 
     report = tmp_path / "r.json"
-    result = cli("eval-matrix", "-e", dead, "-e", zoo.encoder("cnn-rel-s1"), "-D", zoo.decoder("cnn-rel-s1"),
-                 "-a", zoo.anchors_path, "--limit", 40, "--json", report)
+    result = cli(
+        "eval-matrix",
+        "-e",
+        dead,
+        "-e",
+        zoo.encoder("cnn-rel-s1"),
+        "-D",
+        zoo.decoder("cnn-rel-s1"),
+        "-a",
+        zoo.anchors_path,
+        "--limit",
+        40,
+        "--json",
+        report,
+    )
     assert result.exit_code == 0, result.stderr
     counts = {e["name"]: e["zero_norm_latents"] for e in json.loads(report.read_text())["encoders"]}
     assert counts == {"dead": 40, "cnn-rel-s1": 0}
@@ -593,8 +1165,12 @@ def test_duplicate_anchors_warn_on_stderr(cli, zoo, tmp_path):
     anchors = load_anchors(zoo.anchors_path)
     inputs = anchors.inputs.clone()
     inputs[5] = inputs[9]  # two anchors, one image
-    doubled = save_anchors(Anchors(inputs, anchors.ids, anchors.labels, dict(anchors.meta)), tmp_path / "dup.safetensors")
-    result = cli("encode", zoo.encoder("cnn-rel-s0"), "-a", doubled, "--limit", 20, "-o", tmp_path / "e.safetensors")
+    doubled = save_anchors(
+        Anchors(inputs, anchors.ids, anchors.labels, dict(anchors.meta)), tmp_path / "dup.safetensors"
+    )
+    result = cli(
+        "encode", zoo.encoder("cnn-rel-s0"), "-a", doubled, "--limit", 20, "-o", tmp_path / "e.safetensors"
+    )
     assert result.exit_code == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "2 anchors share an input" in warnings[0], result.stderr
@@ -603,8 +1179,16 @@ def test_duplicate_anchors_warn_on_stderr(cli, zoo, tmp_path):
 
 def test_single_class_evaluation_is_flagged(cli, zoo, tmp_path):
     data = idx_folder(tmp_path / "d", torch.randint(0, 255, (30, 28, 28)), torch.full((30,), 3))
-    result = cli("stitch", zoo.encoder("cnn-rel-s0"), zoo.decoder("cnn-rel-s1"), "-a", zoo.anchors_path,
-                 "--data", data, "--json")
+    result = cli(
+        "stitch",
+        zoo.encoder("cnn-rel-s0"),
+        zoo.decoder("cnn-rel-s1"),
+        "-a",
+        zoo.anchors_path,
+        "--data",
+        data,
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     assert "warning: the evaluation data hold a single class ('Dress')" in result.stderr
     assert set(json.loads(result.stdout)["scores"]) == {"accuracy", "macro_f1"}  # flagged, still scored
@@ -614,13 +1198,33 @@ def test_eval_matrix_records_a_failing_pair_and_goes_on(cli, zoo, tmp_path):
     broken = tmp_path / "broken.encoder.safetensors"
     broken.write_bytes(zoo.encoder("cnn-rel-s0").read_bytes()[:500])
     report = tmp_path / "r.json"
-    result = cli("eval-matrix", "-e", broken, "-e", zoo.encoder("cnn-rel-s1"), "-D", zoo.decoder("cnn-rel-s0"),
-                 "-D", zoo.decoder("cnn-abs-s0"), "-a", zoo.anchors_path, "--limit", 40, "--json", report)
-    assert one_line_error(result).startswith("error: 2 of 4 pairs failed")  # the report is written all the same
+    result = cli(
+        "eval-matrix",
+        "-e",
+        broken,
+        "-e",
+        zoo.encoder("cnn-rel-s1"),
+        "-D",
+        zoo.decoder("cnn-rel-s0"),
+        "-D",
+        zoo.decoder("cnn-abs-s0"),
+        "-a",
+        zoo.anchors_path,
+        "--limit",
+        40,
+        "--json",
+        report,
+    )
+    assert one_line_error(result).startswith(
+        "error: 2 of 4 pairs failed"
+    )  # the report is written all the same
     data = json.loads(report.read_text())
     failed = data["failed_pairs"]
     # the broken encoder fails with both decoders; cnn-rel-s1 (32-d) with the absolute decoder still runs
-    assert {(f["encoder"], f["decoder"]) for f in failed} == {("broken", "cnn-rel-s0"), ("broken", "cnn-abs-s0")}
+    assert {(f["encoder"], f["decoder"]) for f in failed} == {
+        ("broken", "cnn-rel-s0"),
+        ("broken", "cnn-abs-s0"),
+    }
     assert all("does not fit a file" in f["error"] or "truncated" in f["error"] for f in failed)
     scored = [p for p in data["pairs"] if not p.get("error")]
     assert len(scored) == 2
@@ -632,7 +1236,9 @@ def _file_size_limit() -> None:
     import resource
     import signal
 
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the writer instead of failing the write
+    signal.signal(
+        signal.SIGXFSZ, signal.SIG_IGN
+    )  # else the kernel kills the writer instead of failing the write
     resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 
 
@@ -642,10 +1248,17 @@ def test_a_write_that_fails_half_way_is_one_line_and_leaves_nothing(verb, zoo, t
     import sys
 
     out = tmp_path / "out.safetensors"
-    args = {"encode": ["encode", zoo.encoder("cnn-rel-s0"), "-a", zoo.anchors_path, "--limit", 2000, "-o", out],
-            "anchors": ["anchors", out, "--count", 1000]}[verb]
-    done = subprocess.run([sys.executable, "-m", "relstitch", *map(str, args)], capture_output=True, text=True,
-                          preexec_fn=_file_size_limit, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    args = {
+        "encode": ["encode", zoo.encoder("cnn-rel-s0"), "-a", zoo.anchors_path, "--limit", 2000, "-o", out],
+        "anchors": ["anchors", out, "--count", 1000],
+    }[verb]
+    done = subprocess.run(
+        [sys.executable, "-m", "relstitch", *map(str, args)],
+        capture_output=True,
+        text=True,
+        preexec_fn=_file_size_limit,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.splitlines() == [f"error: {out}: cannot write (File too large)"]
     assert list(tmp_path.iterdir()) == []

@@ -46,21 +46,29 @@ def test_cli_auto_writes_the_same_file_as_the_default_on_the_cpu(cli, tmp_path):
 @pytest.mark.parametrize("verb", ["encode", "stitch", "eval-matrix"])
 @pytest.mark.parametrize("value", ["0", "many"])
 def test_cli_refuses_a_bad_batch_size_as_usage(cli, tmp_path, verb, value):
-    args = {"encode": [f"{ZOO}/cnn-rel-s0.encoder.safetensors", "-o", str(tmp_path / "e.safetensors")],
-            "stitch": [f"{ZOO}/cnn-rel-s0.encoder.safetensors", f"{ZOO}/cnn-rel-s1.decoder.safetensors"],
-            "eval-matrix": []}[verb]
+    args = {
+        "encode": [f"{ZOO}/cnn-rel-s0.encoder.safetensors", "-o", str(tmp_path / "e.safetensors")],
+        "stitch": [f"{ZOO}/cnn-rel-s0.encoder.safetensors", f"{ZOO}/cnn-rel-s1.decoder.safetensors"],
+        "eval-matrix": [],
+    }[verb]
     result = cli(verb, *args, "--batch-size", value)
     assert "--batch-size" in one_line_error(result, 2)
     assert not (tmp_path / "e.safetensors").exists()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (the probe measures GPU memory)")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device (the probe measures GPU memory)"
+)
 def test_auto_on_cuda_is_a_probed_power_of_two_and_matches_the_cpu(cnn):
     anchors, data = load_anchors(f"{ZOO}/anchors.safetensors"), load_dataset("builtin:test")
     size = resolve_batch_size("auto", cnn, data.x, device=torch.device("cuda"))
-    assert size & (size - 1) == 0 and DEFAULT_BATCH <= size <= AUTO_MAX_BATCH  # a tiny CNN fits far more than 256
+    assert (
+        size & (size - 1) == 0 and DEFAULT_BATCH <= size <= AUTO_MAX_BATCH
+    )  # a tiny CNN fits far more than 256
     from relstitch.encoding import encode
 
     on_gpu = encode(cnn, anchors, data, batch_size="auto", device=torch.device("cuda"))
-    on_cpu = encode(load_encoder(f"{ZOO}/cnn-rel-s0.encoder.safetensors"), anchors, data, device=torch.device("cpu"))
+    on_cpu = encode(
+        load_encoder(f"{ZOO}/cnn-rel-s0.encoder.safetensors"), anchors, data, device=torch.device("cpu")
+    )
     assert torch.allclose(on_gpu.relative(), on_cpu.relative(), atol=1e-4)

@@ -27,14 +27,25 @@ def orthogonal(dim: int, seed: int) -> torch.Tensor:
     return q * torch.sign(torch.diagonal(r))
 
 
-def space(name: str, absolute: torch.Tensor, anchors: torch.Tensor, anchor_hash: str = "a" * 64) -> EncodedSpace:
+def space(
+    name: str, absolute: torch.Tensor, anchors: torch.Tensor, anchor_hash: str = "a" * 64
+) -> EncodedSpace:
     n = len(absolute)
-    return EncodedSpace(name, name * 8, absolute, anchors, torch.zeros(n, dtype=torch.int64), torch.arange(n),
-                        anchor_hash, {"name": "synthetic", "size": n})
+    return EncodedSpace(
+        name,
+        name * 8,
+        absolute,
+        anchors,
+        torch.zeros(n, dtype=torch.int64),
+        torch.arange(n),
+        anchor_hash,
+        {"name": "synthetic", "size": n},
+    )
 
 
 def slow_retrieval(source: torch.Tensor, target: torch.Tensor, k: int) -> tuple[float, float]:
     """Jaccard@k and MRR@k as the paper's notebook defines them, one sample at a time."""
+
     def top(query: torch.Tensor) -> list[int]:
         sims = [float(query @ t / (query.norm() * t.norm())) for t in target]
         return sorted(range(len(target)), key=lambda j: -sims[j])[:k]
@@ -114,8 +125,19 @@ def test_cli_compares_two_seeds_and_prints_a_matrix_for_three(cli, tmp_path):
     files = []
     for name in ("cnn-rel-s0", "cnn-rel-s1"):
         out = tmp_path / f"{name}.safetensors"
-        assert cli("encode", ZOO / f"{name}.encoder.safetensors", "--anchors", ZOO / "anchors.safetensors",
-                   "--limit", "200", "-o", out).exit_code == 0
+        assert (
+            cli(
+                "encode",
+                ZOO / f"{name}.encoder.safetensors",
+                "--anchors",
+                ZOO / "anchors.safetensors",
+                "--limit",
+                "200",
+                "-o",
+                out,
+            ).exit_code
+            == 0
+        )
         files.append(out)
     result = cli("compare", *files, "--k", "5", "--json", tmp_path / "c.json")
     assert result.exit_code == 0, result.output
@@ -126,8 +148,17 @@ def test_cli_compares_two_seeds_and_prints_a_matrix_for_three(cli, tmp_path):
     absolute = next(p for p in scores["pairs"] if p["space"] == "absolute")
     assert relative["mrr"] > 2 * absolute["mrr"]  # the point of the method, on two real seeds
     # an encoder is encoded on the spot with the same anchors and data (here 200 test images)
-    result = cli("compare", *files, ZOO / "mlp-rel-s0.encoder.safetensors", "--limit", "200",
-                 "--anchors", ZOO / "anchors.safetensors", "--normalization", "standard")
+    result = cli(
+        "compare",
+        *files,
+        ZOO / "mlp-rel-s0.encoder.safetensors",
+        "--limit",
+        "200",
+        "--anchors",
+        ZOO / "anchors.safetensors",
+        "--normalization",
+        "standard",
+    )
     assert result.exit_code == 0, result.output
     assert "source \\ target" in result.stdout and "mlp-rel-s0" in result.stdout
     result = cli("compare", files[0])

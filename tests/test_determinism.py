@@ -34,13 +34,42 @@ def test_every_verb_writes_the_same_bytes_twice(cli, tmp_path):
     for seed in (0, 1):
         prefix = tmp_path / f"mlp-s{seed}"
         encoder, decoder = Path(f"{prefix}.encoder.safetensors"), Path(f"{prefix}.decoder.safetensors")
-        twice(cli, "train", prefix, "--arch", "mlp", "--anchors", anchors, "--epochs", 1, "--limit", 300,
-              "--latent-dim", 8, "--seed", seed, "--eval-data", "builtin:test", outputs=[encoder, decoder])
+        twice(
+            cli,
+            "train",
+            prefix,
+            "--arch",
+            "mlp",
+            "--anchors",
+            anchors,
+            "--epochs",
+            1,
+            "--limit",
+            300,
+            "--latent-dim",
+            8,
+            "--seed",
+            seed,
+            "--eval-data",
+            "builtin:test",
+            outputs=[encoder, decoder],
+        )
         assert read_header(encoder).metadata["training"]["seed"] == seed
         models.append((encoder, decoder))
 
     embeddings = tmp_path / "e.safetensors"
-    twice(cli, "encode", models[0][0], "--anchors", anchors, "--limit", 200, "-o", embeddings, outputs=[embeddings])
+    twice(
+        cli,
+        "encode",
+        models[0][0],
+        "--anchors",
+        anchors,
+        "--limit",
+        200,
+        "-o",
+        embeddings,
+        outputs=[embeddings],
+    )
 
     other = tmp_path / "e1.safetensors"
     assert cli("encode", models[1][0], "--anchors", anchors, "--limit", 200, "-o", other).exit_code == 0
@@ -54,8 +83,28 @@ def test_every_verb_writes_the_same_bytes_twice(cli, tmp_path):
     report, table = tmp_path / "r.json", tmp_path / "r.csv"
     reports = []
     for _ in range(2):
-        result = cli("eval-matrix", "-e", models[0][0], "-e", models[1][0], "-D", models[0][1], "-D", models[1][1],
-                     "-D", head, "-a", anchors, "--limit", 200, "--json", report, "--csv", table, "--force")
+        result = cli(
+            "eval-matrix",
+            "-e",
+            models[0][0],
+            "-e",
+            models[1][0],
+            "-D",
+            models[0][1],
+            "-D",
+            models[1][1],
+            "-D",
+            head,
+            "-a",
+            anchors,
+            "--limit",
+            200,
+            "--json",
+            report,
+            "--csv",
+            table,
+            "--force",
+        )
         assert result.exit_code == 0, result.stderr
         reports.append((json.loads(report.read_text()), table.read_bytes()))
     (first, first_csv), (second, second_csv) = reports

@@ -20,7 +20,13 @@ ENCODER = REPO / "checkpoints" / "cnn-rel-s0.encoder.safetensors"
 
 
 def relstitch(*args: str, processes: int = 1) -> subprocess.CompletedProcess:
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={processes}",
+    ]
     command = (launcher if processes > 1 else [sys.executable]) + ["-m", "relstitch", *map(str, args)]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
@@ -33,10 +39,15 @@ def test_two_process_encode_equals_single_process_byte_for_byte(tmp_path, limit,
     assert one.returncode == 0, one.stderr
     two = relstitch(*common, "-o", tmp_path / "two.safetensors", processes=2)
     assert two.returncode == 0, two.stderr
-    assert "by 2 processes" in " ".join(two.stdout.split())  # it really ran as two ranks, and only rank 0 printed
+    assert "by 2 processes" in " ".join(
+        two.stdout.split()
+    )  # it really ran as two ranks, and only rank 0 printed
     assert two.stdout.count("wrote") == 1
     assert (tmp_path / "one.safetensors").read_bytes() == (tmp_path / "two.safetensors").read_bytes()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.safetensors", "two.safetensors"]  # no temp left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "one.safetensors",
+        "two.safetensors",
+    ]  # no temp left
 
 
 def test_two_process_encode_refuses_an_existing_output_on_every_rank(tmp_path):
@@ -83,11 +94,28 @@ def test_a_batch_size_refused_on_rank_0_stops_every_rank(tmp_path):
     script = tmp_path / "ranks.py"
     script.write_text(RANK_SCRIPT)
     out = tmp_path / "e.safetensors"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script),
-               str(ENCODER), str(REPO / "checkpoints" / "anchors.safetensors"), str(out)]
-    run = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=120,
-                         env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO)))
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        str(script),
+        str(ENCODER),
+        str(REPO / "checkpoints" / "anchors.safetensors"),
+        str(out),
+    ]
+    run = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO)),
+    )
     assert run.returncode != 0
     for rank in (0, 1):
-        assert f"rank {rank}: batch size must be a positive integer or 'auto'" in run.stdout, run.stdout + run.stderr
+        assert f"rank {rank}: batch size must be a positive integer or 'auto'" in run.stdout, (
+            run.stdout + run.stderr
+        )
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["ranks.py"]

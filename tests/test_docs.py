@@ -29,8 +29,17 @@ _spec.loader.exec_module(check_docs)
 
 # The manual's topic pages: each opens with a runnable example. ARCHITECTURE.md is a map of the code and
 # RESULTS.md is written by experiments/ (its sections between markers), so neither is held to that.
-TOPIC_PAGES = ["commands", "sources", "projections-and-anchors", "translation-and-compare", "reports", "python-api",
-               "performance", "safety", "reproducing"]
+TOPIC_PAGES = [
+    "commands",
+    "sources",
+    "projections-and-anchors",
+    "translation-and-compare",
+    "reports",
+    "python-api",
+    "performance",
+    "safety",
+    "reproducing",
+]
 PROMISED = [  # the README's three commands, a promise .ci/run keeps: set-up, the main job, the tests
     "python3 -m venv .venv && .venv/bin/pip install -e '.[test]'",
     ".venv/bin/relstitch eval-matrix",
@@ -41,7 +50,9 @@ VERBS = ["anchors", "train", "encode", "fit", "stitch", "eval-matrix", "report",
 FENCED = re.compile(r"^\s*(`{3,}|~{3,}).*?^\s*\1\s*$", re.M | re.S)
 INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1", re.S)
 LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-REFERENCE_LINK = re.compile(r"^ {0,3}\[[^\]]+\]:[ \t]*<?([^\s>]+)>?[ \t]*(?:\"[^\"]*\"|'[^']*'|\([^)]*\))?[ \t]*$", re.M)
+REFERENCE_LINK = re.compile(
+    r"^ {0,3}\[[^\]]+\]:[ \t]*<?([^\s>]+)>?[ \t]*(?:\"[^\"]*\"|'[^']*'|\([^)]*\))?[ \t]*$", re.M
+)
 HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 
 
@@ -107,8 +118,13 @@ def test_every_relative_link_and_anchor_resolves(page: Path) -> None:
 
 def test_github_anchors_are_computed_as_github_does() -> None:
     assert slug("The JSON report (schema version 2)") == "the-json-report-schema-version-2"
-    assert slug("Reproducing the paper's claims (experiments/)") == "reproducing-the-papers-claims-experiments"
-    assert slug("eval-matrix: scoring overlaps the next encoder") == "eval-matrix-scoring-overlaps-the-next-encoder"
+    assert (
+        slug("Reproducing the paper's claims (experiments/)") == "reproducing-the-papers-claims-experiments"
+    )
+    assert (
+        slug("eval-matrix: scoring overlaps the next encoder")
+        == "eval-matrix-scoring-overlaps-the-next-encoder"
+    )
     assert slug("relative · accuracy ↑") == "relative--accuracy-"
     assert slug("`--top-k` and max_chunk_bytes") == "--top-k-and-max_chunk_bytes"
 
@@ -117,17 +133,25 @@ def test_the_link_checker_finds_a_broken_link_and_a_missing_anchor(tmp_path: Pat
     monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
     (tmp_path / "other.md").write_text("# Other\n\n## A section (v2)\n", encoding="utf-8")
     page = tmp_path / "page.md"
-    page.write_text("# Page\n\n[ok](other.md#a-section-v2) [self](#page) [code `x`](other.md) `[not](a-link.md)`\n"
-                    "[gone](missing.md) [no anchor](other.md#b-section) [up](../x.md)\n\n```sh\n[not](either.md)\n```\n"
-                    "[0, 1]: not a definition\n\n[ref]: gone-too.md \"title\"\n",
-                    encoding="utf-8")
-    assert broken_links(page) == ["missing.md: no such file", "other.md#b-section: no heading #b-section in other.md",
-                                  "../x.md: outside the repository", "gone-too.md: no such file"]
+    page.write_text(
+        "# Page\n\n[ok](other.md#a-section-v2) [self](#page) [code `x`](other.md) `[not](a-link.md)`\n"
+        "[gone](missing.md) [no anchor](other.md#b-section) [up](../x.md)\n\n```sh\n[not](either.md)\n```\n"
+        '[0, 1]: not a definition\n\n[ref]: gone-too.md "title"\n',
+        encoding="utf-8",
+    )
+    assert broken_links(page) == [
+        "missing.md: no such file",
+        "other.md#b-section: no heading #b-section in other.md",
+        "../x.md: outside the repository",
+        "gone-too.md: no such file",
+    ]
 
 
 # ------------------------------------------------------------------------------------------ README and pages
 def test_readme_is_a_front_door() -> None:
-    assert README.stat().st_size <= 15_000, f"README.md is {README.stat().st_size} bytes; the manual belongs in docs/"
+    assert README.stat().st_size <= 15_000, (
+        f"README.md is {README.stat().st_size} bytes; the manual belongs in docs/"
+    )
     text = README.read_text(encoding="utf-8")
     commands = [e.text for e in check_docs.examples(README)]
     for promised in PROMISED:  # verbatim, each a command of its own block
@@ -144,9 +168,13 @@ def test_each_topic_page_opens_with_a_runnable_example(name: str) -> None:
     lines = page.read_text(encoding="utf-8").splitlines()
     assert lines[0].startswith("# "), "a page starts with its title"
     first = check_docs.blocks(page)[0]
-    assert check_docs.kind_of(first) is not None and first.skip is None, "the first block is an example that runs"
+    assert check_docs.kind_of(first) is not None and first.skip is None, (
+        "the first block is an example that runs"
+    )
     assert first.line <= 4, "the example comes right after the title"
-    assert any(re.match(r"^(\$ )?(\.venv/bin/)?relstitch ", ln) for ln in first.lines), "it shows relstitch commands"
+    assert any(re.match(r"^(\$ )?(\.venv/bin/)?relstitch ", ln) for ln in first.lines), (
+        "it shows relstitch commands"
+    )
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
@@ -223,10 +251,17 @@ def test_check_docs_splits_blocks_into_commands(tmp_path: Path) -> None:
     page.write_text(PAGE, encoding="utf-8")
     examples = check_docs.examples(page)
     assert [(e.kind, e.text.splitlines()[0]) for e in examples] == [
-        ("sh", "echo one > one.txt   # a comment"), ("sh", "cat one.txt \\"), ("sh", "name='two words'"),
-        ("sh", "python3 - <<'EOF'"), ("console", "cat one.txt"), ("console", 'echo "$name"; ls nothing-here'),
-        ("console", 'ls nothing-here || echo "error: said so" >&2 && false'), ("sh", "nvidia-smi"), ("sh", "false"),
-        ("sh", "relstitch indented --help")]
+        ("sh", "echo one > one.txt   # a comment"),
+        ("sh", "cat one.txt \\"),
+        ("sh", "name='two words'"),
+        ("sh", "python3 - <<'EOF'"),
+        ("console", "cat one.txt"),
+        ("console", 'echo "$name"; ls nothing-here'),
+        ("console", 'ls nothing-here || echo "error: said so" >&2 && false'),
+        ("sh", "nvidia-smi"),
+        ("sh", "false"),
+        ("sh", "relstitch indented --help"),
+    ]
     assert examples[3].text.endswith("EOF") and examples[1].text.endswith("one.txt")
     assert [e.fast for e in examples[:4]] == [True] * 4 and not examples[4].fast
     assert examples[4].expected == ["one"] and examples[6].expects_failure
@@ -238,7 +273,17 @@ def test_check_docs_runs_examples_and_reports_failures(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text(PAGE.replace("    relstitch indented --help\n", ""), encoding="utf-8")
     outcomes = check_docs.run_file(page, echo=lambda _: None)
-    assert [o.status for o in outcomes] == ["ok", "ok", "ok", "ok", "ok", "failed", "ok", "skipped", "skipped"]
+    assert [o.status for o in outcomes] == [
+        "ok",
+        "ok",
+        "ok",
+        "ok",
+        "ok",
+        "failed",
+        "ok",
+        "skipped",
+        "skipped",
+    ]
     assert "exit" in outcomes[5].detail  # `ls nothing-here` failed though no error was expected
     wrong = PAGE.replace("$ cat one.txt\none\n", "$ cat one.txt\nthree\n")
     page.write_text(wrong, encoding="utf-8")

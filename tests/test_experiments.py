@@ -14,7 +14,9 @@ import common  # noqa: E402
 import wordvectors  # noqa: E402
 
 
-@pytest.mark.parametrize(("text", "expected"), [("coffee", 3197928453018144401), ("apple", 8566208034543834098)])
+@pytest.mark.parametrize(
+    ("text", "expected"), [("coffee", 3197928453018144401), ("apple", 8566208034543834098)]
+)
 def test_murmurhash64a_matches_spacy_documented_hashes(text: str, expected: int) -> None:
     # spaCy's documentation shows these StringStore hashes (MurmurHash64A, seed 1).
     assert wordvectors.murmurhash64a(text.encode("utf-8")) == expected
@@ -28,14 +30,20 @@ def test_murmurhash64a_covers_every_tail_length() -> None:
 
 def test_results_block_replaces_only_its_own_section(tmp_path: Path) -> None:
     page = tmp_path / "RESULTS.md"
-    page.write_text("# title\n\n<!-- a:start -->\nold a\n<!-- a:end -->\n\n<!-- b:start -->\nold b\n<!-- b:end -->\n\ntail\n")
+    page.write_text(
+        "# title\n\n<!-- a:start -->\nold a\n<!-- a:end -->\n\n<!-- b:start -->\nold b\n<!-- b:end -->\n\ntail\n"
+    )
     common.update_results_md("a", "new a\nsecond line", page)
     text = page.read_text()
     assert "old a" not in text and "new a\nsecond line" in text
     assert "old b" in text and text.endswith("tail\n")
     common.update_results_md("c", "brand new", page)  # no markers yet: appended once, then replaced in place
     common.update_results_md("c", "newer", page)
-    assert page.read_text().count("<!-- c:start -->") == 1 and "newer" in page.read_text() and "brand new" not in page.read_text()
+    assert (
+        page.read_text().count("<!-- c:start -->") == 1
+        and "newer" in page.read_text()
+        and "brand new" not in page.read_text()
+    )
 
 
 def test_mean_std_formatting() -> None:
@@ -44,7 +52,10 @@ def test_mean_std_formatting() -> None:
     assert common.mean_std([]) == "n/a"
 
 
-@pytest.mark.skipif(not Path("/usr/share/dictd/freedict-eng-fra.index").exists(), reason="Debian dict-freedict-eng-fra not installed")
+@pytest.mark.skipif(
+    not Path("/usr/share/dictd/freedict-eng-fra.index").exists(),
+    reason="Debian dict-freedict-eng-fra not installed",
+)
 def test_freedict_pairs_read_real_entries() -> None:
     pairs = wordvectors.freedict_pairs()
     assert ("abbey", "abbaye") in pairs and ("abolish", "abolir") in pairs

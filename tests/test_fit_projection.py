@@ -35,13 +35,30 @@ def embeddings(tmp_path_factory: pytest.TempPathFactory, tiny_zoo) -> Path:
     from relstitch.cli import app
 
     path = tmp_path_factory.mktemp("fitproj") / "abs-s0.emb.safetensors"
-    result = CliRunner().invoke(app, ["encode", str(tiny_zoo.encoder("cnn-abs-s0")), "-a", str(tiny_zoo.anchors_path),
-                                      "--data", "builtin:train", "--limit", "1000", "--normalization", "l2", "-o", str(path)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "encode",
+            str(tiny_zoo.encoder("cnn-abs-s0")),
+            "-a",
+            str(tiny_zoo.anchors_path),
+            "--data",
+            "builtin:train",
+            "--limit",
+            "1000",
+            "--normalization",
+            "l2",
+            "-o",
+            str(path),
+        ],
+    )
     ok(result)
     return path
 
 
-def test_a_head_fitted_with_centering_records_it_and_stitches(cli, tmp_path: Path, tiny_zoo, embeddings: Path) -> None:
+def test_a_head_fitted_with_centering_records_it_and_stitches(
+    cli, tmp_path: Path, tiny_zoo, embeddings: Path
+) -> None:
     head = tmp_path / "centered.decoder.safetensors"
     result = cli("fit", embeddings, "-o", head, "--centering", "center", "--epochs", EPOCHS)
     ok(result)
@@ -54,10 +71,14 @@ def test_a_head_fitted_with_centering_records_it_and_stitches(cli, tmp_path: Pat
     # It was trained on centered vectors computed from the file's latents: on its own training vectors
     # it scores as the module does on relative_projection(centering="center"), and not on the stored (l2) ones.
     space = load_embeddings(embeddings)
-    centered = relative_projection(space.absolute, space.anchor_absolute, ProjectionConfig(centering="center"))
+    centered = relative_projection(
+        space.absolute, space.anchor_absolute, ProjectionConfig(centering="center")
+    )
     with torch.no_grad():
         by_hand = (decoder.module(centered).argmax(1) == space.labels).float().mean().item()
-        on_stored = (decoder.module(space.relative(ProjectionConfig(normalization="l2"))).argmax(1) == space.labels)
+        on_stored = (
+            decoder.module(space.relative(ProjectionConfig(normalization="l2"))).argmax(1) == space.labels
+        )
     own = json.loads(cli("stitch", f"embeddings:{embeddings}", head, "--json").stdout)
     assert own["stitched"] is False and own["scores"]["accuracy"] == pytest.approx(by_hand, abs=1e-9)
     assert by_hand > 0.6 and on_stored.float().mean().item() < by_hand
@@ -65,8 +86,22 @@ def test_a_head_fitted_with_centering_records_it_and_stitches(cli, tmp_path: Pat
     # eval-matrix feeds it centered vectors from every zoo encoder: the head's own (diagonal) and three stitched.
     report = tmp_path / "matrix.json"
     encoders = [arg for name in tiny_zoo.names for arg in ("-e", str(tiny_zoo.encoder(name)))]
-    ok(cli("eval-matrix", *encoders, "-D", head, "-a", tiny_zoo.anchors_path, "--data", "builtin:test", "--limit", "500",
-           "--json", report))
+    ok(
+        cli(
+            "eval-matrix",
+            *encoders,
+            "-D",
+            head,
+            "-a",
+            tiny_zoo.anchors_path,
+            "--data",
+            "builtin:test",
+            "--limit",
+            "500",
+            "--json",
+            report,
+        )
+    )
     doc = json.loads(report.read_text())
     assert [d["projection"]["centering"] for d in doc["decoders"]] == ["center"]
     pairs = {p["encoder"]: p for p in doc["pairs"] if p["method"] == "relative" and not p.get("control")}
@@ -77,7 +112,16 @@ def test_a_head_fitted_with_centering_records_it_and_stitches(cli, tmp_path: Pat
     # 10 classes, chance 0.1; measured: diagonal 0.75, stitched 0.70 / 0.50 / 0.71 (rel-s0, rel-s1, abs-s1)
     assert accuracy["cnn-abs-s0"] > 0.6 and min(stitched) > 0.3 and sum(stitched) / 3 > 0.55, accuracy
     # stitch, one pair at a time, gives the matrix's number
-    result = cli("stitch", tiny_zoo.encoder("cnn-rel-s1"), head, "-a", tiny_zoo.anchors_path, "--limit", "500", "--json")
+    result = cli(
+        "stitch",
+        tiny_zoo.encoder("cnn-rel-s1"),
+        head,
+        "-a",
+        tiny_zoo.anchors_path,
+        "--limit",
+        "500",
+        "--json",
+    )
     ok(result)
     one = json.loads(result.stdout)
     assert one["stitched"] is True and one["scores"]["accuracy"] == pairs["cnn-rel-s1"]["scores"]["accuracy"]
@@ -91,7 +135,10 @@ def test_default_is_the_files_projection_byte_for_byte(cli, tmp_path: Path, embe
     recorded = ProjectionConfig.from_dict(space.meta["projection"])
     assert recorded == ProjectionConfig(normalization="l2")
     save_decoder(fit(space, FitConfig(epochs=int(EPOCHS)), projection=recorded, name="head"), before)
-    for folder, options in (("default", ()), ("spelled", ("--normalization", "l2", "--similarity", "cosine"))):
+    for folder, options in (
+        ("default", ()),
+        ("spelled", ("--normalization", "l2", "--similarity", "cosine")),
+    ):
         out = tmp_path / folder / "head.decoder.safetensors"
         out.parent.mkdir()
         ok(cli("fit", embeddings, "-o", out, "--epochs", EPOCHS, *options))
@@ -102,7 +149,9 @@ def test_default_is_the_files_projection_byte_for_byte(cli, tmp_path: Path, embe
     assert load_decoder(other).projection == ProjectionConfig(similarity="euclidean", top_k=16)
 
 
-def test_projection_options_are_refused_where_they_mean_nothing(cli, tmp_path: Path, embeddings: Path) -> None:
+def test_projection_options_are_refused_where_they_mean_nothing(
+    cli, tmp_path: Path, embeddings: Path
+) -> None:
     out = tmp_path / "abs.decoder.safetensors"
     for option in (("--centering", "center"), ("--top-k", "5"), ("--similarity", "l1")):
         line = one_line_error(cli("fit", embeddings, "-o", out, "--space", "absolute", *option), code=2)
@@ -112,7 +161,11 @@ def test_projection_options_are_refused_where_they_mean_nothing(cli, tmp_path: P
     assert "middle" in line and not out.exists()
     # the library refuses the same combination rather than ignore the projection
     with pytest.raises(UsageError, match="absolute"):
-        fit(load_embeddings(embeddings), FitConfig(space="absolute"), projection=ProjectionConfig(centering="center"))
+        fit(
+            load_embeddings(embeddings),
+            FitConfig(space="absolute"),
+            projection=ProjectionConfig(centering="center"),
+        )
     # an absolute head with no projection option still fits, and records no projection
     ok(cli("fit", embeddings, "-o", out, "--space", "absolute", "--epochs", "1"))
     assert load_decoder(out).projection is None

@@ -18,12 +18,21 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "hostile_battery.py"
 
 
-@pytest.mark.skipif(not (REPO / "checkpoints" / "anchors.safetensors").exists(),
-                    reason="the battery copies the shipped checkpoints/ into each case; not present")
+@pytest.mark.skipif(
+    not (REPO / "checkpoints" / "anchors.safetensors").exists(),
+    reason="the battery copies the shipped checkpoints/ into each case; not present",
+)
 def test_hostile_battery_names_and_clashes(tmp_path: Path) -> None:
     results = tmp_path / "results.json"
-    run = subprocess.run([sys.executable, str(SCRIPT), "--only", "names,clash", "--json", str(results)],
-                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--only", "names,clash", "--json", str(results)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     failures = run.stdout.partition("\nfailing cases")[2].partition("\ntotals")[0]
-    assert run.returncode == 0, ("failing cases" + failures) if failures else run.stdout[-4000:] + run.stderr[-2000:]
+    assert run.returncode == 0, (
+        ("failing cases" + failures) if failures else run.stdout[-4000:] + run.stderr[-2000:]
+    )
     assert results.exists()

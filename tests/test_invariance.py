@@ -39,16 +39,25 @@ def test_cosine_matches_the_direct_formula_and_chunking_changes_nothing():
     x, anchors = torch.randn(1000, 8, generator=gen), torch.randn(7, 8, generator=gen)
     direct = torch.nn.functional.cosine_similarity(x[:, None, :], anchors[None, :, :], dim=-1)
     torch.testing.assert_close(relative_projection(x, anchors), direct, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(relative_projection(x, anchors, chunk_size=64), relative_projection(x, anchors, chunk_size=None))
+    torch.testing.assert_close(
+        relative_projection(x, anchors, chunk_size=64), relative_projection(x, anchors, chunk_size=None)
+    )
 
 
 def test_centering_cancels_a_translation_and_plain_cosine_does_not():
     gen = torch.Generator().manual_seed(2)
-    x, anchors = torch.randn(30, 8, generator=gen, dtype=torch.float64), torch.randn(9, 8, generator=gen, dtype=torch.float64)
+    x, anchors = (
+        torch.randn(30, 8, generator=gen, dtype=torch.float64),
+        torch.randn(9, 8, generator=gen, dtype=torch.float64),
+    )
     shift = 5 * torch.randn(8, generator=gen, dtype=torch.float64)
     centered = ProjectionConfig(centering=True)
-    torch.testing.assert_close(relative_projection(x + shift, anchors + shift, centered), relative_projection(x, anchors, centered))
-    assert (relative_projection(x + shift, anchors + shift) - relative_projection(x, anchors)).abs().max() > 0.1
+    torch.testing.assert_close(
+        relative_projection(x + shift, anchors + shift, centered), relative_projection(x, anchors, centered)
+    )
+    assert (
+        relative_projection(x + shift, anchors + shift) - relative_projection(x, anchors)
+    ).abs().max() > 0.1
 
 
 def test_zero_vector_gets_zero_similarity_not_nan():

@@ -70,7 +70,9 @@ def run(*args, **kwargs):
     return eval_matrix(*args, workers=0, **kwargs), eval_matrix(*args, workers=1, **kwargs)
 
 
-def test_pipelined_equals_serial_pair_by_pair_with_failed_pairs_and_a_failed_encoder(zoo_anchors, data, decoders, broken):
+def test_pipelined_equals_serial_pair_by_pair_with_failed_pairs_and_a_failed_encoder(
+    zoo_anchors, data, decoders, broken
+):
     encoders = [*ENCODERS[:3], broken, *ENCODERS[3:]]
     serial, pipelined = run(encoders, decoders, zoo_anchors, data, null_baseline=True)
     assert comparable(pipelined) == comparable(serial)  # the same floats, order, errors and encoder entries
@@ -80,7 +82,9 @@ def test_pipelined_equals_serial_pair_by_pair_with_failed_pairs_and_a_failed_enc
     assert "error" in serial.encoders[3] and serial.pairs[3 * (len(decoders) + 6)].encoder == "broken"
     scored = [p for p in serial.pairs if p.error is None and p.control is None]
     assert scored and all(0.0 <= p.scores["accuracy"] <= 1.0 for p in scored)
-    assert any(p.scores["accuracy"] > 0.5 for p in scored if not p.stitched)  # real heads on their own encoders
+    assert any(
+        p.scores["accuracy"] > 0.5 for p in scored if not p.stitched
+    )  # real heads on their own encoders
 
 
 @pytest.mark.parametrize("order", ["pair-first", "load-first", "load-only"])
@@ -129,7 +133,9 @@ def test_warnings_of_both_threads_reach_the_caller_in_the_serial_order(zoo_ancho
         spaces[str(path)] = space
 
     def load(ref: str | Path) -> EncodedSpace:
-        return dataclasses.replace(spaces[str(ref)], _relative_cache={})  # fresh per run: nothing shared between runs
+        return dataclasses.replace(
+            spaces[str(ref)], _relative_cache={}
+        )  # fresh per run: nothing shared between runs
 
     seen = []
     for workers in (0, 1):
@@ -157,11 +163,17 @@ def test_progress_is_called_as_in_the_serial_loop_from_the_callers_thread(zoo_an
     calls = {0: [], 1: []}
     threads = set()
     for workers in (0, 1):
+
         def progress(description, advance, total, workers=workers):
             calls[workers].append((description, advance, total))
             threads.add(threading.get_ident())
-        eval_matrix(ENCODERS[:4], decoders, zoo_anchors, data, progress=progress, batch_size=64, workers=workers)
-    assert calls[1] == calls[0] and len(calls[0]) == 4 * (5 + 4)  # 300 anchors and 200 samples in batches of 64
+
+        eval_matrix(
+            ENCODERS[:4], decoders, zoo_anchors, data, progress=progress, batch_size=64, workers=workers
+        )
+    assert calls[1] == calls[0] and len(calls[0]) == 4 * (
+        5 + 4
+    )  # 300 anchors and 200 samples in batches of 64
     assert threads == {threading.get_ident()}
 
 
@@ -178,7 +190,9 @@ def test_earlier_rows_are_released_while_later_encoders_run(zoo_anchors, data, d
     counts = []
 
     def progress(description, advance, total):
-        if description.endswith(": data") and advance == total - 128:  # the last of 200 samples in batches of 128
+        if (
+            description.endswith(": data") and advance == total - 128
+        ):  # the last of 200 samples in batches of 128
             gc.collect()
             counts.append(sum(type(o) is EncodedSpace for o in gc.get_objects()))
 

@@ -33,7 +33,13 @@ from relstitch.io.artifacts import serialize
 from relstitch.io.cache import cache_path
 from relstitch.matrix import eval_matrix
 from relstitch.metrics import classification_scores
-from relstitch.projection import MIN_BLOCK_ROWS, ProjectionConfig, block_shape, relative_projection, relative_projector
+from relstitch.projection import (
+    MIN_BLOCK_ROWS,
+    ProjectionConfig,
+    block_shape,
+    relative_projection,
+    relative_projector,
+)
 from relstitch.streaming import StreamWriter, batch_shard, encode_to_file
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,9 +76,18 @@ def test_blocked_projection_equals_unblocked(config):
     budget = 150_000  # far below one 256-row block of 600 anchors: forces anchor blocks where allowed
     blocked = relative_projection(x, anchors, config, chunk_size=None, max_chunk_bytes=budget)
     separable = config.normalization == "none" and not config.top_k
-    fused = separable and config.similarity == "cosine"  # writes straight into the output: no anchor blocks needed
-    rows, cols = block_shape(len(x), 40, config.output_dim(600), 4, budget, split_anchors=separable and not fused,
-                             temporaries=not fused)
+    fused = (
+        separable and config.similarity == "cosine"
+    )  # writes straight into the output: no anchor blocks needed
+    rows, cols = block_shape(
+        len(x),
+        40,
+        config.output_dim(600),
+        4,
+        budget,
+        split_anchors=separable and not fused,
+        temporaries=not fused,
+    )
     assert rows < len(x)
     if separable and not fused:
         assert cols < 600  # the anchors really were split
@@ -81,16 +96,27 @@ def test_blocked_projection_equals_unblocked(config):
 
 def test_plain_cosine_needs_no_anchor_blocks_however_many_anchors():
     # No [rows, k] temporaries: the budget only covers a copy of the rows, so k never forces a split.
-    assert block_shape(10**6, 768, 10**6, 4, 256 * 1024**2, split_anchors=False, temporaries=False) == (87381, 10**6)
+    assert block_shape(10**6, 768, 10**6, 4, 256 * 1024**2, split_anchors=False, temporaries=False) == (
+        87381,
+        10**6,
+    )
     x, anchors = torch.randn(700, 16), torch.randn(5000, 16)
-    torch.testing.assert_close(relative_projection(x, anchors, max_chunk_bytes=16 * 64 * 4),
-                               relative_projection(x, anchors, chunk_size=None, max_chunk_bytes=1 << 40), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        relative_projection(x, anchors, max_chunk_bytes=16 * 64 * 4),
+        relative_projection(x, anchors, chunk_size=None, max_chunk_bytes=1 << 40),
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
 
 def test_projection_chunk_size_still_caps_rows():
     x, anchors = torch.randn(1000, 16), torch.randn(50, 16)
-    torch.testing.assert_close(relative_projection(x, anchors, chunk_size=64), relative_projection(x, anchors, chunk_size=None),
-                               rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        relative_projection(x, anchors, chunk_size=64),
+        relative_projection(x, anchors, chunk_size=None),
+        rtol=1e-6,
+        atol=1e-6,
+    )
     assert block_shape(1000, 16, 50, 4, 1 << 30, 64) == (64, 50)
 
 
@@ -101,8 +127,12 @@ def test_projection_keeps_gradients_through_blocks():
 
 
 @settings(max_examples=200, deadline=None)
-@given(n=st.integers(1, 10**7), d=st.integers(1, 4096), width=st.integers(1, 10**5),
-       budget=st.integers(10**5, 10**9))
+@given(
+    n=st.integers(1, 10**7),
+    d=st.integers(1, 4096),
+    width=st.integers(1, 10**5),
+    budget=st.integers(10**5, 10**9),
+)
 def test_block_shape_fits_the_budget(n, d, width, budget):
     rows, cols = block_shape(n, d, width, 4, budget)
     assert 1 <= rows <= n and 1 <= cols <= width
@@ -117,22 +147,35 @@ def test_block_shape_refuses_a_non_positive_budget():
 
 
 # ------------------------------------------------------------------------------------- streaming
-@pytest.mark.parametrize("config", [ProjectionConfig(), ProjectionConfig(similarity="cosine,euclidean", normalization="l2")],
-                         ids=lambda c: c.describe())
+@pytest.mark.parametrize(
+    "config",
+    [ProjectionConfig(), ProjectionConfig(similarity="cosine,euclidean", normalization="l2")],
+    ids=lambda c: c.describe(),
+)
 def test_streaming_file_equals_in_memory_file_byte_for_byte(tmp_path, small_data, zoo_anchors, config):
     encoder = load_encoder(ENCODERS[0])
-    in_memory = save_embeddings(encode(encoder, zoo_anchors, small_data, batch_size=64), tmp_path / "mem.safetensors",
-                                projection=config)
-    summary = encode_to_file(encoder, zoo_anchors, small_data, tmp_path / "stream.safetensors", projection=config,
-                             batch_size=64)
+    in_memory = save_embeddings(
+        encode(encoder, zoo_anchors, small_data, batch_size=64),
+        tmp_path / "mem.safetensors",
+        projection=config,
+    )
+    summary = encode_to_file(
+        encoder, zoo_anchors, small_data, tmp_path / "stream.safetensors", projection=config, batch_size=64
+    )
     assert in_memory.read_bytes() == (tmp_path / "stream.safetensors").read_bytes()
     assert summary["samples"] == 300 and summary["relative_dim"] == config.output_dim(len(zoo_anchors))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mem.safetensors", "stream.safetensors"]  # no temp left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "mem.safetensors",
+        "stream.safetensors",
+    ]  # no temp left
 
 
 def test_stream_writer_writes_rows_in_any_order_and_matches_serialize(tmp_path):
-    tensors = {"a": torch.arange(12, dtype=torch.float32).reshape(6, 2), "b": torch.arange(5, dtype=torch.int64),
-               "c": torch.zeros((0, 3), dtype=torch.bfloat16)}
+    tensors = {
+        "a": torch.arange(12, dtype=torch.float32).reshape(6, 2),
+        "b": torch.arange(5, dtype=torch.int64),
+        "c": torch.zeros((0, 3), dtype=torch.bfloat16),
+    }
     shapes = {"a": ("F32", (6, 2)), "b": ("I64", (5,)), "c": ("BF16", (0, 3))}
     meta = {"relstitch.kind": '"embeddings"', "z": "1"}
     with StreamWriter(tmp_path / "s.safetensors", shapes, meta) as writer:
@@ -144,9 +187,15 @@ def test_stream_writer_writes_rows_in_any_order_and_matches_serialize(tmp_path):
 
 def test_stream_writer_refuses_wrong_rows_and_leaves_nothing_when_interrupted(tmp_path):
     shapes = {"a": ("F32", (4, 2))}
-    with pytest.raises(ValueError, match="outside"), StreamWriter(tmp_path / "x.safetensors", shapes, {}) as writer:
+    with (
+        pytest.raises(ValueError, match="outside"),
+        StreamWriter(tmp_path / "x.safetensors", shapes, {}) as writer,
+    ):
         writer.write("a", torch.zeros(3, 2), 2)
-    with pytest.raises(ValueError, match="declared"), StreamWriter(tmp_path / "x.safetensors", shapes, {}) as writer:
+    with (
+        pytest.raises(ValueError, match="declared"),
+        StreamWriter(tmp_path / "x.safetensors", shapes, {}) as writer,
+    ):
         writer.write("a", torch.zeros(2, 2, dtype=torch.float64))
     with pytest.raises(KeyboardInterrupt), StreamWriter(tmp_path / "x.safetensors", shapes, {}) as writer:
         writer.write("a", torch.zeros(2, 2))
@@ -199,10 +248,13 @@ def test_encode_bfloat16_on_cpu_is_close_to_float32(cli, tmp_path):
     assert (full.relative() - half.relative()).abs().max() < 0.05
 
 
-@pytest.mark.parametrize("args,message", [
-    (("--dtype", "int8"), "unknown dtype"),
-    (("--device", "tpu"), "device"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("--dtype", "int8"), "unknown dtype"),
+        (("--device", "tpu"), "device"),
+    ],
+)
 def test_encode_refuses_bad_device_or_dtype_in_one_line(cli, tmp_path, args, message):
     result = cli("encode", ENCODERS[0], "-o", tmp_path / "e.safetensors", *args)
     assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.stderr
@@ -241,7 +293,9 @@ def test_eval_matrix_encodes_data_and_anchors_exactly_once_per_encoder(tmp_path,
     decoders = [load_decoder(p) for p in DECODERS]
     batch = 100
     with EncoderCalls(tuple({type(e.module) for e in encoders})) as counted:
-        first = eval_matrix(ENCODERS, decoders, zoo_anchors, small_data, batch_size=batch, cache=tmp_path / "cache")
+        first = eval_matrix(
+            ENCODERS, decoders, zoo_anchors, small_data, batch_size=batch, cache=tmp_path / "cache"
+        )
     k, n = len(zoo_anchors), len(small_data)
     for name, count in per_type.items():
         assert counted.rows[name] == count * (n + k)
@@ -252,10 +306,13 @@ def test_eval_matrix_encodes_data_and_anchors_exactly_once_per_encoder(tmp_path,
 
     # Second run from the cache: no encoder forward at all, the same scores.
     with EncoderCalls(tuple({type(e.module) for e in encoders})) as again:
-        second = eval_matrix(ENCODERS, decoders, zoo_anchors, small_data, batch_size=batch, cache=tmp_path / "cache")
+        second = eval_matrix(
+            ENCODERS, decoders, zoo_anchors, small_data, batch_size=batch, cache=tmp_path / "cache"
+        )
     assert sum(again.calls.values()) == 0 and all(info["from_cache"] for info in second.encoders)
-    assert [(p.encoder, p.decoder, p.scores, p.error) for p in first.pairs] == \
-        [(p.encoder, p.decoder, p.scores, p.error) for p in second.pairs]
+    assert [(p.encoder, p.decoder, p.scores, p.error) for p in first.pairs] == [
+        (p.encoder, p.decoder, p.scores, p.error) for p in second.pairs
+    ]
 
 
 def test_cache_entry_that_does_not_match_is_encoded_again(tmp_path, small_data, zoo_anchors):
@@ -269,17 +326,45 @@ def test_cache_entry_that_does_not_match_is_encoded_again(tmp_path, small_data, 
 
 
 def test_eval_matrix_cache_option_through_the_cli(cli, tmp_path):
-    args = ("eval-matrix", "-e", ENCODERS[0], "-e", ENCODERS[1], "-D", DECODERS[0], "--limit", 100, "--cache", tmp_path / "c")
+    args = (
+        "eval-matrix",
+        "-e",
+        ENCODERS[0],
+        "-e",
+        ENCODERS[1],
+        "-D",
+        DECODERS[0],
+        "--limit",
+        100,
+        "--cache",
+        tmp_path / "c",
+    )
     assert cli(*args).exit_code == 0
     assert len(list((tmp_path / "c").glob("*.embeddings.safetensors"))) == 2
     (tmp_path / "file").write_text("x")
-    result = cli("eval-matrix", "-e", ENCODERS[0], "-D", DECODERS[0], "--limit", 100, "--cache", tmp_path / "file")
+    result = cli(
+        "eval-matrix", "-e", ENCODERS[0], "-D", DECODERS[0], "--limit", 100, "--cache", tmp_path / "file"
+    )
     assert result.exit_code == 1 and "cache is a file" in result.stderr
 
 
 def matrix_report(cli, path: Path, *args) -> dict:
-    result = cli("eval-matrix", "-e", ENCODERS[0], "-e", ENCODERS[2], "-D", DECODERS[0], "-D", DECODERS[1],
-                 "--limit", 200, "--json", path, *args)
+    result = cli(
+        "eval-matrix",
+        "-e",
+        ENCODERS[0],
+        "-e",
+        ENCODERS[2],
+        "-D",
+        DECODERS[0],
+        "-D",
+        DECODERS[1],
+        "--limit",
+        200,
+        "--json",
+        path,
+        *args,
+    )
     assert result.exit_code == 0, result.stderr
     return json.loads(path.read_text())
 
@@ -289,7 +374,9 @@ def test_eval_matrix_device_cpu_equals_the_default_and_is_recorded(cli, tmp_path
     on_cpu = matrix_report(cli, tmp_path / "cpu.json", "--device", "cpu", "--dtype", "float32")
     assert on_cpu["pairs"] == default["pairs"]  # the same vectors, so the same scores to the last bit
     assert on_cpu["config"]["device"] == "cpu" and on_cpu["config"]["dtype"] == "float32"
-    expected = "cuda" if torch.cuda.is_available() else "cpu"  # auto resolves to a real device before it is recorded
+    expected = (
+        "cuda" if torch.cuda.is_available() else "cpu"
+    )  # auto resolves to a real device before it is recorded
     assert default["config"]["device"].startswith(expected) and default["config"]["dtype"] == "float32"
 
 
@@ -297,14 +384,19 @@ def test_eval_matrix_bfloat16_is_close_to_float32(cli, tmp_path):
     full = matrix_report(cli, tmp_path / "f32.json", "--device", "cpu")
     half = matrix_report(cli, tmp_path / "bf16.json", "--device", "cpu", "--dtype", "bfloat16")
     assert half["config"]["dtype"] == "bfloat16"
-    scores = [(a["scores"]["accuracy"], b["scores"]["accuracy"]) for a, b in zip(full["pairs"], half["pairs"], strict=True)
-              if not a.get("error")]
+    scores = [
+        (a["scores"]["accuracy"], b["scores"]["accuracy"])
+        for a, b in zip(full["pairs"], half["pairs"], strict=True)
+        if not a.get("error")
+    ]
     assert scores and all(abs(a - b) <= 0.05 for a, b in scores)  # 200 samples: at most 10 flip
 
 
 def test_eval_matrix_refuses_bad_device_or_dtype_before_any_work(cli, tmp_path):
     for args, message in ((("--dtype", "int8"), "unknown dtype"), (("--device", "tpu"), "device")):
-        result = cli("eval-matrix", "-e", ENCODERS[0], "-D", DECODERS[0], "--json", tmp_path / "r.json", *args)
+        result = cli(
+            "eval-matrix", "-e", ENCODERS[0], "-D", DECODERS[0], "--json", tmp_path / "r.json", *args
+        )
         assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.stderr
         assert not (tmp_path / "r.json").exists()
 
@@ -312,10 +404,19 @@ def test_eval_matrix_refuses_bad_device_or_dtype_before_any_work(cli, tmp_path):
 def test_reduced_precision_gets_its_own_cache_entry(tmp_path, small_data, zoo_anchors):
     encoder = load_encoder(ENCODERS[0])
     full = cache_path(tmp_path, encoder, zoo_anchors, small_data)
-    assert cache_path(tmp_path, encoder, zoo_anchors, small_data, torch.float32) == full  # float32 keeps its old key
+    assert (
+        cache_path(tmp_path, encoder, zoo_anchors, small_data, torch.float32) == full
+    )  # float32 keeps its old key
     half = cache_path(tmp_path, encoder, zoo_anchors, small_data, torch.bfloat16)
     assert half != full
-    eval_matrix([ENCODERS[0]], [load_decoder(DECODERS[0])], zoo_anchors, small_data, cache=tmp_path, dtype=torch.bfloat16)
+    eval_matrix(
+        [ENCODERS[0]],
+        [load_decoder(DECODERS[0])],
+        zoo_anchors,
+        small_data,
+        cache=tmp_path,
+        dtype=torch.bfloat16,
+    )
     assert half.exists() and not full.exists()  # a float32 run will not be served bfloat16 vectors
 
 
@@ -342,7 +443,10 @@ def reference_scores(logits: torch.Tensor, labels: torch.Tensor, num_classes: in
         fn = int(((pred != c) & (labels == c)).sum())
         if tp + fp + fn:
             f1s.append(2 * tp / (2 * tp + fp + fn))
-    return {"accuracy": (pred == labels).float().mean().item(), "macro_f1": sum(f1s) / len(f1s) if f1s else 0.0}
+    return {
+        "accuracy": (pred == labels).float().mean().item(),
+        "macro_f1": sum(f1s) / len(f1s) if f1s else 0.0,
+    }
 
 
 @settings(max_examples=60, deadline=None)
@@ -382,17 +486,26 @@ def test_checkpoint_loading_without_a_second_build_keeps_the_weights_and_buffers
         return Buffered()
 
     module = buffered()
-    path = save_encoder(Encoder(module, {"name": "perf-test-buffered", "args": {}},
-                                default_image_spec([1, 28, 28]), 4, "buffered"), tmp_path / "b.encoder.safetensors")
+    path = save_encoder(
+        Encoder(
+            module, {"name": "perf-test-buffered", "args": {}}, default_image_spec([1, 28, 28]), 4, "buffered"
+        ),
+        tmp_path / "b.encoder.safetensors",
+    )
     loaded = load_encoder(path)
-    assert torch.equal(loaded.module.scale, torch.full((4,), 2.0))  # built for real: the buffer is not left uninitialised
+    assert torch.equal(
+        loaded.module.scale, torch.full((4,), 2.0)
+    )  # built for real: the buffer is not left uninitialised
     x = torch.rand(3, 1, 28, 28)
     assert torch.equal(loaded.module(x), module(x))
 
 
 def test_background_writes_report_a_failed_write_and_leave_nothing(tmp_path):
     shapes = {"a": ("F32", (64, 2))}
-    with pytest.raises(OSError), StreamWriter(tmp_path / "x.safetensors", shapes, {}, background=True) as writer:
+    with (
+        pytest.raises(OSError),
+        StreamWriter(tmp_path / "x.safetensors", shapes, {}, background=True) as writer,
+    ):
         writer.write("a", torch.zeros(2, 2))
         os.close(writer._fd)  # the descriptor goes away under the writer thread: its next write fails
         writer._fd = os.open(os.devnull, os.O_RDONLY)
@@ -405,16 +518,31 @@ def test_background_writes_report_a_failed_write_and_leave_nothing(tmp_path):
 # -------------------------------------------------------------------------------------- start-up
 def imported_modules(*args: str) -> set[str]:
     """Top-level modules a fresh interpreter imports to run ``relstitch ARGS`` (from -X importtime)."""
-    run = subprocess.run([sys.executable, "-X", "importtime", "-m", "relstitch", *args], capture_output=True, text=True,
-                         cwd=REPO, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "relstitch", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
-    names = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
+    names = {
+        line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")
+    }
     assert "typer" in {n.split(".")[0] for n in names}  # the probe works: it sees what was imported
     return {n.split(".")[0] for n in names}
 
 
-@pytest.mark.parametrize("args", [("--help",), ("inspect", "checkpoints/anchors.safetensors"), ("encode", "--help"),
-                                  ("inspect", "docs/examples/zoo-report.json")], ids=" ".join)
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--help",),
+        ("inspect", "checkpoints/anchors.safetensors"),
+        ("encode", "--help"),
+        ("inspect", "docs/examples/zoo-report.json"),
+    ],
+    ids=" ".join,
+)
 def test_start_up_imports_neither_torch_nor_transformers(args):
     loaded = imported_modules(*args)
     assert not loaded & {"torch", "transformers", "torchvision"}

@@ -29,7 +29,9 @@ def random_orthogonal(dim: int, generator: torch.Generator) -> torch.Tensor:
 
 def data(seed: int = 0, n: int = 20, k: int = 7, dim: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    return torch.randn(n, dim, generator=gen, dtype=torch.float64), torch.randn(k, dim, generator=gen, dtype=torch.float64)
+    return torch.randn(n, dim, generator=gen, dtype=torch.float64), torch.randn(
+        k, dim, generator=gen, dtype=torch.float64
+    )
 
 
 def direct(x: torch.Tensor, a: torch.Tensor, name: str) -> torch.Tensor:
@@ -51,7 +53,9 @@ def direct(x: torch.Tensor, a: torch.Tensor, name: str) -> torch.Tensor:
 @pytest.mark.parametrize("name", list(SIMILARITIES))
 def test_each_similarity_matches_its_direct_formula(name):
     x, a = data()
-    torch.testing.assert_close(relative_projection(x, a, ProjectionConfig(similarity=name)), direct(x, a, name))
+    torch.testing.assert_close(
+        relative_projection(x, a, ProjectionConfig(similarity=name)), direct(x, a, name)
+    )
 
 
 @pytest.mark.parametrize("name", list(SIMILARITIES))
@@ -59,7 +63,9 @@ def test_standard_centering_is_the_formula_on_standardised_latents(name):
     x, a = data(1)
     mean, std = a.mean(0), a.std(0, correction=0)
     expected = direct((x - mean) / std, (a - mean) / std, name)
-    torch.testing.assert_close(relative_projection(x, a, ProjectionConfig(similarity=name, centering="standard")), expected)
+    torch.testing.assert_close(
+        relative_projection(x, a, ProjectionConfig(similarity=name, centering="standard")), expected
+    )
 
 
 def test_post_normalisations_match_their_formulas():
@@ -79,7 +85,9 @@ def test_top_k_keeps_exactly_the_k_largest_and_zeroes_the_rest():
     kept = sparse != 0
     torch.testing.assert_close(sparse[kept], full[kept])  # kept values unchanged
     # every kept value is at least every dropped value of its row
-    assert (full.masked_fill(~kept, math.inf).min(1).values >= full.masked_fill(kept, -math.inf).max(1).values).all()
+    assert (
+        full.masked_fill(~kept, math.inf).min(1).values >= full.masked_fill(kept, -math.inf).max(1).values
+    ).all()
 
 
 def test_product_of_invariances_concatenates_normalised_blocks():
@@ -90,17 +98,24 @@ def test_product_of_invariances_concatenates_normalised_blocks():
     for block, name in enumerate(("cosine", "euclidean", "l1")):
         alone = relative_projection(x, a, ProjectionConfig(similarity=name, normalization="standard"))
         torch.testing.assert_close(r[:, block * 9 : (block + 1) * 9], alone)
-        torch.testing.assert_close(r[:, block * 9 : (block + 1) * 9].mean(1), torch.zeros(len(x), dtype=r.dtype))
+        torch.testing.assert_close(
+            r[:, block * 9 : (block + 1) * 9].mean(1), torch.zeros(len(x), dtype=r.dtype)
+        )
 
 
-@pytest.mark.parametrize("config", [
-    ProjectionConfig(similarity="angular", centering="standard"),
-    ProjectionConfig(similarity="euclidean,linf", normalization="l2", top_k=3),
-    ProjectionConfig(similarity="l1", centering="center", normalization="standard"),
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        ProjectionConfig(similarity="angular", centering="standard"),
+        ProjectionConfig(similarity="euclidean,linf", normalization="l2", top_k=3),
+        ProjectionConfig(similarity="l1", centering="center", normalization="standard"),
+    ],
+)
 def test_chunking_changes_nothing(config):
     x, a = data(5, n=257, k=10)
-    torch.testing.assert_close(relative_projection(x, a, config, chunk_size=16), relative_projection(x, a, config, chunk_size=None))
+    torch.testing.assert_close(
+        relative_projection(x, a, config, chunk_size=16), relative_projection(x, a, config, chunk_size=None)
+    )
 
 
 # ----------------------------------------------------------------------------------- invariances
@@ -112,12 +127,18 @@ def transformed(x, a, seed, *, rotate=False, scale=1.0, shift=False):
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), scale=st.floats(1e-2, 1e2), name=st.sampled_from(["cosine", "angular"]))
+@given(
+    seed=st.integers(0, 2**31 - 1), scale=st.floats(1e-2, 1e2), name=st.sampled_from(["cosine", "angular"])
+)
 def test_angle_based_similarities_ignore_rotation_and_rescaling(seed, scale, name):
     x, a = data(seed % 1000)
     config = ProjectionConfig(similarity=name)
-    torch.testing.assert_close(relative_projection(*transformed(x, a, seed, rotate=True, scale=scale), config),
-                               relative_projection(x, a, config), rtol=1e-7, atol=1e-7)
+    torch.testing.assert_close(
+        relative_projection(*transformed(x, a, seed, rotate=True, scale=scale), config),
+        relative_projection(x, a, config),
+        rtol=1e-7,
+        atol=1e-7,
+    )
 
 
 @settings(max_examples=25, deadline=None)
@@ -125,8 +146,12 @@ def test_angle_based_similarities_ignore_rotation_and_rescaling(seed, scale, nam
 def test_distances_ignore_translation(seed, name):
     x, a = data(seed % 1000)
     config = ProjectionConfig(similarity=name)
-    torch.testing.assert_close(relative_projection(*transformed(x, a, seed, shift=True), config),
-                               relative_projection(x, a, config), rtol=1e-7, atol=1e-7)
+    torch.testing.assert_close(
+        relative_projection(*transformed(x, a, seed, shift=True), config),
+        relative_projection(x, a, config),
+        rtol=1e-7,
+        atol=1e-7,
+    )
 
 
 def test_euclidean_ignores_rotation_but_l1_and_linf_do_not():
@@ -159,8 +184,12 @@ def test_cosine_feels_translation_unless_centered_and_standard_centering_ignores
         torch.testing.assert_close(relative_projection(*shifted, config), relative_projection(x, a, config))
     axis_scale = torch.tensor([1.0, 10.0, 0.1, 3.0, 0.5], dtype=torch.float64)
     standard, center = ProjectionConfig(centering="standard"), ProjectionConfig(centering="center")
-    torch.testing.assert_close(relative_projection(x * axis_scale, a * axis_scale, standard), relative_projection(x, a, standard))
-    assert (relative_projection(x * axis_scale, a * axis_scale, center) - relative_projection(x, a, center)).abs().max() > 0.1
+    torch.testing.assert_close(
+        relative_projection(x * axis_scale, a * axis_scale, standard), relative_projection(x, a, standard)
+    )
+    assert (
+        relative_projection(x * axis_scale, a * axis_scale, center) - relative_projection(x, a, center)
+    ).abs().max() > 0.1
 
 
 @pytest.mark.parametrize("name", list(SIMILARITIES))
@@ -181,14 +210,17 @@ def test_config_is_hashable_and_spelling_is_canonical():
     assert ProjectionConfig(centering=False) == ProjectionConfig()
 
 
-@pytest.mark.parametrize(("config", "message"), [
-    (ProjectionConfig(similarity="cosine,dot"), "unknown similarity 'dot'"),
-    (ProjectionConfig(similarity="cosine,cosine", normalization="l2"), "listed twice"),
-    (ProjectionConfig(centering="median"), "unknown centering"),
-    (ProjectionConfig(normalization="batch"), "unknown normalization"),
-    (ProjectionConfig(top_k=0), "top-k"),
-    (ProjectionConfig(similarity="cosine,euclidean"), "needs each block normalised"),
-])
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (ProjectionConfig(similarity="cosine,dot"), "unknown similarity 'dot'"),
+        (ProjectionConfig(similarity="cosine,cosine", normalization="l2"), "listed twice"),
+        (ProjectionConfig(centering="median"), "unknown centering"),
+        (ProjectionConfig(normalization="batch"), "unknown normalization"),
+        (ProjectionConfig(top_k=0), "top-k"),
+        (ProjectionConfig(similarity="cosine,euclidean"), "needs each block normalised"),
+    ],
+)
 def test_impossible_configs_are_refused_in_one_line(config, message):
     with pytest.raises(RelstitchError, match=message):
         config.validate()
@@ -203,29 +235,55 @@ def test_top_k_above_the_anchor_count_is_refused():
 def test_a_decoder_written_with_boolean_centering_still_loads(tmp_path):
     """Decoders from before the three centering modes stored ``centering: true/false``."""
     module = create_decoder("vision-head", in_dim=8, num_classes=3, hidden=4)
-    meta = {"name": "old", "architecture": {"name": "vision-head", "args": {"in_dim": 8, "num_classes": 3, "hidden": 4}},
-            "space": "relative", "input_dim": 8, "task": {"type": "classification", "classes": ["a", "b", "c"]},
-            "projection": {"similarity": "cosine", "centering": True}, "anchor_hash": "0" * 64, "encoder_hash": "1" * 64}
+    meta = {
+        "name": "old",
+        "architecture": {"name": "vision-head", "args": {"in_dim": 8, "num_classes": 3, "hidden": 4}},
+        "space": "relative",
+        "input_dim": 8,
+        "task": {"type": "classification", "classes": ["a", "b", "c"]},
+        "projection": {"similarity": "cosine", "centering": True},
+        "anchor_hash": "0" * 64,
+        "encoder_hash": "1" * 64,
+    }
     path = save_artifact(tmp_path / "old.decoder.safetensors", "decoder", module.state_dict(), meta)
     decoder = load_decoder(path)
     assert decoder.projection == ProjectionConfig(centering="center")
     meta["projection"] = {"similarity": "cosine", "centering": False}
-    decoder = load_decoder(save_artifact(tmp_path / "older.decoder.safetensors", "decoder", module.state_dict(), meta))
+    decoder = load_decoder(
+        save_artifact(tmp_path / "older.decoder.safetensors", "decoder", module.state_dict(), meta)
+    )
     assert decoder.projection == ProjectionConfig()
 
 
 # ---------------------------------------------------------------------------------------- the CLI
 def test_encode_writes_the_product_projection_and_records_it(cli, tmp_path):
     out = tmp_path / "e.safetensors"
-    result = cli("encode", REPO_ZOO / "cnn-rel-s0.encoder.safetensors", "--anchors", REPO_ZOO / "anchors.safetensors",
-                 "--limit", "50", "-o", out, "--similarity", "cosine,euclidean", "--normalization", "standard",
-                 "--centering", "center", "--top-k", "30")
+    result = cli(
+        "encode",
+        REPO_ZOO / "cnn-rel-s0.encoder.safetensors",
+        "--anchors",
+        REPO_ZOO / "anchors.safetensors",
+        "--limit",
+        "50",
+        "-o",
+        out,
+        "--similarity",
+        "cosine,euclidean",
+        "--normalization",
+        "standard",
+        "--centering",
+        "center",
+        "--top-k",
+        "30",
+    )
     assert result.exit_code == 0, result.output
     tensors = load_file(str(out))
     assert tensors["relative"].shape == (50, 600)
     assert ((tensors["relative"] != 0).sum(dim=1) == 60).all()  # top-30 in each of the two blocks
     loaded = load_embeddings(out)
-    config = ProjectionConfig(similarity="cosine,euclidean", centering="center", normalization="standard", top_k=30)
+    config = ProjectionConfig(
+        similarity="cosine,euclidean", centering="center", normalization="standard", top_k=30
+    )
     assert loaded.meta["projection"] == config.to_dict()
     torch.testing.assert_close(loaded.relative(config), tensors["relative"].float())
 
@@ -241,10 +299,29 @@ def test_bad_projection_options_are_usage_errors(cli, tmp_path):
 
 def test_train_records_the_projection_in_the_decoder(cli, tmp_path):
     prefix = tmp_path / "t"
-    result = cli("train", prefix, "--arch", "mlp", "--anchors", REPO_ZOO / "anchors.safetensors", "--epochs", "1",
-                 "--limit", "300", "--eval-data", "builtin:test", "--similarity", "angular,linf", "--normalization", "l2",
-                 "--centering", "standard")
+    result = cli(
+        "train",
+        prefix,
+        "--arch",
+        "mlp",
+        "--anchors",
+        REPO_ZOO / "anchors.safetensors",
+        "--epochs",
+        "1",
+        "--limit",
+        "300",
+        "--eval-data",
+        "builtin:test",
+        "--similarity",
+        "angular,linf",
+        "--normalization",
+        "l2",
+        "--centering",
+        "standard",
+    )
     assert result.exit_code == 0, result.output
     decoder = load_decoder(f"{prefix}.decoder.safetensors")
-    assert decoder.projection == ProjectionConfig(similarity="angular,linf", centering="standard", normalization="l2")
+    assert decoder.projection == ProjectionConfig(
+        similarity="angular,linf", centering="standard", normalization="l2"
+    )
     assert decoder.input_dim == 600

@@ -103,14 +103,19 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         attempts.append(address)
         raise OSError(f"test_remote_code: network refused ({address})")
 
-    saved_path, saved_modules = list(sys.path), {k for k in sys.modules if k.startswith("transformers_modules")}
+    saved_path, saved_modules = (
+        list(sys.path),
+        {k for k in sys.modules if k.startswith("transformers_modules")},
+    )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_MODULES_CACHE", str(cache))
         # transformers reads HF_MODULES_CACHE once, at import (perhaps already done by another test module).
         patch.setattr(dynamic, "HF_MODULES_CACHE", str(cache))
         patch.setattr(socket.socket, "connect", refuse)
         patch.setattr(socket.socket, "connect_ex", refuse)
-        for name in saved_modules:  # a transformers_modules package imported from elsewhere would shadow the tmp one
+        for (
+            name
+        ) in saved_modules:  # a transformers_modules package imported from elsewhere would shadow the tmp one
             patch.delitem(sys.modules, name)
         yield {"cache": cache, "attempts": attempts}
     sys.path[:] = saved_path
@@ -130,7 +135,9 @@ def custom(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (source / "__init__.py").write_text("")
     (source / "configuration_tinymix.py").write_text(CONFIG_CODE)
     (source / "modeling_tinymix.py").write_text(MODEL_CODE)
-    spec = importlib.util.spec_from_file_location("tinymix_src", source / "__init__.py", submodule_search_locations=[str(source)])
+    spec = importlib.util.spec_from_file_location(
+        "tinymix_src", source / "__init__.py", submodule_search_locations=[str(source)]
+    )
     assert spec is not None and spec.loader is not None
     tokenizer = AutoTokenizer.from_pretrained(save_tiny_bert(root / "bert", seed=0, hidden=16))
     folder = root / "tinymix"
@@ -141,7 +148,9 @@ def custom(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         from tinymix_src.modeling_tinymix import TinyMixModel  # type: ignore[import-not-found]
 
         TinyMixConfig.register_for_auto_class()
-        TinyMixModel.register_for_auto_class("AutoModel")  # save_pretrained copies the code and writes auto_map
+        TinyMixModel.register_for_auto_class(
+            "AutoModel"
+        )  # save_pretrained copies the code and writes auto_map
         torch.manual_seed(0)
         model = TinyMixModel(TinyMixConfig(vocab_size=len(tokenizer), hidden_size=20)).eval()
         model.save_pretrained(folder)
@@ -151,9 +160,16 @@ def custom(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tokenizer.save_pretrained(folder)
 
     data = root / "sentences.jsonl"
-    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in make_rows(90, seed=0)), encoding="utf-8")
-    return {"folder": folder, "model": model, "tokenizer": tokenizer, "data": f"jsonl:{data}#text=en,label=topic",
-            "bert": root / "bert"}
+    data.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in make_rows(90, seed=0)), encoding="utf-8"
+    )
+    return {
+        "folder": folder,
+        "model": model,
+        "tokenizer": tokenizer,
+        "data": f"jsonl:{data}#text=en,label=topic",
+        "bert": root / "bert",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +179,9 @@ def text_anchors(tmp_path_factory: pytest.TempPathFactory, custom: dict[str, Any
     from relstitch.cli import app
 
     path = tmp_path_factory.mktemp("remote-anchors") / "anchors.safetensors"
-    result = CliRunner().invoke(app, ["anchors", str(path), "--data", custom["data"], "-k", "12", "--strategy", "stratified"])
+    result = CliRunner().invoke(
+        app, ["anchors", str(path), "--data", custom["data"], "-k", "12", "--strategy", "stratified"]
+    )
     assert result.exit_code == 0, result.stderr
     return path
 
@@ -171,24 +189,44 @@ def text_anchors(tmp_path_factory: pytest.TempPathFactory, custom: dict[str, Any
 def test_the_folder_is_a_custom_code_model(custom: dict[str, Any]) -> None:
     folder = custom["folder"]
     config = json.loads((folder / "config.json").read_text())
-    assert config["model_type"] == "tinymix" and config["auto_map"]["AutoModel"] == "modeling_tinymix.TinyMixModel"
+    assert (
+        config["model_type"] == "tinymix"
+        and config["auto_map"]["AutoModel"] == "modeling_tinymix.TinyMixModel"
+    )
     assert {"modeling_tinymix.py", "configuration_tinymix.py", "model.safetensors", "tokenizer.json"} <= {
-        p.name for p in folder.iterdir()}
+        p.name for p in folder.iterdir()
+    }
     from transformers import CONFIG_MAPPING
 
     assert "tinymix" not in CONFIG_MAPPING  # transformers cannot build it without running the folder's code
 
 
-def test_without_the_flag_every_verb_refuses_in_one_line(cli, tmp_path: Path, custom: dict[str, Any], text_anchors: Path,
-                                                         sandbox: dict[str, Any], tiny_zoo) -> None:
+def test_without_the_flag_every_verb_refuses_in_one_line(
+    cli, tmp_path: Path, custom: dict[str, Any], text_anchors: Path, sandbox: dict[str, Any], tiny_zoo
+) -> None:
     folder, data = custom["folder"], custom["data"]
     ref = f"hf:{folder}"
     out, report, preds = tmp_path / "e.safetensors", tmp_path / "m.json", tmp_path / "p.csv"
     head = tiny_zoo.decoder("cnn-rel-s0")  # any decoder: the encoder is refused before it is used
-    failing = (("encode", ref, "-a", text_anchors, "--data", data, "-o", out),
-               ("stitch", ref, head, "-a", text_anchors, "--data", data, "--predictions", preds),
-               ("eval-matrix", "-e", ref, "-D", head, "-a", text_anchors, "--data", data, "--json", report, "--fail-fast"),
-               ("eval-matrix", "-e", ref, "-D", head, "-a", text_anchors, "--data", data))
+    failing = (
+        ("encode", ref, "-a", text_anchors, "--data", data, "-o", out),
+        ("stitch", ref, head, "-a", text_anchors, "--data", data, "--predictions", preds),
+        (
+            "eval-matrix",
+            "-e",
+            ref,
+            "-D",
+            head,
+            "-a",
+            text_anchors,
+            "--data",
+            data,
+            "--json",
+            report,
+            "--fail-fast",
+        ),
+        ("eval-matrix", "-e", ref, "-D", head, "-a", text_anchors, "--data", data),
+    )
     for args in failing:
         line = one_line_error(cli(*args), code=1)
         assert "--trust-remote-code" in line and str(folder) in line and "modeling_tinymix.py" in line, line
@@ -197,7 +235,11 @@ def test_without_the_flag_every_verb_refuses_in_one_line(cli, tmp_path: Path, cu
     # Without --fail-fast a matrix records each failed row in its report, as for any pair error (exit 1 when all failed).
     one_line_error(cli(*failing[3], "--json", report), code=1)
     pairs = json.loads(report.read_text())["pairs"]
-    assert len(pairs) == 1 and "--trust-remote-code" in pairs[0]["error"] and pairs[0].get("scores") in (None, {})
+    assert (
+        len(pairs) == 1
+        and "--trust-remote-code" in pairs[0]["error"]
+        and pairs[0].get("scores") in (None, {})
+    )
     # Refused before transformers saw the folder: none of its code was copied to be imported.
     assert not list(sandbox["cache"].rglob("modeling_tinymix.py"))
     assert not any(k.startswith("transformers_modules") for k in sys.modules)
@@ -210,17 +252,32 @@ def test_without_the_flag_every_verb_refuses_in_one_line(cli, tmp_path: Path, cu
     line = one_line_error(cli("encode", f"hf:{bert}", "-a", text_anchors, "--data", data, "-o", out), code=1)
     assert "tokenization_mine.py" in line and "--trust-remote-code" in line and not out.exists()
     # ... and the option string cannot switch it on
-    one_line_error(cli("encode", f"{ref}#trust_remote_code=1", "-a", text_anchors, "--data", data, "-o", out), code=2)
+    one_line_error(
+        cli("encode", f"{ref}#trust_remote_code=1", "-a", text_anchors, "--data", data, "-o", out), code=2
+    )
     with pytest.raises(RelstitchError, match="trust-remote-code"):
         load_encoder_ref(ref)
 
 
-def test_with_the_flag_it_encodes_offline_as_the_model_computes(cli, tmp_path: Path, custom: dict[str, Any], text_anchors: Path,
-                                                               sandbox: dict[str, Any]) -> None:
+def test_with_the_flag_it_encodes_offline_as_the_model_computes(
+    cli, tmp_path: Path, custom: dict[str, Any], text_anchors: Path, sandbox: dict[str, Any]
+) -> None:
     folder, data = custom["folder"], custom["data"]
     ref = f"hf:{folder}"
     out = tmp_path / "tinymix.emb.safetensors"
-    result = cli("encode", ref, "-a", text_anchors, "--data", data, "-o", out, "--trust-remote-code", "-O", "pooling=mean")
+    result = cli(
+        "encode",
+        ref,
+        "-a",
+        text_anchors,
+        "--data",
+        data,
+        "-o",
+        out,
+        "--trust-remote-code",
+        "-O",
+        "pooling=mean",
+    )
     assert result.exit_code == 0, result.stderr
     assert "20-d" in result.stdout
     # transformers imported the folder's code from the tmp dynamic-module cache
@@ -236,34 +293,71 @@ def test_with_the_flag_it_encodes_offline_as_the_model_computes(cli, tmp_path: P
 
     space = load_embeddings(out)
     assert space.absolute.shape == (90, 20)
-    samples, anchor_latents = direct(load_dataset(data).x.view("en")), direct(load_anchors(text_anchors).inputs.view("en"))
+    samples, anchor_latents = (
+        direct(load_dataset(data).x.view("en")),
+        direct(load_anchors(text_anchors).inputs.view("en")),
+    )
     torch.testing.assert_close(space.absolute, samples, rtol=0, atol=1e-6)
     torch.testing.assert_close(space.anchor_absolute, anchor_latents, rtol=0, atol=1e-6)
-    torch.testing.assert_close(space.relative(), relative_projection(samples, anchor_latents, ProjectionConfig()), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        space.relative(), relative_projection(samples, anchor_latents, ProjectionConfig()), rtol=0, atol=1e-6
+    )
 
     # stitch and eval-matrix load it with the flag too; the head fitted on it finds its own encoder (the diagonal)
     head = tmp_path / "tinymix.decoder.safetensors"
     assert cli("fit", out, "-o", head, "--epochs", "20", "--lr", "3e-3").exit_code == 0
-    result = cli("stitch", ref, head, "-a", text_anchors, "--data", data, "--json", "--trust-remote-code", "-O", "pooling=mean")
+    result = cli(
+        "stitch",
+        ref,
+        head,
+        "-a",
+        text_anchors,
+        "--data",
+        data,
+        "--json",
+        "--trust-remote-code",
+        "-O",
+        "pooling=mean",
+    )
     assert result.exit_code == 0, result.stderr
     own = json.loads(result.stdout)
     assert own["stitched"] is False and own["scores"]["accuracy"] > 0.5  # 3 topics: chance 1/3
     report = tmp_path / "m.json"
     bert = f"hf:{custom['bert']}"
-    result = cli("eval-matrix", "-e", ref, "-e", bert, "-D", head, "-a", text_anchors, "--data", data, "--json", report,
-                 "--trust-remote-code", "-O", "pooling=mean")
+    result = cli(
+        "eval-matrix",
+        "-e",
+        ref,
+        "-e",
+        bert,
+        "-D",
+        head,
+        "-a",
+        text_anchors,
+        "--data",
+        data,
+        "--json",
+        report,
+        "--trust-remote-code",
+        "-O",
+        "pooling=mean",
+    )
     assert result.exit_code == 0, result.stderr
     pairs = {p["encoder"]: p for p in json.loads(report.read_text())["pairs"] if p["method"] == "relative"}
     assert pairs["tinymix"]["scores"] == own["scores"] and pairs["tinymix"]["stitched"] is False
     assert pairs["bert"]["stitched"] is True and pairs["bert"].get("error") is None
-    assert load_decoder(head).encoder_hash == load_encoder_ref(ref, trust_remote_code=True, pooling="mean").hash
+    assert (
+        load_decoder(head).encoder_hash == load_encoder_ref(ref, trust_remote_code=True, pooling="mean").hash
+    )
 
 
 def test_the_code_is_part_of_the_encoders_identity(tmp_path: Path, custom: dict[str, Any]) -> None:
     folder = shutil.copytree(custom["folder"], tmp_path / "tinymix")
     texts = TextViews({"en": ["the red cat and the blue dog", "bread and soup near a horse"]})
     first = load_encoder_ref(f"hf:{folder}", trust_remote_code=True)
-    assert first.hash == load_encoder_ref(f"hf:{custom['folder']}", trust_remote_code=True).hash  # moved: same encoder
+    assert (
+        first.hash == load_encoder_ref(f"hf:{custom['folder']}", trust_remote_code=True).hash
+    )  # moved: same encoder
     with torch.no_grad():
         before = first.embed_batch(texts)
     modeling = folder / "modeling_tinymix.py"

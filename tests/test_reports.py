@@ -55,11 +55,33 @@ def run(tiny_zoo, tmp_path_factory, cli):
     broken = out / "broken.encoder.safetensors"
     broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not a header")
     encoders = [str(tiny_zoo.encoder(n)) for n in tiny_zoo.names] + [str(broken)]
-    args = [a for e in encoders for a in ("-e", e)] + [a for n in tiny_zoo.names for a in ("-D", str(tiny_zoo.decoder(n)))]
-    result = cli("eval-matrix", *args, "-a", tiny_zoo.anchors_path, "--limit", LIMIT, "--allow-failures",
-                 "--json", out / "r.json", "--csv", out / "r.csv", "--markdown", out / "r.md", "--html", out / "r.html")
+    args = [a for e in encoders for a in ("-e", e)] + [
+        a for n in tiny_zoo.names for a in ("-D", str(tiny_zoo.decoder(n)))
+    ]
+    result = cli(
+        "eval-matrix",
+        *args,
+        "-a",
+        tiny_zoo.anchors_path,
+        "--limit",
+        LIMIT,
+        "--allow-failures",
+        "--json",
+        out / "r.json",
+        "--csv",
+        out / "r.csv",
+        "--markdown",
+        out / "r.md",
+        "--html",
+        out / "r.html",
+    )
     assert result.exit_code == 0, result.output
-    return {"dir": out, "args": args, "stdout": result.stdout, "report": json.loads((out / "r.json").read_text())}
+    return {
+        "dir": out,
+        "args": args,
+        "stdout": result.stdout,
+        "report": json.loads((out / "r.json").read_text()),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +116,14 @@ def test_schema_is_package_data_and_the_validator_catches_what_it_should(run):
     broken["metrics"]["accuracy"]["direction"] = "up"
     broken["surprise"] = 1
     errors = schema_errors(broken)
-    expected = ["$: missing required field 'main_score'", "$: unexpected field 'surprise'",
-                "$.pairs[0].stitched: expected boolean, got str", "$.encoders[0].hash: 'abc' does not match",
-                "$.pairs[1].scores.accuracy: 'high' does not match", "$.metrics.accuracy.direction: 'up' is not one of"]
+    expected = [
+        "$: missing required field 'main_score'",
+        "$: unexpected field 'surprise'",
+        "$.pairs[0].stitched: expected boolean, got str",
+        "$.encoders[0].hash: 'abc' does not match",
+        "$.pairs[1].scores.accuracy: 'high' does not match",
+        "$.metrics.accuracy.direction: 'up' is not one of",
+    ]
     for message in expected:
         assert any(e.startswith(message) for e in errors), (message, errors)
     assert len(errors) == len(expected)
@@ -113,14 +140,22 @@ def test_report_records_provenance_hashes_and_scores(run, tiny_zoo, anchors):
     for kind, items in (("encoder", report["encoders"][:4]), ("decoder", report["decoders"])):
         for item, name in zip(items, tiny_zoo.names, strict=True):
             meta = describe(getattr(tiny_zoo, kind)(name))["metadata"]
-            assert item["hash"] == meta["hash"] and item["seed"] == meta["training"]["seed"] and item["group"] == "cnn"
+            assert (
+                item["hash"] == meta["hash"]
+                and item["seed"] == meta["training"]["seed"]
+                and item["group"] == "cnn"
+            )
     assert report["encoders"][4]["name"] == "broken" and "error" in report["encoders"][4]
     config = report["config"]
     assert config["limit"] == 200 and config["device"] == "cpu" and config["dtype"] == "float32"
-    assert config["projections"] == [report["decoders"][0]["projection"]] and config["methods"] == ["relative", "absolute"]
+    assert config["projections"] == [report["decoders"][0]["projection"]] and config["methods"] == [
+        "relative",
+        "absolute",
+    ]
     assert set(report["environment"]["packages"]) >= {"torch", "transformers"}
-    assert report["environment"]["packages"]["torch"] == torch.__version__.split("+")[0] or torch.__version__.startswith(
-        report["environment"]["packages"]["torch"])
+    assert report["environment"]["packages"]["torch"] == torch.__version__.split("+")[
+        0
+    ] or torch.__version__.startswith(report["environment"]["packages"]["torch"])
     # 5 encoders × 4 decoders; the broken encoder fails with each decoder and only there
     assert len(report["pairs"]) == 20
     failed = report["failed_pairs"]
@@ -143,23 +178,48 @@ def test_matrices_main_score_and_aggregate_follow_the_pairs(run):
         for j, d in enumerate(rel["columns"]):
             pair = next(p for p in report["pairs"] if (p["encoder"], p["decoder"]) == (e, d))
             assert rel["values"]["accuracy"][i][j] == (None if pair["error"] else pair["scores"]["accuracy"])
-    stitched = [p["scores"]["accuracy"] for p in ok if p["method"] == "relative" and p["stitched"] and not p["cross_space"]]
+    stitched = [
+        p["scores"]["accuracy"]
+        for p in ok
+        if p["method"] == "relative" and p["stitched"] and not p["cross_space"]
+    ]
     assert len(stitched) == 2  # rel-s0 ↔ rel-s1
     assert report["main_score"]["value"] == pytest.approx(mean(stitched)) and report["main_score"]["n"] == 2
     # the paper's claim holds even on the tiny zoo: absolute stitching collapses, relative does not
-    abs_stitched = [p["scores"]["accuracy"] for p in ok if p["method"] == "absolute" and p["stitched"] and not p["cross_space"]]
+    abs_stitched = [
+        p["scores"]["accuracy"]
+        for p in ok
+        if p["method"] == "absolute" and p["stitched"] and not p["cross_space"]
+    ]
     assert max(abs_stitched) < 0.5 < min(stitched)
-    row = next(r for r in report["aggregate"] if (r["method"], r["setting"], r["encoder_group"], r["metric"])
-               == ("absolute", "stitched", "all", "accuracy"))
-    assert row["n"] == 2 and row["mean"] == pytest.approx(mean(abs_stitched)) and row["std"] == pytest.approx(stdev(abs_stitched))
+    row = next(
+        r
+        for r in report["aggregate"]
+        if (r["method"], r["setting"], r["encoder_group"], r["metric"])
+        == ("absolute", "stitched", "all", "accuracy")
+    )
+    assert (
+        row["n"] == 2
+        and row["mean"] == pytest.approx(mean(abs_stitched))
+        and row["std"] == pytest.approx(stdev(abs_stitched))
+    )
     cross = [p for p in ok if p["cross_space"]]
     assert len(cross) == 8 and all(p["encoder_space"] != p["space"] for p in cross)
 
 
 def test_everything_outside_run_is_byte_deterministic(run, cli, tiny_zoo):
     second = run["dir"] / "again.json"
-    result = cli("eval-matrix", *run["args"], "-a", tiny_zoo.anchors_path, "--limit", LIMIT, "--allow-failures",
-                 "--json", second)
+    result = cli(
+        "eval-matrix",
+        *run["args"],
+        "-a",
+        tiny_zoo.anchors_path,
+        "--limit",
+        LIMIT,
+        "--allow-failures",
+        "--json",
+        second,
+    )
     assert result.exit_code == 0
     first, again = copy.deepcopy(run["report"]), json.loads(second.read_text())
     assert_valid(again)
@@ -179,7 +239,10 @@ def test_old_report_is_migrated_and_a_newer_one_refused(tmp_path, cli):
         for j, d in enumerate(v1["columns"]):
             method = next(x["space"] for x in old["decoders"] if x["name"] == d)
             m = report["matrices"][method]
-            assert m["values"]["accuracy"][m["rows"].index(e)][m["columns"].index(d)] == v1["values"]["accuracy"][i][j]
+            assert (
+                m["values"]["accuracy"][m["rows"].index(e)][m["columns"].index(d)]
+                == v1["values"]["accuracy"][i][j]
+            )
     assert report["run"]["pair_seconds"][0]["seconds"] == old["run"]["pair_seconds"]["cnn-rel-s0|cnn-rel-s0"]
     newer = tmp_path / "newer.json"
     newer.write_text(json.dumps(dict(old, schema_version=SCHEMA_VERSION + 1)))
@@ -188,9 +251,12 @@ def test_old_report_is_migrated_and_a_newer_one_refused(tmp_path, cli):
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     ragged = load_report(V1_REPORT)
     ragged["matrices"]["relative"]["values"]["accuracy"][0].pop()
-    for text, message in (("{", "not valid JSON"), ("[]", "not a relstitch report"),
-                          (json.dumps({"schema_version": 2, "task": "x"}), "does not match schema"),
-                          (json.dumps(ragged), "$.matrices.relative.values.accuracy is not 2 × 2")):
+    for text, message in (
+        ("{", "not valid JSON"),
+        ("[]", "not a relstitch report"),
+        (json.dumps({"schema_version": 2, "task": "x"}), "does not match schema"),
+        (json.dumps(ragged), "$.matrices.relative.values.accuracy is not 2 × 2"),
+    ):
         bad = tmp_path / "bad.json"
         bad.write_text(text)
         result = cli("report", bad)
@@ -206,15 +272,24 @@ def test_inspect_summarises_a_report_and_refuses_other_json(run, cli, tmp_path):
     assert info["kind"] == "report" and info["version"] == SCHEMA_VERSION and info["tensors"] == {}
     summary = info["metadata"]
     assert summary["pairs"] == len(report["pairs"]) and summary["failed_pairs"] == len(report["failed_pairs"])
-    assert summary["encoders"] == [e["name"] for e in report["encoders"]] and summary["dataset"]["hash"] == report["dataset"]["hash"]
+    assert (
+        summary["encoders"] == [e["name"] for e in report["encoders"]]
+        and summary["dataset"]["hash"] == report["dataset"]["hash"]
+    )
     assert summary["main_score"].startswith(f"{report['main_metric']} {report['main_score']['value']:.4f}")
     table = cli("inspect", run["dir"] / "r.json")
     assert table.exit_code == 0 and "relstitch report file, format 2" in " ".join(table.stdout.split())
-    assert json.loads(cli("inspect", V1_REPORT, "--json").stdout)["version"] == SCHEMA_VERSION  # migrated on read
+    assert (
+        json.loads(cli("inspect", V1_REPORT, "--json").stdout)["version"] == SCHEMA_VERSION
+    )  # migrated on read
     other = tmp_path / "other.json"
     other.write_text('  {"a": 1}')
     refused = cli("inspect", other)
-    assert refused.exit_code == 1 and "not a relstitch report" in refused.stderr and refused.stderr.count("\n") == 1
+    assert (
+        refused.exit_code == 1
+        and "not a relstitch report" in refused.stderr
+        and refused.stderr.count("\n") == 1
+    )
 
 
 # ------------------------------------------------------------------------------------- CSV and MD
@@ -231,7 +306,9 @@ def test_csv_is_long_form_with_one_row_per_pair_and_metric(run):
             assert len(mine) == 1 and mine[0]["error"] == pair["error"] and mine[0]["value"] == ""
             continue
         assert {r["metric"]: float(r["value"]) for r in mine} == pair["scores"]
-        assert {r["method"] for r in mine} == {pair["method"]} and {r["stitched"] for r in mine} == {str(pair["stitched"])}
+        assert {r["method"] for r in mine} == {pair["method"]} and {r["stitched"] for r in mine} == {
+            str(pair["stitched"])
+        }
         assert {r["encoder_group"] for r in mine} == {"cnn"}
 
 
@@ -242,11 +319,17 @@ def test_markdown_has_a_matrix_per_method_the_aggregate_failures_and_provenance(
     assert "## relative · accuracy ↑" in text and "## absolute · accuracy ↑" in text
     diag = next(p for p in report["pairs"] if p["encoder"] == "cnn-rel-s0" and p["decoder"] == "cnn-rel-s0")
     off = next(p for p in report["pairs"] if p["encoder"] == "cnn-rel-s0" and p["decoder"] == "cnn-rel-s1")
-    assert f"| cnn-rel-s0 | **{diag['scores']['accuracy']:.3f}**\\* | {off['scores']['accuracy']:.3f} |" in text
+    assert (
+        f"| cnn-rel-s0 | **{diag['scores']['accuracy']:.3f}**\\* | {off['scores']['accuracy']:.3f} |" in text
+    )
     assert "| broken | ✗ | ✗ |" in text and "## Failed pairs" in text
     assert "| method | setting | all |" in text
-    stitched = next(r for r in report["aggregate"] if (r["method"], r["setting"], r["encoder_group"], r["metric"])
-                    == ("relative", "stitched", "all", "accuracy"))
+    stitched = next(
+        r
+        for r in report["aggregate"]
+        if (r["method"], r["setting"], r["encoder_group"], r["metric"])
+        == ("relative", "stitched", "all", "accuracy")
+    )
     assert f"| relative | stitched | {stitched['mean']:.3f} ± {stitched['std']:.3f} (n=2) |" in text
     assert report["anchors"]["hash"][:16] in text and report["dataset"]["hash"][:16] in text
     assert report["decoders"][0]["hash"][:12] in text
@@ -260,26 +343,92 @@ def test_markdown_has_a_matrix_per_method_the_aggregate_failures_and_provenance(
 def toy_report(first_score: float = 0.9) -> dict:
     """A hand-made run: two encoders with their relative decoders, one encoder that failed to load."""
     h = {n: c * 64 for n, c in (("alpha", "a"), ("beta", "b"), ("da", "c"), ("db", "d"))}
-    enc = [{"name": "alpha", "path": "alpha.e", "hash": h["alpha"], "latent_dim": 8, "trained_space": "relative",
-            "architecture": "cnn", "seed": 0, "encode_seconds": 0.1},
-           {"name": "beta-long-encoder-name", "path": "beta.e", "hash": h["beta"], "latent_dim": 8,
-            "trained_space": "relative", "architecture": "mlp", "seed": 1, "encode_seconds": 0.1},
-           {"name": "gamma", "path": "gamma.e", "error": "gamma.e: not a safetensors file"}]
+    enc = [
+        {
+            "name": "alpha",
+            "path": "alpha.e",
+            "hash": h["alpha"],
+            "latent_dim": 8,
+            "trained_space": "relative",
+            "architecture": "cnn",
+            "seed": 0,
+            "encode_seconds": 0.1,
+        },
+        {
+            "name": "beta-long-encoder-name",
+            "path": "beta.e",
+            "hash": h["beta"],
+            "latent_dim": 8,
+            "trained_space": "relative",
+            "architecture": "mlp",
+            "seed": 1,
+            "encode_seconds": 0.1,
+        },
+        {"name": "gamma", "path": "gamma.e", "error": "gamma.e: not a safetensors file"},
+    ]
     proj = {"similarity": "cosine", "centering": False}
-    dec = [{"name": "alpha", "path": "alpha.d", "hash": h["da"], "space": "relative", "input_dim": 4, "encoder_hash": h["alpha"],
-            "anchor_hash": "e" * 64, "projection": proj, "architecture": "vision-head", "seed": 0, "encoder_architecture": "cnn"},
-           {"name": "beta-long-decoder-name", "path": "beta.d", "hash": h["db"], "space": "relative", "input_dim": 4,
-            "encoder_hash": h["beta"], "anchor_hash": "e" * 64, "projection": proj, "architecture": "vision-head", "seed": 1,
-            "encoder_architecture": "mlp"}]
-    scores = {("alpha", "alpha"): first_score, ("alpha", "beta-long-decoder-name"): 0.625,
-              ("beta-long-encoder-name", "alpha"): 0.5, ("beta-long-encoder-name", "beta-long-decoder-name"): 0.875}
-    pairs = [PairResult(e, d, "relative", e.split("-")[0] != d.split("-")[0], {"accuracy": v, "macro_f1": v - 0.1},
-                        seconds=0.01, encoder_space="relative") for (e, d), v in scores.items()]
-    pairs += [PairResult("gamma", d["name"], "relative", True, error="gamma.e: not a safetensors file") for d in dec]
-    result = MatrixResult(enc, dec, pairs, "classification", "accuracy",
-                          {"path": "a.st", "hash": "e" * 64, "count": 4, "strategy": "uniform", "seed": 0},
-                          {"name": "toy", "size": 8, "shape": [1, 2, 2], "hash": "f" * 64}, {"total_seconds": 1.0})
-    return build_report(result, config={"data": "toy", "limit": None, "batch_size": 8}, command=["relstitch", "eval-matrix"])
+    dec = [
+        {
+            "name": "alpha",
+            "path": "alpha.d",
+            "hash": h["da"],
+            "space": "relative",
+            "input_dim": 4,
+            "encoder_hash": h["alpha"],
+            "anchor_hash": "e" * 64,
+            "projection": proj,
+            "architecture": "vision-head",
+            "seed": 0,
+            "encoder_architecture": "cnn",
+        },
+        {
+            "name": "beta-long-decoder-name",
+            "path": "beta.d",
+            "hash": h["db"],
+            "space": "relative",
+            "input_dim": 4,
+            "encoder_hash": h["beta"],
+            "anchor_hash": "e" * 64,
+            "projection": proj,
+            "architecture": "vision-head",
+            "seed": 1,
+            "encoder_architecture": "mlp",
+        },
+    ]
+    scores = {
+        ("alpha", "alpha"): first_score,
+        ("alpha", "beta-long-decoder-name"): 0.625,
+        ("beta-long-encoder-name", "alpha"): 0.5,
+        ("beta-long-encoder-name", "beta-long-decoder-name"): 0.875,
+    }
+    pairs = [
+        PairResult(
+            e,
+            d,
+            "relative",
+            e.split("-")[0] != d.split("-")[0],
+            {"accuracy": v, "macro_f1": v - 0.1},
+            seconds=0.01,
+            encoder_space="relative",
+        )
+        for (e, d), v in scores.items()
+    ]
+    pairs += [
+        PairResult("gamma", d["name"], "relative", True, error="gamma.e: not a safetensors file") for d in dec
+    ]
+    result = MatrixResult(
+        enc,
+        dec,
+        pairs,
+        "classification",
+        "accuracy",
+        {"path": "a.st", "hash": "e" * 64, "count": 4, "strategy": "uniform", "seed": 0},
+        {"name": "toy", "size": 8, "shape": [1, 2, 2], "hash": "f" * 64},
+        {"total_seconds": 1.0},
+    )
+    return build_report(
+        result, config={"data": "toy", "limit": None, "batch_size": 8}, command=["relstitch", "eval-matrix"]
+    )
 
 
 def render(report: dict, width: int, *, by_group: bool = False) -> str:
@@ -398,7 +547,11 @@ def test_report_command_renders_every_format_and_refuses_bad_options(run, cli, t
         result = cli("report", path, "--format", fmt)
         assert result.exit_code == 0 and result.stdout == (run["dir"] / name).read_text(), fmt
     table = cli("report", path)
-    assert table.exit_code == 0 and "relative · accuracy ↑" in table.stdout and "absolute · accuracy ↑" in table.stdout
+    assert (
+        table.exit_code == 0
+        and "relative · accuracy ↑" in table.stdout
+        and "absolute · accuracy ↑" in table.stdout
+    )
     out = tmp_path / "t.txt"
     assert cli("report", path, "--format", "table", "--metric", "macro_f1", "-o", out).exit_code == 0
     assert "relative · macro_f1 ↑" in out.read_text() and "\x1b[" not in out.read_text()
@@ -412,27 +565,71 @@ def test_report_command_renders_every_format_and_refuses_bad_options(run, cli, t
 
 def test_group_option_relabels_and_refuses_a_pattern_matching_nothing(run, cli, tiny_zoo, tmp_path):
     out = tmp_path / "g.json"
-    result = cli("eval-matrix", *run["args"], "-a", tiny_zoo.anchors_path, "--limit", "50", "--allow-failures",
-                 "--group", "cnn-abs-*=absnet", "--group", "cnn-rel-*=relnet", "--json", out)
+    result = cli(
+        "eval-matrix",
+        *run["args"],
+        "-a",
+        tiny_zoo.anchors_path,
+        "--limit",
+        "50",
+        "--allow-failures",
+        "--group",
+        "cnn-abs-*=absnet",
+        "--group",
+        "cnn-rel-*=relnet",
+        "--json",
+        out,
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert_valid(report)
     groups = {e["name"]: e["group"] for e in report["encoders"]}
-    assert groups["cnn-abs-s0"] == "absnet" and groups["cnn-rel-s1"] == "relnet" and groups["broken"] == "unknown"
+    assert (
+        groups["cnn-abs-s0"] == "absnet"
+        and groups["cnn-rel-s1"] == "relnet"
+        and groups["broken"] == "unknown"
+    )
     assert {d["group"] for d in report["decoders"]} == {"absnet", "relnet"}
     pairs = {(r["encoder_group"], r["decoder_group"]) for r in report["aggregate"]}
     assert ("absnet", "relnet") in pairs and ("relnet", "relnet") in pairs
-    assert report["config"]["groups"] == [{"pattern": "cnn-abs-*", "group": "absnet"}, {"pattern": "cnn-rel-*", "group": "relnet"}]
+    assert report["config"]["groups"] == [
+        {"pattern": "cnn-abs-*", "group": "absnet"},
+        {"pattern": "cnn-rel-*", "group": "relnet"},
+    ]
     for bad, message in (("vit-*=vit", "matches no encoder or decoder"), ("novalue", "expected NAME=GROUP")):
-        refused = cli("eval-matrix", *run["args"], "-a", tiny_zoo.anchors_path, "--group", bad, "--json", tmp_path / "x.json")
+        refused = cli(
+            "eval-matrix",
+            *run["args"],
+            "-a",
+            tiny_zoo.anchors_path,
+            "--group",
+            bad,
+            "--json",
+            tmp_path / "x.json",
+        )
         assert refused.exit_code == 2 and message in refused.stderr and not (tmp_path / "x.json").exists()
 
 
 def test_one_matrix_per_method_with_controls_next_to_their_method(run, cli, tiny_zoo, tmp_path):
     out = tmp_path / "m.json"
-    result = cli("eval-matrix", *run["args"][:-10], *run["args"][-8:], "-a", tiny_zoo.anchors_path, "--limit", "50",
-                 "--method", "absolute,procrustes,relative", "--null-baseline", "--json", out, "--markdown", tmp_path / "m.md",
-                 "--html", tmp_path / "m.html")
+    result = cli(
+        "eval-matrix",
+        *run["args"][:-10],
+        *run["args"][-8:],
+        "-a",
+        tiny_zoo.anchors_path,
+        "--limit",
+        "50",
+        "--method",
+        "absolute,procrustes,relative",
+        "--null-baseline",
+        "--json",
+        out,
+        "--markdown",
+        tmp_path / "m.md",
+        "--html",
+        tmp_path / "m.html",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert_valid(report)
@@ -441,9 +638,15 @@ def test_one_matrix_per_method_with_controls_next_to_their_method(run, cli, tiny
     assert report["matrices"]["procrustes"]["columns"] == ["cnn-abs-s0", "cnn-abs-s1"]
     assert report["main_score"]["method"] == "relative"
     for method in report["methods"]:
-        assert f"{method} · accuracy ↑" in result.stdout or f"{method} (control: shuffled-anchors) · accuracy ↑" in result.stdout
+        assert (
+            f"{method} · accuracy ↑" in result.stdout
+            or f"{method} (control: shuffled-anchors) · accuracy ↑" in result.stdout
+        )
     markdown = (tmp_path / "m.md").read_text()
-    assert "## relative-null (control: shuffled-anchors) · accuracy ↑" in markdown and markdown.count("\n## ") == 5 + 2
+    assert (
+        "## relative-null (control: shuffled-anchors) · accuracy ↑" in markdown
+        and markdown.count("\n## ") == 5 + 2
+    )
     assert (tmp_path / "m.html").read_text().count("<figure>") == 5
     # translations and controls are never cross-space; native pairs across bottlenecks are
     assert not any(p["cross_space"] for p in report["pairs"] if p["method"] != p["space"])
@@ -466,19 +669,42 @@ def test_html_is_self_contained(run):
     assert set(re.findall(r"https?://[^\s\"'<>]+", text)) == {"http://www.w3.org/2000/svg"}
     assert text.count("<svg") == 3  # two heatmaps and the colour scale
     report = run["report"]
-    for needle in (report["anchors"]["hash"], report["dataset"]["hash"], "cnn-rel-s0 → cnn-rel-s1 (relative)", "Failed pairs",
-                   "mean ± std over pairs", "&quot;batch_size&quot;: 256"):
+    for needle in (
+        report["anchors"]["hash"],
+        report["dataset"]["hash"],
+        "cnn-rel-s0 → cnn-rel-s1 (relative)",
+        "Failed pairs",
+        "mean ± std over pairs",
+        "&quot;batch_size&quot;: 256",
+    ):
         assert needle in text, needle
 
 
 def _screenshot(chromium: str, html: Path, png: Path, profile: Path) -> torch.Tensor:
-    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                    "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-                    f"--screenshot={png}", "--window-size=1200,900", html.as_uri()],
-                   capture_output=True, timeout=60, check=True)
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            f"--screenshot={png}",
+            "--window-size=1200,900",
+            html.as_uri(),
+        ],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
     from torchvision.io import decode_png
 
-    with warnings.catch_warnings():  # torchvision 0.29 deprecates its image I/O in favour of torchcodec; it still works
+    with (
+        warnings.catch_warnings()
+    ):  # torchvision 0.29 deprecates its image I/O in favour of torchcodec; it still works
         warnings.simplefilter("ignore", DeprecationWarning)
         image = decode_png(torch.frombuffer(bytearray(png.read_bytes()), dtype=torch.uint8))
     return image[:3].permute(1, 2, 0).int()
@@ -512,23 +738,73 @@ def test_html_heatmap_renders_in_headless_chromium(run, tmp_path):
 def test_reconstruction_report_lower_is_better_and_an_infinite_psnr():
     """A perfect reconstruction has mse 0 and psnr inf: stored as the string "inf", left out of means, shown as inf."""
     h = {n: c * 64 for n, c in (("e0", "a"), ("e1", "b"), ("d0", "c"), ("d1", "d"))}
-    encoders = [{"name": f"ae{i}", "path": f"ae{i}.e", "hash": h[f"e{i}"], "latent_dim": 8, "trained_space": "relative",
-                 "architecture": "conv-ae", "seed": i} for i in (0, 1)]
-    decoders = [{"name": f"ae{i}", "path": f"ae{i}.d", "hash": h[f"d{i}"], "space": "relative", "input_dim": 4,
-                 "encoder_hash": h[f"e{i}"], "anchor_hash": "e" * 64, "projection": {"similarity": "cosine"},
-                 "architecture": "conv-decoder", "seed": i} for i in (0, 1)]
+    encoders = [
+        {
+            "name": f"ae{i}",
+            "path": f"ae{i}.e",
+            "hash": h[f"e{i}"],
+            "latent_dim": 8,
+            "trained_space": "relative",
+            "architecture": "conv-ae",
+            "seed": i,
+        }
+        for i in (0, 1)
+    ]
+    decoders = [
+        {
+            "name": f"ae{i}",
+            "path": f"ae{i}.d",
+            "hash": h[f"d{i}"],
+            "space": "relative",
+            "input_dim": 4,
+            "encoder_hash": h[f"e{i}"],
+            "anchor_hash": "e" * 64,
+            "projection": {"similarity": "cosine"},
+            "architecture": "conv-decoder",
+            "seed": i,
+        }
+        for i in (0, 1)
+    ]
     mse = {("ae0", "ae0"): 0.0, ("ae0", "ae1"): 0.04, ("ae1", "ae0"): 0.06, ("ae1", "ae1"): 0.01}
-    pairs = [PairResult(e, d, "relative", e != d, {"mse": v, "psnr": 10 * math.log10(1 / v) if v else math.inf},
-                        encoder_space="relative") for (e, d), v in mse.items()]
-    report = build_report(MatrixResult(encoders, decoders, pairs, "reconstruction", "mse",
-                                       {"path": None, "hash": "e" * 64, "count": 4, "strategy": "uniform", "seed": 0},
-                                       {"name": "toy", "size": 2, "hash": "f" * 64}), config={"data": "toy", "batch_size": 2})
+    pairs = [
+        PairResult(
+            e,
+            d,
+            "relative",
+            e != d,
+            {"mse": v, "psnr": 10 * math.log10(1 / v) if v else math.inf},
+            encoder_space="relative",
+        )
+        for (e, d), v in mse.items()
+    ]
+    report = build_report(
+        MatrixResult(
+            encoders,
+            decoders,
+            pairs,
+            "reconstruction",
+            "mse",
+            {"path": None, "hash": "e" * 64, "count": 4, "strategy": "uniform", "seed": 0},
+            {"name": "toy", "size": 2, "hash": "f" * 64},
+        ),
+        config={"data": "toy", "batch_size": 2},
+    )
     assert_valid(report)
     assert "Infinity" not in report_json(report) and report["pairs"][0]["scores"]["psnr"] == "inf"
     assert report["metrics"] == {"mse": {"direction": "lower"}, "psnr": {"direction": "higher"}}
-    assert report["main_score"] == {"metric": "mse", "direction": "lower", "method": "relative", "setting": "stitched",
-                                    "value": pytest.approx(0.05), "n": 2}
-    psnr = next(r for r in report["aggregate"] if (r["setting"], r["encoder_group"], r["metric"]) == ("not stitched", "all", "psnr"))
+    assert report["main_score"] == {
+        "metric": "mse",
+        "direction": "lower",
+        "method": "relative",
+        "setting": "stitched",
+        "value": pytest.approx(0.05),
+        "n": 2,
+    }
+    psnr = next(
+        r
+        for r in report["aggregate"]
+        if (r["setting"], r["encoder_group"], r["metric"]) == ("not stitched", "all", "psnr")
+    )
     assert psnr["n"] == 1 and psnr["mean"] == pytest.approx(20.0)  # the infinite one is left out
     text = render(report, 100)
     assert "relative · mse ↓" in text and "0.000*" in text
@@ -536,15 +812,34 @@ def test_reconstruction_report_lower_is_better_and_an_infinite_psnr():
 
 
 def test_a_run_where_every_pair_failed_still_renders_in_every_form():
-    decoder = {"name": "d", "path": "d.d", "hash": "c" * 64, "space": "relative", "input_dim": 4, "encoder_hash": None,
-               "anchor_hash": "e" * 64, "projection": {"similarity": "cosine"}, "architecture": "vision-head", "seed": None}
-    result = MatrixResult([{"name": "g", "path": "g.e", "error": "g.e: truncated"}], [decoder],
-                          [PairResult("g", "d", "relative", True, error="g.e: truncated")], "classification", "accuracy",
-                          {"path": None, "hash": "e" * 64, "count": 4, "strategy": None, "seed": None},
-                          {"name": "t", "size": 1, "hash": "f" * 64})
+    decoder = {
+        "name": "d",
+        "path": "d.d",
+        "hash": "c" * 64,
+        "space": "relative",
+        "input_dim": 4,
+        "encoder_hash": None,
+        "anchor_hash": "e" * 64,
+        "projection": {"similarity": "cosine"},
+        "architecture": "vision-head",
+        "seed": None,
+    }
+    result = MatrixResult(
+        [{"name": "g", "path": "g.e", "error": "g.e: truncated"}],
+        [decoder],
+        [PairResult("g", "d", "relative", True, error="g.e: truncated")],
+        "classification",
+        "accuracy",
+        {"path": None, "hash": "e" * 64, "count": 4, "strategy": None, "seed": None},
+        {"name": "t", "size": 1, "hash": "f" * 64},
+    )
     report = build_report(result, config={"data": "t", "batch_size": 1})
     assert_valid(report)
-    assert report["main_score"]["value"] is None and report["aggregate"] == [] and len(report["failed_pairs"]) == 1
+    assert (
+        report["main_score"]["value"] is None
+        and report["aggregate"] == []
+        and len(report["failed_pairs"]) == 1
+    )
     assert "main score: none" in render(report, 80) and "✗1 g → d: g.e: truncated" in render(report, 80)
     assert "| g | ✗ |" in to_markdown(report) and "Aggregated" not in to_markdown(report)
     assert "g.e: truncated" in to_html(report) and to_csv(report).splitlines()[1].endswith(",g.e: truncated")

@@ -12,7 +12,8 @@ import sys
 import pytest
 
 pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="mallopt tuning is glibc-only"
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="mallopt tuning is glibc-only",
 )
 
 # Frees a 24 MB block (under the 32 MiB mmap threshold) and reports how much of it left the resident set.
@@ -33,9 +34,14 @@ print(json.dumps({"applied": applied, "released_mb": held - rss_mb()}))
 
 
 def probe(mode: str, **env: str) -> dict:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in ("LD_PRELOAD", "RELSTITCH_ALLOCATOR")}
-    run = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True,
-                         env={**clean, **env})
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MALLOC_") and k not in ("LD_PRELOAD", "RELSTITCH_ALLOCATOR")
+    }
+    run = subprocess.run(
+        [sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True, env={**clean, **env}
+    )
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
@@ -43,7 +49,9 @@ def probe(mode: str, **env: str) -> dict:
 def test_tuned_allocator_keeps_freed_blocks_for_reuse():
     default, tuned = probe("default"), probe("tune")
     assert tuned["applied"] is True
-    assert default["released_mb"] > 20  # glibc's default hands the 24 MB block straight back (and faults it in next time)
+    assert (
+        default["released_mb"] > 20
+    )  # glibc's default hands the 24 MB block straight back (and faults it in next time)
     assert tuned["released_mb"] < 4  # kept for the next batch
 
 
@@ -56,14 +64,34 @@ def test_the_users_own_allocator_settings_win(env):
 
 
 def test_the_cli_applies_it_where_tensors_are_made_and_nowhere_else():
-    code = ("import sys, relstitch.runtime as r; from relstitch.cli import app; from typer.testing import CliRunner;"
-            "res = CliRunner().invoke(app, sys.argv[1:]); print(r._applied)")
+    code = (
+        "import sys, relstitch.runtime as r; from relstitch.cli import app; from typer.testing import CliRunner;"
+        "res = CliRunner().invoke(app, sys.argv[1:]); print(r._applied)"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "RELSTITCH_ALLOCATOR"}
     repo = os.path.dirname(os.path.dirname(__file__))
-    ran = subprocess.run([sys.executable, "-c", code, "stitch", "checkpoints/cnn-rel-s0.encoder.safetensors",
-                          "checkpoints/cnn-rel-s1.decoder.safetensors", "--limit", "20"],
-                         capture_output=True, text=True, env=env, cwd=repo)
+    ran = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "stitch",
+            "checkpoints/cnn-rel-s0.encoder.safetensors",
+            "checkpoints/cnn-rel-s1.decoder.safetensors",
+            "--limit",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=repo,
+    )
     assert ran.stdout.strip().splitlines()[-1] == "True"
-    for light in (["inspect", "checkpoints/anchors.safetensors"], ["--help"]):  # no tensor work: nothing tuned
-        untouched = subprocess.run([sys.executable, "-c", code, *light], capture_output=True, text=True, env=env, cwd=repo)
+    for light in (
+        ["inspect", "checkpoints/anchors.safetensors"],
+        ["--help"],
+    ):  # no tensor work: nothing tuned
+        untouched = subprocess.run(
+            [sys.executable, "-c", code, *light], capture_output=True, text=True, env=env, cwd=repo
+        )
         assert untouched.stdout.strip().splitlines()[-1] == "None", (light, untouched.stdout)

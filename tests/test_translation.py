@@ -26,7 +26,9 @@ ZOO = Path(__file__).resolve().parent.parent / "checkpoints"
 
 
 def orthogonal(dim: int, seed: int) -> torch.Tensor:
-    q, r = torch.linalg.qr(torch.randn(dim, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    q, r = torch.linalg.qr(
+        torch.randn(dim, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    )
     return q * torch.sign(torch.diagonal(r))
 
 
@@ -44,7 +46,9 @@ def test_the_full_pipeline_recovers_rotation_rescaling_and_shift_with_isotropic_
     x, q = points(200, 10, 2), orthogonal(10, 3)
     y = 4.0 * x @ q + 7.0
     for method in ("procrustes", "lstsq", "lstsq-ortho"):
-        translation = fit_translation(x[:50], y[:50], method, scaling="isotropic")  # fitted on 50 anchors only
+        translation = fit_translation(
+            x[:50], y[:50], method, scaling="isotropic"
+        )  # fitted on 50 anchors only
         torch.testing.assert_close(translation(x[50:]), y[50:])
 
 
@@ -56,13 +60,17 @@ def test_zero_padding_maps_a_smaller_space_into_a_larger_one():
     out = translation(x[30:])
     assert out.shape == (30, 9)
     torch.testing.assert_close(out, y[30:])
-    back = fit_translation(y[:30], x[:30], "procrustes", scaling="none")(y[30:])  # and the way down: truncated
+    back = fit_translation(y[:30], x[:30], "procrustes", scaling="none")(
+        y[30:]
+    )  # and the way down: truncated
     torch.testing.assert_close(back, x[30:])
 
 
 def test_lstsq_recovers_a_general_linear_map_and_lstsq_ortho_is_orthogonal():
     x, m = points(80, 8, 6), points(8, 8, 7)
-    torch.testing.assert_close(fit_translation(x[:40], x[:40] @ m, "lstsq", scaling="none")(x[40:]), x[40:] @ m)
+    torch.testing.assert_close(
+        fit_translation(x[:40], x[:40] @ m, "lstsq", scaling="none")(x[40:]), x[40:] @ m
+    )
     ortho = fit_translation(x[:40], x[:40] @ m, "lstsq-ortho", scaling="none").matrix
     torch.testing.assert_close(ortho.T @ ortho, torch.eye(8, dtype=ortho.dtype))
 
@@ -90,7 +98,10 @@ def test_procrustes_with_fewer_anchors_than_dimensions_is_unique():
 
 
 def test_translation_bytes_do_not_depend_on_the_thread_count():
-    x, y = points(150, 256, 12), points(150, 256, 13)  # k < d: U Vᵀ of the full SVD differed by 0.27 at 1 vs 2 threads
+    x, y = (
+        points(150, 256, 12),
+        points(150, 256, 13),
+    )  # k < d: U Vᵀ of the full SVD differed by 0.27 at 1 vs 2 threads
     before, fitted = torch.get_num_threads(), {}
     try:
         for threads in (1, 2):
@@ -109,27 +120,37 @@ def test_enough_anchors_give_an_exactly_orthogonal_map_and_no_warning():
         fit_translation(x, y, "lstsq")
         for method in ("procrustes", "lstsq-ortho"):
             matrix = fit_translation(x, y, method).matrix
-            torch.testing.assert_close(matrix.T @ matrix, torch.eye(12, dtype=matrix.dtype), rtol=0, atol=1e-12)
+            torch.testing.assert_close(
+                matrix.T @ matrix, torch.eye(12, dtype=matrix.dtype), rtol=0, atol=1e-12
+            )
 
 
 def test_fewer_anchors_than_dimensions_warn_that_only_their_span_is_determined():
     x, y = points(5, 8, 16), points(5, 8, 17)
     for method in ("procrustes", "lstsq", "lstsq-ortho"):  # centred, 5 anchors span 4 dimensions
-        with pytest.warns(RelstitchWarning, match=rf"\({method}\): the 5 anchors determine the map on 4 of 8 latent dimensions only "
-                                                  r"\(their span\)") as caught:
+        with pytest.warns(
+            RelstitchWarning,
+            match=rf"\({method}\): the 5 anchors determine the map on 4 of 8 latent dimensions only "
+            r"\(their span\)",
+        ) as caught:
             fit_translation(x, y, method)
         assert len(caught) == 1 and "land on the target anchors' mean" in str(caught[0].message)
     with pytest.warns(RelstitchWarning, match="land at the origin"):
-        fit_translation(x, y, "procrustes", scaling="none")  # uncentred: 5 anchors span 5 dimensions, still < 8
+        fit_translation(
+            x, y, "procrustes", scaling="none"
+        )  # uncentred: 5 anchors span 5 dimensions, still < 8
     with warnings.catch_warnings():
         warnings.simplefilter("error", RelstitchWarning)
         fit_translation(x, y, "affine")  # gradient descent: no rank to speak of, no warning
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (("rotate",), "unknown translation method"),
-    (("procrustes",), "same anchors in both spaces"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("rotate",), "unknown translation method"),
+        (("procrustes",), "same anchors in both spaces"),
+    ],
+)
 def test_translation_mistakes_are_one_line_errors(args, message):
     with pytest.raises(RelstitchError, match=message):
         fit_translation(points(10, 4, 0), points(9, 4, 1), *args)
@@ -147,8 +168,10 @@ def zoo_run():
     """The shipped zoo's CNNs on 500 built-in test images (encoded once for the module)."""
     anchors = load_anchors(ZOO / "anchors.safetensors")
     data = load_dataset("builtin:test", limit=500)
-    spaces = {name: encode(load_encoder(ZOO / f"{name}.encoder.safetensors"), anchors, data)
-              for name in ("cnn-abs-s0", "cnn-abs-s1", "cnn-rel-s0", "cnn-rel-s1")}
+    spaces = {
+        name: encode(load_encoder(ZOO / f"{name}.encoder.safetensors"), anchors, data)
+        for name in ("cnn-abs-s0", "cnn-abs-s1", "cnn-rel-s0", "cnn-rel-s1")
+    }
     return anchors, data, spaces
 
 
@@ -162,21 +185,31 @@ def test_procrustes_stitches_absolute_decoders_that_raw_latents_cannot(zoo_run):
     assert raw < 0.3 < 0.7 < mapped.scores["accuracy"]
     own = evaluate_translation(spaces["cnn-abs-s0"], target, decoder, "procrustes", data)
     assert not own.stitched
-    assert own.scores == evaluate_pair(spaces["cnn-abs-s0"], decoder, data).scores  # the identity map, exactly
+    assert (
+        own.scores == evaluate_pair(spaces["cnn-abs-s0"], decoder, data).scores
+    )  # the identity map, exactly
 
 
 def test_procrustes_on_fewer_zoo_anchors_than_latent_dimensions(zoo_run):
     _, data, spaces = zoo_run
     decoder = load_decoder(ZOO / "cnn-abs-s0.decoder.safetensors")
-    few = {n: dataclasses.replace(spaces[n], anchor_absolute=spaces[n].anchor_absolute[:32], _relative_cache={})
-           for n in ("cnn-abs-s0", "cnn-abs-s1")}  # 32 anchors, 64-d latents
-    with pytest.warns(RelstitchWarning, match="the 32 anchors determine the map on 31 of 64 latent dimensions only"):
-        stitched = evaluate_translation(few["cnn-abs-s1"], few["cnn-abs-s0"].anchor_absolute, decoder, "procrustes", data)
+    few = {
+        n: dataclasses.replace(spaces[n], anchor_absolute=spaces[n].anchor_absolute[:32], _relative_cache={})
+        for n in ("cnn-abs-s0", "cnn-abs-s1")
+    }  # 32 anchors, 64-d latents
+    with pytest.warns(
+        RelstitchWarning, match="the 32 anchors determine the map on 31 of 64 latent dimensions only"
+    ):
+        stitched = evaluate_translation(
+            few["cnn-abs-s1"], few["cnn-abs-s0"].anchor_absolute, decoder, "procrustes", data
+        )
     assert stitched.scores["accuracy"] > 0.7  # measured 0.80 on 1,000 images (0.82 with all 300 anchors)
     own = few["cnn-abs-s0"].anchor_absolute
     with pytest.warns(RelstitchWarning):
         onto_itself = fit_translation(own, own, "procrustes")
-    torch.testing.assert_close(onto_itself(own).float(), own)  # the anchors lie in their own span: mapped unchanged
+    torch.testing.assert_close(
+        onto_itself(own).float(), own
+    )  # the anchors lie in their own span: mapped unchanged
 
 
 def test_the_null_baseline_collapses_relative_and_translated_stitching(zoo_run):
@@ -185,21 +218,30 @@ def test_the_null_baseline_collapses_relative_and_translated_stitching(zoo_run):
     absolute = load_decoder(ZOO / "cnn-abs-s0.decoder.safetensors")
     source = spaces["cnn-rel-s1"]
     shuffled = shuffled_anchor_space(source)
-    assert not shuffled._relative_cache and source.anchor_absolute.data_ptr() != shuffled.anchor_absolute.data_ptr()
+    assert (
+        not shuffled._relative_cache
+        and source.anchor_absolute.data_ptr() != shuffled.anchor_absolute.data_ptr()
+    )
     real = evaluate_pair(source, relative, data).scores["accuracy"]
     null = evaluate_pair(shuffled, relative, data).scores["accuracy"]
     assert real > 0.7 and null < 0.35
     target = spaces["cnn-abs-s0"].anchor_absolute
     real = evaluate_translation(spaces["cnn-abs-s1"], target, absolute, "procrustes", data).scores["accuracy"]
-    null = evaluate_translation(shuffled_anchor_space(spaces["cnn-abs-s1"]), target, absolute, "procrustes", data)
+    null = evaluate_translation(
+        shuffled_anchor_space(spaces["cnn-abs-s1"]), target, absolute, "procrustes", data
+    )
     assert real > 0.7 and null.scores["accuracy"] < 0.35
 
 
 def test_eval_matrix_puts_methods_and_controls_side_by_side(zoo_run):
     anchors, data, _ = zoo_run
     encoders = [ZOO / f"{n}.encoder.safetensors" for n in ("cnn-abs-s0", "cnn-abs-s1", "cnn-rel-s0")]
-    decoders = [load_decoder(ZOO / f"{n}.decoder.safetensors") for n in ("cnn-rel-s0", "cnn-abs-s0", "cnn-abs-s2")]
-    result = eval_matrix(encoders, decoders, anchors, data, methods=["relative", "absolute", *METHODS], null_baseline=True)
+    decoders = [
+        load_decoder(ZOO / f"{n}.decoder.safetensors") for n in ("cnn-rel-s0", "cnn-abs-s0", "cnn-abs-s2")
+    ]
+    result = eval_matrix(
+        encoders, decoders, anchors, data, methods=["relative", "absolute", *METHODS], null_baseline=True
+    )
     by = {(p.encoder, p.decoder, p.method): p for p in result.pairs}
     assert len(by) == len(result.pairs)  # one pair per (encoder, decoder, method)
     methods = {p.method for p in result.pairs}
@@ -220,29 +262,49 @@ def test_eval_matrix_refuses_unknown_methods_and_methods_no_decoder_fits(zoo_run
     anchors, data, _ = zoo_run
     relative_only = [load_decoder(ZOO / "cnn-rel-s0.decoder.safetensors")]
     with pytest.raises(RelstitchError, match="unknown method"):
-        eval_matrix([ZOO / "cnn-rel-s0.encoder.safetensors"], relative_only, anchors, data, methods=["rotation"])
+        eval_matrix(
+            [ZOO / "cnn-rel-s0.encoder.safetensors"], relative_only, anchors, data, methods=["rotation"]
+        )
     with pytest.raises(RelstitchError, match="no decoder fits"):
-        eval_matrix([ZOO / "cnn-rel-s0.encoder.safetensors"], relative_only, anchors, data, methods=["procrustes"])
+        eval_matrix(
+            [ZOO / "cnn-rel-s0.encoder.safetensors"], relative_only, anchors, data, methods=["procrustes"]
+        )
 
 
 def test_target_anchor_latents_come_from_the_decoders_own_encoder(zoo_run):
     anchors, _, spaces = zoo_run
-    torch.testing.assert_close(embed(load_encoder(ZOO / "cnn-abs-s0.encoder.safetensors"), anchors.inputs),
-                               spaces["cnn-abs-s0"].anchor_absolute)
+    torch.testing.assert_close(
+        embed(load_encoder(ZOO / "cnn-abs-s0.encoder.safetensors"), anchors.inputs),
+        spaces["cnn-abs-s0"].anchor_absolute,
+    )
 
 
 # ------------------------------------------------------------------------------------------ CLI
 def test_stitch_with_a_translation_finds_the_decoders_own_encoder(cli):
-    args = ("stitch", ZOO / "cnn-abs-s1.encoder.safetensors", ZOO / "cnn-abs-s0.decoder.safetensors",
-            "--anchors", ZOO / "anchors.safetensors", "--limit", "200")
+    args = (
+        "stitch",
+        ZOO / "cnn-abs-s1.encoder.safetensors",
+        ZOO / "cnn-abs-s0.decoder.safetensors",
+        "--anchors",
+        ZOO / "anchors.safetensors",
+        "--limit",
+        "200",
+    )
     result = cli(*args, "--method", "lstsq-ortho", "--json")
     assert result.exit_code == 0, result.output
     pair = json.loads(result.stdout)
     assert pair["method"] == "lstsq-ortho" and pair["stitched"] and pair["scores"]["accuracy"] > 0.7
     wrong = cli(*args, "--method", "procrustes", "--target-encoder", ZOO / "cnn-abs-s2.encoder.safetensors")
     assert wrong.exit_code == 1 and "--target-encoder" in wrong.stderr and "Traceback" not in wrong.stderr
-    relative = cli("stitch", ZOO / "cnn-abs-s1.encoder.safetensors", ZOO / "cnn-rel-s0.decoder.safetensors",
-                   "--anchors", ZOO / "anchors.safetensors", "--method", "procrustes")
+    relative = cli(
+        "stitch",
+        ZOO / "cnn-abs-s1.encoder.safetensors",
+        ZOO / "cnn-rel-s0.decoder.safetensors",
+        "--anchors",
+        ZOO / "anchors.safetensors",
+        "--method",
+        "procrustes",
+    )
     assert relative.exit_code == 1 and "reads relative vectors" in relative.stderr
     native = cli(*args, "--method", "relative")
     assert native.exit_code == 2 and "reads absolute vectors" in native.stderr
@@ -250,21 +312,51 @@ def test_stitch_with_a_translation_finds_the_decoders_own_encoder(cli):
 
 def test_eval_matrix_cli_reports_methods_and_the_control(cli, tmp_path):
     out = tmp_path / "m.json"
-    encoders = [str(ZOO / f"{n}.encoder.safetensors") for n in ("cnn-abs-s0", "cnn-abs-s1", "cnn-rel-s0", "cnn-rel-s1")]
-    decoders = [str(ZOO / f"{n}.decoder.safetensors") for n in ("cnn-abs-s0", "cnn-abs-s1", "cnn-rel-s0", "cnn-rel-s1")]
-    result = cli("eval-matrix", *(a for e in encoders for a in ("-e", e)), *(a for d in decoders for a in ("-D", d)),
-                 "--anchors", ZOO / "anchors.safetensors", "--limit", "200", "--method", "relative,absolute,procrustes",
-                 "--null-baseline", "--json", out)
+    encoders = [
+        str(ZOO / f"{n}.encoder.safetensors")
+        for n in ("cnn-abs-s0", "cnn-abs-s1", "cnn-rel-s0", "cnn-rel-s1")
+    ]
+    decoders = [
+        str(ZOO / f"{n}.decoder.safetensors")
+        for n in ("cnn-abs-s0", "cnn-abs-s1", "cnn-rel-s0", "cnn-rel-s1")
+    ]
+    result = cli(
+        "eval-matrix",
+        *(a for e in encoders for a in ("-e", e)),
+        *(a for d in decoders for a in ("-D", d)),
+        "--anchors",
+        ZOO / "anchors.safetensors",
+        "--limit",
+        "200",
+        "--method",
+        "relative,absolute,procrustes",
+        "--null-baseline",
+        "--json",
+        out,
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     pairs = report["pairs"]
-    assert {p["method"] for p in pairs} == {"relative", "absolute", "procrustes", "relative-null", "procrustes-null"}
+    assert {p["method"] for p in pairs} == {
+        "relative",
+        "absolute",
+        "procrustes",
+        "relative-null",
+        "procrustes-null",
+    }
     controls = [p for p in pairs if p["control"]]
-    assert controls and all(p["method"].endswith("-null") and p["control"] == "shuffled-anchors" for p in controls)
+    assert controls and all(
+        p["method"].endswith("-null") and p["control"] == "shuffled-anchors" for p in controls
+    )
 
     def mean(method: str) -> float:
-        values = [p["scores"]["accuracy"] for p in pairs if p["method"] == method and p["stitched"]
-                  and p["encoder"].split("-")[1] == p["decoder"].split("-")[1]]  # same bottleneck: the method itself
+        values = [
+            p["scores"]["accuracy"]
+            for p in pairs
+            if p["method"] == method
+            and p["stitched"]
+            and p["encoder"].split("-")[1] == p["decoder"].split("-")[1]
+        ]  # same bottleneck: the method itself
         return sum(values) / len(values)
 
     assert mean("relative") > 0.7 and mean("procrustes") > 0.7 and mean("absolute") < 0.3
@@ -278,19 +370,45 @@ def test_translation_scaling_reaches_the_fit_from_stitch_and_eval_matrix(cli, tm
     anchors, data, spaces = zoo_run
     decoder = load_decoder(ZOO / "cnn-abs-s0.decoder.safetensors")
     target = spaces["cnn-abs-s0"].anchor_absolute
-    expected = {s: evaluate_translation(spaces["cnn-abs-s1"], target, decoder, "lstsq", data, scaling=s).scores["accuracy"]
-                for s in ("standard", "none")}
+    expected = {
+        s: evaluate_translation(spaces["cnn-abs-s1"], target, decoder, "lstsq", data, scaling=s).scores[
+            "accuracy"
+        ]
+        for s in ("standard", "none")
+    }
     assert expected["standard"] != expected["none"]  # the option must be able to change a score
     common = ["--anchors", ZOO / "anchors.safetensors", "--limit", "500"]
     for scaling in ("standard", "none"):
-        one = cli("stitch", ZOO / "cnn-abs-s1.encoder.safetensors", ZOO / "cnn-abs-s0.decoder.safetensors", *common,
-                  "--method", "lstsq", "--translation-scaling", scaling, "--json")
+        one = cli(
+            "stitch",
+            ZOO / "cnn-abs-s1.encoder.safetensors",
+            ZOO / "cnn-abs-s0.decoder.safetensors",
+            *common,
+            "--method",
+            "lstsq",
+            "--translation-scaling",
+            scaling,
+            "--json",
+        )
         assert one.exit_code == 0, one.stderr
         assert json.loads(one.stdout)["scores"]["accuracy"] == pytest.approx(expected[scaling], abs=1e-9)
         out = tmp_path / f"{scaling}.json"
-        matrix = cli("eval-matrix", "-e", ZOO / "cnn-abs-s1.encoder.safetensors", "-e", ZOO / "cnn-abs-s0.encoder.safetensors",
-                     "-D", ZOO / "cnn-abs-s0.decoder.safetensors", *common, "--method", "lstsq",
-                     "--translation-scaling", scaling, "--json", out)
+        matrix = cli(
+            "eval-matrix",
+            "-e",
+            ZOO / "cnn-abs-s1.encoder.safetensors",
+            "-e",
+            ZOO / "cnn-abs-s0.encoder.safetensors",
+            "-D",
+            ZOO / "cnn-abs-s0.decoder.safetensors",
+            *common,
+            "--method",
+            "lstsq",
+            "--translation-scaling",
+            scaling,
+            "--json",
+            out,
+        )
         assert matrix.exit_code == 0, matrix.stderr
         report = json.loads(out.read_text())
         assert report["config"]["translation_scaling"] == scaling
@@ -298,12 +416,20 @@ def test_translation_scaling_reaches_the_fit_from_stitch_and_eval_matrix(cli, tm
         assert cell["scores"]["accuracy"] == pytest.approx(expected[scaling], abs=1e-9)
 
 
-@pytest.mark.parametrize("args", [
-    ("eval-matrix", "--translation-scaling", "none"),  # no translation method: it would be ignored
-    ("eval-matrix", "--method", "procrustes", "--translation-scaling", "whiten"),
-    ("stitch", str(ZOO / "cnn-abs-s1.encoder.safetensors"), str(ZOO / "cnn-abs-s0.decoder.safetensors"),
-     "--translation-scaling", "none"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("eval-matrix", "--translation-scaling", "none"),  # no translation method: it would be ignored
+        ("eval-matrix", "--method", "procrustes", "--translation-scaling", "whiten"),
+        (
+            "stitch",
+            str(ZOO / "cnn-abs-s1.encoder.safetensors"),
+            str(ZOO / "cnn-abs-s0.decoder.safetensors"),
+            "--translation-scaling",
+            "none",
+        ),
+    ],
+)
 def test_translation_scaling_misuse_is_a_usage_error(cli, args):
     line = one_line_error(cli(*args), 2)
     assert "--translation-scaling" in line

@@ -32,7 +32,9 @@ LIMIT = "60"
 # ------------------------------------------------------------------ every rendered cell equals its pair
 def _pair_text(report: dict, encoder: str, decoder: str, method: str, metric: str) -> str | None:
     """What a cell must show: the pair's score, ✗ for a failed pair, None where no pair ran."""
-    found = [p for p in report["pairs"] if (p["encoder"], p["decoder"], p["method"]) == (encoder, decoder, method)]
+    found = [
+        p for p in report["pairs"] if (p["encoder"], p["decoder"], p["method"]) == (encoder, decoder, method)
+    ]
     assert len(found) <= 1, f"two pairs share the cell {encoder} → {decoder} ({method})"
     if not found:
         return None
@@ -52,21 +54,35 @@ def assert_cells_match_pairs(report: dict) -> int:
     terminal = console.file.getvalue().splitlines()
     seen = 0
     for method, matrix in report["matrices"].items():
-        md_start = next(i for i, line in enumerate(markdown) if line.startswith("## ") and f" · {metric}" in line
-                        and line[3:].split(" ")[0] == method)
-        md_rows = [line for line in markdown[md_start + 2:] if line.startswith("|")][2:2 + len(matrix["rows"])]
+        md_start = next(
+            i
+            for i, line in enumerate(markdown)
+            if line.startswith("## ") and f" · {metric}" in line and line[3:].split(" ")[0] == method
+        )
+        md_rows = [line for line in markdown[md_start + 2 :] if line.startswith("|")][
+            2 : 2 + len(matrix["rows"])
+        ]
         t_start = next(i for i, line in enumerate(terminal) if line.startswith(f"{method} ·"))
-        t_rows = [line for line in terminal[t_start:] if line.startswith("│")][:len(matrix["rows"])]
+        t_rows = [line for line in terminal[t_start:] if line.startswith("│")][: len(matrix["rows"])]
         for i, encoder in enumerate(matrix["rows"]):
-            md_cells = [c.strip().replace("**", "").replace("\\*", "") for c in md_rows[i].strip("|").split("|")]
+            md_cells = [
+                c.strip().replace("**", "").replace("\\*", "") for c in md_rows[i].strip("|").split("|")
+            ]
             t_cells = [c.strip().rstrip("*") for c in t_rows[i].strip("│").split("│")]
             assert md_cells[0] == encoder.replace("|", "\\|") and t_cells[0] == encoder
             for j, decoder in enumerate(matrix["columns"]):
                 expected = _pair_text(report, encoder, decoder, method, metric)
                 value = matrix["values"][metric][i][j]
-                assert (None if value is None else fmt(value)) == (None if expected in (None, "✗") else expected), \
-                    (method, encoder, decoder, value, expected)
-                assert md_cells[1 + j] == (expected or ""), (method, encoder, decoder, md_cells[1 + j], expected)
+                assert (None if value is None else fmt(value)) == (
+                    None if expected in (None, "✗") else expected
+                ), (method, encoder, decoder, value, expected)
+                assert md_cells[1 + j] == (expected or ""), (
+                    method,
+                    encoder,
+                    decoder,
+                    md_cells[1 + j],
+                    expected,
+                )
                 shown = re.sub(r"✗\d+", "✗", t_cells[1 + j])
                 assert shown == (expected or ""), (method, encoder, decoder, t_cells[1 + j], expected)
                 seen += 1
@@ -99,8 +115,19 @@ def test_hostile_file_names_in_eval_matrix_run_no_code(cli, tiny_zoo, tmp_path, 
     for i, name in enumerate(HOSTILE_NAMES[:3]):
         shutil.copy(tiny_zoo.encoder(tiny_zoo.names[i % 2]), tmp_path / f"{name}.encoder.safetensors")
         shutil.copy(tiny_zoo.decoder(tiny_zoo.names[i % 2]), tmp_path / f"{name}.decoder.safetensors")
-    result = cli("eval-matrix", "-e", "*.encoder.safetensors", "-D", "*.decoder.safetensors", "-a", tiny_zoo.anchors_path,
-                 "--limit", LIMIT, "--json", "r.json")
+    result = cli(
+        "eval-matrix",
+        "-e",
+        "*.encoder.safetensors",
+        "-D",
+        "*.decoder.safetensors",
+        "-a",
+        tiny_zoo.anchors_path,
+        "--limit",
+        LIMIT,
+        "--json",
+        "r.json",
+    )
     assert result.exit_code == 0, result.stderr
     report = json.loads(Path("r.json").read_text())
     assert not report["failed_pairs"] and len(report["pairs"]) == 9
@@ -140,7 +167,9 @@ def _broken_decoders(folder: Path, good: Path) -> dict[str, Path]:
     return paths
 
 
-def test_a_decoder_that_cannot_load_is_a_failed_column_and_the_rest_is_scored(tiny_zoo, tmp_path, anchors, test_data):
+def test_a_decoder_that_cannot_load_is_a_failed_column_and_the_rest_is_scored(
+    tiny_zoo, tmp_path, anchors, test_data
+):
     broken = _broken_decoders(tmp_path, tiny_zoo.decoder("cnn-rel-s0"))
     good = [tiny_zoo.decoder(n) for n in tiny_zoo.names]
     encoders = [tiny_zoo.encoder(n) for n in tiny_zoo.names[:2]]
@@ -168,8 +197,22 @@ def test_a_decoder_that_cannot_load_is_a_failed_column_and_the_rest_is_scored(ti
 
 def test_eval_matrix_cli_exit_status_policy(cli, tiny_zoo, tmp_path):
     broken = _broken_decoders(tmp_path, tiny_zoo.decoder("cnn-rel-s0"))
-    args = ["-e", tiny_zoo.encoder("cnn-rel-s0"), "-e", tiny_zoo.encoder("cnn-abs-s0"), "-D", tiny_zoo.decoder("cnn-rel-s1"),
-            "-D", broken["truncated"], "-D", broken["kindless"], "-a", tiny_zoo.anchors_path, "--limit", LIMIT]
+    args = [
+        "-e",
+        tiny_zoo.encoder("cnn-rel-s0"),
+        "-e",
+        tiny_zoo.encoder("cnn-abs-s0"),
+        "-D",
+        tiny_zoo.decoder("cnn-rel-s1"),
+        "-D",
+        broken["truncated"],
+        "-D",
+        broken["kindless"],
+        "-a",
+        tiny_zoo.anchors_path,
+        "--limit",
+        LIMIT,
+    ]
     result = cli("eval-matrix", *args, "--json", tmp_path / "r.json", "--markdown", tmp_path / "r.md")
     line = one_line_error(result)
     assert line.startswith("error: 4 of 6 pairs failed"), line
@@ -177,7 +220,9 @@ def test_eval_matrix_cli_exit_status_policy(cli, tiny_zoo, tmp_path):
     assert len(report["failed_pairs"]) == 4 and (tmp_path / "r.md").exists()
     assert assert_cells_match_pairs(report) == 6
     allowed = cli("eval-matrix", *args, "--allow-failures")
-    assert allowed.exit_code == 0 and allowed.stderr.strip().splitlines()[-1].startswith("4 of 6 pairs failed")
+    assert allowed.exit_code == 0 and allowed.stderr.strip().splitlines()[-1].startswith(
+        "4 of 6 pairs failed"
+    )
     stopped = cli("eval-matrix", *args, "--fail-fast", "--json", tmp_path / "f.json")
     assert "truncated.decoder.safetensors" in one_line_error(stopped) and not (tmp_path / "f.json").exists()
     assert one_line_error(cli("eval-matrix", *args, "--fail-fast", "--allow-failures"), 2)
@@ -187,8 +232,21 @@ def test_eval_matrix_cli_exit_status_policy(cli, tiny_zoo, tmp_path):
 
 def test_every_decoder_broken_is_a_matrix_of_reasons(cli, tiny_zoo, tmp_path):
     broken = _broken_decoders(tmp_path, tiny_zoo.decoder("cnn-rel-s0"))
-    result = cli("eval-matrix", "-e", tiny_zoo.encoder("cnn-rel-s0"), "-D", broken["empty"], "-D", broken["truncated"],
-                 "-a", tiny_zoo.anchors_path, "--limit", LIMIT, "--json", tmp_path / "r.json")
+    result = cli(
+        "eval-matrix",
+        "-e",
+        tiny_zoo.encoder("cnn-rel-s0"),
+        "-D",
+        broken["empty"],
+        "-D",
+        broken["truncated"],
+        "-a",
+        tiny_zoo.anchors_path,
+        "--limit",
+        LIMIT,
+        "--json",
+        tmp_path / "r.json",
+    )
     assert "2 of 2 pairs failed" in one_line_error(result)
     assert json.loads((tmp_path / "r.json").read_text())["failed_pairs"]
 
@@ -202,9 +260,22 @@ def test_checkpoints_that_share_a_name_are_told_apart_and_every_cell_is_its_own(
         shutil.copy(tiny_zoo.encoder(name), tmp_path / "zooA" / f"{name}.encoder.safetensors")
     shutil.copy(tiny_zoo.decoder("cnn-rel-s1"), tmp_path / "zooB" / "cnn-rel-s0.decoder.safetensors")
     (tmp_path / "zooB" / "cnn-rel-s1.decoder.safetensors").write_bytes(b"broken")
-    result = cli("eval-matrix", "-e", f"{tmp_path}/zooA/*.encoder.safetensors", "-D", f"{tmp_path}/zooA/*.decoder.safetensors",
-                 "-D", f"{tmp_path}/zooB/*.decoder.safetensors", "-a", tiny_zoo.anchors_path, "--limit", LIMIT,
-                 "--json", tmp_path / "r.json", "--allow-failures")
+    result = cli(
+        "eval-matrix",
+        "-e",
+        f"{tmp_path}/zooA/*.encoder.safetensors",
+        "-D",
+        f"{tmp_path}/zooA/*.decoder.safetensors",
+        "-D",
+        f"{tmp_path}/zooB/*.decoder.safetensors",
+        "-a",
+        tiny_zoo.anchors_path,
+        "--limit",
+        LIMIT,
+        "--json",
+        tmp_path / "r.json",
+        "--allow-failures",
+    )
     assert result.exit_code == 0, result.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     names = [d["name"] for d in report["decoders"]]
@@ -213,7 +284,12 @@ def test_checkpoints_that_share_a_name_are_told_apart_and_every_cell_is_its_own(
     assert assert_cells_match_pairs(report) == 8
     assert "told apart" in result.stdout and "zooB/cnn-rel-s1 [2] = " in result.stdout
     by_name = {d["name"]: d for d in report["decoders"]}
-    assert [d.get("renamed_from") for d in by_name.values()] == [None, "cnn-rel-s1", "cnn-rel-s1", "cnn-rel-s1"]
+    assert [d.get("renamed_from") for d in by_name.values()] == [
+        None,
+        "cnn-rel-s1",
+        "cnn-rel-s1",
+        "cnn-rel-s1",
+    ]
     # the diagonal is the decoder's own encoder, by hash: zooB's seed-1 copy is not stitched on encoder seed 1
     for pair in report["pairs"]:
         decoder = by_name[pair["decoder"]]
@@ -245,14 +321,29 @@ def test_a_saved_report_whose_names_clash_is_refused(tmp_path):
 LONG = "n" * 300
 
 
-@pytest.mark.parametrize("verb", ["anchors", "encode", "eval-json", "eval-input", "report", "inspect", "stitch-input",
-                                  "compare-json", "fit-output", "train-output"])
+@pytest.mark.parametrize(
+    "verb",
+    [
+        "anchors",
+        "encode",
+        "eval-json",
+        "eval-input",
+        "report",
+        "inspect",
+        "stitch-input",
+        "compare-json",
+        "fit-output",
+        "train-output",
+    ],
+)
 @pytest.mark.parametrize("trouble", ["long", "loop"])
 def test_every_verb_maps_an_os_error_to_one_line(verb, trouble, cli, tiny_zoo, tmp_path):
     bad = tmp_path / (LONG if trouble == "long" else "loop.safetensors")
     if trouble == "loop":
         os.symlink(bad.name, bad)
-        os.symlink("t.encoder.safetensors", tmp_path / "t.encoder.safetensors")  # train's output, for its prefix t
+        os.symlink(
+            "t.encoder.safetensors", tmp_path / "t.encoder.safetensors"
+        )  # train's output, for its prefix t
     enc, dec, a = tiny_zoo.encoder("cnn-rel-s0"), tiny_zoo.decoder("cnn-rel-s0"), tiny_zoo.anchors_path
     commands = {
         "anchors": ["anchors", bad, "-k", "5"],
@@ -262,24 +353,54 @@ def test_every_verb_maps_an_os_error_to_one_line(verb, trouble, cli, tiny_zoo, t
         "report": ["report", bad],
         "inspect": ["inspect", bad],
         "stitch-input": ["stitch", bad, dec, "-a", a, "--limit", "20"],
-        "compare-json": ["compare", enc, tiny_zoo.encoder("cnn-rel-s1"), "-a", a, "--limit", "20", "--json", bad],
+        "compare-json": [
+            "compare",
+            enc,
+            tiny_zoo.encoder("cnn-rel-s1"),
+            "-a",
+            a,
+            "--limit",
+            "20",
+            "--json",
+            bad,
+        ],
         "fit-output": ["fit", enc, "-o", bad],
-        "train-output": ["train", str(bad) if trouble == "long" else str(tmp_path / "t"), "--epochs", "1", "--limit", "16"],
+        "train-output": [
+            "train",
+            str(bad) if trouble == "long" else str(tmp_path / "t"),
+            "--epochs",
+            "1",
+            "--limit",
+            "16",
+        ],
     }
     before = sorted(p.name for p in tmp_path.iterdir())
     line = one_line_error(cli(*commands[verb]))
-    assert ("too long" in line or "symbolic links" in line or "not a regular file" in line or "no such file" in line
-            or "1 of 1 pairs failed" in line), line
+    assert (
+        "too long" in line
+        or "symbolic links" in line
+        or "not a regular file" in line
+        or "no such file" in line
+        or "1 of 1 pairs failed" in line
+    ), line
     assert len(line) < 600
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written or left behind
 
 
 # ------------------------------------------------------------------- 9. every bad option value exits 2
 BAD_VALUES = [
-    ("encode", "--dtype", "float8"), ("encode", "--device", "tpu"), ("encode", "--similarity", "bogus"),
-    ("encode", "--centering", "bogus"), ("eval-matrix", "--method", "bogus"), ("stitch", "--method", "bogus"),
-    ("anchors", "--strategy", "bogus"), ("train", "--arch", "bogus"), ("train", "--task", "bogus"),
-    ("train", "--space", "bogus"), ("eval-matrix", "--dtype", "float8"), ("eval-matrix", "--metric", "bogus"),
+    ("encode", "--dtype", "float8"),
+    ("encode", "--device", "tpu"),
+    ("encode", "--similarity", "bogus"),
+    ("encode", "--centering", "bogus"),
+    ("eval-matrix", "--method", "bogus"),
+    ("stitch", "--method", "bogus"),
+    ("anchors", "--strategy", "bogus"),
+    ("train", "--arch", "bogus"),
+    ("train", "--task", "bogus"),
+    ("train", "--space", "bogus"),
+    ("eval-matrix", "--dtype", "float8"),
+    ("eval-matrix", "--metric", "bogus"),
     ("report", "--format", "bogus"),
 ]
 
@@ -287,12 +408,14 @@ BAD_VALUES = [
 @pytest.mark.parametrize(("verb", "option", "value"), BAD_VALUES)
 def test_every_bad_option_value_exits_2(verb, option, value, cli, tiny_zoo, tmp_path):
     enc, dec, a = tiny_zoo.encoder("cnn-rel-s0"), tiny_zoo.decoder("cnn-rel-s0"), tiny_zoo.anchors_path
-    base = {"encode": ["encode", enc, "-a", a, "--limit", "10", "-o", tmp_path / "e.safetensors"],
-            "eval-matrix": ["eval-matrix", "-e", enc, "-D", dec, "-a", a, "--limit", "10"],
-            "stitch": ["stitch", enc, dec, "-a", a, "--limit", "10"],
-            "anchors": ["anchors", tmp_path / "a.safetensors", "-k", "5"],
-            "train": ["train", str(tmp_path / "t"), "--epochs", "1", "--limit", "16"],
-            "report": ["report", Path(__file__).parent / "data" / "report_v1.json"]}[verb]
+    base = {
+        "encode": ["encode", enc, "-a", a, "--limit", "10", "-o", tmp_path / "e.safetensors"],
+        "eval-matrix": ["eval-matrix", "-e", enc, "-D", dec, "-a", a, "--limit", "10"],
+        "stitch": ["stitch", enc, dec, "-a", a, "--limit", "10"],
+        "anchors": ["anchors", tmp_path / "a.safetensors", "-k", "5"],
+        "train": ["train", str(tmp_path / "t"), "--epochs", "1", "--limit", "16"],
+        "report": ["report", Path(__file__).parent / "data" / "report_v1.json"],
+    }[verb]
     line = one_line_error(cli(*base, option, value), 2)
     assert value in line and "choose" in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == []
@@ -307,9 +430,13 @@ def test_unknown_choice_is_usage():
 
 def test_compare_refuses_k_not_below_the_sample_count(cli, tiny_zoo, tmp_path):
     enc0, enc1 = tiny_zoo.encoder("cnn-rel-s0"), tiny_zoo.encoder("cnn-rel-s1")
-    line = one_line_error(cli("compare", enc0, enc1, "-a", tiny_zoo.anchors_path, "--limit", "40", "-k", "50"), 2)
+    line = one_line_error(
+        cli("compare", enc0, enc1, "-a", tiny_zoo.anchors_path, "--limit", "40", "-k", "50"), 2
+    )
     assert "-k 50" in line and "40" in line
-    assert one_line_error(cli("compare", enc0, enc1, "-a", tiny_zoo.anchors_path, "--limit", "40", "-k", "40"), 2)
+    assert one_line_error(
+        cli("compare", enc0, enc1, "-a", tiny_zoo.anchors_path, "--limit", "40", "-k", "40"), 2
+    )
     assert cli("compare", enc0, enc1, "-a", tiny_zoo.anchors_path, "--limit", "40", "-k", "39").exit_code == 0
 
 
@@ -331,8 +458,19 @@ def test_no_name_found_on_disk_reaches_the_reference_parser(cli, tiny_zoo, tmp_p
     monkeypatch.setattr(models, "split_fragment", spy)
     monkeypatch.setattr(refs, "split_fragment", spy)
     typed = ["*.encoder.safetensors"]
-    result = cli("eval-matrix", "-e", typed[0], "-D", tiny_zoo.decoder("cnn-rel-s0"), "-a", tiny_zoo.anchors_path,
-                 "--limit", "20", "--json", "r.json")
+    result = cli(
+        "eval-matrix",
+        "-e",
+        typed[0],
+        "-D",
+        tiny_zoo.decoder("cnn-rel-s0"),
+        "-a",
+        tiny_zoo.anchors_path,
+        "--limit",
+        "20",
+        "--json",
+        "r.json",
+    )
     assert result.exit_code == 0, result.stderr
     assert len(json.loads(Path("r.json").read_text())["encoders"]) == len(HOSTILE_NAMES)
     assert any(p.endswith(".decoder.safetensors") for p in parsed)  # the spy sees what was typed (-D)...

@@ -19,7 +19,16 @@ from relstitch.stitching import stitch
 # ------------------------------------------------------------------------------------------ verbs
 def test_anchors_verb_writes_a_deterministic_anchor_file(cli, tmp_path):
     for name in ("a", "b"):
-        result = cli("anchors", tmp_path / f"{name}.safetensors", "--count", 25, "--strategy", "stratified", "--seed", 4)
+        result = cli(
+            "anchors",
+            tmp_path / f"{name}.safetensors",
+            "--count",
+            25,
+            "--strategy",
+            "stratified",
+            "--seed",
+            4,
+        )
         assert result.exit_code == 0, result.stderr
     assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
     assert len(load_anchors(tmp_path / "a.safetensors")) == 25
@@ -27,7 +36,9 @@ def test_anchors_verb_writes_a_deterministic_anchor_file(cli, tmp_path):
 
 def test_train_encode_fit_stitch_chain(cli, tmp_path, tiny_zoo):
     prefix = tmp_path / "m"
-    result = cli("train", prefix, "--anchors", tiny_zoo.anchors_path, "--epochs", 1, "--limit", 600, "--latent-dim", 16)
+    result = cli(
+        "train", prefix, "--anchors", tiny_zoo.anchors_path, "--epochs", 1, "--limit", 600, "--latent-dim", 16
+    )
     assert result.exit_code == 0, result.stderr
     assert "accuracy" in result.stdout
     encoder_path, decoder_path = tmp_path / "m.encoder.safetensors", tmp_path / "m.decoder.safetensors"
@@ -52,20 +63,56 @@ def test_train_encode_fit_stitch_chain(cli, tmp_path, tiny_zoo):
 
 def test_reconstruction_autoencoder_trains_and_stitches(cli, tmp_path, tiny_zoo):
     for seed in (0, 1):
-        result = cli("train", tmp_path / f"ae{seed}", "--arch", "conv-ae", "--task", "reconstruction", "--seed", seed,
-                     "--anchors", tiny_zoo.anchors_path, "--epochs", 1, "--limit", 500, "--latent-dim", 16)
+        result = cli(
+            "train",
+            tmp_path / f"ae{seed}",
+            "--arch",
+            "conv-ae",
+            "--task",
+            "reconstruction",
+            "--seed",
+            seed,
+            "--anchors",
+            tiny_zoo.anchors_path,
+            "--epochs",
+            1,
+            "--limit",
+            500,
+            "--latent-dim",
+            16,
+        )
         assert result.exit_code == 0, result.stderr
-    result = cli("stitch", tmp_path / "ae0.encoder.safetensors", tmp_path / "ae1.decoder.safetensors",
-                 "--anchors", tiny_zoo.anchors_path, "--limit", 200, "--json")
+    result = cli(
+        "stitch",
+        tmp_path / "ae0.encoder.safetensors",
+        tmp_path / "ae1.decoder.safetensors",
+        "--anchors",
+        tiny_zoo.anchors_path,
+        "--limit",
+        200,
+        "--json",
+    )
     scores = json.loads(result.stdout)["scores"]
     assert 0 < scores["mse"] < 0.25 and scores["psnr"] > 0
 
 
 def test_eval_matrix_reports_every_pair_and_marks_the_diagonal(cli, tmp_path, tiny_zoo):
     out_json, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
-    result = cli("eval-matrix", "-e", str(tiny_zoo.folder / "*.encoder.safetensors"),
-                 "-D", str(tiny_zoo.folder / "*.decoder.safetensors"), "--anchors", tiny_zoo.anchors_path,
-                 "--limit", 300, "--json", out_json, "--csv", out_csv)
+    result = cli(
+        "eval-matrix",
+        "-e",
+        str(tiny_zoo.folder / "*.encoder.safetensors"),
+        "-D",
+        str(tiny_zoo.folder / "*.decoder.safetensors"),
+        "--anchors",
+        tiny_zoo.anchors_path,
+        "--limit",
+        300,
+        "--json",
+        out_json,
+        "--csv",
+        out_csv,
+    )
     assert result.exit_code == 0, result.stderr
     report = json.loads(out_json.read_text())
     assert len(report["pairs"]) == 16
@@ -81,14 +128,19 @@ def test_eval_matrix_reports_every_pair_and_marks_the_diagonal(cli, tmp_path, ti
 
 def test_self_stitch_equals_the_non_stitched_result(tiny_zoo, test_data):
     """Stitching a decoder onto its own encoder is exactly the end-to-end model."""
-    encoder, decoder = load_encoder(tiny_zoo.encoder("cnn-rel-s0")), load_decoder(tiny_zoo.decoder("cnn-rel-s0"))
+    encoder, decoder = (
+        load_encoder(tiny_zoo.encoder("cnn-rel-s0")),
+        load_decoder(tiny_zoo.decoder("cnn-rel-s0")),
+    )
     anchors = load_anchors(tiny_zoo.anchors_path)
     result = stitch(encoder, decoder, anchors, test_data)
     with torch.inference_mode():
         from relstitch.projection import relative_projection
 
         x = encoder.prepare(test_data.x)
-        logits = decoder.module(relative_projection(encoder.module(x), encoder.module(encoder.prepare(anchors.inputs))))
+        logits = decoder.module(
+            relative_projection(encoder.module(x), encoder.module(encoder.prepare(anchors.inputs)))
+        )
     direct = (logits.argmax(1) == test_data.y).float().mean().item()
     assert result.stitched is False
     assert result.scores["accuracy"] == pytest.approx(direct, abs=1e-12)
@@ -109,28 +161,46 @@ def test_version_and_help(cli):
 
 # ------------------------------------------------------------------------------------ bad input
 def test_missing_file(cli, tmp_path, tiny_zoo):
-    line = one_line_error(cli("stitch", tmp_path / "nope.safetensors", tiny_zoo.decoder("cnn-rel-s0"),
-                              "--anchors", tiny_zoo.anchors_path))
+    line = one_line_error(
+        cli(
+            "stitch",
+            tmp_path / "nope.safetensors",
+            tiny_zoo.decoder("cnn-rel-s0"),
+            "--anchors",
+            tiny_zoo.anchors_path,
+        )
+    )
     assert "nope.safetensors" in line and "no such file" in line
 
 
 def test_not_a_safetensors_file(cli, tmp_path, tiny_zoo):
     junk = tmp_path / "junk.safetensors"
     junk.write_text("this is not a model")
-    line = one_line_error(cli("encode", junk, "--anchors", tiny_zoo.anchors_path, "-o", tmp_path / "e.safetensors"))
+    line = one_line_error(
+        cli("encode", junk, "--anchors", tiny_zoo.anchors_path, "-o", tmp_path / "e.safetensors")
+    )
     assert "junk.safetensors" in line and "not a safetensors file" in line
     assert not (tmp_path / "e.safetensors").exists()
 
 
 def test_wrong_kind_of_relstitch_file(cli, tmp_path, tiny_zoo):
-    line = one_line_error(cli("stitch", tiny_zoo.decoder("cnn-rel-s0"), tiny_zoo.decoder("cnn-rel-s1"),
-                              "--anchors", tiny_zoo.anchors_path))
+    line = one_line_error(
+        cli(
+            "stitch",
+            tiny_zoo.decoder("cnn-rel-s0"),
+            tiny_zoo.decoder("cnn-rel-s1"),
+            "--anchors",
+            tiny_zoo.anchors_path,
+        )
+    )
     assert "is a relstitch decoder file, expected an encoder file" in line
 
 
 def test_decoder_trained_with_other_anchors_names_both_hashes(cli, tmp_path, tiny_zoo, train_data):
     other = save_anchors(select_anchors(train_data, 64, "uniform", seed=99), tmp_path / "other.safetensors")
-    line = one_line_error(cli("stitch", tiny_zoo.encoder("cnn-rel-s0"), tiny_zoo.decoder("cnn-rel-s1"), "--anchors", other))
+    line = one_line_error(
+        cli("stitch", tiny_zoo.encoder("cnn-rel-s0"), tiny_zoo.decoder("cnn-rel-s1"), "--anchors", other)
+    )
     wanted = load_decoder(tiny_zoo.decoder("cnn-rel-s1")).anchor_hash[:12]
     given = load_anchors(other).hash[:12]
     assert wanted in line and given in line
@@ -161,12 +231,31 @@ def test_data_whose_shape_does_not_fit_the_encoder(cli, tmp_path, tiny_zoo):
     write_idx(small, "train", torch.randint(0, 255, (40, 8, 8), dtype=torch.uint8), torch.arange(40) % 10)
     anchors8 = tmp_path / "a8.safetensors"
     assert cli("anchors", anchors8, "--data", f"idx:{small}:train", "--count", 5).exit_code == 0
-    line = one_line_error(cli("encode", tiny_zoo.encoder("cnn-rel-s0"), "--anchors", anchors8,
-                              "--data", f"idx:{small}:test", "-o", tmp_path / "e.safetensors"))
+    line = one_line_error(
+        cli(
+            "encode",
+            tiny_zoo.encoder("cnn-rel-s0"),
+            "--anchors",
+            anchors8,
+            "--data",
+            f"idx:{small}:test",
+            "-o",
+            tmp_path / "e.safetensors",
+        )
+    )
     assert "(1, 8, 8)" in line and "(1, 28, 28)" in line
     # and 28x28 anchors with 8x8 data are refused before any encoding
-    line = one_line_error(cli("stitch", tiny_zoo.encoder("cnn-rel-s0"), tiny_zoo.decoder("cnn-rel-s0"),
-                              "--anchors", tiny_zoo.anchors_path, "--data", f"idx:{small}:test"))
+    line = one_line_error(
+        cli(
+            "stitch",
+            tiny_zoo.encoder("cnn-rel-s0"),
+            tiny_zoo.decoder("cnn-rel-s0"),
+            "--anchors",
+            tiny_zoo.anchors_path,
+            "--data",
+            f"idx:{small}:test",
+        )
+    )
     assert "shape" in line
 
 
@@ -192,16 +281,36 @@ def test_unknown_dataset_reference_suggests_a_fix(cli, tmp_path):
 
 def test_eval_matrix_where_every_pair_fails_exits_1_and_still_writes_its_report(cli, tmp_path, tiny_zoo):
     out = tmp_path / "r.json"
-    result = cli("eval-matrix", "-e", tiny_zoo.anchors_path, "-D", tiny_zoo.decoder("cnn-rel-s0"),
-                 "--anchors", tiny_zoo.anchors_path, "--limit", 50, "--json", out)
+    result = cli(
+        "eval-matrix",
+        "-e",
+        tiny_zoo.anchors_path,
+        "-D",
+        tiny_zoo.decoder("cnn-rel-s0"),
+        "--anchors",
+        tiny_zoo.anchors_path,
+        "--limit",
+        50,
+        "--json",
+        out,
+    )
     line = one_line_error(result)
     assert "1 of 1 pairs failed" in line and "expected an encoder file" in line
     assert json.loads(out.read_text())["failed_pairs"]
 
 
 def test_eval_matrix_refuses_an_unknown_metric_before_running(cli, tiny_zoo):
-    result = cli("eval-matrix", "-e", tiny_zoo.encoder("cnn-rel-s0"), "-D", tiny_zoo.decoder("cnn-rel-s0"),
-                 "--anchors", tiny_zoo.anchors_path, "--metric", "bogus")
+    result = cli(
+        "eval-matrix",
+        "-e",
+        tiny_zoo.encoder("cnn-rel-s0"),
+        "-D",
+        tiny_zoo.decoder("cnn-rel-s0"),
+        "--anchors",
+        tiny_zoo.anchors_path,
+        "--metric",
+        "bogus",
+    )
     assert "accuracy, macro_f1" in one_line_error(result, code=2)
     assert result.stdout == ""  # nothing ran, nothing rendered
 
@@ -218,25 +327,54 @@ def test_anchor_file_defaults_to_the_shipped_zoo_from_any_folder(cli, tmp_path, 
 
 
 def test_options_that_would_be_silently_ignored_are_refused(cli, tmp_path, tiny_zoo):
-    line = one_line_error(cli("train", tmp_path / "m", "--space", "absolute", "--anchors", tiny_zoo.anchors_path), code=2)
+    line = one_line_error(
+        cli("train", tmp_path / "m", "--space", "absolute", "--anchors", tiny_zoo.anchors_path), code=2
+    )
     assert "absolute bottleneck uses no anchors" in line
     assert not list(tmp_path.iterdir())
     emb = tmp_path / "e.safetensors"
-    assert cli("encode", tiny_zoo.encoder("cnn-rel-s0"), "--anchors", tiny_zoo.anchors_path, "--limit", 40,
-               "-o", emb).exit_code == 0
-    line = one_line_error(cli("stitch", f"embeddings:{emb}", tiny_zoo.decoder("cnn-rel-s1"), "--limit", 5), code=2)
+    assert (
+        cli(
+            "encode",
+            tiny_zoo.encoder("cnn-rel-s0"),
+            "--anchors",
+            tiny_zoo.anchors_path,
+            "--limit",
+            40,
+            "-o",
+            emb,
+        ).exit_code
+        == 0
+    )
+    line = one_line_error(
+        cli("stitch", f"embeddings:{emb}", tiny_zoo.decoder("cnn-rel-s1"), "--limit", 5), code=2
+    )
     assert "drop --anchors and --limit" in line
 
 
 def test_embeddings_files_keep_who_made_them(cli, tmp_path, tiny_zoo):
     """An encoder given as precomputed vectors is grouped and classified like the live encoder."""
     emb, head = tmp_path / "abs0.safetensors", tmp_path / "head.decoder.safetensors"
-    assert cli("encode", tiny_zoo.encoder("cnn-abs-s0"), "--anchors", tiny_zoo.anchors_path, "-o", emb).exit_code == 0
+    assert (
+        cli("encode", tiny_zoo.encoder("cnn-abs-s0"), "--anchors", tiny_zoo.anchors_path, "-o", emb).exit_code
+        == 0
+    )
     assert cli("fit", emb, "-o", head, "--epochs", 1).exit_code == 0
     assert load_decoder(head).meta["training"]["config"]["arch"] == "cnn"
     out = tmp_path / "r.json"
-    result = cli("eval-matrix", "-e", f"embeddings:{emb}", "-e", tiny_zoo.encoder("cnn-abs-s0"),
-                 "-D", tiny_zoo.decoder("cnn-rel-s0"), "--anchors", tiny_zoo.anchors_path, "--json", out)
+    result = cli(
+        "eval-matrix",
+        "-e",
+        f"embeddings:{emb}",
+        "-e",
+        tiny_zoo.encoder("cnn-abs-s0"),
+        "-D",
+        tiny_zoo.decoder("cnn-rel-s0"),
+        "--anchors",
+        tiny_zoo.anchors_path,
+        "--json",
+        out,
+    )
     assert result.exit_code == 0, result.stderr
     report = json.loads(out.read_text())
     live, pre = sorted(report["encoders"], key=lambda e: e["path"].startswith("embeddings:"))
@@ -248,11 +386,36 @@ def test_embeddings_files_keep_who_made_them(cli, tmp_path, tiny_zoo):
 
 def test_outputs_that_collide_are_refused_before_any_work(cli, tmp_path, tiny_zoo):
     same = tmp_path / "r.out"
-    line = one_line_error(cli("eval-matrix", "-e", tiny_zoo.encoder("cnn-rel-s0"), "-D", tiny_zoo.decoder("cnn-rel-s0"),
-                              "--anchors", tiny_zoo.anchors_path, "--json", same, "--markdown", same))
+    line = one_line_error(
+        cli(
+            "eval-matrix",
+            "-e",
+            tiny_zoo.encoder("cnn-rel-s0"),
+            "-D",
+            tiny_zoo.decoder("cnn-rel-s0"),
+            "--anchors",
+            tiny_zoo.anchors_path,
+            "--json",
+            same,
+            "--markdown",
+            same,
+        )
+    )
     assert "named twice as an output" in line and not same.exists()
     emb = tmp_path / "e.safetensors"
-    assert cli("encode", tiny_zoo.encoder("cnn-rel-s0"), "--anchors", tiny_zoo.anchors_path, "--limit", 30, "-o", emb).exit_code == 0
+    assert (
+        cli(
+            "encode",
+            tiny_zoo.encoder("cnn-rel-s0"),
+            "--anchors",
+            tiny_zoo.anchors_path,
+            "--limit",
+            30,
+            "-o",
+            emb,
+        ).exit_code
+        == 0
+    )
     before = emb.read_bytes()
     line = one_line_error(cli("fit", emb, "-o", emb, "--force"))
     assert "both an input and an output" in line and emb.read_bytes() == before
@@ -261,12 +424,29 @@ def test_outputs_that_collide_are_refused_before_any_work(cli, tmp_path, tiny_zo
 def test_decoder_scored_on_data_with_other_class_names_is_flagged(cli, tmp_path, tiny_zoo):
     digits = tmp_path / "digits"  # IDX data outside a "fashion" folder are named "0".."9"
     write_idx(digits, "t10k", torch.randint(0, 255, (30, 28, 28), dtype=torch.uint8), torch.arange(30) % 10)
-    result = cli("stitch", tiny_zoo.encoder("cnn-rel-s0"), tiny_zoo.decoder("cnn-rel-s1"), "--anchors", tiny_zoo.anchors_path,
-                 "--data", f"idx:{digits}:test")
+    result = cli(
+        "stitch",
+        tiny_zoo.encoder("cnn-rel-s0"),
+        tiny_zoo.decoder("cnn-rel-s1"),
+        "--anchors",
+        tiny_zoo.anchors_path,
+        "--data",
+        f"idx:{digits}:test",
+    )
     assert result.exit_code == 0, result.stderr
-    assert "trained on classes (T-shirt/top, Trouser, Pullover, ...) but the data name theirs (0, 1, 2, ...)" in result.stderr
-    quiet = cli("stitch", tiny_zoo.encoder("cnn-rel-s0"), tiny_zoo.decoder("cnn-rel-s1"), "--anchors", tiny_zoo.anchors_path,
-                "--limit", 50)
+    assert (
+        "trained on classes (T-shirt/top, Trouser, Pullover, ...) but the data name theirs (0, 1, 2, ...)"
+        in result.stderr
+    )
+    quiet = cli(
+        "stitch",
+        tiny_zoo.encoder("cnn-rel-s0"),
+        tiny_zoo.decoder("cnn-rel-s1"),
+        "--anchors",
+        tiny_zoo.anchors_path,
+        "--limit",
+        50,
+    )
     assert "classes" not in quiet.stderr
 
 
@@ -280,7 +460,9 @@ def test_idx_file_that_inflates_past_its_header_is_refused_without_reading_it_al
             f.write(bytes(1 << 20))
     with gzip.open(folder / "train-labels-idx1-ubyte.gz", "wb") as f:
         f.write(struct.pack(">BBBBI", 0, 0, 8, 1, 10) + bytes(10))
-    line = one_line_error(cli("anchors", tmp_path / "a.safetensors", "--data", f"idx:{folder}:train", "--count", 2))
+    line = one_line_error(
+        cli("anchors", tmp_path / "a.safetensors", "--data", f"idx:{folder}:train", "--count", 2)
+    )
     assert "holds more than its header's 7840 bytes" in line
 
 
@@ -310,7 +492,11 @@ def test_idx_header_announcing_gigabytes_over_a_short_body_costs_only_the_body(t
         f.write(header + bytes(100))
     with write(tmp_path / f"train-labels-idx1-ubyte{suffix}", "wb") as f:
         f.write(struct.pack(">BBBBI", 0, 0, 8, 1, 80_000) + bytes(80_000))
-    run = subprocess.run([sys.executable, "-c", IDX_UNDER_A_MEMORY_CAP, f"idx:{tmp_path}:train"], capture_output=True,
-                         text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", IDX_UNDER_A_MEMORY_CAP, f"idx:{tmp_path}:train"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr[-1500:]
     assert "IDX file truncated: header says 8000000000 bytes, found 100" in run.stdout

@@ -60,11 +60,17 @@ def _poisoned(path: Path, value: float, count: int, out: Path) -> tuple[Path, st
 def test_a_bias_declared_int32_over_the_same_bytes_is_refused(path, cli, tmp_path):
     bias = _last_bias(path)
     bad = _retyped(path, bias, "I32", tmp_path / path.name)
-    with pytest.raises(RelstitchError, match=rf"weight '{bias}' is stored as int32, but .* has float32 there"):
+    with pytest.raises(
+        RelstitchError, match=rf"weight '{bias}' is stored as int32, but .* has float32 there"
+    ):
         (load_encoder if path == ENCODER else load_decoder)(bad)
     encoder, decoder = (bad, DECODER) if path == ENCODER else (ENCODER, bad)
     line = one_line_error(cli("stitch", encoder, decoder, "-a", ANCHORS, "--limit", 50))
-    assert f"{bad}: weight '{bias}' is stored as int32" in line and "float32" in line and "re-save it with relstitch" in line
+    assert (
+        f"{bad}: weight '{bias}' is stored as int32" in line
+        and "float32" in line
+        and "re-save it with relstitch" in line
+    )
     # inspect reads only the header: it still describes the file, showing the declared dtype
     described = cli("inspect", bad, "--json")
     assert described.exit_code == 0 and '"dtype": "I32"' in described.stdout
@@ -81,10 +87,14 @@ def test_checkpoints_with_integer_buffers_load_exactly(tmp_path):
 
 
 # ----------------------------------------------------------------------------- NaN / Inf
-@pytest.mark.parametrize(("path", "value", "count", "counts"), [
-    (DECODER, float("inf"), 7, "0 NaN and 7 infinite"),
-    (ENCODER, float("nan"), 3, "3 NaN and 0 infinite"),
-], ids=["decoder-inf", "encoder-nan"])
+@pytest.mark.parametrize(
+    ("path", "value", "count", "counts"),
+    [
+        (DECODER, float("inf"), 7, "0 NaN and 7 infinite"),
+        (ENCODER, float("nan"), 3, "3 NaN and 0 infinite"),
+    ],
+    ids=["decoder-inf", "encoder-nan"],
+)
 def test_non_finite_weights_are_refused_naming_the_tensor(path, value, count, counts, cli, tmp_path):
     bad, name = _poisoned(path, value, count, tmp_path / path.name)
     with pytest.raises(RelstitchError, match=rf"weight '{name}' holds {counts} value\(s\)"):
@@ -101,7 +111,9 @@ def test_eval_matrix_does_not_score_a_decoder_with_infinite_weights(cli, tmp_pat
     good = CHECKPOINTS / "cnn-rel-s1.decoder.safetensors"
     result = cli("eval-matrix", "-e", ENCODER, "-D", bad, "-D", good, "-a", ANCHORS, "--limit", 40)
     assert result.exit_code == 1 and "Traceback" not in result.stdout + result.stderr, result.stderr
-    assert f"weight '{name}' holds 0 NaN and 5 infinite value(s)" in " ".join((result.stdout + result.stderr).split())
+    assert f"weight '{name}' holds 0 NaN and 5 infinite value(s)" in " ".join(
+        (result.stdout + result.stderr).split()
+    )
 
 
 # ------------------------------------------------------------------------------ content hash
@@ -116,7 +128,9 @@ def test_a_tampered_encoder_is_refused_naming_both_hashes(cli, tmp_path):
     bad.write_bytes(serialize(tensors, header.raw_metadata))
     recorded, computed = header.metadata["hash"], content_hash(tensors, extra=header.metadata["architecture"])
     assert recorded != computed
-    expected = f"({short(recorded)} recorded, {short(computed)} computed): the file was tampered with or is corrupt"
+    expected = (
+        f"({short(recorded)} recorded, {short(computed)} computed): the file was tampered with or is corrupt"
+    )
     with pytest.raises(RelstitchError, match=r"do not match the file's recorded hash"):
         load_encoder(bad)
     line = one_line_error(cli("stitch", bad, DECODER, "-a", ANCHORS, "--limit", 50))
@@ -130,7 +144,11 @@ def test_a_checkpoint_without_a_recorded_hash_still_loads(tmp_path):
     """Files written before the hash was recorded carry none: nothing to verify, they load (schema: optional)."""
     header = read_header(DECODER)
     old = tmp_path / DECODER.name
-    old.write_bytes(serialize(load_file(str(DECODER)), {k: v for k, v in header.raw_metadata.items() if k != "relstitch.hash"}))
+    old.write_bytes(
+        serialize(
+            load_file(str(DECODER)), {k: v for k, v in header.raw_metadata.items() if k != "relstitch.hash"}
+        )
+    )
     assert load_decoder(old).hash == header.metadata["hash"]
 
 
@@ -145,7 +163,9 @@ def test_a_checkpoint_changed_after_loading_is_saved_under_its_new_hash(tmp_path
 
 
 def test_every_shipped_checkpoint_loads_with_its_recorded_hash():
-    paths = sorted(CHECKPOINTS.glob("*.encoder.safetensors")) + sorted(CHECKPOINTS.glob("*.decoder.safetensors"))
+    paths = sorted(CHECKPOINTS.glob("*.encoder.safetensors")) + sorted(
+        CHECKPOINTS.glob("*.decoder.safetensors")
+    )
     assert len(paths) >= 10
     for path in paths:
         loaded = load_encoder(path) if ".encoder." in path.name else load_decoder(path)
@@ -174,14 +194,28 @@ def _weights(tmp_path: Path, name: str, change=None, dtype: torch.dtype | None =
 
 def test_a_weights_file_with_inf_is_refused(cli, tmp_path):
     bad = _weights(tmp_path, "inf.safetensors", lambda s: s["0.bias"].fill_(float("inf")))
-    line = one_line_error(cli("encode", f"python:{__name__}:tiny_net#weights={bad}", "-a", ANCHORS, "--limit", 20,
-                              "-o", tmp_path / "e.safetensors"))
+    line = one_line_error(
+        cli(
+            "encode",
+            f"python:{__name__}:tiny_net#weights={bad}",
+            "-a",
+            ANCHORS,
+            "--limit",
+            20,
+            "-o",
+            tmp_path / "e.safetensors",
+        )
+    )
     assert f"{bad}: weight '0.bias' holds 0 NaN and 4 infinite value(s)" in line and "intact copy" in line
 
 
 def test_a_weights_file_of_another_kind_of_dtype_is_refused_but_half_precision_is_taken(tmp_path):
-    ints = _weights(tmp_path, "int.safetensors", lambda s: s.update({"0.bias": (s["0.bias"] * 100).to(torch.int32)}))
-    with pytest.raises(RelstitchError, match=r"int\.safetensors: weight '0\.bias' is stored as int32, but .* has float32"):
+    ints = _weights(
+        tmp_path, "int.safetensors", lambda s: s.update({"0.bias": (s["0.bias"] * 100).to(torch.int32)})
+    )
+    with pytest.raises(
+        RelstitchError, match=r"int\.safetensors: weight '0\.bias' is stored as int32, but .* has float32"
+    ):
         load_encoder_ref(f"python:{__name__}:tiny_net#weights={ints}")
     # float16/bfloat16 releases of float32 models are common: cast, as load_state_dict does
     for dtype in (torch.float16, torch.bfloat16):
@@ -192,5 +226,7 @@ def test_a_weights_file_of_another_kind_of_dtype_is_refused_but_half_precision_i
         assert torch.equal(weight, tiny_net().state_dict()["0.weight"].to(dtype).float())
     # a float32 file into a float16 model: values beyond float16's range would become Inf
     big = _weights(tmp_path, "big.safetensors", lambda s: s["0.weight"].view(-1)[:2].fill_(1e6))
-    with pytest.raises(RelstitchError, match=r"weight '0\.weight' has 2 value\(s\) beyond the range of .*'s float16"):
+    with pytest.raises(
+        RelstitchError, match=r"weight '0\.weight' has 2 value\(s\) beyond the range of .*'s float16"
+    ):
         load_encoder_ref(f"python:{__name__}:tiny_net(half=True)#weights={big}")

@@ -22,13 +22,20 @@ def test_shipped_zoo_shows_the_papers_headline(cli, tmp_path):
     assert len(pairs) == len(report["pairs"]) == 64
 
     def accuracies(space: str, stitched: bool) -> list[float]:
-        return [p["scores"]["accuracy"] for p in pairs
-                if p["space"] == space and p["stitched"] == stitched and encoders[p["encoder"]]["trained_space"] == space]
+        return [
+            p["scores"]["accuracy"]
+            for p in pairs
+            if p["space"] == space
+            and p["stitched"] == stitched
+            and encoders[p["encoder"]]["trained_space"] == space
+        ]
 
     diagonal = mean(accuracies("relative", False) + accuracies("absolute", False))
     relative_stitched = mean(accuracies("relative", True))
     absolute_stitched = mean(accuracies("absolute", True))
-    print(f"\nshipped zoo on builtin:test: diagonal {diagonal:.3f}, relative stitched {relative_stitched:.3f}, "
-          f"absolute stitched {absolute_stitched:.3f} (chance 0.100)")
+    print(
+        f"\nshipped zoo on builtin:test: diagonal {diagonal:.3f}, relative stitched {relative_stitched:.3f}, "
+        f"absolute stitched {absolute_stitched:.3f} (chance 0.100)"
+    )
     assert relative_stitched >= 0.9 * diagonal
     assert absolute_stitched <= 0.3

@@ -22,14 +22,21 @@ a loader decorated by :func:`register_model_source` and import it below.
 # Imported in the order `--help` lists the kinds; each module registers its kind on import.
 from . import checkpoint, precomputed, hf, vision, python  # noqa: F401, I001
 from .base import (
-           MODEL_SOURCES,
-           SourceOptions,
-           check_options_apply,
-           list_model_sources,
-           load_encoder_ref,
-           parse_options,
-           register_model_source,
+    MODEL_SOURCES,
+    SourceOptions,
+    check_options_apply,
+    list_model_sources,
+    load_encoder_ref,
+    parse_options,
+    register_model_source,
 )
 
-__all__ = ["MODEL_SOURCES", "SourceOptions", "check_options_apply", "list_model_sources", "load_encoder_ref",
-           "parse_options", "register_model_source"]
+__all__ = [
+    "MODEL_SOURCES",
+    "SourceOptions",
+    "check_options_apply",
+    "list_model_sources",
+    "load_encoder_ref",
+    "parse_options",
+    "register_model_source",
+]

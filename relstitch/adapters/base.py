@@ -37,8 +37,17 @@ def _floats(text: str) -> float | list[float]:
 
 
 OPTION_TYPES: dict[str, Callable[[str], Any]] = {
-    "view": str, "pooling": str, "max_length": int, "dtype": str, "name": str,
-    "weights": str, "layer": str, "resize": parse_size, "channels": int, "mean": _floats, "std": _floats,
+    "view": str,
+    "pooling": str,
+    "max_length": int,
+    "dtype": str,
+    "name": str,
+    "weights": str,
+    "layer": str,
+    "resize": parse_size,
+    "channels": int,
+    "mean": _floats,
+    "std": _floats,
 }
 """Source options and how each is read from text."""
 
@@ -50,7 +59,9 @@ def parse_options(text: str) -> dict[str, Any]:
 
 def _coerce(key: str, value: Any) -> Any:
     if key == "trust_remote_code":
-        raise UsageError("remote code is enabled only by the --trust-remote-code flag (trust_remote_code=True), not an option")
+        raise UsageError(
+            "remote code is enabled only by the --trust-remote-code flag (trust_remote_code=True), not an option"
+        )
     if key not in OPTION_TYPES:
         close = difflib.get_close_matches(key, OPTION_TYPES, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"known options: {', '.join(OPTION_TYPES)}"
@@ -86,8 +97,10 @@ def parse_call(locator: str) -> tuple[str, dict[str, Any]]:
     if not locator.endswith(")") or "(" not in locator:
         return locator, {}
     target, _, args = locator.partition("(")
-    refused = UsageError(f"cannot read the arguments of {locator!r}",
-                         hint="write keyword arguments with literal values, e.g. build(width=8, name='a')")
+    refused = UsageError(
+        f"cannot read the arguments of {locator!r}",
+        hint="write keyword arguments with literal values, e.g. build(width=8, name='a')",
+    )
     try:
         call = ast.parse(f"f({args}", mode="eval").body
         # checked with if, not assert: under python -O an assert vanishes and build(3, width=8) would drop the 3
@@ -116,7 +129,9 @@ MODEL_SOURCES: Registry[ModelSource] = Registry("model source kind")
 """Model reference kind -> :class:`ModelSource`; ``register_model_source`` adds one."""
 
 
-def register_model_source(kind: str, reads: tuple[str, ...], help: str) -> Callable[[SourceLoader], SourceLoader]:
+def register_model_source(
+    kind: str, reads: tuple[str, ...], help: str
+) -> Callable[[SourceLoader], SourceLoader]:
     """Register a loader for references ``kind:locator``."""
 
     def decorator(load: SourceLoader) -> SourceLoader:
@@ -127,17 +142,32 @@ def register_model_source(kind: str, reads: tuple[str, ...], help: str) -> Calla
 
 
 @overload
-def load_encoder_ref(ref: str | os.PathLike[str], *, trust_remote_code: bool = ..., allow_embeddings: Literal[False],
-                     **options: Any) -> Encoder: ...
+def load_encoder_ref(
+    ref: str | os.PathLike[str],
+    *,
+    trust_remote_code: bool = ...,
+    allow_embeddings: Literal[False],
+    **options: Any,
+) -> Encoder: ...
 
 
 @overload
-def load_encoder_ref(ref: str | os.PathLike[str], *, trust_remote_code: bool = ..., allow_embeddings: bool = ...,
-                     **options: Any) -> Encoder | EncodedSpace: ...
+def load_encoder_ref(
+    ref: str | os.PathLike[str],
+    *,
+    trust_remote_code: bool = ...,
+    allow_embeddings: bool = ...,
+    **options: Any,
+) -> Encoder | EncodedSpace: ...
 
 
-def load_encoder_ref(ref: str | os.PathLike[str], *, trust_remote_code: bool = False, allow_embeddings: bool = True,
-                     **options: Any) -> Encoder | EncodedSpace:
+def load_encoder_ref(
+    ref: str | os.PathLike[str],
+    *,
+    trust_remote_code: bool = False,
+    allow_embeddings: bool = True,
+    **options: Any,
+) -> Encoder | EncodedSpace:
     """Load the model a reference names (any registered kind; a plain path is a relstitch file).
 
     A ``str`` is a reference the user typed: its kind and ``#key=value`` options are read from it. A
@@ -147,20 +177,30 @@ def load_encoder_ref(ref: str | os.PathLike[str], *, trust_remote_code: bool = F
     ``#key=value`` options override them. ``allow_embeddings=False`` refuses precomputed vectors
     (for verbs that must run an encoder).
     """
-    merged = {key: _coerce(key.replace("-", "_"), value) for key, value in options.items() if value is not None}
+    merged = {
+        key: _coerce(key.replace("-", "_"), value) for key, value in options.items() if value is not None
+    }
     kind, source, locator, own = _source_of(ref)
     ignored = sorted(set(own) - source.reads)
     if ignored:
-        raise UsageError(f"option(s) {', '.join(ignored)} do not apply to {kind}: references",
-                         hint=f"{kind}: reads {', '.join(sorted(source.reads))}")
-    opts = SourceOptions(**{k: v for k, v in {**merged, **own}.items() if k in source.reads},
-                         trust_remote_code=trust_remote_code)
+        raise UsageError(
+            f"option(s) {', '.join(ignored)} do not apply to {kind}: references",
+            hint=f"{kind}: reads {', '.join(sorted(source.reads))}",
+        )
+    opts = SourceOptions(
+        **{k: v for k, v in {**merged, **own}.items() if k in source.reads},
+        trust_remote_code=trust_remote_code,
+    )
     if not locator:
-        raise UsageError(f"{kind}: reference without a locator", hint=f"write {kind}:{_EXAMPLES.get(kind, 'LOCATOR')}")
+        raise UsageError(
+            f"{kind}: reference without a locator", hint=f"write {kind}:{_EXAMPLES.get(kind, 'LOCATOR')}"
+        )
     loaded = source.load(locator, opts)
     if not allow_embeddings and not isinstance(loaded, Encoder):
-        raise RelstitchError(f"{ref} holds precomputed embeddings, not an encoder to run",
-                             hint="use it directly in fit, stitch or eval-matrix")
+        raise RelstitchError(
+            f"{ref} holds precomputed embeddings, not an encoder to run",
+            hint="use it directly in fit, stitch or eval-matrix",
+        )
     return loaded
 
 
@@ -179,9 +219,13 @@ def check_options_apply(refs: Sequence[str | os.PathLike[str]], options: Mapping
     for key, value in options.items():
         if not any(key in MODEL_SOURCES[kind].reads for kind in kinds):
             readers = sorted(kind + ":" for kind, source in MODEL_SOURCES.items() if key in source.reads)
-            warnings.warn(RelstitchWarning(
-                f"-O {key}={value} does nothing here: no model given is a {' or '.join(readers) or 'kind that reads it'}"
-                f" reference (given: {', '.join(sorted(kinds))})"), stacklevel=2)
+            warnings.warn(
+                RelstitchWarning(
+                    f"-O {key}={value} does nothing here: no model given is a {' or '.join(readers) or 'kind that reads it'}"
+                    f" reference (given: {', '.join(sorted(kinds))})"
+                ),
+                stacklevel=2,
+            )
 
 
 def _source_of(ref: str | os.PathLike[str]) -> tuple[str, ModelSource, str, dict[str, Any]]:
@@ -196,12 +240,21 @@ def _source_of(ref: str | os.PathLike[str]) -> tuple[str, ModelSource, str, dict
     if Path(text).exists() or not sep or "/" in kind or "\\" in kind or "." in kind:
         return "relstitch", MODEL_SOURCES["relstitch"], text, own
     close = difflib.get_close_matches(kind, MODEL_SOURCES, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"use one of: {', '.join(k + ':' for k in MODEL_SOURCES)} or a path"
+    hint = (
+        f"did you mean {close[0]!r}?"
+        if close
+        else f"use one of: {', '.join(k + ':' for k in MODEL_SOURCES)} or a path"
+    )
     raise RelstitchError(f"unknown model source kind {kind!r} in {ref!r}", hint=hint)
 
 
-_EXAMPLES = {"hf": "DIR", "torchvision": "resnet18#weights=FILE", "python": "package.module:function",
-             "embeddings": "FILE", "relstitch": "FILE"}
+_EXAMPLES = {
+    "hf": "DIR",
+    "torchvision": "resnet18#weights=FILE",
+    "python": "package.module:function",
+    "embeddings": "FILE",
+    "relstitch": "FILE",
+}
 
 
 def first_line(exc: BaseException) -> str:
@@ -209,8 +262,6 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
-
 def list_model_sources() -> dict[str, str]:
     """Kind → one-line description, for help texts."""
     return {kind: source.help for kind, source in MODEL_SOURCES.items()}
-

@@ -20,5 +20,3 @@ def _load_relstitch(locator: str, opts: SourceOptions) -> Encoder | EncodedSpace
     if opts.name:
         encoder.name = opts.name
     return encoder
-
-

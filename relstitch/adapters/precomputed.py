@@ -38,17 +38,25 @@ class PrecomputedEncoder(Encoder):
         return self.encoder_hash
 
     def embed_batch(self, raw_batch: Any) -> torch.Tensor:
-        raise RelstitchError(f"{self.name!r} is precomputed embeddings: it cannot embed new inputs", path=self.path)
+        raise RelstitchError(
+            f"{self.name!r} is precomputed embeddings: it cannot embed new inputs", path=self.path
+        )
 
 
 def as_encoder(space: EncodedSpace) -> PrecomputedEncoder:
     """The encoder record of precomputed vectors (for reports: name, hash, latent size)."""
     made_by = found if isinstance(found := space.meta.get("encoder"), dict) else {}
     training = found if isinstance(found := made_by.get("training"), dict) else {}
-    return PrecomputedEncoder(module=nn.Identity(), architecture={"name": made_by.get("architecture") or "embeddings"},
-                              input_spec={}, latent_dim=int(space.absolute.shape[1]), name=space.encoder_name,
-                              meta={"source": f"embeddings:{space.path}", "training": training}, path=space.path,
-                              encoder_hash=space.encoder_hash)
+    return PrecomputedEncoder(
+        module=nn.Identity(),
+        architecture={"name": made_by.get("architecture") or "embeddings"},
+        input_spec={},
+        latent_dim=int(space.absolute.shape[1]),
+        name=space.encoder_name,
+        meta={"source": f"embeddings:{space.path}", "training": training},
+        path=space.path,
+        encoder_hash=space.encoder_hash,
+    )
 
 
 def check_precomputed(space: EncodedSpace, dataset_hash: str | None) -> EncodedSpace:
@@ -58,13 +66,15 @@ def check_precomputed(space: EncodedSpace, dataset_hash: str | None) -> EncodedS
         raise RelstitchError(
             f"embeddings were computed on data {space.dataset.get('name')!r} ({str(recorded)[:12]}), "
             f"not on the data of this run ({dataset_hash[:12]})",
-            path=space.path, hint="use the same --data and --limit as `relstitch encode` did",
+            path=space.path,
+            hint="use the same --data and --limit as `relstitch encode` did",
         )
     return space
 
 
-def stitch_precomputed(space: EncodedSpace, decoder: Decoder, dataset: Dataset | None = None, *,
-                       keep_predictions: bool = False) -> PairResult:
+def stitch_precomputed(
+    space: EncodedSpace, decoder: Decoder, dataset: Dataset | None = None, *, keep_predictions: bool = False
+) -> PairResult:
     """Score ``decoder`` on precomputed vectors (``stitch embeddings:FILE DECODER``).
 
     ``dataset``, when given, must be the data the vectors were computed on; reconstruction decoders
@@ -74,5 +84,3 @@ def stitch_precomputed(space: EncodedSpace, decoder: Decoder, dataset: Dataset |
 
     check_precomputed(space, dataset.hash if dataset is not None else None)
     return evaluate_pair(space, decoder, dataset, keep_predictions=keep_predictions)
-
-

@@ -17,8 +17,11 @@ from .base import SourceOptions, first_line, parse_call, register_model_source
 from .vision import fit_weights, image_encoder, image_spec
 
 
-@register_model_source("python", ("weights", "layer", "resize", "channels", "mean", "std"),
-                       "a torch.nn.Module built by a Python function: package.module:function(key=value)")
+@register_model_source(
+    "python",
+    ("weights", "layer", "resize", "channels", "mean", "std"),
+    "a torch.nn.Module built by a Python function: package.module:function(key=value)",
+)
 def _load_python(locator: str, opts: SourceOptions) -> Encoder:
     target, kwargs = parse_call(locator)
     module_name, sep, function_name = target.rpartition(":")
@@ -27,8 +30,10 @@ def _load_python(locator: str, opts: SourceOptions) -> Encoder:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or whatever the module raises while importing
-        raise RelstitchError(f"cannot import {module_name!r}: {first_line(exc)}",
-                             hint="check the module path and that it is installed") from None
+        raise RelstitchError(
+            f"cannot import {module_name!r}: {first_line(exc)}",
+            hint="check the module path and that it is installed",
+        ) from None
     factory: Any = module
     for part in function_name.split("."):  # Class.classmethod works too (EfficientNet.from_name)
         factory = getattr(factory, part, None)
@@ -45,5 +50,3 @@ def _load_python(locator: str, opts: SourceOptions) -> Encoder:
     spec = image_spec(opts, resize=None, channels=None, mean=0.0, std=1.0)
     architecture = {"name": f"python:{target}", "args": kwargs, "layer": opts.layer}
     return image_encoder(model, architecture, spec, opts.name or function_name, f"python:{target}")
-
-

@@ -35,7 +35,10 @@ class VisionHead(nn.Module):
     def __init__(self, in_dim: int, num_classes: int, hidden: int = 128, activation: str = "tanh") -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), _ACTIVATIONS[activation](), RowNorm(),
+            nn.LayerNorm(in_dim),
+            nn.Linear(in_dim, hidden),
+            _ACTIVATIONS[activation](),
+            RowNorm(),
             nn.Linear(hidden, num_classes),
         )
 
@@ -52,8 +55,12 @@ class TextHead(nn.Module):
         super().__init__()
         self.net = nn.Sequential(
             nn.LayerNorm(in_dim),
-            nn.Linear(in_dim, hidden), nn.SiLU(), RowNorm(),
-            nn.Linear(hidden, hidden), nn.SiLU(), RowNorm(),
+            nn.Linear(in_dim, hidden),
+            nn.SiLU(),
+            RowNorm(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            RowNorm(),
             nn.Linear(hidden, num_classes),
         )
 
@@ -70,8 +77,10 @@ class ConvDecoder(nn.Module):
         super().__init__()
         self.expand = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, 64 * 7 * 7), nn.ReLU())
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(32, out_channels, 4, stride=2, padding=1), nn.Sigmoid(),
+            nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(32, out_channels, 4, stride=2, padding=1),
+            nn.Sigmoid(),
         )
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:

@@ -12,12 +12,16 @@ from .registry import ENCODERS
 class MLPEncoder(nn.Module):
     """Flatten → Linear → ReLU → Linear."""
 
-    def __init__(self, in_shape: tuple[int, ...] = (1, 28, 28), hidden: int = 128, latent_dim: int = 64) -> None:
+    def __init__(
+        self, in_shape: tuple[int, ...] = (1, 28, 28), hidden: int = 128, latent_dim: int = 64
+    ) -> None:
         super().__init__()
         n_in = 1
         for d in in_shape:
             n_in *= d
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, latent_dim))
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, latent_dim)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z: torch.Tensor = self.net(x)
@@ -32,9 +36,12 @@ class CNNEncoder(nn.Module):
         super().__init__()
         w = width
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, w, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(in_channels, w, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1),
+            nn.ReLU(),
             nn.Flatten(),
         )
         self.project = nn.Linear(2 * w * 4 * 4, latent_dim)
@@ -51,9 +58,12 @@ class ConvAEEncoder(nn.Module):
     def __init__(self, in_channels: int = 1, latent_dim: int = 64) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.ReLU(),
-            nn.Flatten(), nn.Linear(64 * 7 * 7, latent_dim),
+            nn.Conv2d(in_channels, 32, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(64 * 7 * 7, latent_dim),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

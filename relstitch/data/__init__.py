@@ -7,5 +7,15 @@
 from .dataset import CAPTION_VIEW, Dataset, default_image_spec, prepare_images, with_class_captions
 from .sources import BUILTIN_FILE, DATA_SOURCES, FASHION_MNIST_CLASSES, load_dataset, read_images
 
-__all__ = ["BUILTIN_FILE", "CAPTION_VIEW", "DATA_SOURCES", "FASHION_MNIST_CLASSES", "Dataset", "default_image_spec",
-           "load_dataset", "prepare_images", "read_images", "with_class_captions"]
+__all__ = [
+    "BUILTIN_FILE",
+    "CAPTION_VIEW",
+    "DATA_SOURCES",
+    "FASHION_MNIST_CLASSES",
+    "Dataset",
+    "default_image_spec",
+    "load_dataset",
+    "prepare_images",
+    "read_images",
+    "with_class_captions",
+]

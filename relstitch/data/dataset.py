@@ -46,8 +46,11 @@ class Dataset:
         if len(self.x) == 0:
             raise RelstitchError("dataset is empty", path=self.name)
         if self.views is not None and (isinstance(self.x, TextViews) or len(self.views) != len(self.x)):
-            raise RelstitchError(f"parallel text views need images of the same count ({len(self.views)} texts, "
-                                 f"{len(self.x)} inputs)", path=self.name)
+            raise RelstitchError(
+                f"parallel text views need images of the same count ({len(self.views)} texts, "
+                f"{len(self.x)} inputs)",
+                path=self.name,
+            )
         # Here, where every source's data passes: a label past the class names would otherwise be anchored,
         # encoded and fitted on, and only refused (if at all) when a decoder finally scores it.
         check_labels(self.y, self.classes, f"data {self.name}")
@@ -69,8 +72,15 @@ class Dataset:
         return content_hash({**inputs, "y": self.y, "ids": self.ids})
 
     def subset(self, indices: torch.Tensor, name: str | None = None) -> Dataset:
-        return Dataset(name or self.name, self.x[indices], self.y[indices], self.classes, self.ids[indices], self.modality,
-                       None if self.views is None else self.views[indices])
+        return Dataset(
+            name or self.name,
+            self.x[indices],
+            self.y[indices],
+            self.classes,
+            self.ids[indices],
+            self.modality,
+            None if self.views is None else self.views[indices],
+        )
 
     def describe(self) -> dict[str, Any]:
         info = {"name": self.name, "size": len(self), "shape": list(self.x.shape[1:]), "hash": self.hash}
@@ -94,21 +104,36 @@ def with_class_captions(dataset: Dataset, template: str) -> Dataset:
     if isinstance(dataset.x, TextViews):
         raise UsageError(f"captions=: {dataset.name} is text already; captions are text views for images")
     if dataset.views is not None:  # replacing them would drop the file's own captions without a word
-        raise UsageError(f"captions=: {dataset.name} has captions already (views: {', '.join(dataset.views.names)})",
-                         hint="drop captions=, or name the view to read with --view")
+        raise UsageError(
+            f"captions=: {dataset.name} has captions already (views: {', '.join(dataset.views.names)})",
+            hint="drop captions=, or name the view to read with --view",
+        )
     if "{}" not in template:
-        raise UsageError(f"captions={template!r} has no {{}} for the class name (every caption would be the same)",
-                         hint="write e.g. captions=a photo of a {}")
+        raise UsageError(
+            f"captions={template!r} has no {{}} for the class name (every caption would be the same)",
+            hint="write e.g. captions=a photo of a {}",
+        )
     if not dataset.classes:
         raise RelstitchError("captions= needs class names, and this data has none", path=dataset.name)
-    names = [dataset.classes[int(c)] if int(c) < len(dataset.classes) else str(int(c)) for c in dataset.y.tolist()]
+    names = [
+        dataset.classes[int(c)] if int(c) < len(dataset.classes) else str(int(c)) for c in dataset.y.tolist()
+    ]
     captions = TextViews({CAPTION_VIEW: [template.replace("{}", name) for name in names]})
-    return Dataset(f"{dataset.name}#captions={template}", dataset.x, dataset.y, dataset.classes, dataset.ids,
-                   dataset.modality, captions)
+    return Dataset(
+        f"{dataset.name}#captions={template}",
+        dataset.x,
+        dataset.y,
+        dataset.classes,
+        dataset.ids,
+        dataset.modality,
+        captions,
+    )
 
 
 # ------------------------------------------------------------------------------- preprocessing
-def default_image_spec(shape: tuple[int, ...] | list[int], mean: float = 0.2860, std: float = 0.3530) -> dict[str, Any]:
+def default_image_spec(
+    shape: tuple[int, ...] | list[int], mean: float = 0.2860, std: float = 0.3530
+) -> dict[str, Any]:
     """Input spec of relstitch's own image encoders (Fashion-MNIST statistics by default)."""
     return {"modality": "image", "shape": list(shape), "scale": 255.0, "mean": mean, "std": std}
 
@@ -121,7 +146,9 @@ def prepare_images(x: torch.Tensor | TextViews, spec: dict[str, Any]) -> torch.T
     ``mean``/``std`` (a number or one per channel). So a 28x28 grey dataset can feed a 224x224 RGB net.
     """
     if not isinstance(x, torch.Tensor):
-        raise RelstitchError("an image encoder was given text data", hint="use a text encoder (hf:DIR) for text data")
+        raise RelstitchError(
+            "an image encoder was given text data", hint="use a text encoder (hf:DIR) for text data"
+        )
     if "shape" in spec and tuple(x.shape[1:]) != tuple(spec["shape"]):
         raise RelstitchError(
             f"data has shape {tuple(x.shape[1:])} per sample but the encoder expects {tuple(spec['shape'])}",
@@ -137,8 +164,9 @@ def prepare_images(x: torch.Tensor | TextViews, spec: dict[str, Any]) -> torch.T
         else:
             raise RelstitchError(f"cannot turn {out.shape[1]}-channel images into {channels} channels")
     if spec.get("resize") and out.ndim == 4 and list(out.shape[2:]) != list(spec["resize"]):
-        out = torch.nn.functional.interpolate(out, size=tuple(spec["resize"]), mode="bilinear", align_corners=False,
-                                              antialias=True)
+        out = torch.nn.functional.interpolate(
+            out, size=tuple(spec["resize"]), mode="bilinear", align_corners=False, antialias=True
+        )
     mean, std = spec.get("mean", 0.0), spec.get("std", 1.0)
     if isinstance(mean, list | tuple) or isinstance(std, list | tuple):
         shape = (1, -1) + (1,) * (out.ndim - 2)  # one value per channel

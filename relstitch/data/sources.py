@@ -49,8 +49,16 @@ from .text import TextViews
 
 BUILTIN_FILE = Path(__file__).resolve().parent.parent / "assets" / "fashion_mnist_small.safetensors"
 FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 ]
 SPLITS = ("train", "test")
 MAX_IDX_BYTES = 16 * 1024**3  # 16 GiB: far above any IDX data set, far below what a bomb could announce
@@ -66,14 +74,21 @@ DATA_SOURCES: Registry[Callable[[str], Dataset]] = Registry("data source kind")
 def _load_builtin(locator: str) -> Dataset:
     split = locator or "train"
     if split not in SPLITS:
-        raise RelstitchError(f"unknown split {split!r} of the built-in data; use builtin:train or builtin:test")
+        raise RelstitchError(
+            f"unknown split {split!r} of the built-in data; use builtin:train or builtin:test"
+        )
     from safetensors.torch import load_file
 
     if not BUILTIN_FILE.exists():
-        raise RelstitchError("built-in data missing", path=BUILTIN_FILE, hint="run scripts/make_builtin_data.py")
+        raise RelstitchError(
+            "built-in data missing", path=BUILTIN_FILE, hint="run scripts/make_builtin_data.py"
+        )
     tensors = load_file(str(check_regular(BUILTIN_FILE)))
     return Dataset(
-        f"builtin:{split}", tensors[f"{split}_x"], tensors[f"{split}_y"].long(), FASHION_MNIST_CLASSES,
+        f"builtin:{split}",
+        tensors[f"{split}_x"],
+        tensors[f"{split}_y"].long(),
+        FASHION_MNIST_CLASSES,
         tensors[f"{split}_ids"].long(),
     )
 
@@ -86,7 +101,10 @@ def _read_idx(path: Path) -> torch.Tensor:
     tensor its header announces, and a header announcing gigabytes over a short body costs only the body.
     """
     try:
-        with open_regular(path) as raw, (gzip.GzipFile(fileobj=raw) if path.suffix == ".gz" else nullcontext(raw)) as handle:
+        with (
+            open_regular(path) as raw,
+            gzip.GzipFile(fileobj=raw) if path.suffix == ".gz" else nullcontext(raw) as handle,
+        ):
             head = handle.read(4)
             if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08:
                 raise RelstitchError("not an unsigned-byte IDX file (bad magic number)", path=path)
@@ -99,8 +117,10 @@ def _read_idx(path: Path) -> torch.Tensor:
             for d in dims:
                 count *= d
             if count > MAX_IDX_BYTES:
-                raise RelstitchError(f"IDX header declares {count:,} bytes, more than relstitch reads ({MAX_IDX_BYTES:,})",
-                                     path=path)
+                raise RelstitchError(
+                    f"IDX header declares {count:,} bytes, more than relstitch reads ({MAX_IDX_BYTES:,})",
+                    path=path,
+                )
             # In chunks, never read(count): that allocates the whole declared size up front, so a header
             # announcing gigabytes (fuzzing found one) would take them before the short body is noticed.
             body = bytearray()
@@ -116,8 +136,9 @@ def _read_idx(path: Path) -> torch.Tensor:
     if len(body) < count:
         raise RelstitchError(f"IDX file truncated: header says {count} bytes, found {len(body)}", path=path)
     if len(body) > count:
-        raise RelstitchError(f"IDX file holds more than its header's {count} bytes (corrupt, or not what it claims)",
-                             path=path)
+        raise RelstitchError(
+            f"IDX file holds more than its header's {count} bytes (corrupt, or not what it claims)", path=path
+        )
     if not count:  # frombuffer refuses an empty buffer; the empty dataset is refused later, with its name
         return torch.zeros(dims, dtype=torch.uint8)
     return torch.frombuffer(body, dtype=torch.uint8).reshape(dims)
@@ -129,7 +150,8 @@ def _find_idx(folder: Path, prefix: str, kind: str) -> Path:
             if candidate.exists():
                 return candidate
     raise RelstitchError(
-        f"no {prefix}-{kind}-idx*-ubyte[.gz] file in this folder", path=folder,
+        f"no {prefix}-{kind}-idx*-ubyte[.gz] file in this folder",
+        path=folder,
         hint="name a folder holding the MNIST/Fashion-MNIST IDX files",
     )
 
@@ -146,7 +168,9 @@ def _load_idx(locator: str) -> Dataset:
     images = _read_idx(_find_idx(folder, prefix, "images"))
     labels = _read_idx(_find_idx(folder, prefix, "labels")).long()
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise RelstitchError(f"IDX images {tuple(images.shape)} and labels {tuple(labels.shape)} do not match", path=folder)
+        raise RelstitchError(
+            f"IDX images {tuple(images.shape)} and labels {tuple(labels.shape)} do not match", path=folder
+        )
     classes = FASHION_MNIST_CLASSES if "fashion" in str(folder).lower() else [str(i) for i in range(10)]
     return Dataset(f"idx:{folder}:{split}", images.unsqueeze(1).contiguous(), labels, classes)
 
@@ -160,7 +184,9 @@ def _options(locator: str, kind: str, allowed: dict[str, str]) -> tuple[Path, di
     given = split_options(fragment)
     unknown = sorted(set(given) - set(allowed))
     if unknown:
-        raise UsageError(f"{kind}: unknown option(s) {', '.join(unknown)}", hint=f"{kind}: reads {', '.join(allowed)}")
+        raise UsageError(
+            f"{kind}: unknown option(s) {', '.join(unknown)}", hint=f"{kind}: reads {', '.join(allowed)}"
+        )
     return Path(path_text), {**allowed, **given}
 
 
@@ -181,20 +207,27 @@ TABLE_OPTIONS = {"text": "text", "label": "label", "image": "", "size": ""}
 """jsonl:/csv: options and their defaults (no image column: text data)."""
 
 
-def _text_dataset(rows: list[dict[str, Any]], columns: list[str], path: Path, kind: str, opts: dict[str, str],
-                  where: Any) -> Dataset:
+def _text_dataset(
+    rows: list[dict[str, Any]], columns: list[str], path: Path, kind: str, opts: dict[str, str], where: Any
+) -> Dataset:
     text_columns = [c for c in opts["text"].split(",") if c]
     label = opts["label"] if opts["label"].lower() != "none" else None
     image = opts["image"] or None
     if opts["size"] and not image:
-        raise UsageError(f"{kind}: size= resizes images, and no image= column is named", hint=f"{kind}:{path}#image=COLUMN,size=H,W")
+        raise UsageError(
+            f"{kind}: size= resizes images, and no image= column is named",
+            hint=f"{kind}:{path}#image=COLUMN,size=H,W",
+        )
     if image in text_columns:
         raise UsageError(f"{kind}: column {image!r} is named both image= and text=")
     needed = text_columns + ([label] if label else []) + ([image] if image else [])
     missing = [c for c in needed if c not in columns]
     if missing:
-        raise RelstitchError(f"{kind} file has no column(s) {', '.join(map(repr, missing))} (it has {', '.join(map(repr, columns))})",
-                             path=path, hint=f"name the columns: {kind}:{path}#text=COLUMN,label=COLUMN")
+        raise RelstitchError(
+            f"{kind} file has no column(s) {', '.join(map(repr, missing))} (it has {', '.join(map(repr, columns))})",
+            path=path,
+            hint=f"name the columns: {kind}:{path}#text=COLUMN,label=COLUMN",
+        )
     if not rows:
         raise RelstitchError(f"{kind} file holds no rows", path=path)
     views: dict[str, list[str]] = {c: [] for c in text_columns}
@@ -203,7 +236,10 @@ def _text_dataset(rows: list[dict[str, Any]], columns: list[str], path: Path, ki
         for column in needed:
             value = row.get(column)
             if value is None or ((column in views or column == image) and not isinstance(value, str)):
-                raise RelstitchError(f"{where(i)}: column {column!r} is {'missing' if value is None else 'not text'}", path=path)
+                raise RelstitchError(
+                    f"{where(i)}: column {column!r} is {'missing' if value is None else 'not text'}",
+                    path=path,
+                )
         for column in text_columns:
             views[column].append(row[column])
         if label:
@@ -224,7 +260,9 @@ def load_jsonl(locator: str) -> Dataset:
     path, opts = _options(locator, "jsonl", TABLE_OPTIONS)
     rows: list[dict[str, Any]] = []
     try:
-        with text_lines(path, what="text data") as lines:  # bounded; a BOM is dropped; a FIFO is refused, unopened
+        with text_lines(
+            path, what="text data"
+        ) as lines:  # bounded; a BOM is dropped; a FIFO is refused, unopened
             for number, line in enumerate(lines, 1):
                 if not line.strip():
                     continue
@@ -232,9 +270,13 @@ def load_jsonl(locator: str) -> Dataset:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise RelstitchError(f"line {number} is not JSON ({exc.msg})", path=path) from None
-                except (ValueError, RecursionError):  # a number too long to convert, nesting past the parser's depth
-                    raise RelstitchError(f"line {number} is not usable JSON (a number too long or nesting too deep)",
-                                         path=path) from None
+                except (
+                    ValueError,
+                    RecursionError,
+                ):  # a number too long to convert, nesting past the parser's depth
+                    raise RelstitchError(
+                        f"line {number} is not usable JSON (a number too long or nesting too deep)", path=path
+                    ) from None
                 if not isinstance(row, dict):
                     raise RelstitchError(f"line {number} is not a JSON object", path=path)
                 rows.append(row)
@@ -251,7 +293,9 @@ def load_csv(locator: str) -> Dataset:
     """Text (one or more parallel columns) and labels from a CSV file with a header row; ``image=COL`` as jsonl."""
     path, opts = _options(locator, "csv", TABLE_OPTIONS)
     try:
-        with text_lines(path, what="text data") as lines:  # as jsonl: bounded, BOM dropped, regular files only
+        with text_lines(
+            path, what="text data"
+        ) as lines:  # as jsonl: bounded, BOM dropped, regular files only
             reader = csv.DictReader(lines)
             rows = list(reader)
             columns = list(reader.fieldnames or [])
@@ -280,16 +324,23 @@ def load_tensors(locator: str) -> Dataset:
     tensors = load_file(str(check_regular(path)))  # read_header read a descriptor; load_file reopens the path
     for role in ("x", "y"):
         if opts[role] not in tensors:
-            raise RelstitchError(f"no tensor {opts[role]!r} (it holds {', '.join(sorted(tensors)) or 'none'})", path=path,
-                                 hint=f"name them: tensors:{path}#x=NAME,y=NAME")
+            raise RelstitchError(
+                f"no tensor {opts[role]!r} (it holds {', '.join(sorted(tensors)) or 'none'})",
+                path=path,
+                hint=f"name them: tensors:{path}#x=NAME,y=NAME",
+            )
     x, y = tensors[opts["x"]], tensors[opts["y"]]
     if x.dtype == torch.uint8 and x.ndim == 3:
         x = x.unsqueeze(1)  # grey images: add the channel axis
     if x.dtype != torch.uint8 and not x.is_floating_point():
-        raise RelstitchError(f"x has dtype {x.dtype}: expected uint8 images or floating-point features", path=path)
+        raise RelstitchError(
+            f"x has dtype {x.dtype}: expected uint8 images or floating-point features", path=path
+        )
     if x.ndim < 2 or y.ndim != 1 or len(x) != len(y) or y.is_floating_point():
-        raise RelstitchError(f"x {tuple(x.shape)} and y {tuple(y.shape)} {y.dtype} do not fit: need N samples and N integer labels",
-                             path=path)
+        raise RelstitchError(
+            f"x {tuple(x.shape)} and y {tuple(y.shape)} {y.dtype} do not fit: need N samples and N integer labels",
+            path=path,
+        )
     y = y.long()
     if len(y) and int(y.min()) < 0:
         raise RelstitchError("labels must be 0 or more", path=path)
@@ -302,8 +353,14 @@ def load_tensors(locator: str) -> Dataset:
     # Names given but fewer than the labels need are kept: the Dataset refuses the labels past them.
     ids = tensors.get("ids")
     modality = "image" if x.ndim == 4 else "tensor"
-    return Dataset(f"tensors:{path}", x.contiguous(), y, [str(c) for c in classes],
-                   ids.long() if ids is not None and len(ids) == len(y) else torch.arange(len(y), dtype=torch.int64), modality)
+    return Dataset(
+        f"tensors:{path}",
+        x.contiguous(),
+        y,
+        [str(c) for c in classes],
+        ids.long() if ids is not None and len(ids) == len(y) else torch.arange(len(y), dtype=torch.int64),
+        modality,
+    )
 
 
 @DATA_SOURCES.register("imagefolder")
@@ -322,8 +379,11 @@ def load_imagefolder(locator: str) -> Dataset:
     try:
         found = ImageFolder(str(folder), loader=Image.open)
     except (FileNotFoundError, OSError) as exc:
-        raise RelstitchError(f"not an image folder: {str(exc).splitlines()[0]}", path=folder,
-                             hint="lay it out as DIR/<class>/<image>") from None
+        raise RelstitchError(
+            f"not an image folder: {str(exc).splitlines()[0]}",
+            path=folder,
+            hint="lay it out as DIR/<class>/<image>",
+        ) from None
     images = read_images([Path(file) for file, _ in found.samples], size, f"imagefolder:{folder}")
     labels = torch.tensor([label for _, label in found.samples], dtype=torch.int64)
     return Dataset(f"imagefolder:{folder}", images, labels, list(found.classes))
@@ -352,8 +412,13 @@ def read_images(files: list[Path], size: list[int] | None, reference: str) -> to
             with open_regular(file) as handle, Image.open(handle) as image:
                 image.load()
                 images.append(image.copy())
-        except (OSError, Image.DecompressionBombError) as exc:  # missing, unreadable, not an image, or a pixel bomb
-            if isinstance(exc, OSError) and exc.errno is not None:  # the file system's error: its cause, not its name
+        except (
+            OSError,
+            Image.DecompressionBombError,
+        ) as exc:  # missing, unreadable, not an image, or a pixel bomb
+            if (
+                isinstance(exc, OSError) and exc.errno is not None
+            ):  # the file system's error: its cause, not its name
                 raise os_error(exc, file, "cannot read image") from None
             raise RelstitchError(f"cannot read image: {exc}", path=file) from None
     mode = "L" if all(im.mode == "L" for im in images) else "RGB"
@@ -363,8 +428,12 @@ def read_images(files: list[Path], size: list[int] | None, reference: str) -> to
         if size is not None:
             image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
         elif image.size != images[0].size:
-            raise RelstitchError(f"images differ in size ({images[0].size[0]}x{images[0].size[1]} and "
-                                 f"{image.size[0]}x{image.size[1]})", path=file, hint=f"resize them: {reference}#size=H,W")
+            raise RelstitchError(
+                f"images differ in size ({images[0].size[0]}x{images[0].size[1]} and "
+                f"{image.size[0]}x{image.size[1]})",
+                path=file,
+                hint=f"resize them: {reference}#size=H,W",
+            )
         tensors.append(pil_to_tensor(image))
     return torch.stack(tensors)
 
@@ -376,7 +445,7 @@ def _pop_captions(reference: str) -> tuple[str, str | None]:
     found = re.search(r"(?:^|,)\s*captions=(.*?)(?=,\s*[A-Za-z_][\w-]*=|$)", fragment)
     if found is None:
         return reference, None
-    rest = (fragment[: found.start()] + fragment[found.end():]).strip(",")
+    rest = (fragment[: found.start()] + fragment[found.end() :]).strip(",")
     split_options(rest)  # the other options are still KEY=VALUE: refuse a malformed one here, as before
     return (f"{head}#{rest}" if rest else head), found.group(1)
 
@@ -396,7 +465,11 @@ def load_dataset(reference: str, *, limit: int | None = None) -> Dataset:
         import difflib
 
         close = difflib.get_close_matches(kind, list(DATA_SOURCES), n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"use one of: {', '.join(k + ':' for k in DATA_SOURCES)} or a folder"
+        hint = (
+            f"did you mean {close[0]!r}?"
+            if close
+            else f"use one of: {', '.join(k + ':' for k in DATA_SOURCES)} or a folder"
+        )
         raise RelstitchError(f"unknown dataset reference {reference!r}", hint=hint)
     if captions is not None:
         dataset = with_class_captions(dataset, captions)

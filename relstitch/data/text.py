@@ -86,13 +86,20 @@ class TextViews:
             lengths = torch.tensor([0] + [len(b) for b in encoded], dtype=torch.int64)
             blob = b"".join(encoded)
             # frombuffer refuses an empty buffer, hence the spare byte sliced off again
-            out[f"{prefix}{name}.bytes"] = torch.frombuffer(bytearray(blob) or bytearray(1), dtype=torch.uint8)[: len(blob)]
+            out[f"{prefix}{name}.bytes"] = torch.frombuffer(
+                bytearray(blob) or bytearray(1), dtype=torch.uint8
+            )[: len(blob)]
             out[f"{prefix}{name}.offsets"] = torch.cumsum(lengths, 0)
         return out
 
     @classmethod
-    def from_tensors(cls, tensors: Mapping[str, torch.Tensor], prefix: str, names: Sequence[str],
-                     default: str | None = None) -> TextViews:
+    def from_tensors(
+        cls,
+        tensors: Mapping[str, torch.Tensor],
+        prefix: str,
+        names: Sequence[str],
+        default: str | None = None,
+    ) -> TextViews:
         """Inverse of :meth:`to_tensors`; refuses offsets that do not fit their bytes."""
         views: dict[str, list[str]] = {}
         for name in names:
@@ -101,7 +108,12 @@ class TextViews:
                 raise RelstitchError(f"text view {name!r} is missing its bytes or offsets tensor")
             blob = tensors[blob_key].numpy().tobytes()
             offsets = tensors[offsets_key].tolist()
-            if not offsets or offsets[0] != 0 or offsets[-1] != len(blob) or any(b < a for a, b in zip(offsets, offsets[1:])):
+            if (
+                not offsets
+                or offsets[0] != 0
+                or offsets[-1] != len(blob)
+                or any(b < a for a, b in zip(offsets, offsets[1:]))
+            ):
                 raise RelstitchError(f"text view {name!r}: offsets do not fit its {len(blob)} bytes")
             try:
                 views[name] = [blob[a:b].decode("utf-8") for a, b in zip(offsets, offsets[1:])]

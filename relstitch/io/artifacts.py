@@ -31,10 +31,21 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit; larger headers a
 MAX_NDIM = 32  # far above any real tensor; a hostile header cannot make shape arithmetic run long
 
 _DTYPE_SIZES = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1,
-    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-    "I32": 4, "U32": 4, "F32": 4,
-    "I64": 8, "U64": 8, "F64": 8,
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
 }
 
 
@@ -112,15 +123,17 @@ def read_header(path: str | os.PathLike[str]) -> Header:
     for key, value in raw_meta.items():
         if key.startswith(PREFIX):
             try:
-                meta[key[len(PREFIX):]] = _parse_json(value)
+                meta[key[len(PREFIX) :]] = _parse_json(value)
             except ValueError:
                 raise RelstitchError(f"corrupt metadata: {key} is not JSON", path=p) from None
     return Header(path=p, tensors=tensors, metadata=meta, raw_metadata=raw_meta, file_size=size)
 
 
 GIVE_ARTIFACT = "give a relstitch .safetensors file"
-_TORCH_HINT = ("load its weights through a model source (torchvision:NAME#weights=FILE or python:MOD:FN#weights=FILE), "
-               "or convert it with safetensors.torch.save_file")
+_TORCH_HINT = (
+    "load its weights through a model source (torchvision:NAME#weights=FILE or python:MOD:FN#weights=FILE), "
+    "or convert it with safetensors.torch.save_file"
+)
 
 
 def not_safetensors(path: Path, detail: str) -> RelstitchError:
@@ -146,7 +159,10 @@ def _sniff(path: Path) -> tuple[str | None, str]:
         return "an empty file (an interrupted copy or download?)", GIVE_ARTIFACT
     if start.startswith(b"PK\x03\x04"):
         try:
-            with open_regular(path) as handle, zipfile.ZipFile(handle) as archive:  # reads only the central directory
+            with (
+                open_regular(path) as handle,
+                zipfile.ZipFile(handle) as archive,
+            ):  # reads only the central directory
                 names = archive.namelist()
         except (zipfile.BadZipFile, OSError, ValueError, RelstitchError):
             names = []
@@ -158,7 +174,10 @@ def _sniff(path: Path) -> tuple[str | None, str]:
     if start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "a Python pickle (an old-style PyTorch checkpoint?)", _TORCH_HINT
     if start.startswith(b"\x1f\x8b"):
-        return "gzip-compressed data", "decompress it first (gunzip) if it holds a safetensors file, or " + GIVE_ARTIFACT
+        return (
+            "gzip-compressed data",
+            "decompress it first (gunzip) if it holds a safetensors file, or " + GIVE_ARTIFACT,
+        )
     if start.startswith(b"\x93NUMPY"):
         return "a NumPy .npy array", "convert it with safetensors.numpy.save_file, or " + GIVE_ARTIFACT
     if start.startswith(b"\x89HDF\r\n\x1a\n"):
@@ -171,7 +190,10 @@ def _sniff(path: Path) -> tuple[str | None, str]:
     if text is None or "\0" in text or sum(c.isprintable() or c.isspace() for c in text) < 0.95 * len(text):
         return None, GIVE_ARTIFACT
     if text.lstrip()[:1] in ("{", "["):
-        return "JSON text", "a relstitch JSON report is read by `relstitch report FILE`; otherwise " + GIVE_ARTIFACT
+        return (
+            "JSON text",
+            "a relstitch JSON report is read by `relstitch report FILE`; otherwise " + GIVE_ARTIFACT,
+        )
     return "a text file", GIVE_ARTIFACT
 
 
@@ -228,7 +250,9 @@ def _validate_entry(p: Path, name: str, entry: Any, data_size: int) -> TensorInf
     nbytes = count * _DTYPE_SIZES[dtype]
     if nbytes != offsets[1] - offsets[0]:
         shown = str(shape) if len(str(shape)) <= 60 else str(shape)[:57] + "..."
-        raise RelstitchError(f"{bad}: shape {shown} of {dtype} does not match its {offsets[1] - offsets[0]} bytes)", path=p)
+        raise RelstitchError(
+            f"{bad}: shape {shown} of {dtype} does not match its {offsets[1] - offsets[0]} bytes)", path=p
+        )
     return TensorInfo(dtype=dtype, shape=tuple(shape), nbytes=nbytes)
 
 
@@ -240,11 +264,14 @@ def _check_coverage(p: Path, spans: list[tuple[int, int]], data_size: int) -> No
         if begin < end:
             raise RelstitchError("corrupt safetensors file (tensor data overlaps)", path=p)
         if begin > end:
-            raise RelstitchError(f"corrupt safetensors file (a gap of {begin - end} bytes between tensors)", path=p)
+            raise RelstitchError(
+                f"corrupt safetensors file (a gap of {begin - end} bytes between tensors)", path=p
+            )
         end = stop
     if end != data_size:
         raise RelstitchError(
-            f"corrupt safetensors file (tensors cover {end} of its {data_size} data bytes: truncated or padded)", path=p
+            f"corrupt safetensors file (tensors cover {end} of its {data_size} data bytes: truncated or padded)",
+            path=p,
         )
 
 
@@ -260,7 +287,9 @@ def load_artifact(path: str | os.PathLike[str], kind: str | tuple[str, ...]) -> 
     found = check_kind(header, kind)
     from safetensors.torch import load_file  # noqa: PLC0415  (lazy: keeps torch out of start-up)
 
-    check_regular(header.path)  # safetensors opens the path itself: refuse a FIFO swapped in since read_header
+    check_regular(
+        header.path
+    )  # safetensors opens the path itself: refuse a FIFO swapped in since read_header
     try:
         tensors = load_file(str(header.path))
     except Exception as exc:  # safetensors raises its own types; the header check already passed
@@ -285,15 +314,29 @@ def artifact_metadata(kind: str, meta: dict[str, Any]) -> dict[str, str]:
     """The safetensors ``__metadata__`` of a relstitch file: kind, version and ``meta`` as JSON strings."""
     if kind not in KINDS:
         raise ValueError(f"unknown artifact kind {kind!r}")
-    metadata = {"format": "pt", PREFIX + "kind": json.dumps(kind), PREFIX + "version": json.dumps(FORMAT_VERSION)}
+    metadata = {
+        "format": "pt",
+        PREFIX + "kind": json.dumps(kind),
+        PREFIX + "version": json.dumps(FORMAT_VERSION),
+    }
     for key, value in meta.items():
         metadata[PREFIX + key] = json.dumps(value, sort_keys=True)
     return metadata
 
 
 _TORCH_DTYPES = {
-    "bool": "BOOL", "uint8": "U8", "int8": "I8", "int16": "I16", "uint16": "U16", "float16": "F16",
-    "bfloat16": "BF16", "int32": "I32", "uint32": "U32", "float32": "F32", "int64": "I64", "uint64": "U64",
+    "bool": "BOOL",
+    "uint8": "U8",
+    "int8": "I8",
+    "int16": "I16",
+    "uint16": "U16",
+    "float16": "F16",
+    "bfloat16": "BF16",
+    "int32": "I32",
+    "uint32": "U32",
+    "float32": "F32",
+    "int64": "I64",
+    "uint64": "U64",
     "float64": "F64",
 }
 
@@ -329,7 +372,9 @@ def safetensors_header(shapes: dict[str, tuple[str, tuple[int, ...]]], metadata:
 def serialize(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
     """A safetensors file as bytes, deterministic (see :func:`safetensors_header`)."""
     cpu = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
-    shapes = {name: (_TORCH_DTYPES[str(t.dtype).removeprefix("torch.")], tuple(t.shape)) for name, t in cpu.items()}
+    shapes = {
+        name: (_TORCH_DTYPES[str(t.dtype).removeprefix("torch.")], tuple(t.shape)) for name, t in cpu.items()
+    }
     parts = [safetensors_header(shapes, metadata)]
     for name in data_order(shapes):
         parts.append(_tensor_bytes(cpu[name]))

@@ -25,7 +25,9 @@ def check_output(path: str | os.PathLike[str], *, force: bool) -> Path:
     found = _stat(out)
     if found is not None and stat.S_ISDIR(found.st_mode):
         raise RelstitchError("is a folder, expected a file path", path=out, hint="name a file inside it")
-    if found is not None and not stat.S_ISREG(found.st_mode):  # a FIFO or a device: replacing it is never meant
+    if found is not None and not stat.S_ISREG(
+        found.st_mode
+    ):  # a FIFO or a device: replacing it is never meant
         raise RelstitchError("exists and is not a regular file", path=out, hint="write the output to a file")
     if found is not None and not force:
         raise RelstitchError("already exists", path=out, hint="pass --force to overwrite it")
@@ -41,8 +43,9 @@ def check_output(path: str | os.PathLike[str], *, force: bool) -> Path:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise RelstitchError(f"output folder is not writable ({exc.strerror})", path=folder,
-                             hint="choose another folder") from None
+        raise RelstitchError(
+            f"output folder is not writable ({exc.strerror})", path=folder, hint="choose another folder"
+        ) from None
     return out
 
 
@@ -56,8 +59,9 @@ def _stat(path: Path) -> os.stat_result | None:
         raise os_error(exc, path) from None
 
 
-def check_outputs(paths: Sequence[str | os.PathLike[str]], *, force: bool,
-                  inputs: Sequence[str | os.PathLike[str]] = ()) -> list[Path]:
+def check_outputs(
+    paths: Sequence[str | os.PathLike[str]], *, force: bool, inputs: Sequence[str | os.PathLike[str]] = ()
+) -> list[Path]:
     """:func:`check_output` for each path, and refuse one file named twice or an output that is an input.
 
     Without this, ``--json r --markdown r`` would run the whole job and then fail (or, with ``--force``,
@@ -67,11 +71,15 @@ def check_outputs(paths: Sequence[str | os.PathLike[str]], *, force: bool,
     for path in paths:
         resolved = os.path.realpath(path)  # not Path.resolve: it raises RuntimeError on a symlink loop
         if resolved in seen:
-            raise RelstitchError("is named twice as an output", path=path, hint="give each output its own file")
+            raise RelstitchError(
+                "is named twice as an output", path=path, hint="give each output its own file"
+            )
         seen.add(resolved)
     for path in inputs:
         if os.path.realpath(path) in seen:
-            raise RelstitchError("is both an input and an output", path=path, hint="write the output to another file")
+            raise RelstitchError(
+                "is both an input and an output", path=path, hint="write the output to another file"
+            )
     return [check_output(path, force=force) for path in paths]
 
 

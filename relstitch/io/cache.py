@@ -31,22 +31,34 @@ def cache_key(encoder_hash: str, anchor_hash: str, data_hash: str, precision: st
     Vectors computed in bfloat16 or float16 are other numbers, so they get their own entries; float32
     keeps the key it always had, on any device (CPU and CUDA agree within float32 rounding).
     """
-    identity = f"{encoder_hash}|{anchor_hash}|{data_hash}" + (f"|{precision}" if precision != "float32" else "")
+    identity = f"{encoder_hash}|{anchor_hash}|{data_hash}" + (
+        f"|{precision}" if precision != "float32" else ""
+    )
     return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
 
-def cache_path(folder: str | os.PathLike[str], encoder: Encoder, anchors: Anchors, dataset: Dataset,
-               dtype: torch.dtype | None = None) -> Path:
+def cache_path(
+    folder: str | os.PathLike[str],
+    encoder: Encoder,
+    anchors: Anchors,
+    dataset: Dataset,
+    dtype: torch.dtype | None = None,
+) -> Path:
     """Where the embeddings of ``encoder`` on ``anchors`` and ``dataset`` (encoded in ``dtype``) live in ``folder``."""
     precision = str(dtype).removeprefix("torch.") if dtype is not None else "float32"
-    return Path(folder) / f"{cache_key(encoder.hash, anchors.hash, dataset.hash, precision)}.embeddings.safetensors"
+    return (
+        Path(folder)
+        / f"{cache_key(encoder.hash, anchors.hash, dataset.hash, precision)}.embeddings.safetensors"
+    )
 
 
 def prepare_cache(folder: str | os.PathLike[str]) -> Path:
     """Create the cache folder if needed; refuse a path that is a file (before any encoding)."""
     root = Path(folder)
     if root.exists() and not root.is_dir():
-        raise RelstitchError("the cache is a file, expected a folder", path=root, hint="name a folder for --cache")
+        raise RelstitchError(
+            "the cache is a file, expected a folder", path=root, hint="name a folder for --cache"
+        )
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -54,9 +66,17 @@ def prepare_cache(folder: str | os.PathLike[str]) -> Path:
     return root
 
 
-def cached_encode(encoder: Encoder, anchors: Anchors, dataset: Dataset, folder: str | os.PathLike[str] | None, *,
-                  batch_size: BatchSize, progress: ProgressFn, device: torch.device | None = None,
-                  dtype: torch.dtype | None = None) -> tuple[EncodedSpace, bool]:
+def cached_encode(
+    encoder: Encoder,
+    anchors: Anchors,
+    dataset: Dataset,
+    folder: str | os.PathLike[str] | None,
+    *,
+    batch_size: BatchSize,
+    progress: ProgressFn,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[EncodedSpace, bool]:
     """``encode(encoder, anchors, dataset)``, read from / written to the cache ``folder`` when given.
 
     Returns the space and whether it came from the cache.
@@ -64,7 +84,9 @@ def cached_encode(encoder: Encoder, anchors: Anchors, dataset: Dataset, folder: 
     from ..encoding import encode, load_embeddings, save_embeddings  # noqa: PLC0415
 
     def run() -> EncodedSpace:
-        return encode(encoder, anchors, dataset, batch_size=batch_size, progress=progress, device=device, dtype=dtype)
+        return encode(
+            encoder, anchors, dataset, batch_size=batch_size, progress=progress, device=device, dtype=dtype
+        )
 
     if folder is None:
         return run(), False
@@ -74,8 +96,12 @@ def cached_encode(encoder: Encoder, anchors: Anchors, dataset: Dataset, folder: 
             space = load_embeddings(path)
         except RelstitchError:
             space = None  # unreadable entry: encode again and replace it
-        if (space is not None and space.encoder_hash == encoder.hash and space.anchor_hash == anchors.hash
-                and space.dataset.get("hash") == dataset.hash):
+        if (
+            space is not None
+            and space.encoder_hash == encoder.hash
+            and space.anchor_hash == anchors.hash
+            and space.dataset.get("hash") == dataset.hash
+        ):
             space.encoder_name = encoder.name  # the entry may have been written under another file name
             return space, True
     space = run()

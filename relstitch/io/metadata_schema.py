@@ -37,7 +37,9 @@ OBJECT = Type("an object", lambda v: isinstance(v, dict))
 NULL = Type("null", lambda v: v is None)
 NAMES = Type("a list of strings", lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v))
 SHAPE = Type("a list of sizes", lambda v: isinstance(v, list) and all(SIZE.test(x) for x in v))
-HASH = Type("a hash string", lambda v: isinstance(v, str) and bool(v))  # sources may hash other ways: any non-empty string
+HASH = Type(
+    "a hash string", lambda v: isinstance(v, str) and bool(v)
+)  # sources may hash other ways: any non-empty string
 
 
 def one_of(*values: str) -> Type:
@@ -115,16 +117,32 @@ KINDS = tuple(SCHEMAS)
 
 # Nested objects whose inner keys a loader relies on.
 _NESTED: dict[tuple[str, str], tuple[Key, ...]] = {
-    ("encoder", "architecture"): (Key("name", STRING, "the registry name"), _optional("args", OBJECT | NULL, "arguments")),
-    ("decoder", "architecture"): (Key("name", STRING, "the registry name"), _optional("args", OBJECT | NULL, "arguments")),
+    ("encoder", "architecture"): (
+        Key("name", STRING, "the registry name"),
+        _optional("args", OBJECT | NULL, "arguments"),
+    ),
+    ("decoder", "architecture"): (
+        Key("name", STRING, "the registry name"),
+        _optional("args", OBJECT | NULL, "arguments"),
+    ),
     ("decoder", "task"): (Key("type", one_of("classification", "reconstruction"), "the task type"),),
-    ("embeddings", "encoder"): (_optional("name", STRING, "the encoder's name"), _optional("hash", STRING, "its hash")),
+    ("embeddings", "encoder"): (
+        _optional("name", STRING, "the encoder's name"),
+        _optional("hash", STRING, "its hash"),
+    ),
     ("predictions", "task"): (Key("type", one_of("classification", "reconstruction"), "the task type"),),
 }
 
 
 def _describe(value: Any) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "an object"}
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+    }
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
@@ -139,7 +157,9 @@ def check_metadata(metadata: dict[str, Any], expected: str | tuple[str, ...], pa
     label = ("an " if label[0] in "aeiou" else "a ") + label  # "an anchors file", "a decoder file"
     kind = metadata.get("kind")
     if kind is None:
-        raise RelstitchError(f"not a relstitch file (no relstitch.kind in its metadata); expected {label} file", path=path)
+        raise RelstitchError(
+            f"not a relstitch file (no relstitch.kind in its metadata); expected {label} file", path=path
+        )
     if not isinstance(kind, str) or kind not in SCHEMAS:
         shown = repr(kind)[:40]
         raise RelstitchError(
@@ -152,7 +172,8 @@ def check_metadata(metadata: dict[str, Any], expected: str | tuple[str, ...], pa
     version = metadata.get("version")
     if not (isinstance(version, int) and COUNT.test(version)):
         raise RelstitchError(
-            f"corrupt {kind} file: relstitch.version is {_describe(version)}, expected a positive integer", path=path
+            f"corrupt {kind} file: relstitch.version is {_describe(version)}, expected a positive integer",
+            path=path,
         )
     if version > FORMAT_VERSION:
         raise RelstitchError(
@@ -189,14 +210,34 @@ def _check_keys(values: dict[str, Any], keys: tuple[Key, ...], kind: str, prefix
 def _check_decoder(metadata: dict[str, Any], path: object) -> None:
     """The keys a decoder needs depend on its space and its task."""
     if metadata["space"] == "relative":
-        _check_keys(metadata, (Key("projection", OBJECT, "the projection config it was trained with"),
-                               Key("anchor_hash", HASH, "the hash of the anchors it was trained with")),
-                    "relative decoder", "relstitch.", path)
+        _check_keys(
+            metadata,
+            (
+                Key("projection", OBJECT, "the projection config it was trained with"),
+                Key("anchor_hash", HASH, "the hash of the anchors it was trained with"),
+            ),
+            "relative decoder",
+            "relstitch.",
+            path,
+        )
     task = metadata["task"]
     if task["type"] == "classification":
-        _check_keys(task, (Key("classes", NAMES, "the class names"),), "classification decoder", "relstitch.task.", path)
+        _check_keys(
+            task,
+            (Key("classes", NAMES, "the class names"),),
+            "classification decoder",
+            "relstitch.task.",
+            path,
+        )
         if not task["classes"]:
-            raise RelstitchError("corrupt classification decoder file: relstitch.task.classes is empty", path=path)
+            raise RelstitchError(
+                "corrupt classification decoder file: relstitch.task.classes is empty", path=path
+            )
     else:
-        _check_keys(task, (Key("shape", SHAPE, "the reconstructed image shape"),), "reconstruction decoder",
-                    "relstitch.task.", path)
+        _check_keys(
+            task,
+            (Key("shape", SHAPE, "the reconstructed image shape"),),
+            "reconstruction decoder",
+            "relstitch.task.",
+            path,
+        )

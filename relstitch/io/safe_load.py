@@ -44,7 +44,9 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if suffix in PICKLE_SUFFIXES:
         return _load_pickle(p)
     known = ", ".join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES)
-    raise RelstitchError(f"unknown weights format {suffix or '(no suffix)'!r}", path=p, hint=f"expected one of {known}")
+    raise RelstitchError(
+        f"unknown weights format {suffix or '(no suffix)'!r}", path=p, hint=f"expected one of {known}"
+    )
 
 
 def _load_safetensors(p: Path) -> dict[str, torch.Tensor]:
@@ -76,8 +78,12 @@ def _load_pickle(p: Path) -> dict[str, torch.Tensor]:
                 path=p,
                 hint="convert it to .safetensors where you trust its source",
             ) from None
-        raise RelstitchError("refused: not a plain-tensor PyTorch file (torch's safe loader rejected it)", path=p) from None
-    except Exception as exc:  # torch raises RuntimeError/EOFError/ValueError/... for files that are not its own
+        raise RelstitchError(
+            "refused: not a plain-tensor PyTorch file (torch's safe loader rejected it)", path=p
+        ) from None
+    except (
+        Exception
+    ) as exc:  # torch raises RuntimeError/EOFError/ValueError/... for files that are not its own
         text = str(exc).strip()
         reason = text.splitlines()[0][:200] if text and not isinstance(exc, KeyError) else type(exc).__name__
         raise RelstitchError(f"not a readable PyTorch weights file ({reason})", path=p) from None
@@ -128,7 +134,9 @@ def _allowed_globals() -> set[str]:
         from torch._weights_only_unpickler import _get_allowed_globals  # noqa: PLC0415
 
         return set(_get_allowed_globals())
-    except Exception:  # an older/newer torch without it: report every global, which over-states but never hides
+    except (
+        Exception
+    ):  # an older/newer torch without it: report every global, which over-states but never hides
         return set()
 
 
@@ -136,7 +144,9 @@ def _tensor_dict(p: Path, obj: object) -> dict[str, torch.Tensor]:
     import torch  # noqa: PLC0415
 
     def all_tensors(m: object) -> TypeGuard[Mapping[str, torch.Tensor]]:
-        return isinstance(m, Mapping) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in m.items())
+        return isinstance(m, Mapping) and all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in m.items()
+        )
 
     if isinstance(obj, Mapping) and not all_tensors(obj):
         wrapped = [obj[k] for k in _WRAPPER_KEYS if k in obj and all_tensors(obj[k])]
@@ -144,7 +154,5 @@ def _tensor_dict(p: Path, obj: object) -> dict[str, torch.Tensor]:
             obj = wrapped[0]
     if not all_tensors(obj) or not obj:
         what = "an empty mapping" if isinstance(obj, Mapping) and not obj else f"a {type(obj).__name__}"
-        raise RelstitchError(
-            f"holds {what}, expected a mapping of names to tensors (a state dict)", path=p
-        )
+        raise RelstitchError(f"holds {what}, expected a mapping of names to tensors (a state dict)", path=p)
     return dict(obj)

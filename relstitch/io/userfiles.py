@@ -35,16 +35,22 @@ MAX_CONFIG_BYTES = 64 * 1024**2
 _NOT_REGULAR_HINT = "give a regular file (pipes and devices can block or never end)"
 # O_NONBLOCK: open() on a FIFO returns at once instead of waiting for a writer; O_NOCTTY: a terminal named
 # by mistake never becomes the controlling one. Both are absent on Windows, where neither applies.
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+_OPEN_FLAGS = (
+    os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+)
 
 
 def kind_of(mode: int) -> str | None:
     """What a non-regular file is, in words (``"a FIFO (named pipe)"``); None for a regular file."""
     if stat.S_ISREG(mode):
         return None
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -105,8 +111,11 @@ def size_text(n: int) -> str:
 
 
 def _too_large(path: str | os.PathLike[str], limit: int, what: str) -> RelstitchError:
-    return RelstitchError(f"larger than {size_text(limit)}, the limit for {what}", path=path,
-                          hint="check that this is the file you meant, or split it")
+    return RelstitchError(
+        f"larger than {size_text(limit)}, the limit for {what}",
+        path=path,
+        hint="check that this is the file you meant, or split it",
+    )
 
 
 def read_bytes(path: str | os.PathLike[str], *, limit: int, what: str) -> bytes:
@@ -126,8 +135,9 @@ def read_text(path: str | os.PathLike[str], *, limit: int, what: str) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise RelstitchError(f"not UTF-8 text (invalid byte at offset {exc.start})", path=path,
-                             hint=f"save {what} as UTF-8") from None
+        raise RelstitchError(
+            f"not UTF-8 text (invalid byte at offset {exc.start})", path=path, hint=f"save {what} as UTF-8"
+        ) from None
 
 
 def read_head(path: str | os.PathLike[str], size: int) -> bytes:
@@ -137,8 +147,9 @@ def read_head(path: str | os.PathLike[str], size: int) -> bytes:
 
 
 @contextmanager
-def text_lines(path: str | os.PathLike[str], *, what: str, max_line: int | None = None,
-               max_total: int | None = None) -> Iterator[Iterator[str]]:
+def text_lines(
+    path: str | os.PathLike[str], *, what: str, max_line: int | None = None, max_total: int | None = None
+) -> Iterator[Iterator[str]]:
     """``with text_lines(path, what=...) as lines:`` the lines of a UTF-8 text file, line ends kept.
 
     A byte-order mark is dropped. A line longer than ``max_line`` bytes (default :data:`MAX_LINE_BYTES`) or a
@@ -153,7 +164,9 @@ def text_lines(path: str | os.PathLike[str], *, what: str, max_line: int | None 
         yield _lines(handle, path, what, max_line, max_total)
 
 
-def _lines(handle: BinaryIO, path: str | os.PathLike[str], what: str, max_line: int, max_total: int) -> Iterator[str]:
+def _lines(
+    handle: BinaryIO, path: str | os.PathLike[str], what: str, max_line: int, max_total: int
+) -> Iterator[str]:
     decode = codecs.getincrementaldecoder("utf-8-sig")().decode  # drops a BOM at the start, only there
     total = 0
     number = 0
@@ -166,14 +179,20 @@ def _lines(handle: BinaryIO, path: str | os.PathLike[str], what: str, max_line: 
         if total > max_total:
             raise _too_large(path, max_total, what)
         if len(raw.rstrip(b"\r\n")) > max_line:
-            raise RelstitchError(f"line {number} is longer than {size_text(max_line)}, the limit per line of {what}",
-                                 path=path, hint="check that this is the file you meant (one record per line)")
+            raise RelstitchError(
+                f"line {number} is longer than {size_text(max_line)}, the limit per line of {what}",
+                path=path,
+                hint="check that this is the file you meant (one record per line)",
+            )
         try:
             # A UTF-8 character never contains a newline byte, so each line decodes on its own.
             yield decode(raw, final=True)
         except UnicodeDecodeError as exc:
-            raise RelstitchError(f"line {number} is not UTF-8 text (invalid byte at column {exc.start + 1})", path=path,
-                                 hint=f"save {what} as UTF-8") from None
+            raise RelstitchError(
+                f"line {number} is not UTF-8 text (invalid byte at column {exc.start + 1})",
+                path=path,
+                hint=f"save {what} as UTF-8",
+            ) from None
 
 
 def check_folder_files(folder: str | os.PathLike[str]) -> None:

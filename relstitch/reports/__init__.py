@@ -14,7 +14,15 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from .document import SCHEMA_VERSION, build_report, load_report, parse_groups, report_json, upgrade_report, write_json
+from .document import (
+    SCHEMA_VERSION,
+    build_report,
+    load_report,
+    parse_groups,
+    report_json,
+    upgrade_report,
+    write_json,
+)
 from .html import to_html, write_html
 from .schema import report_schema, schema_errors
 from .terminal import aggregate_table, matrix_table, print_report, summary_table
@@ -36,8 +44,13 @@ def render(report: dict[str, Any], fmt: str, *, metric: str | None = None) -> st
     raise ValueError(f"no text renderer for {fmt!r}")
 
 
-def write_reports(report: dict[str, Any], outputs: Mapping[str, str | os.PathLike[str] | None], *,
-                  metric: str | None = None, force: bool = False) -> list[str]:
+def write_reports(
+    report: dict[str, Any],
+    outputs: Mapping[str, str | os.PathLike[str] | None],
+    *,
+    metric: str | None = None,
+    force: bool = False,
+) -> list[str]:
     """Write ``report`` in each format of ``outputs`` (``{"json": PATH, "md": PATH, ...}``, None skipped), each
     file atomically; returns the paths written. The same bytes as :func:`render` gives for that format."""
     from ..io.atomic import atomic_write  # noqa: PLC0415
@@ -51,7 +64,26 @@ def write_reports(report: dict[str, Any], outputs: Mapping[str, str | os.PathLik
 
 
 __all__ = [
-    "FORMATS", "SCHEMA_VERSION", "aggregate_table", "build_report", "load_report", "matrix_table", "parse_groups",
-    "print_report", "render", "report_json", "report_schema", "schema_errors", "summary_table", "to_csv", "to_html",
-    "to_markdown", "upgrade_report", "write_csv", "write_html", "write_json", "write_markdown", "write_reports",
+    "FORMATS",
+    "SCHEMA_VERSION",
+    "aggregate_table",
+    "build_report",
+    "load_report",
+    "matrix_table",
+    "parse_groups",
+    "print_report",
+    "render",
+    "report_json",
+    "report_schema",
+    "schema_errors",
+    "summary_table",
+    "to_csv",
+    "to_html",
+    "to_markdown",
+    "upgrade_report",
+    "write_csv",
+    "write_html",
+    "write_json",
+    "write_markdown",
+    "write_reports",
 ]

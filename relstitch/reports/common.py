@@ -32,7 +32,9 @@ def arrow(direction: str) -> str:
 
 def method_title(report: dict[str, Any], method: str) -> str:
     """``relative``, or ``relative-null (control: shuffled-anchors)`` for a control's matrix."""
-    control = next((p.get("control") for p in report["pairs"] if p["method"] == method and p.get("control")), None)
+    control = next(
+        (p.get("control") for p in report["pairs"] if p["method"] == method and p.get("control")), None
+    )
     return f"{method} (control: {control})" if control else method
 
 
@@ -49,7 +51,9 @@ def choose_metric(report: dict[str, Any], metric: str | None) -> str:
         main: str = report["main_metric"]
         return main
     if metric not in report["metrics"]:
-        raise UsageError(f"unknown metric {metric!r} for this report; choose one of {', '.join(sorted(report['metrics']))}")
+        raise UsageError(
+            f"unknown metric {metric!r} for this report; choose one of {', '.join(sorted(report['metrics']))}"
+        )
     return metric
 
 
@@ -69,7 +73,13 @@ class Scale:
 
 
 def scale_for(report: dict[str, Any], metric: str) -> Scale:
-    values = [v for m in report["matrices"].values() for row in m["values"].get(metric, []) for v in row if is_score(v)]
+    values = [
+        v
+        for m in report["matrices"].values()
+        for row in m["values"].get(metric, [])
+        for v in row
+        if is_score(v)
+    ]
     return Scale(min(values, default=0.0), max(values, default=1.0), direction_of(report, metric))
 
 
@@ -105,8 +115,14 @@ def cells(report: dict[str, Any], method: str, metric: str) -> Iterator[tuple[st
         row = []
         for j, decoder in enumerate(matrix["columns"]):
             pair = index.get((encoder, decoder, method))
-            row.append(Cell(matrix["values"][metric][i][j], bool(pair and not pair["stitched"]),
-                            pair["error"] if pair else None, pair is not None))
+            row.append(
+                Cell(
+                    matrix["values"][metric][i][j],
+                    bool(pair and not pair["stitched"]),
+                    pair["error"] if pair else None,
+                    pair is not None,
+                )
+            )
         yield encoder, row
 
 
@@ -129,12 +145,16 @@ def group_pairs(report: dict[str, Any], metric: str) -> list[tuple[str, str]]:
     return [(ALL, ALL)] + (found if len(found) > 1 else [])
 
 
-def aggregate_rows(report: dict[str, Any], metric: str) -> list[tuple[str, str, dict[tuple[str, str], dict[str, Any]]]]:
+def aggregate_rows(
+    report: dict[str, Any], metric: str
+) -> list[tuple[str, str, dict[tuple[str, str], dict[str, Any]]]]:
     """``(method, setting, {group pair: aggregate row})`` in method then setting order."""
     table: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = {}
     for row in report["aggregate"]:
         if row["metric"] == metric:
-            table.setdefault((row["method"], row["setting"]), {})[(row["encoder_group"], row["decoder_group"])] = row
+            table.setdefault((row["method"], row["setting"]), {})[
+                (row["encoder_group"], row["decoder_group"])
+            ] = row
     order = {m: i for i, m in enumerate(report["methods"])}
     keys = sorted(table, key=lambda k: (order.get(k[0], len(order)), SETTINGS.index(k[1])))
     return [(method, setting, table[(method, setting)]) for method, setting in keys]
@@ -168,7 +188,7 @@ def short_group(name: str) -> str:
     """
     for prefix in _SOURCE_PREFIXES:
         if name.startswith(prefix) and len(name) > len(prefix):
-            rest = name[len(prefix):]
+            rest = name[len(prefix) :]
             if prefix == "hf:":
                 return _HIDDEN_SIZE.sub("", rest) or rest
             return rest.rsplit(":", 1)[-1] or rest
@@ -177,7 +197,7 @@ def short_group(name: str) -> str:
 
 def _without_source(name: str) -> str:
     """``hf:bert-L6-H384`` → ``bert-L6-H384``: only the model source left out."""
-    return next((name[len(p):] for p in _SOURCE_PREFIXES if name.startswith(p) and len(name) > len(p)), name)
+    return next((name[len(p) :] for p in _SOURCE_PREFIXES if name.startswith(p) and len(name) > len(p)), name)
 
 
 def group_names(report: dict[str, Any]) -> dict[str, str]:
@@ -199,8 +219,12 @@ def group_names(report: dict[str, Any]) -> dict[str, str]:
 
 def renamed_note(report: dict[str, Any]) -> str | None:
     """The legend for checkpoints shown under another name because they shared theirs, or None."""
-    renamed = [f"{item['name']} = {item.get('path') or item['renamed_from']}"
-               for items in (report["encoders"], report["decoders"]) for item in items if item.get("renamed_from")]
+    renamed = [
+        f"{item['name']} = {item.get('path') or item['renamed_from']}"
+        for items in (report["encoders"], report["decoders"])
+        for item in items
+        if item.get("renamed_from")
+    ]
     if not renamed:
         return None
     return "Checkpoints that share a name are told apart by folder (then position): " + ", ".join(renamed)

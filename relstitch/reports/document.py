@@ -69,7 +69,12 @@ def crosses_space(pair: dict[str, Any]) -> bool:
     Translations and controls are never cross-space: they map into the decoder's own space by design.
     """
     encoder_space = pair.get("encoder_space")
-    return bool(pair["stitched"] and pair["method"] == pair["space"] and encoder_space is not None and encoder_space != pair["space"])
+    return bool(
+        pair["stitched"]
+        and pair["method"] == pair["space"]
+        and encoder_space is not None
+        and encoder_space != pair["space"]
+    )
 
 
 def setting_of(pair: dict[str, Any]) -> str:
@@ -95,7 +100,9 @@ def check_groups(groups: list[tuple[str, str]], names: list[str]) -> None:
     """Refuse a ``--group`` pattern that names no encoder or decoder (a typo would silently do nothing)."""
     for pattern, group in groups:
         if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
-            raise UsageError(f"--group {pattern}={group} matches no encoder or decoder; names are: {', '.join(sorted(set(names)))}")
+            raise UsageError(
+                f"--group {pattern}={group} matches no encoder or decoder; names are: {', '.join(sorted(set(names)))}"
+            )
 
 
 def _override(name: str, groups: list[tuple[str, str]]) -> str | None:
@@ -107,8 +114,9 @@ def _override(name: str, groups: list[tuple[str, str]]) -> str | None:
     return found
 
 
-def label_checkpoints(encoders: list[dict[str, Any]], decoders: list[dict[str, Any]],
-                      groups: list[tuple[str, str]]) -> None:
+def label_checkpoints(
+    encoders: list[dict[str, Any]], decoders: list[dict[str, Any]], groups: list[tuple[str, str]]
+) -> None:
     """Give every encoder and decoder a ``group`` and a ``seed`` (in place).
 
     Encoder group: ``--group``, else its architecture (``architecture.name`` in its metadata).
@@ -125,8 +133,13 @@ def label_checkpoints(encoders: list[dict[str, Any]], decoders: list[dict[str, A
     for d in decoders:
         own = by_hash.get(d.get("encoder_hash") or "")
         trained_with = d.pop("encoder_architecture", None)  # an input to the label, not part of the report
-        d["group"] = (_override(d["name"], groups) or (own["group"] if own else None)
-                      or trained_with or d.get("architecture") or "unknown")
+        d["group"] = (
+            _override(d["name"], groups)
+            or (own["group"] if own else None)
+            or trained_with
+            or d.get("architecture")
+            or "unknown"
+        )
         if d.get("seed") is None:
             d["seed"] = own.get("seed") if own else None
 
@@ -142,24 +155,39 @@ def _methods(pairs: list[dict[str, Any]]) -> list[str]:
     return sorted(base, key=lambda m: (base[m] != MAIN_METHOD, first.index(base[m]), m != base[m]))
 
 
-def _matrices(pairs: list[dict[str, Any]], encoders: list[str], decoders: list[str], methods: list[str],
-              metrics: list[str]) -> dict[str, Any]:
-    index = {(p["encoder"], p["decoder"], p["method"]): p for p in reversed(pairs)}  # first pair wins on duplicates
+def _matrices(
+    pairs: list[dict[str, Any]],
+    encoders: list[str],
+    decoders: list[str],
+    methods: list[str],
+    metrics: list[str],
+) -> dict[str, Any]:
+    index = {
+        (p["encoder"], p["decoder"], p["method"]): p for p in reversed(pairs)
+    }  # first pair wins on duplicates
     out: dict[str, Any] = {}
     for method in methods:
         columns = [d for d in decoders if any((e, d, method) in index for e in encoders)]
         values = {}
         for metric in metrics:
             values[metric] = [
-                [(p["scores"].get(metric) if (p := index.get((e, d, method))) and not p["error"] else None) for d in columns]
+                [
+                    (p["scores"].get(metric) if (p := index.get((e, d, method))) and not p["error"] else None)
+                    for d in columns
+                ]
                 for e in encoders
             ]
         out[method] = {"rows": list(encoders), "columns": columns, "values": values}
     return out
 
 
-def _aggregate(pairs: list[dict[str, Any]], encoders: list[dict[str, Any]], decoders: list[dict[str, Any]],
-               methods: list[str], metrics: list[str]) -> list[dict[str, Any]]:
+def _aggregate(
+    pairs: list[dict[str, Any]],
+    encoders: list[dict[str, Any]],
+    decoders: list[dict[str, Any]],
+    methods: list[str],
+    metrics: list[str],
+) -> list[dict[str, Any]]:
     """Mean ± sample std per (method, setting, encoder group → decoder group, metric), plus the pooled ``all``."""
     egroup = {e["name"]: e["group"] for e in encoders}
     dgroup = {d["name"]: d["group"] for d in decoders}
@@ -171,64 +199,117 @@ def _aggregate(pairs: list[dict[str, Any]], encoders: list[dict[str, Any]], deco
             if not is_score(value):
                 continue  # an infinite PSNR would swallow the mean; it stays visible in the matrix
             setting = setting_of(p)
-            for eg, dg in ((ALL, ALL), (egroup.get(p["encoder"], "unknown"), dgroup.get(p["decoder"], "unknown"))):
+            for eg, dg in (
+                (ALL, ALL),
+                (egroup.get(p["encoder"], "unknown"), dgroup.get(p["decoder"], "unknown")),
+            ):
                 buckets.setdefault((p["method"], setting, eg, dg, metric), []).append(value)
     order = {m: i for i, m in enumerate(methods)}
 
     def key(k: tuple[str, str, str, str, str]) -> tuple[Any, ...]:
         method, setting, eg, dg, metric = k
-        return (order.get(method, len(order)), SETTINGS.index(setting), (eg, dg) != (ALL, ALL), eg, dg, metric)
+        return (
+            order.get(method, len(order)),
+            SETTINGS.index(setting),
+            (eg, dg) != (ALL, ALL),
+            eg,
+            dg,
+            metric,
+        )
 
     return [
-        {"method": k[0], "setting": k[1], "encoder_group": k[2], "decoder_group": k[3], "metric": k[4],
-         "n": len(v), "mean": mean(v), "std": stdev(v) if len(v) > 1 else None}
+        {
+            "method": k[0],
+            "setting": k[1],
+            "encoder_group": k[2],
+            "decoder_group": k[3],
+            "metric": k[4],
+            "n": len(v),
+            "mean": mean(v),
+            "std": stdev(v) if len(v) > 1 else None,
+        }
         for k, v in sorted(buckets.items(), key=lambda kv: key(kv[0]))
     ]
 
 
-def _main_score(pairs: list[dict[str, Any]], methods: list[str], metric: str, direction: str) -> dict[str, Any]:
+def _main_score(
+    pairs: list[dict[str, Any]], methods: list[str], metric: str, direction: str
+) -> dict[str, Any]:
     method = methods[0] if methods else None
-    values = [p["scores"][metric] for p in pairs
-              if p["method"] == method and not p["error"] and setting_of(p) == "stitched" and is_score(p["scores"].get(metric))]
-    return {"metric": metric, "direction": direction, "method": method, "setting": "stitched",
-            "value": mean(values) if values else None, "n": len(values)}
+    values = [
+        p["scores"][metric]
+        for p in pairs
+        if p["method"] == method
+        and not p["error"]
+        and setting_of(p) == "stitched"
+        and is_score(p["scores"].get(metric))
+    ]
+    return {
+        "metric": metric,
+        "direction": direction,
+        "method": method,
+        "setting": "stitched",
+        "value": mean(values) if values else None,
+        "n": len(values),
+    }
 
 
-def _assemble(*, relstitch_version: str, task: str, main_metric: str, directions: dict[str, str], config: dict[str, Any],
-              environment: dict[str, Any], anchors: dict[str, Any], dataset: dict[str, Any], encoders: list[dict[str, Any]],
-              decoders: list[dict[str, Any]], pairs: list[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any]:
+def _assemble(
+    *,
+    relstitch_version: str,
+    task: str,
+    main_metric: str,
+    directions: dict[str, str],
+    config: dict[str, Any],
+    environment: dict[str, Any],
+    anchors: dict[str, Any],
+    dataset: dict[str, Any],
+    encoders: list[dict[str, Any]],
+    decoders: list[dict[str, Any]],
+    pairs: list[dict[str, Any]],
+    run: dict[str, Any],
+) -> dict[str, Any]:
     """The full document, derived parts computed from ``pairs`` (shared by build and migration)."""
     for role, items in (("encoders", encoders), ("decoders", decoders)):
         names = [item["name"] for item in items]
         shared = sorted({n for n in names if names.count(n) > 1})
         if shared:  # the matrices are keyed by name: one name for two checkpoints would show one's score as the other's
-            raise RelstitchError(f"the report names two {role} {shared[0]!r}, so its matrices cannot tell them apart",
-                                 hint="run eval-matrix again: it now tells checkpoints that share a name apart")
+            raise RelstitchError(
+                f"the report names two {role} {shared[0]!r}, so its matrices cannot tell them apart",
+                hint="run eval-matrix again: it now tells checkpoints that share a name apart",
+            )
     metrics = sorted({m for p in pairs for m in p["scores"]} | {main_metric})
     methods = _methods(pairs)
     direction = {m: directions.get(m, "higher") for m in metrics}
-    report: dict[str, Any] = _clean({
-        "schema": SCHEMA_NAME,
-        "schema_version": SCHEMA_VERSION,
-        "relstitch_version": relstitch_version,
-        "task": task,
-        "main_metric": main_metric,
-        "metrics": {m: {"direction": direction[m]} for m in metrics},
-        "main_score": _main_score(pairs, methods, main_metric, direction[main_metric]),
-        "config": config,
-        "environment": environment,
-        "anchors": anchors,
-        "dataset": dataset,
-        "encoders": encoders,
-        "decoders": decoders,
-        "methods": methods,
-        "matrices": _matrices(pairs, [e["name"] for e in encoders], [d["name"] for d in decoders], methods, metrics),
-        "pairs": pairs,
-        "failed_pairs": [{"encoder": p["encoder"], "decoder": p["decoder"], "method": p["method"], "error": p["error"]}
-                         for p in pairs if p["error"]],
-        "aggregate": _aggregate(pairs, encoders, decoders, methods, metrics),
-        "run": run,
-    })
+    report: dict[str, Any] = _clean(
+        {
+            "schema": SCHEMA_NAME,
+            "schema_version": SCHEMA_VERSION,
+            "relstitch_version": relstitch_version,
+            "task": task,
+            "main_metric": main_metric,
+            "metrics": {m: {"direction": direction[m]} for m in metrics},
+            "main_score": _main_score(pairs, methods, main_metric, direction[main_metric]),
+            "config": config,
+            "environment": environment,
+            "anchors": anchors,
+            "dataset": dataset,
+            "encoders": encoders,
+            "decoders": decoders,
+            "methods": methods,
+            "matrices": _matrices(
+                pairs, [e["name"] for e in encoders], [d["name"] for d in decoders], methods, metrics
+            ),
+            "pairs": pairs,
+            "failed_pairs": [
+                {"encoder": p["encoder"], "decoder": p["decoder"], "method": p["method"], "error": p["error"]}
+                for p in pairs
+                if p["error"]
+            ],
+            "aggregate": _aggregate(pairs, encoders, decoders, methods, metrics),
+            "run": run,
+        }
+    )
     return report
 
 
@@ -251,8 +332,13 @@ def _distinct(items: list[Any]) -> list[Any]:
 
 
 # ------------------------------------------------------------------------------------------- build
-def build_report(result: MatrixResult, *, config: dict[str, Any], command: list[str] | None = None,
-                 groups: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+def build_report(
+    result: MatrixResult,
+    *,
+    config: dict[str, Any],
+    command: list[str] | None = None,
+    groups: list[tuple[str, str]] | None = None,
+) -> dict[str, Any]:
     """The JSON report of a matrix run (schema version :data:`SCHEMA_VERSION`).
 
     ``config`` is what the caller chose (data, limit, batch size, device, dtype, paths); the anchor
@@ -269,13 +355,21 @@ def build_report(result: MatrixResult, *, config: dict[str, Any], command: list[
         row["method"] = pair_method(p)
         row["cross_space"] = crosses_space(row)
         pairs.append(row)
-        run_pairs.append({"encoder": p.encoder, "decoder": p.decoder, "method": row["method"], "seconds": p.seconds})
+        run_pairs.append(
+            {"encoder": p.encoder, "decoder": p.decoder, "method": row["method"], "seconds": p.seconds}
+        )
     volatile = ("encode_seconds", "from_cache")  # differ between two runs of one command: they go under run
     encoders = [{k: v for k, v in e.items() if k not in volatile} for e in result.encoders]
     decoders = [dict(d) for d in result.decoders]
     label_checkpoints(encoders, decoders, groups)
-    full_config = {"data": None, "limit": None, "batch_size": None, "device": "cpu", "dtype": "float32",
-                   "anchors": result.anchors.get("path")}
+    full_config = {
+        "data": None,
+        "limit": None,
+        "batch_size": None,
+        "device": "cpu",
+        "dtype": "float32",
+        "anchors": result.anchors.get("path"),
+    }
     full_config.update(config)
     full_config.update(
         projections=_distinct([d["projection"] for d in result.decoders if d.get("projection")]),
@@ -339,27 +433,52 @@ def _migrate_v1(doc: dict[str, Any]) -> dict[str, Any]:
     seconds = old_run.get("pair_seconds", {})
     config = dict(doc.get("config", {}))
     # Schema-1 reports came from a pipeline that only ran on the CPU in float32.
-    config = {"data": config.get("data", doc["dataset"].get("name")), "limit": config.get("limit"),
-              "batch_size": config.get("batch_size", 256), "device": "cpu", "dtype": "float32",
-              "anchors": config.get("anchors", doc["anchors"].get("path")),
-              "projections": _distinct([d["projection"] for d in decoders if d.get("projection")]),
-              "methods": _methods(pairs), "groups": [],
-              "encoders": config.get("encoders", [e.get("path") or e["name"] for e in encoders]),
-              "decoders": config.get("decoders", [d.get("path") or d["name"] for d in decoders])}
+    config = {
+        "data": config.get("data", doc["dataset"].get("name")),
+        "limit": config.get("limit"),
+        "batch_size": config.get("batch_size", 256),
+        "device": "cpu",
+        "dtype": "float32",
+        "anchors": config.get("anchors", doc["anchors"].get("path")),
+        "projections": _distinct([d["projection"] for d in decoders if d.get("projection")]),
+        "methods": _methods(pairs),
+        "groups": [],
+        "encoders": config.get("encoders", [e.get("path") or e["name"] for e in encoders]),
+        "decoders": config.get("decoders", [d.get("path") or d["name"] for d in decoders]),
+    }
     old_env = doc.get("environment", {})
-    env = {"python": old_env.get("python", "unknown"), "platform": old_env.get("platform", "unknown"),
-           "packages": {"torch": old_env.get("torch")}}
+    env = {
+        "python": old_env.get("python", "unknown"),
+        "platform": old_env.get("platform", "unknown"),
+        "packages": {"torch": old_env.get("torch")},
+    }
     return _assemble(
         relstitch_version=doc.get("relstitch_version", "unknown"),
-        task=doc["task"], main_metric=doc["main_metric"],
+        task=doc["task"],
+        main_metric=doc["main_metric"],
         directions={m: v["direction"] for m, v in doc.get("metrics", {}).items()},
-        config=config, environment=env, anchors=doc["anchors"], dataset=doc["dataset"],
-        encoders=encoders, decoders=decoders, pairs=pairs,
-        run={"date": old_run.get("date", ""), "command": [str(c) for c in old_run.get("command", [])],
-             "timings": old_run.get("timings", {}),
-             "pair_seconds": [{"encoder": p["encoder"], "decoder": p["decoder"], "method": p["method"],
-                               "seconds": seconds.get(f"{p['encoder']}|{p['decoder']}")} for p in pairs],
-             "encode_seconds": old_run.get("encode_seconds", {})},
+        config=config,
+        environment=env,
+        anchors=doc["anchors"],
+        dataset=doc["dataset"],
+        encoders=encoders,
+        decoders=decoders,
+        pairs=pairs,
+        run={
+            "date": old_run.get("date", ""),
+            "command": [str(c) for c in old_run.get("command", [])],
+            "timings": old_run.get("timings", {}),
+            "pair_seconds": [
+                {
+                    "encoder": p["encoder"],
+                    "decoder": p["decoder"],
+                    "method": p["method"],
+                    "seconds": seconds.get(f"{p['encoder']}|{p['decoder']}"),
+                }
+                for p in pairs
+            ],
+            "encode_seconds": old_run.get("encode_seconds", {}),
+        },
     )
 
 
@@ -391,18 +510,24 @@ def upgrade_report(doc: Any, *, source: str | os.PathLike[str] | None = None) ->
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise RelstitchError(f"invalid report schema_version {version!r}", path=source)
     if version > SCHEMA_VERSION:
-        raise RelstitchError(f"report schema version {version} is newer than this relstitch reads ({SCHEMA_VERSION})",
-                             path=source, hint=f"upgrade relstitch (this is {__version__})")
+        raise RelstitchError(
+            f"report schema version {version} is newer than this relstitch reads ({SCHEMA_VERSION})",
+            path=source,
+            hint=f"upgrade relstitch (this is {__version__})",
+        )
     if version < SCHEMA_VERSION:
         try:
             doc = MIGRATIONS[version](doc)
         except (KeyError, TypeError, AttributeError) as exc:
-            raise RelstitchError(f"cannot migrate this schema-{version} report: field {exc} missing or malformed",
-                                 path=source) from None
+            raise RelstitchError(
+                f"cannot migrate this schema-{version} report: field {exc} missing or malformed", path=source
+            ) from None
     errors = schema_errors(doc) or _shape_errors(doc)
     if errors:
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
-        raise RelstitchError(f"report does not match schema {SCHEMA_VERSION}: {'; '.join(errors[:3])}{more}", path=source)
+        raise RelstitchError(
+            f"report does not match schema {SCHEMA_VERSION}: {'; '.join(errors[:3])}{more}", path=source
+        )
     return _rederived(doc, source)
 
 
@@ -417,10 +542,19 @@ def _rederived(doc: dict[str, Any], source: str | os.PathLike[str] | None) -> di
     are the record. A disagreement is said once, as a warning, and the pairs win.
     """
     fresh = _assemble(
-        relstitch_version=doc["relstitch_version"], task=doc["task"], main_metric=doc["main_metric"],
-        directions={m: v["direction"] for m, v in doc["metrics"].items()}, config=doc["config"],
-        environment=doc["environment"], anchors=doc["anchors"], dataset=doc["dataset"], encoders=doc["encoders"],
-        decoders=doc["decoders"], pairs=doc["pairs"], run=doc["run"])
+        relstitch_version=doc["relstitch_version"],
+        task=doc["task"],
+        main_metric=doc["main_metric"],
+        directions={m: v["direction"] for m, v in doc["metrics"].items()},
+        config=doc["config"],
+        environment=doc["environment"],
+        anchors=doc["anchors"],
+        dataset=doc["dataset"],
+        encoders=doc["encoders"],
+        decoders=doc["decoders"],
+        pairs=doc["pairs"],
+        run=doc["run"],
+    )
     changed = [key for key in DERIVED if fresh[key] != doc[key]]
     if changed:
         import warnings  # noqa: PLC0415
@@ -428,8 +562,13 @@ def _rederived(doc: dict[str, Any], source: str | os.PathLike[str] | None) -> di
         from ..errors import RelstitchWarning  # noqa: PLC0415
 
         where = f"{source}: " if source is not None else ""
-        warnings.warn(RelstitchWarning(f"{where}the report's {', '.join(changed)} disagree with its pairs (edited?): "
-                                       "shown as the pairs say"), stacklevel=2)
+        warnings.warn(
+            RelstitchWarning(
+                f"{where}the report's {', '.join(changed)} disagree with its pairs (edited?): "
+                "shown as the pairs say"
+            ),
+            stacklevel=2,
+        )
     return fresh
 
 
@@ -447,10 +586,18 @@ def load_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise RelstitchError(f"not valid JSON ({exc.msg} at line {exc.lineno})", path=source,
-                             hint="pass the --json file eval-matrix wrote") from None
-    except (ValueError, RecursionError):  # an integer too long to convert, arrays nested past the parser's depth
-        raise RelstitchError("not a usable JSON report (a number too long or nesting too deep)", path=source) from None
+        raise RelstitchError(
+            f"not valid JSON ({exc.msg} at line {exc.lineno})",
+            path=source,
+            hint="pass the --json file eval-matrix wrote",
+        ) from None
+    except (
+        ValueError,
+        RecursionError,
+    ):  # an integer too long to convert, arrays nested past the parser's depth
+        raise RelstitchError(
+            "not a usable JSON report (a number too long or nesting too deep)", path=source
+        ) from None
     return upgrade_report(doc, source=source)
 
 
@@ -468,8 +615,12 @@ def describe_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     value = main.get("value")
     summary = {
         "task": document["task"],
-        "main_score": (f"{main['metric']} {value:.4f} — mean over {main.get('n')} {main.get('setting')} "
-                       f"{main.get('method')} pairs" if isinstance(value, (int, float)) else "none (no pair scored)"),
+        "main_score": (
+            f"{main['metric']} {value:.4f} — mean over {main.get('n')} {main.get('setting')} "
+            f"{main.get('method')} pairs"
+            if isinstance(value, (int, float))
+            else "none (no pair scored)"
+        ),
         "methods": document["methods"],
         "encoders": [e["name"] for e in document["encoders"]],
         "decoders": [d["name"] for d in document["decoders"]],

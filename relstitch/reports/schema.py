@@ -24,14 +24,27 @@ _TYPES: dict[str, Any] = {
     "null": type(None),
 }
 _ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description", "$comment"}
-_CHECKED = {"type", "enum", "const", "properties", "required", "additionalProperties", "items", "minimum", "pattern", "$ref"}
+_CHECKED = {
+    "type",
+    "enum",
+    "const",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "minimum",
+    "pattern",
+    "$ref",
+}
 
 
 @cache
 def report_schema() -> dict[str, Any]:
     """The JSON Schema of the current report version (shipped as package data)."""
     resource = resources.files("relstitch")
-    for part in SCHEMA_RESOURCE:  # one part a call: Traversable.joinpath takes a single name before Python 3.11
+    for (
+        part
+    ) in SCHEMA_RESOURCE:  # one part a call: Traversable.joinpath takes a single name before Python 3.11
         resource = resource.joinpath(part)
     text = resource.read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
@@ -67,7 +80,9 @@ def _resolve(ref: str, root: dict[str, Any]) -> dict[str, Any]:
 def _check(value: Any, schema: dict[str, Any], root: dict[str, Any], where: str, errors: list[str]) -> None:
     unknown = set(schema) - _CHECKED - _ANNOTATIONS
     if unknown:
-        raise ValueError(f"schema keyword(s) {sorted(unknown)} at {where} are not supported by this validator")
+        raise ValueError(
+            f"schema keyword(s) {sorted(unknown)} at {where} are not supported by this validator"
+        )
     if "$ref" in schema:
         _check(value, _resolve(schema["$ref"], root), root, where, errors)
     if "const" in schema and value != schema["const"]:

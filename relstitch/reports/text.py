@@ -25,22 +25,46 @@ from .common import (
 )
 from .document import setting_of
 
-CSV_COLUMNS = ("encoder", "decoder", "method", "metric", "value", "stitched", "setting", "space",
-               "encoder_group", "decoder_group", "encoder_seed", "decoder_seed", "error")
+CSV_COLUMNS = (
+    "encoder",
+    "decoder",
+    "method",
+    "metric",
+    "value",
+    "stitched",
+    "setting",
+    "space",
+    "encoder_group",
+    "decoder_group",
+    "encoder_seed",
+    "decoder_seed",
+    "error",
+)
 
 
 def to_csv(report: dict[str, Any]) -> str:
     """Long form: one row per (encoder, decoder, method, metric); a failed pair is one row with its error."""
-    groups = {("e", e["name"]): e for e in report["encoders"]} | {("d", d["name"]): d for d in report["decoders"]}
+    groups = {("e", e["name"]): e for e in report["encoders"]} | {
+        ("d", d["name"]): d for d in report["decoders"]
+    }
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for pair in report["pairs"]:
         enc, dec = groups.get(("e", pair["encoder"]), {}), groups.get(("d", pair["decoder"]), {})
-        common = [pair["stitched"], setting_of(pair), pair["space"], enc.get("group", ""), dec.get("group", ""),
-                  "" if enc.get("seed") is None else enc["seed"], "" if dec.get("seed") is None else dec["seed"]]
+        common = [
+            pair["stitched"],
+            setting_of(pair),
+            pair["space"],
+            enc.get("group", ""),
+            dec.get("group", ""),
+            "" if enc.get("seed") is None else enc["seed"],
+            "" if dec.get("seed") is None else dec["seed"],
+        ]
         if pair["error"]:
-            writer.writerow([pair["encoder"], pair["decoder"], pair["method"], "", "", *common, pair["error"]])
+            writer.writerow(
+                [pair["encoder"], pair["decoder"], pair["method"], "", "", *common, pair["error"]]
+            )
         for metric, value in pair["scores"].items():
             writer.writerow([pair["encoder"], pair["decoder"], pair["method"], metric, value, *common, ""])
     return buffer.getvalue()
@@ -56,17 +80,28 @@ def _md(text: Any) -> str:
 
 
 def _md_table(header: list[str], rows: list[list[str]], align: list[str]) -> list[str]:
-    lines = ["| " + " | ".join(_md(h) for h in header) + " |",
-             "| " + " | ".join("---:" if a == "right" else ":---" for a in align) + " |"]
+    lines = [
+        "| " + " | ".join(_md(h) for h in header) + " |",
+        "| " + " | ".join("---:" if a == "right" else ":---" for a in align) + " |",
+    ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
 
 
 def _provenance(report: dict[str, Any]) -> list[str]:
     """Bullet points naming every input by hash, the config, the environment and the run."""
-    cfg, env, data, anchors, run = report["config"], report["environment"], report["dataset"], report["anchors"], report["run"]
+    cfg, env, data, anchors, run = (
+        report["config"],
+        report["environment"],
+        report["dataset"],
+        report["anchors"],
+        report["run"],
+    )
     packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v)
-    projections = "; ".join(", ".join(f"{k}={v}" for k, v in p.items()) for p in cfg["projections"]) or "none (absolute only)"
+    projections = (
+        "; ".join(", ".join(f"{k}={v}" for k, v in p.items()) for p in cfg["projections"])
+        or "none (absolute only)"
+    )
     metrics = ", ".join(f"{m} {arrow(v['direction'])}" for m, v in report["metrics"].items())
     lines = [
         f"- relstitch {report['relstitch_version']}, report schema {report['schema_version']}",
@@ -92,8 +127,11 @@ def to_markdown(report: dict[str, Any], metric: str | None = None) -> str:
     score = report["main_score"]
     out = [f"# relstitch report: {report['task']} on `{data['name']}` ({data['size']} samples)", ""]
     if score["value"] is not None:
-        out += [f"**Main score:** {score['metric']} {arrow(score['direction'])} **{fmt(score['value'])}**, mean over "
-                f"{score['n']} stitched {score['method']} pairs.", ""]
+        out += [
+            f"**Main score:** {score['metric']} {arrow(score['direction'])} **{fmt(score['value'])}**, mean over "
+            f"{score['n']} stitched {score['method']} pairs.",
+            "",
+        ]
     if (renamed := renamed_note(report)) is not None:
         out += [_md(renamed), ""]
     for method in report["methods"]:
@@ -112,28 +150,44 @@ def to_markdown(report: dict[str, Any], metric: str | None = None) -> str:
                     texts.append(fmt(c.value) if c.present else "")
             rows.append([_md(encoder), *texts])
         out += [f"## {method_title(report, method)} · {metric} {up}", ""]
-        out += _md_table(["encoder \\ decoder", *matrix["columns"]], rows, ["left"] + ["right"] * len(matrix["columns"]))
+        out += _md_table(
+            ["encoder \\ decoder", *matrix["columns"]], rows, ["left"] + ["right"] * len(matrix["columns"])
+        )
         note = "Rows: encoders; columns: decoders; \\* = not stitched (the decoder's own encoder)"
         out += ["", note + ("; ✗ = failed (see below)." if failures else "."), ""]
     if report["aggregate"]:  # empty when every pair failed
         columns = group_pairs(report, metric)
         out += [f"## Aggregated: {metric} {up}, mean ± std over pairs", ""]
-        out += _md_table(["method", "setting", *(group_label(p) for p in columns)],
-                         [[_md(m), s, *(mean_std(g.get(p)) for p in columns)] for m, s, g in aggregate_rows(report, metric)],
-                         ["left", "left"] + ["right"] * len(columns))
+        out += _md_table(
+            ["method", "setting", *(group_label(p) for p in columns)],
+            [
+                [_md(m), s, *(mean_std(g.get(p)) for p in columns)]
+                for m, s, g in aggregate_rows(report, metric)
+            ],
+            ["left", "left"] + ["right"] * len(columns),
+        )
         out += ["", "Columns: encoder group → decoder group; std is the sample std (n − 1) over pairs.", ""]
     if report["failed_pairs"]:
         out += ["## Failed pairs", ""]
-        out += _md_table(["encoder", "decoder", "method", "error"],
-                         [[_md(f["encoder"]), _md(f["decoder"]), _md(f["method"]), _md(f["error"])] for f in report["failed_pairs"]],
-                         ["left"] * 4)
+        out += _md_table(
+            ["encoder", "decoder", "method", "error"],
+            [
+                [_md(f["encoder"]), _md(f["decoder"]), _md(f["method"]), _md(f["error"])]
+                for f in report["failed_pairs"]
+            ],
+            ["left"] * 4,
+        )
         out.append("")
     out += ["## Provenance", "", *_provenance(report), ""]
-    out += _md_table(["role", "name", "group", "seed", "sha256"],
-                     [[_md(r), _md(n), _md(g), s, f"`{h}`"] for r, n, g, s, h in checkpoint_rows(report)],
-                     ["left", "left", "left", "right", "left"])
+    out += _md_table(
+        ["role", "name", "group", "seed", "sha256"],
+        [[_md(r), _md(n), _md(g), s, f"`{h}`"] for r, n, g, s, h in checkpoint_rows(report)],
+        ["left", "left", "left", "right", "left"],
+    )
     return "\n".join(out) + "\n"
 
 
-def write_markdown(report: dict[str, Any], path: str | os.PathLike[str], *, metric: str | None = None, force: bool = False) -> None:
+def write_markdown(
+    report: dict[str, Any], path: str | os.PathLike[str], *, metric: str | None = None, force: bool = False
+) -> None:
     atomic_write(path, to_markdown(report, metric), force=force)
