@@ -23,7 +23,8 @@ RESULTS: list[dict[str, Any]] = []
 
 
 def configure_threads() -> int:
-    """Torch CPU threads for a bench: ``BENCH_THREADS`` (default 1); also the allocator tuning the CLI applies.
+    """Torch CPU threads for a bench: ``BENCH_THREADS`` (default 1); also the allocator tuning the CLI
+    applies.
 
     One thread by default: on a machine shared with other work, a descheduled OpenMP thread stalls
     every parallel op at its barrier, which swung our ratios by 5x between identical runs.
@@ -52,7 +53,10 @@ def machine(device: str = "cpu") -> str:
     """One line naming the machine the numbers come from."""
     import torch
 
-    where = f"{platform.machine()} {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} ({configure_threads()} threads)"
+    where = (
+        f"{platform.machine()} {cpu_name()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__} ({configure_threads()} threads)"
+    )
     if device.startswith("cuda") and torch.cuda.is_available():
         where += f", GPU {torch.cuda.get_device_name()}"
     return where

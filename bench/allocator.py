@@ -44,7 +44,8 @@ with torch.inference_mode():
             encoder.module(encoder.prepare(batch))
         best = min(best, time.perf_counter() - start)
 import resource
-print(json.dumps({{"applied": applied, "seconds": best, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+maxrss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({{"applied": applied, "seconds": best, "maxrss_mb": maxrss_mb}}))
 """
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")

@@ -1,14 +1,15 @@
 """encode throughput: ``encode_to_file`` (anchors + data → projection → streamed file) vs a bare forward loop.
 
-    .venv/bin/python bench/encode.py                                   # CPU: shipped CNN and a ResNet-18
-    python bench/encode.py --models vit_b_16,bert-base --device cuda --dtype bfloat16 --n 4096   # bench/gpu.sh
+    .venv/bin/python bench/encode.py                                  # CPU: shipped CNN and a ResNet-18
+    python bench/encode.py --models vit_b_16,bert-base --device cuda --dtype bfloat16 --n 4096  # bench/gpu.sh
 
 Baseline: the same module over the same batches (the anchors' and the data's), inputs prepared the
 same way, under inference_mode and the same autocast, results thrown away. relstitch also projects
 every batch, writes both tensors into the embeddings file and fsyncs it. A second, informative
 baseline does that unavoidable work bare (forward, one matmul, the same bytes written and fsync'ed),
-so the ratio against it is relstitch's own overhead: checks, bookkeeping, the atomic rename. A second part measures peak
-resident memory of a streamed encode against the in-memory ``save_embeddings(encode(...))`` at two N.
+so the ratio against it is relstitch's own overhead: checks, bookkeeping, the atomic rename. A second
+part measures peak resident memory of a streamed encode against the in-memory
+``save_embeddings(encode(...))`` at two N.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from _common import REPO, configure_threads, finish, interleaved, report
 
 
 def build(name: str, n: int, k: int, seed: int = 0, data: str | None = None):
-    """(encoder, anchors, dataset) for a model name; real shipped weights or a random init of a real architecture.
+    """(encoder, anchors, dataset) for a model name; real shipped weights or a random init of a real
+    architecture.
 
     ``data`` (shipped models only): a real dataset reference such as ``/usr/share/datasets/fashion-mnist``
     (all 60,000 training images) instead of the built-in set repeated up to ``n``.
@@ -135,7 +137,8 @@ def throughput(name: str, args: argparse.Namespace) -> None:
 
     @torch.inference_mode()
     def limit() -> None:
-        """The work itself with nothing of relstitch's: forward, one matmul, the same bytes written and fsync'ed."""
+        """The work itself with nothing of relstitch's: forward, one matmul, the same bytes written and
+        fsync'ed."""
         with open(raw, "wb") as f:
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
                 for batch in batches:
@@ -167,7 +170,8 @@ def throughput(name: str, args: argparse.Namespace) -> None:
         shapes,
         best_ours,
         best_limit,
-        "the same forward loop, one cosine matmul per batch, the same bytes written and fsync'ed (informative)",
+        "the same forward loop, one cosine matmul per batch, the same bytes written and fsync'ed "
+        "(informative)",
     )
     raw.unlink()
     out.unlink()
@@ -194,7 +198,8 @@ print(json.dumps({{"peak_growth_mb": peak_rss() - base}}))
 
 
 def memory(args: argparse.Namespace) -> None:
-    """Peak resident growth (VmHWM after a reset, once the inputs exist) of a streamed vs an in-memory encode, at two N."""
+    """Peak resident growth (VmHWM after a reset, once the inputs exist) of a streamed vs an in-memory
+    encode, at two N."""
     model = "mlp"
     rows = {}
     for n in (args.memory_n // 5, args.memory_n):
@@ -214,7 +219,8 @@ def memory(args: argparse.Namespace) -> None:
     output_mb = large * (64 + 300) * 4 / 1e6
     print(
         f"memory ({model}, k=300): peak resident growth streamed {rows[(small, True)]:.0f} MB at N={small}, "
-        f"{rows[(large, True)]:.0f} MB at N={large}; in memory {rows[(small, False)]:.0f} MB and {rows[(large, False)]:.0f} MB "
+        f"{rows[(large, True)]:.0f} MB at N={large}; "
+        f"in memory {rows[(small, False)]:.0f} MB and {rows[(large, False)]:.0f} MB "
         f"(the output at N={large} is {output_mb:.0f} MB)",
         flush=True,
     )

@@ -1,7 +1,8 @@
-"""Does the speed machinery earn its place on real-size encoders? Four pieces, each against itself switched off.
+"""Does the speed machinery earn its place on real-size encoders? \
+Four pieces, each against itself switched off.
 
-    .venv/bin/python bench/machinery.py            # 8-10 minutes on 2 quiet vCPUs (longer when others load it)
-    .venv/bin/python bench/machinery.py --quick    # ~4 minutes: smaller N, fewer repeats, no 1-thread writer rows
+    .venv/bin/python bench/machinery.py          # 8-10 minutes on 2 quiet vCPUs (longer when others load it)
+    .venv/bin/python bench/machinery.py --quick  # ~4 min: smaller N, fewer repeats, no 1-thread writer rows
     .venv/bin/python bench/machinery.py --parts matrix,writer --json m.json
 
 The four pieces were added for speed and measured on the shipped CNN/MLP zoo (microseconds per image).
@@ -136,7 +137,8 @@ and measured again (``retries`` times at most) when they used more than that dur
 
 
 def wait_quiet() -> float:
-    """Wait until other processes use under QUIET['cores'] for 3 s (at most QUIET['wait'] s); their cores then."""
+    """Wait until other processes use under QUIET['cores'] for 3 s (at most QUIET['wait'] s); their cores
+    then."""
     waited, now = 0.0, others_now()
     while now > QUIET["cores"] and waited < QUIET["wait"]:
         waited += 3 + 2
@@ -148,9 +150,11 @@ def wait_quiet() -> float:
 
 
 def quiet(measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run ``measure`` when the machine is quiet; again if other processes used it meanwhile; the least disturbed run.
+    """Run ``measure`` when the machine is quiet; again if other processes used it meanwhile; the least
+    disturbed run.
 
-    The result gets ``others`` (cores other processes used during it) and ``load`` (1-min load average before).
+    The result gets ``others`` (cores other processes used during it) and ``load`` (1-min load average
+    before).
     """
     best: dict[str, Any] | None = None
     for attempt in range(1 + int(QUIET["retries"])):
@@ -186,7 +190,8 @@ def _words(count: int) -> list[str]:
 
 
 def save_bert(folder: Path, layers: int, words: list[str]) -> Path:
-    """BertConfig()'s shape with ``layers`` layers, random weights, and a word-level tokenizer, saved with save_pretrained."""
+    """BertConfig()'s shape with ``layers`` layers, random weights, and a word-level tokenizer, saved with
+    save_pretrained."""
     import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
@@ -219,7 +224,8 @@ def save_bert(folder: Path, layers: int, words: list[str]) -> Path:
 
 
 def prepare(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Weights files, anchor files, text data and model folders, all in ``folder``; the references to load them."""
+    """Weights files, anchor files, text data and model folders, all in ``folder``; the references to load
+    them."""
     import torch
     import torchvision
     from safetensors.torch import save_file
@@ -263,7 +269,8 @@ def prepare(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     else:
         refs["bert-sweep"] = refs["bert"]
     print(
-        f"(prepared models and data in {time.perf_counter() - started:.0f} s: resnets at {size}, BERT-base shape "
+        f"(prepared models and data in {time.perf_counter() - started:.0f} s: "
+        f"resnets at {size}, BERT-base shape "
         f"with {args.bert_layers} layers (sweep: {args.sweep_bert_layers}), 128 tokens)",
         flush=True,
     )
@@ -400,7 +407,8 @@ def piece_matrix(setup: dict[str, Any], args: argparse.Namespace) -> None:
                 "1. eval-matrix pipeline",
                 f"{threads} torch thread(s); {workload_text}",
                 f"{best_p / best_s:.3f}",
-                f"pipelined/serial time (< 1: the pipeline pays); scoring is {100 * share:.2f} % of the serial "
+                "pipelined/serial time (< 1: the pipeline pays); "
+                f"scoring is {100 * share:.2f} % of the serial "
                 f"run, the most it could hide; CPU s {min(cpu[1]):.1f}/{min(cpu[0]):.1f}",
                 _noise(got),
             )
@@ -507,7 +515,8 @@ def _writer_rows(
                 "2. encode writer thread",
                 what,
                 f"{best['threaded'] / best['inline']:.3f}",
-                f"thread/inline time (< 1: it pays); encode/bare embed loop {best['threaded'] / best['bare']:.3f}",
+                "thread/inline time (< 1: it pays); "
+                f"encode/bare embed loop {best['threaded'] / best['bare']:.3f}",
                 _noise(got),
             )
         )
@@ -520,8 +529,8 @@ start = time.perf_counter()
 done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 wall = time.perf_counter() - start
 usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-print(json.dumps({"rc": done.returncode, "wall": wall, "maxrss_mb": usage.ru_maxrss / 1024, "minflt": usage.ru_minflt,
-                  "err": done.stderr.decode(errors="replace")[-2000:]}))
+print(json.dumps({"rc": done.returncode, "wall": wall, "maxrss_mb": usage.ru_maxrss / 1024,
+                  "minflt": usage.ru_minflt, "err": done.stderr.decode(errors="replace")[-2000:]}))
 """
 """Runs one command and prints its wall time and rusage (peak RSS, minor page faults) as JSON."""
 
@@ -532,7 +541,8 @@ def piece_allocator(setup: dict[str, Any], args: argparse.Namespace) -> None:
     out = folder / "cmd.safetensors"
 
     def alternate(argv: list[str], rounds: int) -> dict[str, Any]:
-        """Wall seconds, peak RSS (MB) and minor page faults of each run, tuned (True) and RELSTITCH_ALLOCATOR=system (False).
+        """Wall seconds, peak RSS (MB) and minor page faults of each run, tuned (True) and
+        RELSTITCH_ALLOCATOR=system (False).
 
         Each command runs under a small launcher process that reports its child's rusage: a child forked
         straight from this (large) process would report this process's resident size as its peak.
@@ -579,7 +589,10 @@ def piece_allocator(setup: dict[str, Any], args: argparse.Namespace) -> None:
         ]
         got = quiet(lambda argv=argv: alternate(argv, args.rounds))
         times, peaks, faults = got["times"], got["peaks"], got["faults"]
-        what = f"relstitch encode {model}, N={n} + k={args.text_k if model == 'bert' else args.k}, batch 256, torch's default threads"
+        what = (
+            f"relstitch encode {model}, N={n} + k={args.text_k if model == 'bert' else args.k}, "
+            "batch 256, torch's default threads"
+        )
         tuned, system = statistics.median(times[True]), statistics.median(times[False])
         rss = f"{max(peaks[True]):.0f}/{max(peaks[False]):.0f}"
         flt = f"{statistics.median(faults[True]) / 1e3:.0f}k/{statistics.median(faults[False]) / 1e3:.0f}k"
@@ -603,7 +616,8 @@ def piece_allocator(setup: dict[str, Any], args: argparse.Namespace) -> None:
                 "3. allocator tuning",
                 what + ", wall time incl. start-up",
                 f"{tuned / system:.3f}",
-                f"tuned/system median time (< 1: it pays); tuned {_fmt(times[True])} s, system {_fmt(times[False])} s;"
+                "tuned/system median time (< 1: it pays); "
+                f"tuned {_fmt(times[True])} s, system {_fmt(times[False])} s;"
                 f" peak RSS MB tuned/system {rss}; minor page faults tuned/system {flt}",
                 _noise(got),
             )
@@ -633,7 +647,8 @@ def piece_allocator(setup: dict[str, Any], args: argparse.Namespace) -> None:
         got = quiet(lambda argv=argv: alternate(argv, args.rounds + 2))
         times = got["times"]
         tuned, system = statistics.median(times[True]), statistics.median(times[False])
-        label = f"relstitch {what} ({'shipped encoder file' if what == 'inspect' else 'the zoo matrix JSON, 8x8'})"
+        source = "shipped encoder file" if what == "inspect" else "the zoo matrix JSON, 8x8"
+        label = f"relstitch {what} ({source})"
         report(
             f"allocator tuned / system, {what} (median run)",
             label,
@@ -664,7 +679,8 @@ def piece_batch(setup: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def _sweep(setup: dict[str, Any], args: argparse.Namespace, model: str) -> None:
-    """One model's sweep, in a fresh process (its peak memory is then the sweep's, not earlier parts' leftovers)."""
+    """One model's sweep, in a fresh process (its peak memory is then the sweep's, not earlier parts'
+    leftovers)."""
     small = (
         model == "cnn"
     )  # the shipped CNN, for contrast: 6 us an image, so many samples and the best of 5 passes
@@ -730,9 +746,9 @@ def _sweep(setup: dict[str, Any], args: argparse.Namespace, model: str) -> None:
 
 
 def sweep_child(job: dict[str, Any]) -> None:
-    """In a fresh process (allocator tuned, as the relstitch command runs): samples/s, peak resident growth and
-    minor page faults per sample of relstitch's encode loop at each batch size, ascending (a larger batch never
-    finds memory a smaller one left behind)."""
+    """In a fresh process (allocator tuned, as the relstitch command runs): samples/s, peak resident growth
+    and minor page faults per sample of relstitch's encode loop at each batch size, ascending (a larger batch
+    never finds memory a smaller one left behind)."""
     configure_threads()
     import torch
 
@@ -825,7 +841,8 @@ def main() -> None:
     torch.set_num_threads(args.threads_default)
     started = time.perf_counter()
     print(
-        f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}; 1-min load {os.getloadavg()[0]:.2f}",
+        f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}; "
+        f"1-min load {os.getloadavg()[0]:.2f}",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="relstitch-machinery-") as tmp:

@@ -1,6 +1,6 @@
 """eval-matrix: total time vs the passes it cannot avoid, and vs a naive loop that re-encodes for every pair.
 
-    .venv/bin/python bench/matrix.py            # the shipped zoo (8 encoders x 8 decoders), builtin:test (1,000)
+    .venv/bin/python bench/matrix.py    # the shipped zoo (8 encoders x 8 decoders), builtin:test (1,000)
 
 Baseline 1, the floor: the sum of every encoder's forward passes over the anchors and the data, plus
 every head's pass over the inputs it reads, each as a bare loop over the same batches (target: the

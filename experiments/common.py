@@ -65,7 +65,8 @@ class Run:
         self.started = time.perf_counter()
         self.steps: dict[str, float] = {}
         log(
-            f"[{name}] {'quick' if self.quick else 'full'} run, {torch.get_num_threads()} thread(s), work folder {self.work}"
+            f"[{name}] {'quick' if self.quick else 'full'} run, {torch.get_num_threads()} thread(s), "
+            f"work folder {self.work}"
         )
 
     def step(self, label: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -83,7 +84,8 @@ class Run:
         save: Callable[[Any, Path], Any],
         load: Callable[[Path], Any],
     ) -> Any:
-        """``load(work/filename)`` if an earlier run wrote it, else ``compute()`` then ``save`` it (resumability)."""
+        """``load(work/filename)`` if an earlier run wrote it, else ``compute()`` then ``save`` it
+        (resumability)."""
         path = self.work / filename
         if path.exists():
             return load(path)
@@ -176,7 +178,8 @@ def versions() -> dict[str, str]:
 RESULTS_HEADER = """# relstitch — reproducing the paper's claims
 
 Seven experiments on real data and real pretrained models, each run through relstitch's public library
-API (`experiments/`), beside the reference numbers of the paper and its follow-ups (Moschella et al. 2023 and follow-ups).
+API (`experiments/`), beside the reference numbers of the paper and its follow-ups (Moschella et al. 2023 \
+and follow-ups).
 Each section is rewritten by its script; `experiments/run_all.py` runs them all in order and fills the
 run line below.
 """
@@ -239,7 +242,8 @@ def fashion_mnist(split: str):
 
 
 def seeded_subset(dataset, count: int | None, seed: int, name: str):
-    """``count`` samples drawn uniformly with a fixed seed (the whole set when ``count`` is None or too big)."""
+    """``count`` samples drawn uniformly with a fixed seed (the whole set when ``count`` is None or too
+    big)."""
     import torch
 
     if count is None or count >= len(dataset):

@@ -64,7 +64,8 @@ def models(config: dict) -> list[dict]:
 
 
 def train_all(run: common.Run, config: dict, train_full, anchors, only: set[str] | None = None) -> dict:
-    """Train (or load from an earlier run) every model (or those named in ``only``); returns name -> (encoder, decoder)."""
+    """Train (or load from an earlier run) every model (or those named in ``only``); returns
+    name -> (encoder, decoder)."""
     from relstitch.training import TrainConfig, train
 
     trained = {}
@@ -225,7 +226,8 @@ involving it scored on a seeded {
 is far too slow for 60k images x several models on 2 CPU cores). Latent size {config["latent_dim"]} for every
 architecture; Adam lr {config["lr"]}, batch {config["batch_size"]}.
 
-Paper (Moschella et al. 2023 and follow-ups, secondary source, unverified): Fashion-MNIST not stitched, relative 90.19 vs absolute
+Paper (Moschella et al. 2023 and follow-ups, secondary source, unverified): Fashion-MNIST not stitched, \
+relative 90.19 vs absolute
 90.32 — the relative bottleneck costs little; stitched absolute decoders collapse while stitched relative ones
 keep most of their accuracy (the paper's stitching tables; no Fashion-MNIST stitching number in the paper)."""
     run.finish({"pairs": pairs, "summary": summaries, "anchor_hash": anchors.hash}, md)

@@ -111,7 +111,8 @@ def main() -> None:
             ]
         )
 
-    # The picture: the first test images through seed 0's decoder, fed by seed 0 (own) and by seed 1 (stitched).
+    # The picture: the first test images through seed 0's decoder, fed by seed 0 (own) and by seed 1
+    # (stitched).
     from torchvision.utils import save_image
 
     n = config["grid_images"]
@@ -144,11 +145,13 @@ Test pixel MSE (images in [0, 1]; lower is better), mean ± std over encoder/dec
 Rows of the picture: original test images; relative AE seed {s0} (not stitched); encoder seed {s1} → relative
 decoder seed {s0} (stitched); encoder seed {s1} → absolute decoder seed {s0} (stitched).
 
-Scale: {config["train"]:,} seeded training images (of 60,000), {config["epochs"]} epochs, scored on {config["test"]:,} seeded
+Scale: {config["train"]:,} seeded training images (of 60,000), {config["epochs"]} epochs, \
+scored on {config["test"]:,} seeded
 test images; {config["anchors"]} uniform anchors; latent {config["latent_dim"]}; Adam lr {config["lr"]}, batch
 {config["batch_size"]}. The AE is trained on a subset to fit the 45-minute CPU budget of the whole suite.
 
-Paper: stitched relative AEs reconstruct, stitched absolute AEs produce garbage (a figure only; Moschella et al. 2023
+Paper: stitched relative AEs reconstruct, stitched absolute AEs produce garbage (a figure only; \
+Moschella et al. 2023
 has no trusted MSE table to set beside ours)."""
     run.finish(
         {

@@ -49,7 +49,8 @@ ENCODERS = ("efficientnet-lite0", "efficientnet-lite2")
 
 
 def encoder_ref(name: str, resize: int) -> str:
-    """The relstitch model reference of a frozen EfficientNet-Lite (its RGB input scaling is (x*255 - 127) / 128)."""
+    """The relstitch model reference of a frozen EfficientNet-Lite (its RGB input scaling is
+    (x*255 - 127) / 128)."""
     weights = common.need(common.ASSETS / f"{name}.pth", f"{name} weights")
     return (
         f"python:efficientnet_lite_pytorch:EfficientNet.from_name(model_name='{name}')#name={name},weights={weights},"
@@ -119,24 +120,36 @@ def main() -> None:
             for a in ENCODERS
         ]
         rows.append([method, *cells, *per_direction])
+    table = common.table(
+        ["method", "not stitched", "stitched", "stitched Lite0 → Lite2 head", "stitched Lite2 → Lite0 head"],
+        rows,
+    )
     md = f"""## 3. Pretrained vision (frozen EfficientNet-Lite0 / Lite2, Fashion-MNIST)
 
 Test accuracy (%), mean ± std over heads (3 seeds x 2 head encoders). Not stitched: a head on its own
 encoder; stitched: the head fitted on one encoder fed by the other, zero-shot. Procrustes: the other
-encoder's latents mapped onto the head's encoder space by an orthogonal map fitted on the {config["anchors"]} anchors
-(standard-scaled, Maiorca et al. 2023), then the absolute head. Fewer anchors than the 1,280 dimensions determine
-that map on their span only ({config["anchors"] - 1} dimensions once centred); off it the map is zero (the minimum-norm
-choice, the same bytes at any thread count). Before, the SVD's arbitrary completion there made this row depend on the
+encoder's latents mapped onto the head's encoder space by an orthogonal map fitted on the \
+{config["anchors"]} anchors
+(standard-scaled, Maiorca et al. 2023), then the absolute head. Fewer anchors than the 1,280 dimensions \
+determine
+that map on their span only ({config["anchors"] - 1} dimensions once centred); \
+off it the map is zero (the minimum-norm
+choice, the same bytes at any thread count). Before, the SVD's arbitrary completion there made this row \
+depend on the
 torch thread count: not stitched / stitched 84.3 / 77.2 with one thread, 84.5 / 77.1 with two.
 
-{common.table(["method", "not stitched", "stitched", "stitched Lite0 → Lite2 head", "stitched Lite2 → Lite0 head"], rows)}
+{table}
 
-Scale: images 28x28 grey → {config["resize"]}x{config["resize"]} RGB (the native 224/260 costs ~12-16x more per image on
-this CPU), a seeded pool of {config["train"]:,} training images (heads are fitted on it, anchors drawn from it) and
-{config["test"]:,} seeded test images; heads: LayerNorm → Linear({config["hidden"]}) → Tanh → row norm → Linear(10),
+Scale: images 28x28 grey → {config["resize"]}x{config["resize"]} RGB (the native 224/260 costs ~12-16x more \
+per image on
+this CPU), a seeded pool of {config["train"]:,} training images (heads are fitted on it, \
+anchors drawn from it) and
+{config["test"]:,} seeded test images; heads: LayerNorm → Linear({config["hidden"]}) \
+→ Tanh → row norm → Linear(10),
 Adam lr {config["lr"]}, {config["epochs"]} epochs, batch {config["batch_size"]}.
 
-Paper (Moschella et al. 2023 and follow-ups, text stitching across five transformers, the closest table): absolute stitched collapses
+Paper (Moschella et al. 2023 and follow-ups, text stitching across five transformers, the closest table): \
+absolute stitched collapses
 (e.g. DBpedia 98.6 → 7.0 weighted F1) while relative stitched keeps most of the accuracy (97.5 → 80.8)."""
     run.finish({"pairs": pairs, "summary": summaries, "anchor_hash": anchors.hash}, md)
 

@@ -52,7 +52,8 @@ DATA_NOUN = "/usr/share/wordnet/data.noun"
 
 
 def read_glosses() -> list[dict]:
-    """WordNet noun glosses with their supersense, read by scripts/make_wordnet_supersenses.py (#3's reader)."""
+    """WordNet noun glosses with their supersense, read by scripts/make_wordnet_supersenses.py (#3's
+    reader)."""
     spec = importlib.util.spec_from_file_location(
         "make_wordnet_supersenses", common.ROOT / "scripts" / "make_wordnet_supersenses.py"
     )
@@ -133,20 +134,35 @@ def main() -> None:
             )
             row.append(common.mean_std(values))
         rows.append(row)
+    table = common.table(
+        [
+            "method",
+            "accuracy not stitched",
+            "accuracy stitched",
+            "macro-F1 not stitched",
+            "macro-F1 stitched",
+        ],
+        rows,
+    )
     md = f"""## 4. Pretrained text (frozen all-MiniLM-L6-v2 / paraphrase-MiniLM-L3-v2, WordNet supersenses)
 
-WordNet noun gloss → supersense, the {len(task["classes"])} largest classes ({", ".join(task["classes"])}), balanced:
+WordNet noun gloss → supersense, the {len(task["classes"])} largest classes ({", ".join(task["classes"])}), \
+balanced:
 {config["train_per_class"]} training and {config["test_per_class"]} test glosses per class
 (seeded, of {task["glosses"]:,} noun glosses).
-Mean ± std over heads (3 seeds x 2 head encoders), in %. Stitched = head fitted on one encoder, fed by the other.
+Mean ± std over heads (3 seeds x 2 head encoders), in %. Stitched = head fitted on one encoder, \
+fed by the other.
 
-{common.table(["method", "accuracy not stitched", "accuracy stitched", "macro-F1 not stitched", "macro-F1 stitched"], rows)}
+{table}
 
-Setup: mean pooling, at most {config["max_length"]} tokens; {config["anchors"]} uniform anchors from the training set;
+Setup: mean pooling, at most {config["max_length"]} tokens; {config["anchors"]} uniform anchors from the \
+training set;
 heads LayerNorm → (Linear({config["hidden"]}) → SiLU → row norm) x2 → Linear; Adam lr {config["lr"]},
-{config["epochs"]} epochs, batch {config["batch_size"]}. Procrustes: orthogonal map fitted on the anchors (both 384-d).
+{config["epochs"]} epochs, batch {config["batch_size"]}. Procrustes: \
+orthogonal map fitted on the anchors (both 384-d).
 
-Paper (Moschella et al. 2023 and follow-ups, weighted F1 x 100 across five transformers, CLS token, 768 anchors): absolute
+Paper (Moschella et al. 2023 and follow-ups, weighted F1 x 100 across five transformers, CLS token, \
+768 anchors): absolute
 not stitched / stitched — TREC 91.4 / 21.5, DBpedia 98.6 / 7.0, Amazon-en 59.2 / 19.4; relative — TREC
 87.2 / 74.5, DBpedia 97.5 / 80.8, Amazon-en 55.9 / 44.3."""
     run.finish({"pairs": pairs, "summary": summaries, "task": task, "anchor_hash": anchors.hash}, md)

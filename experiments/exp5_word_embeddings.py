@@ -1,14 +1,14 @@
 """Experiment 5 — word embeddings: GloVe 6B 50d vs spaCy English md (300-d), absolute vs relative.
 
-The paper's word-embedding table (Moschella et al. 2023: FastText vs Word2Vec, 20k words, 300 anchors, k = 5) on the
-two word-vector sets this project can reach offline. Both spaces are wrapped as relstitch EncodedSpaces of the
-same words (their shared vocabulary, in GloVe frequency order) and compared with
+The paper's word-embedding table (Moschella et al. 2023: FastText vs Word2Vec, 20k words, 300 anchors, k = 5)
+on the two word-vector sets this project can reach offline. Both spaces are wrapped as relstitch EncodedSpaces
+of the same words (their shared vocabulary, in GloVe frequency order) and compared with
 ``relstitch.comparison.compare_spaces``: Jaccard@5, MRR@5 and mean cosine in both directions, in relative
 space for each anchor strategy (``relstitch.anchors``: uniform, farthest-point, k-means, and the paper's
 "random among the 1,000 most frequent words" through explicit ids), over several anchor seeds. In absolute
-space the two have different sizes (50 vs 300), which relstitch's compare refuses for coordinate metrics;
-the absolute row zero-pads GloVe to 300-d (the closest thing to the paper's raw-coordinate baseline) and
-linear CKA (any sizes) is given for both spaces.
+space the two have different sizes (50 vs 300), which relstitch's compare refuses for coordinate metrics; the
+absolute row zero-pads GloVe to 300-d (the closest thing to the paper's raw-coordinate baseline) and linear
+CKA (any sizes) is given for both spaces.
 
     python experiments/exp5_word_embeddings.py [--quick] [--threads N]
 """
@@ -134,7 +134,8 @@ def pick_anchors(strategy: str, seed: int, count: int, glove, spacy, space_name:
 
 
 def compare_pair(run: common.Run, config: dict, other: str) -> tuple[dict, list[list[str]]]:
-    """GloVe against one other English space: absolute, every strategy x seed in relative space, a rotation control."""
+    """GloVe against one other English space: absolute, every strategy x seed in relative space, a rotation
+    control."""
     import torch
 
     from relstitch.comparison import compare_spaces, linear_cka, mean_cosine, retrieval_scores
@@ -174,7 +175,8 @@ def compare_pair(run: common.Run, config: dict, other: str) -> tuple[dict, list[
         }
 
     def control() -> list:
-        """The other space against a random rotation of itself: relative must score 1, absolute ~0 (checks the pipeline)."""
+        """The other space against a random rotation of itself: relative must score 1, absolute ~0 (checks
+        the pipeline)."""
         rotation = torch.linalg.qr(
             torch.randn(vectors.shape[1], vectors.shape[1], generator=torch.Generator().manual_seed(0))
         )[0]
@@ -309,29 +311,40 @@ def main() -> None:
         results[other], pair_rows = compare_pair(run, config, other)
         rows += pair_rows
     sp, mi = results["spacy"], results["minilm"]
-    md = f"""## 5. Word embeddings (GloVe 6B 50d vs spaCy English md 300-d, and vs MiniLM token embeddings 384-d)
+    md = f"""## 5. Word embeddings (GloVe 6B 50d vs spaCy English md 300-d, \
+and vs MiniLM token embeddings 384-d)
 
-Jaccard@{config["k"]} / MRR@{config["k"]} / mean cosine between GloVe and a second English word space over their shared
-vocabulary (GloVe frequency order), {config["anchors"]} anchors, mean ± std over anchor seeds {config["seeds"]}, beside the
+Jaccard@{config["k"]} / MRR@{config["k"]} / mean cosine between GloVe and a second English word space over \
+their shared
+vocabulary (GloVe frequency order), {config["anchors"]} anchors, \
+mean ± std over anchor seeds {config["seeds"]}, beside the
 paper's FastText vs Word2Vec (Moschella et al. 2023: 20k words, 300 anchors, k = 5, 10 seeds).
-spaCy en md: {sp["words"]:,} words; MiniLM tokens (all-MiniLM-L6-v2's whole-word WordPiece input embeddings, an
-independently trained English space added because the spaCy table is degraded, see below): the {mi["words"]:,} most
+spaCy en md: {sp["words"]:,} words; MiniLM tokens (all-MiniLM-L6-v2's whole-word WordPiece input embeddings, \
+an
+independently trained English space added because the spaCy table is degraded, see below): \
+the {mi["words"]:,} most
 frequent shared words.
 
 {common.table(HEADER, rows)}
 
-Linear CKA (label-free, any sizes), GloVe vs spaCy: absolute {sp["absolute"]["cka"]:.2f}, relative {sp["cka_relative"]["mean"]:.2f};
+Linear CKA (label-free, any sizes), GloVe vs spaCy: absolute {sp["absolute"]["cka"]:.2f}, \
+relative {sp["cka_relative"]["mean"]:.2f};
 GloVe vs MiniLM: absolute {mi["absolute"]["cka"]:.2f}, relative {mi["cka_relative"]["mean"]:.2f}.
-Farthest-point and k-means measure distances in the {config["strategy_space"]} space; "random in top-1000" draws the anchors
+Farthest-point and k-means measure distances in the {config["strategy_space"]} space; \
+"random in top-1000" draws the anchors
 among the 1,000 most frequent shared words. Absolute rows zero-pad GloVe's 50 dimensions: spaces of different
 sizes have no raw-coordinate comparison, which is the point of the relative one. "Centered" subtracts each
-space's anchor mean before the cosine (a relstitch projection option, not the paper's). The control row compares a
+space's anchor mean before the cosine (a relstitch projection option, \
+not the paper's). The control row compares a
 space with a random rotation of itself (absolute / relative): the pipeline is exact when relative scores 1.00.
 
 Why the spaCy numbers are far below the paper's: the English md package keeps 20,000 vector rows for ~685,000
-strings, maps every other string onto a kept row, and repeats rows (about 7,000 distinct vectors); a row is shared
-by a median of {sp["spacy_keys_per_row"]["median"]} strings (the row of "red" also serves "pesto", "focaccia", "tomato";
-"king" shares with "demon", "curse", "lord"). Which string a row was learnt for is not recorded, so each distinct
+strings, maps every other string onto a kept row, and repeats rows (about 7,000 distinct vectors); \
+a row is shared
+by a median of {sp["spacy_keys_per_row"]["median"]} strings (the row of "red" also serves "pesto", \
+"focaccia", "tomato";
+"king" shares with "demon", "curse", "lord"). Which string a row was learnt for is not recorded, \
+so each distinct
 vector goes to its most frequent GloVe word, and many of our pairs compare a GloVe word with a neighbour's
 vector. The French md package, by contrast, has sane neighbours (rouge → jaune, bleu, blanc, vert)."""
     run.finish(results, md)

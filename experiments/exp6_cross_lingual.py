@@ -152,15 +152,22 @@ def main() -> None:
                 ]
             rows.append(row)
     (sp_pairs, sp_held), (gl_pairs, gl_held) = sizes["spacy"], sizes["glove"]
+    table = common.table(
+        ["English vectors", "space", "en→fr top-1", f"en→fr MRR@{k}", "fr→en top-1", f"fr→en MRR@{k}"], rows
+    )
     md = f"""## 6. Across languages (English vectors vs spaCy French md, FreeDict anchors)
 
-One-to-one English–French dictionary pairs (FreeDict eng-fra) with a vector on both sides: {sp_pairs:,} with spaCy
-English md, {gl_pairs:,} with GloVe 6B 50d. {config["anchors"]} of them (seeded) are the parallel anchors; the others
-({sp_held:,} / {gl_held:,}) are retrieved: each word's vector (absolute, or its similarities to the anchors in its own
-language) queries all held-out words of the other language. Top-1 = translation ranked first (%); MRR@{k} x 100.
+One-to-one English–French dictionary pairs (FreeDict eng-fra) with a vector on both sides: \
+{sp_pairs:,} with spaCy
+English md, {gl_pairs:,} with GloVe 6B 50d. {config["anchors"]} of them (seeded) are the parallel anchors; \
+the others
+({sp_held:,} / {gl_held:,}) are retrieved: each word's vector (absolute, \
+or its similarities to the anchors in its own
+language) queries all held-out words of the other language. Top-1 = translation ranked first (%); \
+MRR@{k} x 100.
 Mean ± std over anchor seeds {config["seeds"]}; chance top-1 is {100 / sp_held:.2f}% / {100 / gl_held:.2f}%.
 
-{common.table(["English vectors", "space", "en→fr top-1", f"en→fr MRR@{k}", "fr→en top-1", f"fr→en MRR@{k}"], rows)}
+{table}
 
 "relative, centered" subtracts each language's anchor mean before the cosine (a relstitch projection option,
 not the paper's); "procrustes" maps one language onto the other with an orthogonal map fitted on the anchors
@@ -168,8 +175,10 @@ not the paper's); "procrustes" maps one language onto the other with an orthogon
 the spaCy English md table is degraded (experiment 5): a sound English space, of another size than the French
 one, which the relative representation compares with no padding at all.
 
-Paper (Moschella et al. 2023 and follow-ups, unverified secondary source): with parallel anchors, an English decoder reads other
-languages' encoders far better in relative than in absolute space (Amazon reviews, weighted F1: es 43.7 → 82.8,
+Paper (Moschella et al. 2023 and follow-ups, unverified secondary source): with parallel anchors, \
+an English decoder reads other
+languages' encoders far better in relative than in absolute space (Amazon reviews, weighted F1: \
+es 43.7 → 82.8,
 fr 54.4 → 78.5). No word-translation retrieval number is given to set beside ours."""
     run.finish(results, md)
 

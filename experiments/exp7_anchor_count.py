@@ -187,18 +187,27 @@ def main() -> None:
             line.append(common.mean_std(values))
         table_rows.append(line)
     test_size = "full 10,000-image" if config["test"] is None else f"{config['test']:,}-image"
+    table = common.table(
+        ["anchors", "CNN not stitched", "CNN stitched", "EfficientNet not stitched", "EfficientNet stitched"],
+        table_rows,
+    )
     md = f"""## 7. Anchor count (10 to 1,000)
 
 Test accuracy (%) of relative heads, mean ± std over pairs, against the number of uniform anchors.
-CNN: experiment 1's absolute-bottleneck CNNs (seeds {config["cnn_seeds"]}) frozen, one relative head per seed fitted on
-{config["head_train"]:,} seeded training images ({config["epochs"]} epochs), scored on the {test_size} test set;
+CNN: experiment 1's absolute-bottleneck CNNs (seeds {config["cnn_seeds"]}) frozen, \
+one relative head per seed fitted on
+{config["head_train"]:,} seeded training images ({config["epochs"]} epochs), \
+scored on the {test_size} test set;
 stitched = a head fed by another seed's encoder. EfficientNet: experiment 3's frozen Lite0/Lite2 embeddings
-(same pool, resolution and test subset), heads over seeds {config["vision_head_seeds"]}; stitched = the other network.
+(same pool, resolution and test subset), heads over seeds {config["vision_head_seeds"]}; \
+stitched = the other network.
 
-{common.table(["anchors", "CNN not stitched", "CNN stitched", "EfficientNet not stitched", "EfficientNet stitched"], table_rows)}
+{table}
 
-Paper: anchor counts of 300 to 1,280 by setting (Moschella et al. 2023), and accuracy grows with the number of anchors
-until it saturates (the paper's anchor-count ablation; no number for it in the paper). Here the heads are fitted
+Paper: anchor counts of 300 to 1,280 by setting (Moschella et al. 2023), \
+and accuracy grows with the number of anchors
+until it saturates (the paper's anchor-count ablation; no number for it in the paper). Here the heads are \
+fitted
 on frozen encoders rather than trained end to end per count (that would cost six times experiment 1)."""
     run.finish({"rows": rows, "summary": summaries}, md)
 

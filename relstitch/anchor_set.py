@@ -73,7 +73,8 @@ def load_anchors(path: str | os.PathLike[str]) -> Anchors:
     art = load_artifact(path, "anchors")
     views = art.meta.get("text_views")
     # text anchors store only views; image anchors an ``inputs`` tensor, with their captions' views if any
-    # (no views: images whatever the modality says, so a file missing both is refused below, not read as no inputs)
+    # (no views: images whatever the modality says, so a file missing both is refused below, not read as
+    # no inputs)
     images = "inputs" in art.tensors or not views or art.meta.get("modality", "text") != "text"
     missing = {"ids", "labels", *(("inputs",) if images else ())} - set(art.tensors)
     if missing:

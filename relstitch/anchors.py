@@ -148,7 +148,8 @@ def parse_ids(spec: str) -> list[int]:
     """Anchor ids from a file (one per line, or separated by commas/spaces) or an inline comma list."""
     text = spec
     path = Path(spec)
-    # Any existing non-folder is a file to read, so a FIFO or a device is refused by name (not taken as an inline list).
+    # Any existing non-folder is a file to read, so a FIFO or a device is refused by name (not taken as an
+    # inline list).
     from_file = path.exists() and not path.is_dir()
     if from_file:
         try:

@@ -32,7 +32,8 @@ DECODER_SUFFIX = ".decoder.safetensors"
 
 
 def default_name(path: str | os.PathLike[str]) -> str:
-    """``zoo/cnn-rel-s0.encoder.safetensors`` → ``cnn-rel-s0`` (control characters escaped: :func:`name_of`)."""
+    """``zoo/cnn-rel-s0.encoder.safetensors`` → ``cnn-rel-s0`` (control characters escaped:
+    :func:`name_of`)."""
     name = Path(path).name
     for suffix in (ENCODER_SUFFIX, DECODER_SUFFIX, ".safetensors"):
         if name.endswith(suffix):
@@ -231,7 +232,8 @@ def _build(
             f"unexpected {result.unexpected_keys[:5]}",
             path=path,
         )
-    # Computed once here and cached on the Encoder/Decoder (its ``hash``): reports and matrices need it anyway.
+    # Computed once here and cached on the Encoder/Decoder (its ``hash``): reports and matrices need it
+    # anyway.
     digest = content_hash(module.state_dict(), extra=architecture)
     if recorded is not None and recorded != digest:
         raise RelstitchError(

@@ -29,7 +29,8 @@ if TYPE_CHECKING:  # the heavy modules stay out of start-up (see the module docs
 
 
 class OneLineErrors(TyperGroup):
-    """Click's own usage errors (unknown option, bad value) as one ``error:`` line and exit 2, like relstitch's."""
+    """Click's own usage errors (unknown option, bad value) as one ``error:`` line and exit 2, like
+    relstitch's."""
 
     def main(
         self,
@@ -93,7 +94,8 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 
 READS_ONLY = frozenset({"inspect", "report"})
-"""Commands that only read headers and JSON, no model runs: the allocator tuning buys them nothing (measured)."""
+"""Commands that only read headers and JSON, no model runs: the allocator tuning buys them nothing
+(measured)."""
 
 
 def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
@@ -105,7 +107,8 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
         from .runtime import tune_allocator
 
         if command.__name__ not in READS_ONLY:
-            tune_allocator()  # before any tensor exists: freed activations are reused, not faulted back in per batch
+            # before any tensor exists: freed activations are reused, not faulted back in per batch
+            tune_allocator()
         try:
             with sigterm_as_interrupt(), warnings_as_lines():
                 return command(*args, **kwargs)
@@ -123,7 +126,8 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
 
 @contextlib.contextmanager
 def warnings_as_lines() -> Iterator[None]:
-    """Print each distinct :class:`~relstitch.errors.RelstitchWarning` once, as one ``warning:`` line on stderr."""
+    """Print each distinct :class:`~relstitch.errors.RelstitchWarning` once, as one ``warning:`` line on
+    stderr."""
     import warnings
 
     from .errors import RelstitchWarning
@@ -212,7 +216,8 @@ DataOpt = Annotated[
         "--data",
         "-d",
         help=(
-            "Dataset: builtin:train|test, idx:DIR[:split] (or a folder), imagefolder:DIR, tensors:FILE, jsonl:FILE, csv:FILE "
+            "Dataset: builtin:train|test, idx:DIR[:split] (or a folder), imagefolder:DIR, tensors:FILE, "
+            "jsonl:FILE, csv:FILE "
             "(text: FILE#text=COL[,COL],label=COL). See docs/sources.md."
         ),
     ),
@@ -222,7 +227,8 @@ AnchorsOpt = Annotated[
     typer.Option(
         "--anchors",
         "-a",
-        help="Anchor file (from `relstitch anchors`) [default: the shipped zoo's checkpoints/anchors.safetensors].",
+        help="Anchor file (from `relstitch anchors`) "
+        "[default: the shipped zoo's checkpoints/anchors.safetensors].",
     ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")]
@@ -230,8 +236,9 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Samples per 
 
 
 def _encoder_batch(value: str | int) -> int | Literal["auto"]:
-    """``--batch-size`` of the encoding verbs: a positive int or ``"auto"``. Typer calls it as the option's callback
-    (the option is typed ``str`` for Typer); the commands call it again, as is, to hand the library a typed value."""
+    """``--batch-size`` of the encoding verbs: a positive int or ``"auto"``. Typer calls it as the option's
+    callback (the option is typed ``str`` for Typer); the commands call it again, as is, to hand the library
+    a typed value."""
     if str(value) == "auto":
         return "auto"
     try:
@@ -249,7 +256,8 @@ EncoderBatchOpt = Annotated[
         "--batch-size",
         metavar="N|auto",
         callback=_encoder_batch,
-        help="Samples per encoder forward pass; auto: as many as fit half the GPU's free memory (256 on the CPU).",
+        help="Samples per encoder forward pass; auto: as many as fit half the GPU's free memory "
+        "(256 on the CPU).",
     ),
 ]
 LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N samples.")]
@@ -270,8 +278,8 @@ ViewOpt = Annotated[
     typer.Option(
         "--view",
         rich_help_panel=_SRC,
-        help="Text view the text encoders read (e.g. en, fr, or images' captions) [default: the data's first text view]; "
-        "image encoders read the images.",
+        help="Text view the text encoders read (e.g. en, fr, or images' captions) "
+        "[default: the data's first text view]; image encoders read the images.",
     ),
 ]
 SourceOptionsOpt = Annotated[
@@ -280,8 +288,9 @@ SourceOptionsOpt = Annotated[
         "--source-option",
         "-O",
         rich_help_panel=_SRC,
-        help="KEY=VALUE for model sources (repeatable): pooling=cls|mean, max_length=N, dtype=float32|bfloat16|float16 (hf); "
-        "weights=FILE, layer=NAME[:input], resize=H,W, channels=1|3, mean=.., std=.. (torchvision, python); name=NAME.",
+        help="KEY=VALUE for model sources (repeatable): pooling=cls|mean, max_length=N, "
+        "dtype=float32|bfloat16|float16 (hf); weights=FILE, layer=NAME[:input], resize=H,W, channels=1|3, "
+        "mean=.., std=.. (torchvision, python); name=NAME.",
     ),
 ]
 ScalingOpt = Annotated[
@@ -333,7 +342,8 @@ def model_loader(
     refs: Sequence[str | os.PathLike[str]] | None = None,
 ) -> Callable[[str | os.PathLike[str]], Encoder | EncodedSpace]:
     """A function loading one encoder reference with the command line's source options as defaults
-    (one ``warning:`` line, before any work, for an option none of ``refs``, the references it will load, reads)."""
+    (one ``warning:`` line, before any work, for an option none of ``refs``, the references it will load,
+    reads)."""
     from .adapters import check_options_apply, load_encoder_ref, parse_options
 
     options = parse_options(",".join(source_options or []))
@@ -379,7 +389,8 @@ TopKOpt = Annotated[
 
 
 def projection_config(similarity: str, centering: str, normalization: str, top_k: int | None) -> Any:
-    """The :class:`~relstitch.projection.ProjectionConfig` the projection options describe (exit 2 if invalid)."""
+    """The :class:`~relstitch.projection.ProjectionConfig` the projection options describe (exit 2 if
+    invalid)."""
     from .errors import RelstitchError, UsageError
     from .projection import ProjectionConfig
 
@@ -404,8 +415,8 @@ def anchors(
     strategy: Annotated[
         str,
         typer.Option(
-            help="uniform (random), stratified (one per class in turn), farthest-point, kmeans (sample nearest each "
-            "centroid) or ids (--ids)."
+            help="uniform (random), stratified (one per class in turn), farthest-point, "
+            "kmeans (sample nearest each centroid) or ids (--ids)."
         ),
     ] = "uniform",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -472,7 +483,8 @@ def train(
         typer.Option(
             "--anchors",
             "-a",
-            help="Anchor file for a relative bottleneck [default: the shipped zoo's checkpoints/anchors.safetensors].",
+            help="Anchor file for a relative bottleneck "
+            "[default: the shipped zoo's checkpoints/anchors.safetensors].",
         ),
     ] = None,
     data: DataOpt = "builtin:train",
@@ -555,8 +567,9 @@ def encode(
 ) -> None:
     """Embed a dataset and the anchors with an encoder → embeddings file (absolute + relative).
 
-    Streams batch by batch into the file. Under torchrun (`torchrun --nproc-per-node P -m relstitch encode ...`)
-    each process encodes a shard and the shards land in one file, equal to a single-process run.
+    Streams batch by batch into the file. Under torchrun
+    (`torchrun --nproc-per-node P -m relstitch encode ...`) each process encodes a shard and the shards
+    land in one file, equal to a single-process run.
     """
     from .anchors import load_anchors
     from .data import load_dataset
@@ -616,8 +629,8 @@ def fit(
     head: Annotated[
         str | None,
         typer.Option(
-            help="Head architecture: vision-head or text-head [default: text-head when the encoder read text (text data or "
-            "captions), else vision-head]."
+            help="Head architecture: vision-head or text-head "
+            "[default: text-head when the encoder read text (text data or captions), else vision-head]."
         ),
     ] = None,
     hidden: Annotated[int, typer.Option(min=1, help="Hidden width of the head.")] = 128,
@@ -691,7 +704,8 @@ def stitch(
             "--data",
             "-d",
             help=(
-                "Dataset (as for encode) [default: builtin:test; for embeddings:FILE, the data they were computed on]."
+                "Dataset (as for encode) "
+                "[default: builtin:test; for embeddings:FILE, the data they were computed on]."
             ),
         ),
     ] = None,
@@ -728,7 +742,8 @@ def stitch(
     trust_remote_code: TrustOpt = False,
     force: ForceOpt = False,
 ) -> None:
-    """Wire one encoder into one decoder (in memory) and report the task metrics (and, on request, the predictions)."""
+    """Wire one encoder into one decoder (in memory) and report the task metrics (and, on request, the
+    predictions)."""
     from .checkpoints import DECODER_SUFFIX, ENCODER_SUFFIX, load_decoder
     from .components import Encoder
     from .errors import unknown_choice
@@ -799,7 +814,8 @@ def eval_matrix(
             "--encoders",
             "-e",
             help=(
-                "Encoders (repeatable): checkpoints or globs, hf:DIR, torchvision:NAME, python:MOD:FN, embeddings:FILE."
+                "Encoders (repeatable): checkpoints or globs, hf:DIR, torchvision:NAME, python:MOD:FN, "
+                "embeddings:FILE."
             ),
         ),
     ] = None,
@@ -828,7 +844,8 @@ def eval_matrix(
         list[str] | None,
         typer.Option(
             "--group",
-            help="NAME=GROUP: label encoders/decoders matching the glob NAME (repeatable) [default: architecture].",
+            help="NAME=GROUP: label encoders/decoders matching the glob NAME (repeatable) "
+            "[default: architecture].",
         ),
     ] = None,
     batch_size: EncoderBatchOpt = "256",
@@ -859,8 +876,8 @@ def eval_matrix(
         str,
         typer.Option(
             "--method",
-            help="Comma-separated: relative, absolute, and translations procrustes, lstsq, lstsq-ortho, affine "
-            "(an absolute decoder fed the row's encoder mapped into its own encoder's space).",
+            help="Comma-separated: relative, absolute, and translations procrustes, lstsq, lstsq-ortho, "
+            "affine (an absolute decoder fed the row's encoder mapped into its own encoder's space).",
         ),
     ] = "relative,absolute",
     null_baseline: Annotated[
@@ -1054,7 +1071,8 @@ def compare(
 
 
 def _print_comparison(result: Any) -> None:
-    """Two spaces: one table, A→B and B→A side by side. More: one source × target matrix per space and metric."""
+    """Two spaces: one table, A→B and B→A side by side. More: one source × target matrix per space and
+    metric."""
     from rich.table import Table
 
     from .comparison import METRICS, SPACES
@@ -1114,7 +1132,8 @@ def inspect(
     file: Annotated[Path, typer.Argument(help="Any relstitch (or safetensors) file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    """Say what a file is: kind, tensors, metadata, hashes. Reads only the header (a JSON report: its summary)."""
+    """Say what a file is: kind, tensors, metadata, hashes. Reads only the header (a JSON report: its
+    summary)."""
     from .io.artifacts import describe
 
     if _starts_like_json(file):

@@ -1,7 +1,8 @@
 """Label-free similarity of latent spaces: ``relstitch compare``.
 
 Two (or more) encoders' views of the *same samples* and the *same anchors* are compared in absolute
-space and in relative space, with the paper's word-embedding metrics (Moschella et al. 2023 and follow-ups) and linear CKA:
+space and in relative space, with the paper's word-embedding metrics (Moschella et al. 2023 and
+follow-ups) and linear CKA:
 
 - **Jaccard@k** (source → target): for sample i, the overlap (intersection over union) between
   i's k nearest neighbours in the target space and the k target vectors nearest to i's *source*
@@ -123,7 +124,8 @@ def _check_aligned(spaces: list[EncodedSpace]) -> None:
         if other.anchor_hash != first.anchor_hash:
             raise RelstitchError(
                 f"{other.encoder_name!r} and {first.encoder_name!r} used different anchors "
-                f"({other.anchor_hash[:12]} vs {first.anchor_hash[:12]}): their relative spaces do not correspond",
+                f"({other.anchor_hash[:12]} vs {first.anchor_hash[:12]}): "
+                "their relative spaces do not correspond",
                 path=other.path,
                 hint="encode with one anchor file",
             )

@@ -1,9 +1,11 @@
-"""The two parts relstitch stitches: an :class:`Encoder` (inputs → latents) and a :class:`Decoder` (a task head).
+"""The two parts relstitch stitches: an :class:`Encoder` (inputs → latents) and a :class:`Decoder`
+(a task head).
 
 Both are plain records around an ``nn.Module``: the metadata needed to feed the encoder correctly and the
 contract the decoder was trained under (its space, anchors, projection, task). Identity is by content:
 :attr:`Encoder.hash` covers the weights and the architecture, never a file name. Saving and loading them
-is :mod:`relstitch.checkpoints`; other model kinds (``hf:``, ``torchvision:``...) are :mod:`relstitch.adapters`.
+is :mod:`relstitch.checkpoints`; other model kinds (``hf:``, ``torchvision:``...) are
+:mod:`relstitch.adapters`.
 """
 
 from __future__ import annotations

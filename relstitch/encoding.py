@@ -30,7 +30,8 @@ DEFAULT_BATCH = 256
 
 
 class Placement(TypedDict):
-    """Where and in which precision an encoder runs: the ``device``/``dtype`` keywords, passed on as ``**on``."""
+    """Where and in which precision an encoder runs: the ``device``/``dtype`` keywords, passed on as
+    ``**on``."""
 
     device: torch.device | None
     dtype: torch.dtype | None
@@ -68,7 +69,8 @@ def _module_device(module: torch.nn.Module) -> torch.device:
 BatchSize = int | Literal["auto"]
 """Samples per forward pass, or ``"auto"``: as many as fit the card (:func:`resolve_batch_size`)."""
 AUTO_MEMORY_FRACTION = 0.5
-"""Share of the card's free memory an ``auto`` batch may take (the rest: the projection, other work, headroom)."""
+"""Share of the card's free memory an ``auto`` batch may take (the rest: the projection, other work,
+headroom)."""
 AUTO_MAX_BATCH = 8192
 """Largest ``auto`` batch: beyond this a batch is already far past saturating the card."""
 _AUTO_PROBE = 16
@@ -150,7 +152,8 @@ def iter_embed(
             encoder.latent_dim = z.shape[1]
         if z.ndim != 2 or z.shape[1] != encoder.latent_dim:
             raise RelstitchError(
-                f"encoder {encoder.name!r} returned shape {tuple(z.shape)}, expected [batch, {encoder.latent_dim}]",
+                f"encoder {encoder.name!r} returned shape {tuple(z.shape)}, "
+                f"expected [batch, {encoder.latent_dim}]",
                 path=encoder.path,
             )
         check_finite(

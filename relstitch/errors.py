@@ -33,7 +33,8 @@ def printable(text: str) -> str:
 
 
 def shorten_path(path: str, limit: int = 160) -> str:
-    """A path as a message shows it: whole, unless it is so long (a 300-byte name) it would drown the message."""
+    """A path as a message shows it: whole, unless it is so long (a 300-byte name) it would drown the
+    message."""
     return path if len(path) <= limit else f"{path[: limit // 2]}…{path[-(limit // 3) :]}"
 
 

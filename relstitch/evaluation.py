@@ -154,7 +154,8 @@ def stitch_loaded(
     if not isinstance(source, Encoder):  # vectors computed elsewhere: nothing to run, no anchor file needed
         if method not in (None, decoder.space) or target_encoder is not None or scaling is not None:
             raise UsageError(
-                "precomputed embeddings take no translation --method, --target-encoder or --translation-scaling"
+                "precomputed embeddings take no translation --method, --target-encoder or "
+                "--translation-scaling"
             )
         if anchors is not None or limit is not None:  # silently ignoring them would mislead
             raise UsageError(

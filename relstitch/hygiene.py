@@ -67,7 +67,8 @@ def check_finite(values: torch.Tensor, what: str, *, path: object | None = None,
 
 
 def zero_norm_count(x: torch.Tensor, anchors: torch.Tensor, config: ProjectionConfig | None = None) -> int:
-    """Rows of ``x`` whose (centered, per ``config``) norm is below ``projection.EPS``: their cosines are 0."""
+    """Rows of ``x`` whose (centered, per ``config``) norm is below ``projection.EPS``: their cosines
+    are 0."""
     from .projection import EPS, ProjectionConfig, anchor_statistics, standardise  # noqa: PLC0415
 
     config = config or ProjectionConfig()
@@ -80,7 +81,8 @@ def warn_zero_norm(count: int, total: int, what: str) -> None:
     """Warn when some latents have no direction (their similarities are 0 by the documented EPS)."""
     if count:
         warn(
-            f"{count} of {total} {what} have zero norm: no direction, so their cosine similarities are set to 0"
+            f"{count} of {total} {what} have zero norm: "
+            "no direction, so their cosine similarities are set to 0"
         )
 
 
@@ -110,7 +112,8 @@ def warn_duplicate_anchors(inputs: Any, ids: torch.Tensor, where: str) -> None:
         shown = "; ".join(", ".join(str(int(ids[p])) for p in g) for g in groups[:3])
         more = f" (and {len(groups) - 3} more groups)" if len(groups) > 3 else ""
         warn(
-            f"{where}: {sum(len(g) for g in groups)} anchors share an {kind} with another (ids {shown}){more}; "
+            f"{where}: {sum(len(g) for g in groups)} anchors share an {kind} with another "
+            f"(ids {shown}){more}; "
             "duplicates add identical similarity columns"
         )
 

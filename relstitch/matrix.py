@@ -363,7 +363,8 @@ _Rows = tuple[list[dict[str, Any]], list[list[PairResult]], float]
 def _encode_row(
     job: _Job, path: str | os.PathLike[str], progress: ProgressFn, loaded: Callable[[], None] = lambda: None
 ) -> _Row:
-    """Load and encode one encoder (``loaded()`` is called between the two); a RelstitchError gives a failed row."""
+    """Load and encode one encoder (``loaded()`` is called between the two); a RelstitchError gives a
+    failed row."""
     from .adapters.precomputed import as_encoder, check_precomputed
 
     t0 = time.perf_counter()
@@ -497,7 +498,8 @@ def _serial(job: _Job, encoder_paths: Sequence[str | os.PathLike[str]], progress
 
 
 class _ScoringFailed(Exception):
-    """Raised into the caller's encoding when the worker has failed: the serial loop would have stopped there."""
+    """Raised into the caller's encoding when the worker has failed: the serial loop would have stopped
+    there."""
 
 
 def _pipelined(job: _Job, encoder_paths: Sequence[str | os.PathLike[str]], progress: ProgressFn) -> _Rows:
@@ -739,7 +741,8 @@ def _run_pair(
         target = targets.get(decoder.encoder_hash or "")
         if target is None:
             raise RelstitchError(
-                f"{method} maps into the space of decoder {decoder.name!r}'s own encoder ({short(decoder.encoder_hash)}), "
+                f"{method} maps into the space of decoder {decoder.name!r}'s own encoder "
+                f"({short(decoder.encoder_hash)}), "
                 "which is not among the encoders given",
                 hint="add that encoder with --encoders",
             )

@@ -18,7 +18,8 @@ ProgressFn = Callable[[str, int, int], None]
 """``progress(description, advance, total)``: ``advance`` units of ``total`` done for that step."""
 
 STEP_PREFIXES = ("training ", "fitting ")
-"""Descriptions whose units are optimiser steps (``relstitch.training``); every other description counts samples."""
+"""Descriptions whose units are optimiser steps (``relstitch.training``); every other description counts
+samples."""
 
 
 def silent(description: str, advance: int, total: int) -> None:

@@ -155,7 +155,8 @@ class ProjectionConfig:
             raise RelstitchError(f"top-k must be a positive number of anchors, got {self.top_k!r}")
         if len(names) > 1 and self.normalization == "none":
             raise RelstitchError(
-                f"a product of similarities ({'+'.join(names)}) needs each block normalised: their scales differ",
+                f"a product of similarities ({'+'.join(names)}) needs each block normalised: "
+                "their scales differ",
                 hint="add --normalization standard (or l2)",
             )
 

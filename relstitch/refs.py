@@ -19,7 +19,8 @@ from .io.userfiles import read_head
 
 
 def split_fragment(ref: str) -> tuple[str, str]:
-    """``hf:DIR#view=fr`` → (``hf:DIR``, ``view=fr``); a ``#`` not followed by KEY=VALUE belongs to the path."""
+    """``hf:DIR#view=fr`` → (``hf:DIR``, ``view=fr``); a ``#`` not followed by KEY=VALUE belongs to the
+    path."""
     head, sep, fragment = ref.rpartition("#")
     if sep and "=" in fragment:
         return head, fragment
@@ -61,7 +62,8 @@ def parse_size(text: str) -> list[int]:
 
 
 _NO_FILE_KINDS = ("builtin", "torchvision", "python")
-"""Reference kinds whose locator is a name, not a path (``builtin:test``, ``torchvision:resnet18``, ``python:pkg:fn``)."""
+"""Reference kinds whose locator is a name, not a path (``builtin:test``, ``torchvision:resnet18``,
+``python:pkg:fn``)."""
 
 _SUBFOLDER_KINDS = ("imagefolder",)
 """Reference kinds that read a folder's class subfolders, never the folder's own files."""
@@ -72,8 +74,9 @@ _NEVER_READ_BY_FOLDERS = (".csv", ".md", ".html")
 
 
 def _earlier_output(path: Path) -> bool:
-    """Whether ``path`` is something relstitch writes (an artifact, a report) that no folder source reads: in a
-    model or data folder, it was written by an earlier run, so a rerun with ``--force`` may replace it."""
+    """Whether ``path`` is something relstitch writes (an artifact, a report) that no folder source reads:
+    in a model or data folder, it was written by an earlier run, so a rerun with ``--force`` may replace
+    it."""
     if path.suffix.lower() in _NEVER_READ_BY_FOLDERS:
         return True
     if path.suffix == ".json":  # hf: folders read JSON (config, tokenizer), but never a relstitch report
@@ -120,10 +123,10 @@ def expand_references(patterns: list[str], what: str) -> list[Reference]:
 def reference_files(*refs: object) -> tuple[str, ...]:
     """The existing files that model or data references read, for a command to refuse writing over them.
 
-    A plain path, the locator of ``kind:LOCATOR`` (``tensors:x.safetensors``, ``idx:DIR:train``), a folder's own
-    files (``hf:DIR``, ``idx:DIR``; not relstitch artifacts, which earlier runs wrote there, nor an ``imagefolder:``
-    root's files, which it never reads) and a ``weights=FILE`` option all count; ``None`` and names (``builtin:``,
-    ``torchvision:``, ``python:``) are skipped.
+    A plain path, the locator of ``kind:LOCATOR`` (``tensors:x.safetensors``, ``idx:DIR:train``), a
+    folder's own files (``hf:DIR``, ``idx:DIR``; not relstitch artifacts, which earlier runs wrote there,
+    nor an ``imagefolder:`` root's files, which it never reads) and a ``weights=FILE`` option all count;
+    ``None`` and names (``builtin:``, ``torchvision:``, ``python:``) are skipped.
     """
     import re  # noqa: PLC0415
 

@@ -28,7 +28,8 @@ class Predictions:
 
     @property
     def predicted(self) -> torch.Tensor:
-        """The predicted class of each sample (classification only): the argmax the accuracy was computed from."""
+        """The predicted class of each sample (classification only): the argmax the accuracy was computed
+        from."""
         if self.task != "classification":
             raise ValueError("a reconstruction has no predicted classes")
         return self.outputs.argmax(dim=1)
@@ -50,7 +51,8 @@ class PairResult:
     encoder_space: str | None = None  # the bottleneck the encoder was trained with, if known
     method: str | None = None  # how the pair is wired: relative, absolute or a translation; default = space
     control: str | None = None  # set for a control run (e.g. "shuffled-anchors"): not the method's score
-    # Per-sample output, only when scored with keep_predictions=True; tensors, so never in to_dict (reports, --json).
+    # Per-sample output, only when scored with keep_predictions=True; tensors, so never in to_dict
+    # (reports, --json).
     predictions: Predictions | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:

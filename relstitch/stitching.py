@@ -29,8 +29,8 @@ def check_pair(space: EncodedSpace, decoder: Decoder) -> None:
     if decoder.space == "relative":
         if decoder.anchor_hash != space.anchor_hash:
             raise RelstitchError(
-                f"decoder {decoder.name!r} was trained with anchors {short(decoder.anchor_hash)} but these anchors are "
-                f"{short(space.anchor_hash)}",
+                f"decoder {decoder.name!r} was trained with anchors {short(decoder.anchor_hash)} "
+                f"but these anchors are {short(space.anchor_hash)}",
                 path=decoder.path,
                 hint="use the anchor file the decoder was trained with",
             )
@@ -66,7 +66,8 @@ def decoder_inputs(space: EncodedSpace, decoder: Decoder) -> torch.Tensor:
 
 @dataclass
 class DecoderOutputs:
-    """What :func:`decode_and_score` kept of its pass: the raw outputs and, for a reconstruction, per-sample MSE."""
+    """What :func:`decode_and_score` kept of its pass: the raw outputs and, for a reconstruction,
+    per-sample MSE."""
 
     outputs: torch.Tensor  # logits [N, classes] or reconstructions [N, C, H, W]
     errors: torch.Tensor | None = None
@@ -94,7 +95,8 @@ def decode_and_score(
     batch_size: int = 1024,
     keep: bool = False,
 ) -> tuple[dict[str, float], DecoderOutputs | None]:
-    """:func:`score`, and with ``keep`` the outputs the scores were computed from (one decoder pass either way).
+    """:func:`score`, and with ``keep`` the outputs the scores were computed from (one decoder pass either
+    way).
 
     Keeping costs memory only for a reconstruction (its images); logits are gathered to be scored anyway.
     """
@@ -223,8 +225,8 @@ def stitch(
     if decoder.space == "relative" and decoder.anchor_hash != anchors.hash:
         # Check before encoding: a wrong anchor file should cost nothing.
         raise RelstitchError(
-            f"decoder {decoder.name!r} was trained with anchors {short(decoder.anchor_hash)} but {anchors.path or 'these anchors'} "
-            f"are {short(anchors.hash)}",
+            f"decoder {decoder.name!r} was trained with anchors {short(decoder.anchor_hash)} "
+            f"but {anchors.path or 'these anchors'} are {short(anchors.hash)}",
             path=decoder.path,
             hint="use the anchor file the decoder was trained with",
         )

@@ -143,7 +143,8 @@ class StreamWriter:
 
         For the work that may as well overlap the caller's next batch (a streamed encode projects each
         batch there); ``write`` calls made by ``work`` run at once, on that thread. At most
-        :data:`WRITES_IN_FLIGHT` jobs wait; the first error is raised by a later ``submit``, ``wait`` or ``commit``.
+        :data:`WRITES_IN_FLIGHT` jobs wait; the first error is raised by a later ``submit``, ``wait`` or
+        ``commit``.
         """
         if self._pool is None:
             work(*args)
@@ -157,7 +158,8 @@ class StreamWriter:
         work(*args)
 
     def _pwrite(self, tensor: torch.Tensor, offset: int) -> None:
-        """Write the tensor's raw bytes at ``offset``: no copy on the CPU, and all of them (pwrite may write fewer)."""
+        """Write the tensor's raw bytes at ``offset``: no copy on the CPU, and all of them (pwrite may write
+        fewer)."""
         import torch  # noqa: PLC0415
 
         tensor = tensor.detach().contiguous().cpu()
@@ -191,7 +193,8 @@ class StreamWriter:
                 self._fd = -1
 
     def _stop_thread(self) -> None:
-        """Let queued writes end (they must not touch a closed, maybe reused, descriptor), then drop the thread."""
+        """Let queued writes end (they must not touch a closed, maybe reused, descriptor), then drop the
+        thread."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

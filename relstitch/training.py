@@ -119,7 +119,8 @@ def train(
         )
     if anchors is not None and anchors.inputs.shape[1:] != x_all.shape[1:]:
         raise RelstitchError(
-            f"anchors have shape {tuple(anchors.inputs.shape[1:])} per sample, data has {tuple(x_all.shape[1:])}",
+            f"anchors have shape {tuple(anchors.inputs.shape[1:])} per sample, "
+            f"data has {tuple(x_all.shape[1:])}",
             path=anchors.path,
         )
     relative_anchors = (

@@ -154,7 +154,8 @@ def _one_thread() -> Iterator[None]:
 def _adam(
     x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``AFFINE_STEPS`` full-batch ``torch.optim.Adam`` steps on ``mean((x W + b - y)^2)``, updating ``weight``/``bias``.
+    """``AFFINE_STEPS`` full-batch ``torch.optim.Adam`` steps on ``mean((x W + b - y)^2)``, updating
+    ``weight``/``bias``.
 
     The gradient is written out (two matmuls) rather than taken by autograd, whose per-step overhead
     dominated these tiny fits on the CPU; the update is torch's own Adam.
@@ -191,7 +192,8 @@ def fit_translation(
     scaling: str = "standard",
     seed: int = 0,
 ) -> Translation:
-    """Fit a map from the source space to the target space on paired anchor latents ``[k, D_s]``, ``[k, D_t]``."""
+    """Fit a map from the source space to the target space on paired anchor latents ``[k, D_s]``,
+    ``[k, D_t]``."""
     if method not in METHODS:
         raise unknown_choice("translation method", method, METHODS)
     if scaling not in SCALINGS:
@@ -301,8 +303,8 @@ def stitch_translated(
         )
     if decoder.encoder_hash != target_encoder.hash:
         raise RelstitchError(
-            f"decoder {decoder.name!r} was trained on encoder {short(decoder.encoder_hash)}, but the target encoder "
-            f"{target_encoder.name!r} is {short(target_encoder.hash)}",
+            f"decoder {decoder.name!r} was trained on encoder {short(decoder.encoder_hash)}, "
+            f"but the target encoder {target_encoder.name!r} is {short(target_encoder.hash)}",
             path=target_encoder.path,
             hint="pass the decoder's own encoder with --target-encoder",
         )

@@ -200,7 +200,8 @@ def main() -> None:
         scores = run(anchors, encoders, latents, (train, test), projection, args.epochs)
         rows.append({"strategy": "uniform", "count": 300, "projection": label, **scores})
         print(
-            f"| {label} | {scores['not_stitched']:.3f} | {scores['stitched']:.3f} ({scores['stitched_min']:.3f}) | "
+            f"| {label} | {scores['not_stitched']:.3f} | "
+            f"{scores['stitched']:.3f} ({scores['stitched_min']:.3f}) | "
             f"{scores['null']:.3f} |",
             flush=True,
         )

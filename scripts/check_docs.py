@@ -28,7 +28,7 @@ commands of the file.
 
 Usage::
 
-    .venv/bin/python scripts/check_docs.py                 # README.md and docs/*.md; exit 1 if any example fails
+    .venv/bin/python scripts/check_docs.py                 # README.md, docs/*.md; exit 1 if any example fails
     .venv/bin/python scripts/check_docs.py docs/reports.md # one page
     .venv/bin/python scripts/check_docs.py --fast          # only the blocks marked fast
     .venv/bin/python scripts/check_docs.py --list          # what would run, and what is skipped and why
@@ -134,7 +134,8 @@ class Outcome:
 
 # ------------------------------------------------------------------------------------------ parsing
 def parse_directives(text: str) -> dict:
-    """``skip (reason)``, ``fast`` and ``timeout N``, separated by ``;`` (a reason may hold ``;`` and parentheses)."""
+    """``skip (reason)``, ``fast`` and ``timeout N``, separated by ``;`` (a reason may hold ``;`` and
+    parentheses)."""
     found: dict = {}
     rest = text.strip()
     while rest:
@@ -488,7 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "failed", "timeout", "skipped")}
     bad = [o for o in outcomes if o.status in ("failed", "timeout")]
     print(
-        f"\n{counts['ok']} passed, {counts['failed']} failed, {counts['timeout']} timed out, {counts['skipped']} skipped "
+        f"\n{counts['ok']} passed, {counts['failed']} failed, {counts['timeout']} timed out, "
+        f"{counts['skipped']} skipped "
         f"in {time.perf_counter() - started:.0f} s"
     )
     skipped_blocks = {

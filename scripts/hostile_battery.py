@@ -127,8 +127,9 @@ def st_save(tensors: dict[str, Any], metadata: dict[str, str]) -> bytes:
 
 
 def content_hash(tensors: dict[str, Any], extra: Any) -> str:
-    """The checkpoint identity relstitch records, so a crafted checkpoint can carry a correct hash and test what
-    it is meant to test (NaN, Inf), not the hash. relstitch's own function: a tool to craft with, not an oracle."""
+    """The checkpoint identity relstitch records, so a crafted checkpoint can carry a correct hash and test
+    what it is meant to test (NaN, Inf), not the hash. relstitch's own function: a tool to craft with, not an
+    oracle."""
     from relstitch.io.artifacts import content_hash as relstitch_hash
 
     return relstitch_hash(tensors, extra=extra)
@@ -139,7 +140,8 @@ def shipped(name: str) -> bytes:
 
 
 def with_meta(raw: bytes, **changes: Any) -> bytes:
-    """The file re-saved with ``relstitch.KEY`` metadata set (JSON-encoded) or removed (``None``); tensors kept."""
+    """The file re-saved with ``relstitch.KEY`` metadata set (JSON-encoded) or removed (``None``); tensors
+    kept."""
     tensors, meta = st_load(raw)
     for key, value in changes.items():
         full = "relstitch." + key
@@ -151,7 +153,8 @@ def with_meta(raw: bytes, **changes: Any) -> bytes:
 
 
 def with_tensors(raw: bytes, change: Callable[[dict[str, Any]], None], *, rehash: bool) -> bytes:
-    """The file with its tensors changed in place by ``change``; its recorded hash recomputed or kept as it was."""
+    """The file with its tensors changed in place by ``change``; its recorded hash recomputed or kept as it
+    was."""
     tensors, meta = st_load(raw)
     tensors = {k: v.clone() for k, v in tensors.items()}
     change(tensors)
@@ -330,7 +333,8 @@ class Fixtures:
                     out
                     if run.returncode == 0 and out.exists()
                     else (
-                        f"fixture `relstitch encode` failed (exit {run.returncode}): {run.stderr.strip()[-300:]}"
+                        f"fixture `relstitch encode` failed (exit {run.returncode}): "
+                        f"{run.stderr.strip()[-300:]}"
                     )
                 )
             made = self._made["embeddings"]
@@ -824,7 +828,8 @@ def _header_hash(path: Path) -> str | None:
 def check_report(
     ctx: Ctx, json_rel: str, md_rel: str, *, identity: bool = False, json_cells: bool = True
 ) -> tuple[list[str], int, int]:
-    """Every rendered cell against the pair it shows; names unique; pairs' hashes those of the entries they name.
+    """Every rendered cell against the pair it shows; names unique; pairs' hashes those of the entries they
+    name.
 
     Returns (problems, cells checked, cells that disagree).
     """
@@ -876,7 +881,8 @@ def check_report(
             and p.get("stitched") != (e["hash"] != d["encoder_hash"])
         ):
             disagree(
-                f"pair {p['encoder']}→{p['decoder']}: stitched={p.get('stitched')} but the hashes say otherwise"
+                f"pair {p['encoder']}→{p['decoder']}: stitched={p.get('stitched')} "
+                "but the hashes say otherwise"
             )
 
     for method, m in matrices.items() if json_cells else ():  # JSON cells
@@ -1149,7 +1155,8 @@ def _evil_hf(ctx: Ctx, rel: str) -> None:
 def _evil_module(ctx: Ctx, rel: str) -> None:
     ctx.write(
         rel,
-        f"import os\nopen(os.path.join(os.getcwd(), {SENTINEL!r}), 'w').close()\ndef build():\n    return None\n",
+        f"import os\nopen(os.path.join(os.getcwd(), {SENTINEL!r}), 'w').close()\n"
+        "def build():\n    return None\n",
     )
 
 
@@ -1198,7 +1205,7 @@ def cases() -> list[Case]:
     c: list[Case] = []
     add = c.append
 
-    # ------------------------------------------------------------------ 1. code from names
+    # --------------------------------------------------------------- 1. code from names
     ok_or_refused = (0, 1)
     add(
         Case(
@@ -1396,7 +1403,7 @@ def cases() -> list[Case]:
     )
     add(Case("names-inspect-file", "names", ["inspect", P_ENC], _zoo((P_ENC, E0)), (0,)))
 
-    # ------------------------------------------------------------------ 2. a broken decoder among good ones
+    # --------------------------------------------------------------- 2. a broken decoder among good ones
     broken = "zoo/broken.decoder.safetensors"
     base = (("zoo/" + D0, D0), ("zoo/" + DA0, DA0))
     bad_decoders = (
@@ -1454,7 +1461,7 @@ def cases() -> list[Case]:
                 )
             )
 
-    # ------------------------------------------------------------------ 3. name clashes
+    # --------------------------------------------------------------- 3. name clashes
     two_zoos = ["-D", "zooA/*.decoder.safetensors", "-D", "zooB/*.decoder.safetensors"]
     zoo_a = (("zooA/" + D0, D0), ("zooA/" + D1, D1))
     add(
@@ -1592,7 +1599,7 @@ def cases() -> list[Case]:
         )
     )
 
-    # ------------------------------------------------------------------ 4. exit status of partly failed matrices
+    # --------------------------------------------------------------- 4. exit status of partly failed matrices
     other = ("other.decoder.safetensors", "dec-otheranchors")
     status_args = matrix("-e", E0, "-e", E1, "-D", D0, "-D", DA0, "-D", other[0], *REPORT_OUT)
     add(
@@ -1692,7 +1699,7 @@ def cases() -> list[Case]:
         )
     )
 
-    # ------------------------------------------------------------------ 5. OS errors
+    # --------------------------------------------------------------- 5. OS errors
     enc_args = ["encode", E0, *ANCH, "--limit", "20"]
     mention_long = (LONG[:40],)
     add(
@@ -1872,7 +1879,7 @@ def cases() -> list[Case]:
         )
     )
 
-    # ------------------------------------------------------------------ 6. unbounded reads, hangs
+    # --------------------------------------------------------------- 6. unbounded reads, hangs
     quick = 20.0
     add(
         Case(
@@ -2028,7 +2035,7 @@ def cases() -> list[Case]:
         )
     )
 
-    # ------------------------------------------------------------------ 7. labels outside the classes
+    # --------------------------------------------------------------- 7. labels outside the classes
     bad_t = ("bad.safetensors", "tensors-labels-134")
     add(
         Case(
@@ -2127,7 +2134,7 @@ def cases() -> list[Case]:
         )
     )
 
-    # ------------------------------------------------------------------ 8. weights
+    # --------------------------------------------------------------- 8. weights
     def weights_pair(label: str, role: str, crafted_name: str, note: str) -> None:
         if role == "decoder":
             f = f"{label}.decoder.safetensors"
@@ -2226,7 +2233,7 @@ def cases() -> list[Case]:
         )
     )
 
-    # ------------------------------------------------------------------ 9. exit codes
+    # --------------------------------------------------------------- 9. exit codes
     def usage(
         cid: str,
         args: list[str],
@@ -2316,7 +2323,7 @@ def cases() -> list[Case]:
         )
     )
 
-    # ------------------------------------------------------------------ mistakes a new user makes
+    # --------------------------------------------------------------- mistakes a new user makes
     def mistake(
         cid: str,
         args: list[str],
@@ -2386,7 +2393,10 @@ def cases() -> list[Case]:
         (0,),
         outputs=("o.safetensors",),
         mentions=("warning: -O weights=nope.pt does nothing here",),
-        note="-O serves scripts looping over encoders of several kinds: one no model reads is a warning, not ignored",
+        note=(
+            "-O serves scripts looping over encoders of several kinds: "
+            "one no model reads is a warning, not ignored"
+        ),
     )
     mistake(
         "data-option-unknown",
@@ -2438,7 +2448,7 @@ def cases() -> list[Case]:
         "anchors-k-over-data", ["anchors", "out.safetensors", "-d", "builtin:test", "-k", "100000"], (1, 2)
     )
 
-    # ------------------------------------------------------------------ every verb doing its job
+    # --------------------------------------------------------------- every verb doing its job
     def verb(
         cid: str,
         args: list[str],
@@ -2533,7 +2543,8 @@ def select(all_cases: list[Case], only: list[str], ids: list[str]) -> list[Case]
             name = CLASSES.get(part, part)
             if name not in CLASSES.values():
                 raise SystemExit(
-                    f"error: unknown class {part!r}; choose from {', '.join(f'{k}={v}' for k, v in CLASSES.items())}"
+                    f"error: unknown class {part!r}; "
+                    f"choose from {', '.join(f'{k}={v}' for k, v in CLASSES.items())}"
                 )
             wanted.add(name)
     chosen = [

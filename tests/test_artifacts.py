@@ -76,7 +76,8 @@ def test_describe_reads_the_header_without_torch(tiny_zoo):
 
 
 def test_every_tensor_starts_at_a_multiple_of_its_element_size(tmp_path):
-    """safetensors' own layout (widest dtype first, then by name): its round-trip test asserts this alignment."""
+    """safetensors' own layout (widest dtype first, then by name): its round-trip test asserts this
+    alignment."""
     import json
     import struct
 

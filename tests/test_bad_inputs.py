@@ -984,8 +984,8 @@ def test_every_writing_verb_checks_its_output_before_reading_any_input(verb, cli
     "verb", ["anchors", "train", "encode", "fit", "stitch", "eval-matrix", "report", "compare"]
 )
 def test_no_verb_writes_over_one_of_its_own_inputs_even_with_force(verb, cli, tmp_path):
-    """Every input a reference names (a data file behind tensors:/csv:, a checkpoint, the default anchor file, a
-    report) is refused as an output, --force or not, before any work; the input is left as it was."""
+    """Every input a reference names (a data file behind tensors:/csv:, a checkpoint, the default anchor file,
+    a report) is refused as an output, --force or not, before any work; the input is left as it was."""
     zoo = Path(__file__).resolve().parent.parent / "checkpoints"
     for name in ("cnn-rel-s0.encoder.safetensors", "cnn-rel-s1.decoder.safetensors", "anchors.safetensors"):
         (tmp_path / name).write_bytes((zoo / name).read_bytes())
@@ -1052,7 +1052,8 @@ def test_an_output_beside_a_folders_inputs_may_be_replaced_but_not_the_inputs(cl
     line = one_line_error(cli("anchors", images, "--data", data, "-k", "3", "--force"), 1)
     assert "is both an input and an output" in line and images.name in line
     assert images.read_bytes() == before
-    # a model folder's own safetensors (no relstitch metadata) stays an input; an imagefolder root's files are not read
+    # a model folder's own safetensors (no relstitch metadata) stays an input; an imagefolder root's files are
+    # not read
     save_file({"w": torch.zeros(2)}, tmp_path / "d" / "model.safetensors")
     (tmp_path / "d" / "config.json").write_text('{"model_type": "bert"}')  # hf: reads its config: an input
     for name in ("r.csv", "r.md", "r.html"):  # report forms no folder source reads: earlier outputs

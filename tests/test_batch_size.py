@@ -1,4 +1,5 @@
-"""``--batch-size auto``: the default on the CPU, a probed power of two that fits the card on CUDA; bad sizes refused."""
+"""``--batch-size auto``: the default on the CPU, a probed power of two that fits the card on CUDA; bad sizes
+refused."""
 
 from __future__ import annotations
 

@@ -13,7 +13,8 @@ from relstitch.io.artifacts import read_header
 
 
 def twice(cli, *args: object, outputs: list[Path]) -> list[bytes]:
-    """Run one command twice (``--force``), returning the bytes of ``outputs`` after each run, checked equal."""
+    """Run one command twice (``--force``), returning the bytes of ``outputs`` after each run, checked
+    equal."""
     runs = []
     for _ in range(2):
         result = cli(*args, "--force")

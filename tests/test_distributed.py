@@ -79,8 +79,14 @@ from relstitch.streaming import encode_to_file
 
 group = from_env("cpu")
 try:
-    encode_to_file(load_encoder(sys.argv[1]), load_anchors(sys.argv[2]), load_dataset("builtin:test", limit=50), sys.argv[3],
-                   batch_size=0, group=group)
+    encode_to_file(
+        load_encoder(sys.argv[1]),
+        load_anchors(sys.argv[2]),
+        load_dataset("builtin:test", limit=50),
+        sys.argv[3],
+        batch_size=0,
+        group=group,
+    )
 except RelstitchError as exc:
     print(f"rank {group.rank}: {exc}")
     sys.exit(1)
@@ -90,7 +96,8 @@ finally:
 
 
 def test_a_batch_size_refused_on_rank_0_stops_every_rank(tmp_path):
-    """The size is decided on rank 0 and broadcast: its refusal must reach the other ranks, not leave them waiting."""
+    """The size is decided on rank 0 and broadcast: its refusal must reach the other ranks, not leave them
+    waiting."""
     script = tmp_path / "ranks.py"
     script.write_text(RANK_SCRIPT)
     out = tmp_path / "e.safetensors"

@@ -1,4 +1,5 @@
-"""The experiments' own helpers (experiments/): spaCy's string hash, the dictionary reader, RESULTS.md blocks."""
+"""The experiments' own helpers (experiments/): spaCy's string hash, the dictionary reader, RESULTS.md
+blocks."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def test_murmurhash64a_covers_every_tail_length() -> None:
 def test_results_block_replaces_only_its_own_section(tmp_path: Path) -> None:
     page = tmp_path / "RESULTS.md"
     page.write_text(
-        "# title\n\n<!-- a:start -->\nold a\n<!-- a:end -->\n\n<!-- b:start -->\nold b\n<!-- b:end -->\n\ntail\n"
+        "# title\n\n<!-- a:start -->\nold a\n<!-- a:end -->\n\n"
+        "<!-- b:start -->\nold b\n<!-- b:end -->\n\ntail\n"
     )
     common.update_results_md("a", "new a\nsecond line", page)
     text = page.read_text()

@@ -1,8 +1,8 @@
 """``relstitch fit`` with projection options: heads on another projection than the file's, no re-encoding.
 
-The embeddings are the tiny zoo's absolute-trained CNN (seed 0, frozen) on 1,000 built-in training images, written with
-``--normalization l2`` so "the file's own projection" differs from encode's defaults and from the
-projection asked for. Heads are scored through ``eval-matrix`` and ``stitch`` on the other zoo encoders.
+The embeddings are the tiny zoo's absolute-trained CNN (seed 0, frozen) on 1,000 built-in training images,
+written with ``--normalization l2`` so "the file's own projection" differs from encode's defaults and from
+the projection asked for. Heads are scored through ``eval-matrix`` and ``stitch`` on the other zoo encoders.
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ def test_a_head_fitted_with_centering_records_it_and_stitches(
     assert read_header(head).metadata["projection"]["centering"] == "center"
 
     # It was trained on centered vectors computed from the file's latents: on its own training vectors
-    # it scores as the module does on relative_projection(centering="center"), and not on the stored (l2) ones.
+    # it scores as the module does on relative_projection(centering="center"), and not on the stored (l2)
+    # ones.
     space = load_embeddings(embeddings)
     centered = relative_projection(
         space.absolute, space.anchor_absolute, ProjectionConfig(centering="center")
@@ -83,7 +84,8 @@ def test_a_head_fitted_with_centering_records_it_and_stitches(
     assert own["stitched"] is False and own["scores"]["accuracy"] == pytest.approx(by_hand, abs=1e-9)
     assert by_hand > 0.6 and on_stored.float().mean().item() < by_hand
 
-    # eval-matrix feeds it centered vectors from every zoo encoder: the head's own (diagonal) and three stitched.
+    # eval-matrix feeds it centered vectors from every zoo encoder: the head's own (diagonal) and three
+    # stitched.
     report = tmp_path / "matrix.json"
     encoders = [arg for name in tiny_zoo.names for arg in ("-e", str(tiny_zoo.encoder(name)))]
     ok(

@@ -109,7 +109,8 @@ def _write(path: Path, content: bytes) -> Path:
 
 
 def mutations(size_hint: int = 512) -> st.SearchStrategy:
-    """Edits to apply to a file: byte overwrites (mostly in the first ``size_hint`` bytes), a cut, an insertion."""
+    """Edits to apply to a file: byte overwrites (mostly in the first ``size_hint`` bytes), a cut, an
+    insertion."""
     position = st.one_of(st.integers(0, size_hint), st.integers(0, 1 << 20))
     return st.tuples(
         st.lists(st.tuples(position, st.integers(0, 255)), max_size=6),

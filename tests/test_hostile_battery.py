@@ -1,4 +1,5 @@
-"""The hostile-input battery (scripts/hostile_battery.py), its quick classes: code from names and name clashes.
+"""The hostile-input battery (scripts/hostile_battery.py), its quick classes: code from names and name
+clashes.
 
 The battery runs the real CLI in subprocesses, a fresh folder per case; CI runs every class separately
 (``python scripts/hostile_battery.py``). Here only classes 1 (names) and 3 (clash), about a minute.

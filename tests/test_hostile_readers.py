@@ -1,9 +1,10 @@
-"""Hostile readers: files that are not regular files, text without end or without line breaks, labels past the classes.
+"""Hostile readers: files that are not regular files, text without end or without line breaks, labels past
+the classes.
 
-A FIFO blocks ``open()`` until a writer comes and ``/dev/zero`` never ends, so every reader must refuse anything
-but a regular file before opening it (:mod:`relstitch.io.userfiles`), in one line naming the path. The CLI cases run
-in a subprocess with a timeout: a reader that still blocks fails the test instead of hanging the suite. Text is
-read within named limits (patched small here rather than writing gigabytes).
+A FIFO blocks ``open()`` until a writer comes and ``/dev/zero`` never ends, so every reader must refuse
+anything but a regular file before opening it (:mod:`relstitch.io.userfiles`), in one line naming the path.
+The CLI cases run in a subprocess with a timeout: a reader that still blocks fails the test instead of
+hanging the suite. Text is read within named limits (patched small here rather than writing gigabytes).
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ HOSTILE: dict[str, Callable[[Path], Path]] = {"fifo": fifo, "dev-zero": dev_zero
 
 
 def run_cli(*args: object, cwd: Path) -> SimpleNamespace:
-    """``relstitch ARGS`` in a subprocess, killed after TIMEOUT seconds (a hang fails the test, not the suite)."""
+    """``relstitch ARGS`` in a subprocess, killed after TIMEOUT seconds (a hang fails the test, not the
+    suite)."""
     command = [sys.executable, "-m", "relstitch", *map(str, args)]
     try:
         done = subprocess.run(
@@ -95,7 +97,8 @@ def deadline(seconds: int = 10) -> Iterator[None]:
 
 
 def tensors_file(path: Path, labels: torch.Tensor, classes: list[str] | None) -> Path:
-    """A ``tensors:`` data file of 28x28 grey images (the zoo's input shape) with these labels and class names."""
+    """A ``tensors:`` data file of 28x28 grey images (the zoo's input shape) with these labels and class
+    names."""
     x = torch.randint(
         0, 256, (len(labels), 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
     )
@@ -224,7 +227,8 @@ READERS: dict[str, Callable[[Path, Callable[[Path], Path]], tuple[list[object], 
 def test_every_reader_refuses_what_is_not_a_regular_file_at_once(
     reader: str, hostile: str, tmp_path: Path
 ) -> None:
-    """The property: whatever reads a user's file, a FIFO or an endless device there gives one line naming it, now."""
+    """The property: whatever reads a user's file, a FIFO or an endless device there gives one line naming
+    it, now."""
     args, path = READERS[reader](tmp_path, HOSTILE[hostile])
     line = one_line_error(run_cli(*args, cwd=tmp_path))
     assert str(path) in line and NOT_REGULAR in line, line
@@ -234,7 +238,8 @@ def test_every_reader_refuses_what_is_not_a_regular_file_at_once(
 @pytest.mark.slow  # CLI subprocesses
 @pytest.mark.parametrize("hostile", sorted(HOSTILE))
 def test_eval_matrix_refuses_a_hostile_decoder(hostile: str, tmp_path: Path) -> None:
-    """A broken decoder may be a failed column (the run goes on), but the run fails and names the file and why."""
+    """A broken decoder may be a failed column (the run goes on), but the run fails and names the file and
+    why."""
     path = HOSTILE[hostile](tmp_path / "d.decoder.safetensors")
     report = tmp_path / "r.json"
     result = run_cli(

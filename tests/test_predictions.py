@@ -41,7 +41,7 @@ def _stitch_json(cli, *args) -> dict:
     return json.loads(result.stdout)
 
 
-# ------------------------------------------------------------------------------------------ library
+# -------------------------------------------------------------------------------- library
 def test_kept_predictions_are_the_outputs_the_scores_came_from(tiny_zoo, test_data):
     encoder, decoder = (
         load_encoder(tiny_zoo.encoder("cnn-rel-s0")),
@@ -65,7 +65,7 @@ def test_kept_predictions_are_the_outputs_the_scores_came_from(tiny_zoo, test_da
     json.dumps(kept.to_dict())
 
 
-# ------------------------------------------------------------------------------------------ CLI, every path
+# -------------------------------------------------------------------------------- CLI, every path
 def test_relative_pair_to_csv(cli, tmp_path, tiny_zoo):
     out = tmp_path / "p.csv"
     info = _stitch_json(
@@ -231,7 +231,7 @@ def test_reconstruction_per_sample_mse(cli, tmp_path, tiny_zoo, autoencoders):
     assert art.meta["task"]["type"] == "reconstruction" and art.meta["scores"]["mse"] == info["scores"]["mse"]
 
 
-# ------------------------------------------------------------------------------------------ refused before any work
+# -------------------------------------------------------------------------------- refused before any work
 def test_unknown_extension_is_usage_error_before_any_work(cli, tmp_path, tiny_zoo):
     missing = tmp_path / "no-such.encoder.safetensors"  # were any work done, this would be the error
     for name in ("p.json", "p", "p.txt"):
@@ -299,7 +299,8 @@ def test_force_never_replaces_the_default_anchor_file(cli, tmp_path, tiny_zoo):
 
 
 def test_force_never_replaces_a_translations_default_target_encoder(cli, tmp_path, tiny_zoo):
-    # --method procrustes without --target-encoder reads PREFIX.encoder.safetensors beside PREFIX.decoder.safetensors
+    # --method procrustes without --target-encoder reads PREFIX.encoder.safetensors beside
+    # PREFIX.decoder.safetensors
     decoder, target = tmp_path / "own.decoder.safetensors", tmp_path / "own.encoder.safetensors"
     decoder.write_bytes(tiny_zoo.decoder("cnn-abs-s0").read_bytes())
     target.write_bytes(tiny_zoo.encoder("cnn-abs-s0").read_bytes())
@@ -340,7 +341,7 @@ def test_force_never_replaces_a_translations_default_target_encoder(cli, tmp_pat
     )
 
 
-# ------------------------------------------------------------------------------------------ not a safetensors file
+# -------------------------------------------------------------------------------- not a safetensors file
 def _torch_zip(path):
     torch.save({"w": torch.zeros(3)}, path)
 

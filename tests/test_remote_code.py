@@ -41,7 +41,9 @@ from transformers import PretrainedConfig
 class TinyMixConfig(PretrainedConfig):
     model_type = "tinymix"
 
-    def __init__(self, vocab_size=64, hidden_size=24, num_hidden_layers=2, max_position_embeddings=32, **kwargs):
+    def __init__(
+        self, vocab_size=64, hidden_size=24, num_hidden_layers=2, max_position_embeddings=32, **kwargs
+    ):
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
@@ -68,7 +70,8 @@ class MixBlock(nn.Module):
 
     def forward(self, h, mask):
         context = (h * mask).sum(1, keepdim=True) / mask.sum(1, keepdim=True).clamp(min=1)
-        return h + self.down(torch.nn.functional.gelu(self.up(torch.cat([self.norm(h), context.expand_as(h)], -1))))
+        mixed = torch.cat([self.norm(h), context.expand_as(h)], -1)
+        return h + self.down(torch.nn.functional.gelu(self.up(mixed)))
 
 
 class TinyMixModel(PreTrainedModel):
@@ -83,7 +86,8 @@ class TinyMixModel(PreTrainedModel):
         self.post_init()
 
     def forward(self, input_ids, attention_mask=None):
-        mask = (torch.ones_like(input_ids) if attention_mask is None else attention_mask).unsqueeze(-1).float()
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        mask = mask.unsqueeze(-1).float()
         h = self.embed(input_ids) + self.position(torch.arange(input_ids.shape[1], device=input_ids.device))
         for block in self.blocks:
             h = block(h, mask)
@@ -93,7 +97,8 @@ class TinyMixModel(PreTrainedModel):
 
 @pytest.fixture(autouse=True, scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """No network (any socket connect is refused and recorded) and transformers' dynamic modules in a tmp folder."""
+    """No network (any socket connect is refused and recorded) and transformers' dynamic modules in a tmp
+    folder."""
     import transformers.dynamic_module_utils as dynamic
 
     cache = tmp_path_factory.mktemp("hf-modules")
@@ -232,7 +237,8 @@ def test_without_the_flag_every_verb_refuses_in_one_line(
         assert "--trust-remote-code" in line and str(folder) in line and "modeling_tinymix.py" in line, line
         assert "hf.co" not in line and "huggingface" not in line.lower(), line
     assert list(tmp_path.iterdir()) == []
-    # Without --fail-fast a matrix records each failed row in its report, as for any pair error (exit 1 when all failed).
+    # Without --fail-fast a matrix records each failed row in its report, as for any pair error (exit 1 when
+    # all failed).
     one_line_error(cli(*failing[3], "--json", report), code=1)
     pairs = json.loads(report.read_text())["pairs"]
     assert (
@@ -283,7 +289,8 @@ def test_with_the_flag_it_encodes_offline_as_the_model_computes(
     # transformers imported the folder's code from the tmp dynamic-module cache
     assert list(sandbox["cache"].rglob("modeling_tinymix.py"))
 
-    # The vectors are what the custom model object computes on the same texts, mean-pooled over the real tokens.
+    # The vectors are what the custom model object computes on the same texts, mean-pooled over the real
+    # tokens.
     def direct(texts: list[str]) -> torch.Tensor:
         tokens = custom["tokenizer"](texts, padding=True, truncation=True, max_length=32, return_tensors="pt")
         with torch.no_grad():
@@ -303,7 +310,8 @@ def test_with_the_flag_it_encodes_offline_as_the_model_computes(
         space.relative(), relative_projection(samples, anchor_latents, ProjectionConfig()), rtol=0, atol=1e-6
     )
 
-    # stitch and eval-matrix load it with the flag too; the head fitted on it finds its own encoder (the diagonal)
+    # stitch and eval-matrix load it with the flag too; the head fitted on it finds its own encoder (the
+    # diagonal)
     head = tmp_path / "tinymix.decoder.safetensors"
     assert cli("fit", out, "-o", head, "--epochs", "20", "--lr", "3e-3").exit_code == 0
     result = cli(

@@ -1,4 +1,5 @@
-"""Reports: the versioned JSON (schema, determinism, migration), CSV, Markdown, terminal heatmap, HTML in a browser."""
+"""Reports: the versioned JSON (schema, determinism, migration), CSV, Markdown, terminal heatmap, HTML in a
+browser."""
 
 from __future__ import annotations
 
@@ -264,7 +265,8 @@ def test_old_report_is_migrated_and_a_newer_one_refused(tmp_path, cli):
 
 
 def test_inspect_summarises_a_report_and_refuses_other_json(run, cli, tmp_path):
-    """``inspect`` of a JSON report: kind, schema version, the main score and what was scored (an old one migrated)."""
+    """``inspect`` of a JSON report: kind, schema version, the main score and what was scored (an old one
+    migrated)."""
     report = run["report"]
     shown = cli("inspect", run["dir"] / "r.json", "--json")
     assert shown.exit_code == 0, shown.stderr
@@ -432,7 +434,8 @@ def toy_report(first_score: float = 0.9) -> dict:
 
 
 def render(report: dict, width: int, *, by_group: bool = False) -> str:
-    """What a ``width``-column terminal without colour shows (rich pads lines to the table width: stripped)."""
+    """What a ``width``-column terminal without colour shows (rich pads lines to the table width:
+    stripped)."""
     console = Console(file=io.StringIO(), width=width, color_system=None)
     print_report(console, report, by_group=by_group)
     return "\n".join(line.rstrip() for line in console.file.getvalue().splitlines()) + "\n"
@@ -507,7 +510,8 @@ def test_terminal_heatmap_in_a_fixed_width_console_without_colour():
     assert wide == EXPECTED_WIDE, wide
     narrow = render(report, 40)
     assert narrow == EXPECTED_NARROW, narrow
-    # the group pairs only on request (--by-group): after the summary, with its hint gone from the summary's title
+    # the group pairs only on request (--by-group): after the summary, with its hint gone from the summary's
+    # title
     by_group = render(report, 80, by_group=True)
     assert by_group.endswith(EXPECTED_BY_GROUP), by_group
     assert "--by-group" not in by_group and "cnn→mlp" not in wide and "mlp→cnn" not in wide
@@ -655,7 +659,10 @@ def test_one_matrix_per_method_with_controls_next_to_their_method(run, cli, tiny
 
 def test_rendering_a_saved_report_does_not_import_torch(run):
     path = str(run["dir"] / "r.json")
-    code = f"import sys, relstitch.reports as r; r.to_html(r.load_report({path!r})); print('torch' in sys.modules)"
+    code = (
+        f"import sys, relstitch.reports as r; r.to_html(r.load_report({path!r})); "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -711,7 +718,8 @@ def _screenshot(chromium: str, html: Path, png: Path, profile: Path) -> torch.Te
 
 
 def _heat_pixels(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masks of clearly green and clearly red pixels: the two ends of the heat scale (text and borders are grey)."""
+    """Masks of clearly green and clearly red pixels: the two ends of the heat scale (text and borders are
+    grey)."""
     r, g, b = image.unbind(2)
     return (g > r + 30) & (g > b + 30), (r > g + 60) & (r > b + 60)
 
@@ -722,8 +730,8 @@ def test_html_heatmap_renders_in_headless_chromium(run, tmp_path):
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
     image = _screenshot(chromium, run["dir"] / "r.html", tmp_path / "page.png", tmp_path / "profile")
     assert image.shape == (900, 1200, 3)
-    # heatmap cells: green where stitching works (diagonals, relative) and red where absolute stitching collapses;
-    # the colour scale alone has under 2,300 of each, a cell about 1,700
+    # heatmap cells: green where stitching works (diagonals, relative) and red where absolute stitching
+    # collapses; the colour scale alone has under 2,300 of each, a cell about 1,700
     green, red = _heat_pixels(image)
     assert green.sum() > 5000 and red.sum() > 5000, (int(green.sum()), int(red.sum()))
     rows = green.any(dim=1).nonzero()
@@ -736,7 +744,8 @@ def test_html_heatmap_renders_in_headless_chromium(run, tmp_path):
 
 
 def test_reconstruction_report_lower_is_better_and_an_infinite_psnr():
-    """A perfect reconstruction has mse 0 and psnr inf: stored as the string "inf", left out of means, shown as inf."""
+    """A perfect reconstruction has mse 0 and psnr inf: stored as the string "inf", left out of means, shown
+    as inf."""
     h = {n: c * 64 for n, c in (("e0", "a"), ("e1", "b"), ("d0", "c"), ("d1", "d"))}
     encoders = [
         {

@@ -1,5 +1,6 @@
-"""The allocator tuning the CLI applies (relstitch.runtime): applied on glibc, the user's choice wins, and it does
-what it says — freed blocks stay in the process for the next batch instead of going back to the kernel."""
+"""The allocator tuning the CLI applies (relstitch.runtime): applied on glibc, the user's choice wins, and it
+does what it says — freed blocks stay in the process for the next batch instead of going back to the
+kernel."""
 
 from __future__ import annotations
 
@@ -65,7 +66,8 @@ def test_the_users_own_allocator_settings_win(env):
 
 def test_the_cli_applies_it_where_tensors_are_made_and_nowhere_else():
     code = (
-        "import sys, relstitch.runtime as r; from relstitch.cli import app; from typer.testing import CliRunner;"
+        "import sys, relstitch.runtime as r; from relstitch.cli import app; "
+        "from typer.testing import CliRunner;"
         "res = CliRunner().invoke(app, sys.argv[1:]); print(r._applied)"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "RELSTITCH_ALLOCATOR"}

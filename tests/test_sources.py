@@ -32,7 +32,8 @@ from relstitch.errors import RelstitchError, UsageError
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    """Tiny models on a shared CPU: one torch thread avoids OpenMP contention (measured 0.5 vs 74 ms per head step)."""
+    """Tiny models on a shared CPU: one torch thread avoids OpenMP contention (measured 0.5 vs 74 ms per head
+    step)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -77,8 +78,8 @@ def text_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def save_tiny_bert(folder: Path, *, seed: int, hidden: int, words: list[str] | None = None) -> Path:
-    """A randomly initialised BERT and a word-level tokenizer over the test vocabulary (or ``words``, lower case),
-    saved with save_pretrained."""
+    """A randomly initialised BERT and a word-level tokenizer over the test vocabulary (or ``words``, lower
+    case), saved with save_pretrained."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
@@ -342,7 +343,8 @@ def test_hf_models_fall_into_report_groups_by_architecture(
         "bert-b": "hf:bert-L2-H48",
         "a-rel": "hf:bert-L2-H32",
     }
-    # without its own encoder in the matrix, the head's group comes from the architecture its embeddings recorded
+    # without its own encoder in the matrix, the head's group comes from the architecture its embeddings
+    # recorded
     assert groups(berts["b"])["a-rel"] == "hf:bert-L2-H32"
     overridden = groups(
         berts["a"], berts["b"], extra=("--group", "bert-*=bert")

@@ -52,7 +52,8 @@ def widest(lines: list[str]) -> int:
 # --------------------------------------------------------------------------- the shipped main job
 @pytest.fixture(scope="module")
 def main_job() -> dict:
-    """``relstitch eval-matrix`` with no arguments, as a user types it: a subprocess, COLUMNS=100, output piped."""
+    """``relstitch eval-matrix`` with no arguments, as a user types it: a subprocess, COLUMNS=100, output
+    piped."""
     run = subprocess.run(
         [*RELSTITCH, "eval-matrix"],
         cwd=REPO,
@@ -70,7 +71,8 @@ def zoo_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The same run in-process (typer's CliRunner, COLUMNS=100), with its JSON report kept."""
     out = tmp_path_factory.mktemp("zoo") / "r.json"
     with pytest.MonkeyPatch.context() as mp:
-        # rich reads COLUMNS when a Console is made: one made now, whatever COLUMNS the test runner had at import
+        # rich reads COLUMNS when a Console is made: one made now, whatever COLUMNS the test runner had at
+        # import
         mp.setenv("COLUMNS", str(COLUMNS))
         mp.setattr("relstitch.cli.console", Console())
         result = CliRunner().invoke(
@@ -354,8 +356,8 @@ def test_progress_shows_on_a_terminal(tmp_path):
 
 
 def test_every_long_verb_draws_progress():
-    """The verbs that run an encoder or train pass the CLI's progress callback down (see the report to the lead
-    for stitch and anchors --space-encoder, whose library calls take no callback yet)."""
+    """The verbs that run an encoder or train pass the CLI's progress callback down (see the report to the
+    lead for stitch and anchors --space-encoder, whose library calls take no callback yet)."""
     tree = ast.parse((REPO / "relstitch" / "cli.py").read_text())
     uses = {
         node.name

@@ -366,7 +366,8 @@ def test_eval_matrix_cli_reports_methods_and_the_control(cli, tmp_path):
 
 
 def test_translation_scaling_reaches_the_fit_from_stitch_and_eval_matrix(cli, tmp_path, zoo_run):
-    """--translation-scaling is the library's ``scaling``: the CLI's scores equal the library's for that scaling."""
+    """--translation-scaling is the library's ``scaling``: the CLI's scores equal the library's for that
+    scaling."""
     anchors, data, spaces = zoo_run
     decoder = load_decoder(ZOO / "cnn-abs-s0.decoder.safetensors")
     target = spaces["cnn-abs-s0"].anchor_absolute

@@ -43,7 +43,8 @@ def _pair_text(report: dict, encoder: str, decoder: str, method: str, metric: st
 
 
 def assert_cells_match_pairs(report: dict) -> int:
-    """Every cell of every matrix (JSON values, Markdown, terminal) shows exactly its pair; returns the cells seen."""
+    """Every cell of every matrix (JSON values, Markdown, terminal) shows exactly its pair; returns the cells
+    seen."""
     metric = report["main_metric"]
     for role in ("encoders", "decoders"):
         names = [item["name"] for item in report[role]]

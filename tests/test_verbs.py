@@ -480,8 +480,8 @@ except RelstitchError as exc:
 
 @pytest.mark.parametrize("gz", [True, False], ids=["gzip", "plain"])
 def test_idx_header_announcing_gigabytes_over_a_short_body_costs_only_the_body(tmp_path, gz):
-    """Fuzzing found it: read(declared size) allocated all 8 GB a header announced before the short body showed.
-    Under a 6 GB address-space cap the reader must still say 'truncated', not die of MemoryError."""
+    """Fuzzing found it: read(declared size) allocated all 8 GB a header announced before the short body
+    showed. Under a 6 GB address-space cap the reader must still say 'truncated', not die of MemoryError."""
     import subprocess
     import sys
 

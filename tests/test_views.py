@@ -38,7 +38,8 @@ def write_png(image: torch.Tensor, path: Path) -> None:
 
 
 def _write_split(folder: Path, split: str, count: int) -> Path:
-    """``count`` built-in images as PNG files and a JSONL file naming them, with two caption views and the label."""
+    """``count`` built-in images as PNG files and a JSONL file naming them, with two caption views and the
+    label."""
     data = load_dataset(f"builtin:{split}", limit=count)
     (folder / split).mkdir()
     rows = []
@@ -54,7 +55,8 @@ def _write_split(folder: Path, split: str, count: int) -> Path:
 
 @pytest.fixture(scope="module")
 def captioned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """``jsonl:`` references of 600 training and 300 test images with captions ``en`` (default) and ``tag``."""
+    """``jsonl:`` references of 600 training and 300 test images with captions ``en`` (default) and
+    ``tag``."""
     folder = tmp_path_factory.mktemp("captioned")
     return {
         split: f"jsonl:{_write_split(folder, split, n)}#image=file,text=en,tag"
@@ -64,7 +66,8 @@ def captioned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def caption_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random BERT whose vocabulary holds every word of the captions (lower-cased, split like its tokenizer)."""
+    """A tiny random BERT whose vocabulary holds every word of the captions (lower-cased, split like its
+    tokenizer)."""
     from tokenizers import pre_tokenizers
 
     split = pre_tokenizers.Whitespace().pre_tokenize_str
@@ -199,7 +202,8 @@ def test_each_encoder_reads_its_own_modality_and_mismatches_fail_in_one_line(
     bert, bert_tag = load_encoder_ref(f"hf:{caption_bert}"), load_encoder_ref(f"hf:{caption_bert}#view=tag")
     assert inputs_for(cnn, data) is data.x and inputs_for(cnn, anchors) is anchors.inputs
     assert inputs_for(bert, data) is data.views and inputs_for(bert, anchors) is anchors.views
-    # the text encoder embeds exactly the captions, in sample order: its latents are those of the caption strings
+    # the text encoder embeds exactly the captions, in sample order: its latents are those of the caption
+    # strings
     space = encode(bert_tag, anchors, data)
     direct = bert_tag.embed_batch(TextViews({"tag": data.views.view("tag")[:5]}))
     assert torch.allclose(space.absolute[:5], direct, atol=1e-5)
@@ -208,7 +212,8 @@ def test_each_encoder_reads_its_own_modality_and_mismatches_fail_in_one_line(
     assert encode(cnn, anchors, data).dataset["read"] == {"modality": "image"}
     # anchors picked in a text encoder's space (its caption embeddings) still carry the images and every view
     in_text_space = select_anchors(data, 10, "kmeans", seed=0, space_encoder=bert)
-    # (which captions k-means picks depends on the random BERT's init, i.e. on the transformers release: not asserted)
+    # (which captions k-means picks depends on the random BERT's init, i.e. on the transformers release: not
+    # asserted)
     tags = data.views.view("tag")
     assert len(set(in_text_space.ids.tolist())) == 10
     assert in_text_space.views.view("tag") == [tags[i] for i in in_text_space.ids.tolist()]
@@ -401,7 +406,8 @@ def test_stitching_across_modalities_end_to_end(
         pairs[("caption-bert", "cnn-head")]["stitched"]
         and not pairs[("caption-bert", "bert-head")]["stitched"]
     )
-    # a translation maps the captions' latents into the CNN's space on the anchors (each side embeds its modality)
+    # a translation maps the captions' latents into the CNN's space on the anchors (each side embeds its
+    # modality)
     mapped = next(
         p
         for p in doc["pairs"]

@@ -46,7 +46,8 @@ def _last_bias(path: Path) -> str:
 
 
 def _poisoned(path: Path, value: float, count: int, out: Path) -> tuple[Path, str]:
-    """A relstitch checkpoint saved by relstitch itself (its hash matches) with ``count`` weights set to ``value``."""
+    """A relstitch checkpoint saved by relstitch itself (its hash matches) with ``count`` weights set to
+    ``value``."""
     loaded = load_encoder(path) if ".encoder." in path.name else load_decoder(path)
     name, weight = next((n, p) for n, p in loaded.module.named_parameters() if p.numel() >= count)
     with torch.no_grad():
@@ -141,7 +142,8 @@ def test_a_tampered_encoder_is_refused_naming_both_hashes(cli, tmp_path):
 
 
 def test_a_checkpoint_without_a_recorded_hash_still_loads(tmp_path):
-    """Files written before the hash was recorded carry none: nothing to verify, they load (schema: optional)."""
+    """Files written before the hash was recorded carry none: nothing to verify, they load (schema:
+    optional)."""
     header = read_header(DECODER)
     old = tmp_path / DECODER.name
     old.write_bytes(

@@ -4,7 +4,8 @@
 ``PATH`` or ``relstitch:PATH``     a relstitch encoder checkpoint (or an embeddings file, read as precomputed)
 ``hf:DIR``                         a Hugging Face ``transformers`` model saved in a local folder (text)
 ``torchvision:NAME``               a torchvision architecture with a local weights file (images)
-``python:pkg.mod:function``        any ``torch.nn.Module`` a Python function builds, ``function(k=v)`` for kwargs
+``python:pkg.mod:function``        any ``torch.nn.Module`` a Python function builds, ``function(k=v)``
+                                   for kwargs
 ``embeddings:FILE``                vectors computed elsewhere: a relstitch embeddings file, no encoder to run
 =================================  ==========================================================================
 

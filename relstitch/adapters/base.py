@@ -60,7 +60,8 @@ def parse_options(text: str) -> dict[str, Any]:
 def _coerce(key: str, value: Any) -> Any:
     if key == "trust_remote_code":
         raise UsageError(
-            "remote code is enabled only by the --trust-remote-code flag (trust_remote_code=True), not an option"
+            "remote code is enabled only by the --trust-remote-code flag (trust_remote_code=True), "
+            "not an option"
         )
     if key not in OPTION_TYPES:
         close = difflib.get_close_matches(key, OPTION_TYPES, n=1)
@@ -103,7 +104,8 @@ def parse_call(locator: str) -> tuple[str, dict[str, Any]]:
     )
     try:
         call = ast.parse(f"f({args}", mode="eval").body
-        # checked with if, not assert: under python -O an assert vanishes and build(3, width=8) would drop the 3
+        # checked with if, not assert: under python -O an assert vanishes and build(3, width=8) would
+        # drop the 3
         if not isinstance(call, ast.Call) or call.args or any(kw.arg is None for kw in call.keywords):
             raise refused
         kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords if kw.arg}
@@ -221,7 +223,8 @@ def check_options_apply(refs: Sequence[str | os.PathLike[str]], options: Mapping
             readers = sorted(kind + ":" for kind, source in MODEL_SOURCES.items() if key in source.reads)
             warnings.warn(
                 RelstitchWarning(
-                    f"-O {key}={value} does nothing here: no model given is a {' or '.join(readers) or 'kind that reads it'}"
+                    f"-O {key}={value} does nothing here: no model given is a "
+                    f"{' or '.join(readers) or 'kind that reads it'}"
                     f" reference (given: {', '.join(sorted(kinds))})"
                 ),
                 stacklevel=2,
@@ -229,7 +232,8 @@ def check_options_apply(refs: Sequence[str | os.PathLike[str]], options: Mapping
 
 
 def _source_of(ref: str | os.PathLike[str]) -> tuple[str, ModelSource, str, dict[str, Any]]:
-    """The kind, source, locator and own ``#options`` of a reference; a ``Path`` is a relstitch file, unparsed."""
+    """The kind, source, locator and own ``#options`` of a reference; a ``Path`` is a relstitch file,
+    unparsed."""
     if isinstance(ref, os.PathLike):  # a file: its name is never read as a kind, options or a call
         return "relstitch", MODEL_SOURCES["relstitch"], os.fspath(ref), {}
     text, fragment = split_fragment(ref)

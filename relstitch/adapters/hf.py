@@ -72,7 +72,8 @@ class TextEncoder(Encoder):
 
     def embed_batch(self, raw_batch: Any) -> torch.Tensor:
         tokens = self.prepare(raw_batch)
-        # Tokenizers add token_type_ids that custom (remote-code) models often do not take: pass only what forward reads.
+        # Tokenizers add token_type_ids that custom (remote-code) models often do not take: pass only what
+        # forward reads.
         feed = tokens if self._takes is None else {k: v for k, v in tokens.items() if k in self._takes}
         hidden: torch.Tensor = self.module(**feed)[0]  # last hidden state [B, T, H]
         if self.pooling == "cls":
@@ -166,8 +167,8 @@ def _load_hf(locator: str, opts: SourceOptions) -> TextEncoder:
         raise RelstitchError(f"cannot read config.json: {first_line(exc)}", path=config_file) from None
     code = _remote_code(folder, config)
     if code and not opts.trust_remote_code:
-        # Refused here, before transformers sees the folder: its own refusal is a long, Hub-worded message and,
-        # on a terminal, an interactive prompt.
+        # Refused here, before transformers sees the folder: its own refusal is a long, Hub-worded message
+        # and, on a terminal, an interactive prompt.
         raise RelstitchError(
             f"the model runs Python code shipped in its folder ({', '.join(code)}, named by auto_map)",
             path=folder,
@@ -183,7 +184,8 @@ def _load_hf(locator: str, opts: SourceOptions) -> TextEncoder:
 
     common = {"local_files_only": True, "trust_remote_code": opts.trust_remote_code}
     shown, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()  # relstitch reports what matters itself: no loading bars or load reports
+    # relstitch reports what matters itself: no loading bars or load reports
+    hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     try:
         model_class: Any = AutoModel
@@ -193,8 +195,9 @@ def _load_hf(locator: str, opts: SourceOptions) -> TextEncoder:
             else None
         )
         if code and isinstance(custom_class, str):
-            # The folder's own class, imported by the hash of its code. Through AutoModel, a second folder whose
-            # configuration code matches an earlier one's would get that earlier folder's model class in this process.
+            # The folder's own class, imported by the hash of its code. Through AutoModel, a second folder
+            # whose configuration code matches an earlier one's would get that earlier folder's model class
+            # in this process.
             from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
             model_class = get_class_from_dynamic_module(custom_class, str(folder), local_files_only=True)
@@ -221,8 +224,8 @@ def _load_hf(locator: str, opts: SourceOptions) -> TextEncoder:
         model.pooler = None
     elif missing:
         raise RelstitchError(
-            f"the weights lack {len(missing)} tensor(s) the model needs ({', '.join(missing[:4])}): they would be "
-            "random",
+            f"the weights lack {len(missing)} tensor(s) the model needs ({', '.join(missing[:4])}): "
+            "they would be random",
             path=folder,
             hint="save the complete model with save_pretrained",
         )

@@ -78,7 +78,8 @@ def stitch_precomputed(
     """Score ``decoder`` on precomputed vectors (``stitch embeddings:FILE DECODER``).
 
     ``dataset``, when given, must be the data the vectors were computed on; reconstruction decoders
-    need it (they score against the images). ``keep_predictions`` as in :func:`relstitch.stitching.evaluate_pair`.
+    need it (they score against the images). ``keep_predictions`` as in
+    :func:`relstitch.stitching.evaluate_pair`.
     """
     from ..stitching import evaluate_pair
 

@@ -1,4 +1,5 @@
-"""``python:package.module:function(key=value)``: any ``torch.nn.Module`` a Python function the user names builds.
+"""``python:package.module:function(key=value)``: any ``torch.nn.Module`` a Python function the user
+names builds.
 
 Only the reference the user typed is imported (a file name or metadata never is): naming the function is
 the user's explicit choice to run it. Keyword arguments are literals, read with ``ast.literal_eval``.

@@ -1,4 +1,5 @@
-"""Image models that are plain ``nn.Module``s: ``torchvision:NAME`` and the latent tap they share with ``python:``.
+"""Image models that are plain ``nn.Module``s: ``torchvision:NAME`` and the latent tap they share with
+``python:``.
 
 A network's latent is one layer's activation (:class:`LatentTap`): by default the input of its classifier
 (``fc``/``classifier``/``heads``/``head``), so the pooled features, as the paper takes them. Weights come
@@ -34,7 +35,8 @@ class _Tapped(Exception):
 
 
 def _to_vector(out: Any) -> torch.Tensor:
-    """Model output → ``[B, D]``: first element of tuples, 4-d maps average-pooled, anything else flattened."""
+    """Model output → ``[B, D]``: first element of tuples, 4-d maps average-pooled, anything else
+    flattened."""
     if isinstance(out, Mapping):
         out = next(iter(out.values()))
     if isinstance(out, list | tuple):
@@ -48,7 +50,8 @@ def _to_vector(out: Any) -> torch.Tensor:
 
 
 class LatentTap(nn.Module):
-    """Wrap a network so its forward returns one layer's activation (``NAME`` output, ``NAME:input`` input)."""
+    """Wrap a network so its forward returns one layer's activation (``NAME`` output, ``NAME:input``
+    input)."""
 
     def __init__(self, model: nn.Module, layer: str | None) -> None:
         super().__init__()
@@ -114,7 +117,8 @@ def fit_weights(model: nn.Module, path: str | Path, what: str) -> None:
     own = model.state_dict()
     try:
         check_shapes(own, state, what)
-        # Foreign files: a float→float cast is allowed (half-precision releases are common), a change of kind is not.
+        # Foreign files: a float→float cast is allowed (half-precision releases are common), a change of
+        # kind is not.
         check_weights(
             own,
             state,

@@ -34,8 +34,9 @@ class Dataset:
     x: torch.Tensor | TextViews
     y: torch.Tensor
     classes: list[str]
-    # Position of each sample in its source split. Left out (None), __post_init__ numbers the samples 0..N-1, so
-    # the attribute is always a tensor: typed as one, and the default is the only None it ever holds.
+    # Position of each sample in its source split. Left out (None), __post_init__ numbers the samples
+    # 0..N-1, so the attribute is always a tensor: typed as one, and the default is the only None it ever
+    # holds.
     ids: torch.Tensor = field(default=None)  # type: ignore[assignment]  # filled in by __post_init__
     modality: str = "image"
     views: TextViews | None = None  # captions parallel to image ``x``; None for text data (``x`` is the text)
@@ -96,7 +97,8 @@ CAPTION_VIEW = "caption"
 
 
 def with_class_captions(dataset: Dataset, template: str) -> Dataset:
-    """``dataset`` with a text view ``caption``: ``template`` with ``{}`` replaced by each sample's class name.
+    """``dataset`` with a text view ``caption``: ``template`` with ``{}`` replaced by each sample's class
+    name.
 
     Weak supervision, said wherever it is used: such a caption names the label, so a text encoder reading
     it sees the class. It tests whether two modalities' spaces line up, not whether captions describe images.

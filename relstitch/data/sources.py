@@ -1,6 +1,6 @@
 """Where data comes from: one registry of data source kinds, each named ``kind:locator[#option=value,...]``.
 
-============================================  ==================================================================
+============================================  ================================================================
 ``builtin:train`` / ``builtin:test``          the stratified Fashion-MNIST subset inside the package (6,000 /
                                               1,000 images, 28x28 uint8, MIT licence)
 ``idx:DIR[:train|test]`` or ``DIR``           a folder of (optionally gzipped) MNIST-style IDX files, such as
@@ -10,7 +10,7 @@
 ``jsonl:FILE[#text=COL[,COL...],label=COL]``  one JSON object per line; each text column is a parallel view
 ``csv:FILE[#text=COL[,COL...],label=COL]``    a CSV file with a header row; same options
 ``jsonl:FILE#image=COL,text=COL[,size=H,W]``  images (paths relative to FILE) with parallel captions (csv too)
-============================================  ==================================================================
+============================================  ================================================================
 
 Text columns become named views (``text=en,fr`` gives views ``en`` and ``fr``, ``en`` the default) so
 anchors picked from them are parallel. ``label=none`` reads unlabelled text (anchors only). With an
@@ -224,7 +224,8 @@ def _text_dataset(
     missing = [c for c in needed if c not in columns]
     if missing:
         raise RelstitchError(
-            f"{kind} file has no column(s) {', '.join(map(repr, missing))} (it has {', '.join(map(repr, columns))})",
+            f"{kind} file has no column(s) {', '.join(map(repr, missing))} "
+            f"(it has {', '.join(map(repr, columns))})",
             path=path,
             hint=f"name the columns: {kind}:{path}#text=COLUMN,label=COLUMN",
         )
@@ -290,7 +291,8 @@ def load_jsonl(locator: str) -> Dataset:
 
 @DATA_SOURCES.register("csv")
 def load_csv(locator: str) -> Dataset:
-    """Text (one or more parallel columns) and labels from a CSV file with a header row; ``image=COL`` as jsonl."""
+    """Text (one or more parallel columns) and labels from a CSV file with a header row; ``image=COL`` as
+    jsonl."""
     path, opts = _options(locator, "csv", TABLE_OPTIONS)
     try:
         with text_lines(
@@ -338,7 +340,8 @@ def load_tensors(locator: str) -> Dataset:
         )
     if x.ndim < 2 or y.ndim != 1 or len(x) != len(y) or y.is_floating_point():
         raise RelstitchError(
-            f"x {tuple(x.shape)} and y {tuple(y.shape)} {y.dtype} do not fit: need N samples and N integer labels",
+            f"x {tuple(x.shape)} and y {tuple(y.shape)} {y.dtype} do not fit: "
+            "need N samples and N integer labels",
             path=path,
         )
     y = y.long()
@@ -408,7 +411,8 @@ def read_images(files: list[Path], size: list[int] | None, reference: str) -> to
     images = []
     for file in files:
         try:
-            # Opened here, not by PIL from the path: a FIFO named like an image would block PIL's open forever.
+            # Opened here, not by PIL from the path: a FIFO named like an image would block PIL's open
+            # forever.
             with open_regular(file) as handle, Image.open(handle) as image:
                 image.load()
                 images.append(image.copy())
@@ -439,7 +443,8 @@ def read_images(files: list[Path], size: list[int] | None, reference: str) -> to
 
 
 def _pop_captions(reference: str) -> tuple[str, str | None]:
-    """``REF#captions=T[,k=v]`` → (``REF[#k=v]``, ``T``): the option every image source takes, read here once."""
+    """``REF#captions=T[,k=v]`` → (``REF[#k=v]``, ``T``): the option every image source takes, read here
+    once."""
     head, fragment = split_fragment(reference)
     # Taken raw, up to the next ",KEY=": a template is prose (commas and spaces are kept as written).
     found = re.search(r"(?:^|,)\s*captions=(.*?)(?=,\s*[A-Za-z_][\w-]*=|$)", fragment)

@@ -1,4 +1,5 @@
-"""Text inputs: parallel named views (``en``/``fr``) that index like a tensor, stored as UTF-8 bytes + offsets.
+"""Text inputs: parallel named views (``en``/``fr``) that index like a tensor, stored as UTF-8 bytes +
+offsets.
 
 A text dataset's ``x`` and a text anchor set's ``inputs`` are :class:`TextViews`. Indexing with a tensor
 of positions or a slice returns another :class:`TextViews` with every view subset alike, so the code

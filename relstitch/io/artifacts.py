@@ -1,8 +1,8 @@
 """relstitch files: safetensors with JSON metadata under ``relstitch.*`` keys.
 
-Five kinds of file: ``anchors``, ``encoder``, ``decoder``, ``embeddings``
-and ``predictions`` (``stitch --predictions``). Each carries ``relstitch.kind`` and ``relstitch.version`` plus the metadata needed to
-refuse a wrong combination. Headers are read and validated in pure Python (no torch import), so
+Five kinds of file: ``anchors``, ``encoder``, ``decoder``, ``embeddings`` and ``predictions``
+(``stitch --predictions``). Each carries ``relstitch.kind`` and ``relstitch.version`` plus the metadata
+needed to refuse a wrong combination. Headers are read and validated in pure Python (no torch import), so
 ``relstitch inspect`` is instant and a hostile header is rejected before any tensor is touched.
 """
 
@@ -137,7 +137,8 @@ _TORCH_HINT = (
 
 
 def not_safetensors(path: Path, detail: str) -> RelstitchError:
-    """The error for a file that is not safetensors at all, saying what it looks like when that is cheap to tell.
+    """The error for a file that is not safetensors at all, saying what it looks like when that is cheap
+    to tell.
 
     Every reader of relstitch files goes through :func:`read_header`, so ``inspect``, ``stitch``,
     ``encode``... all say the same thing. ``detail`` (the raw header length, say) is shown only when the
@@ -150,7 +151,8 @@ def not_safetensors(path: Path, detail: str) -> RelstitchError:
 
 
 def _sniff(path: Path) -> tuple[str | None, str]:
-    """What a non-safetensors file looks like, from its first bytes (and a zip's table of contents), and the fix."""
+    """What a non-safetensors file looks like, from its first bytes (and a zip's table of contents), and
+    the fix."""
     try:
         start = read_head(path, 4096)
     except (OSError, RelstitchError):
@@ -270,14 +272,16 @@ def _check_coverage(p: Path, spans: list[tuple[int, int]], data_size: int) -> No
         end = stop
     if end != data_size:
         raise RelstitchError(
-            f"corrupt safetensors file (tensors cover {end} of its {data_size} data bytes: truncated or padded)",
+            f"corrupt safetensors file (tensors cover {end} of its {data_size} data bytes: "
+            "truncated or padded)",
             path=p,
         )
 
 
 def check_kind(header: Header, expected: str | tuple[str, ...]) -> str:
     """Refuse a file that is not a relstitch file of the expected kind, is from a newer relstitch, or whose
-    metadata does not follow its kind's schema (:func:`relstitch.io.metadata_schema.check_metadata`); return the kind."""
+    metadata does not follow its kind's schema (:func:`relstitch.io.metadata_schema.check_metadata`);
+    return the kind."""
     return check_metadata(header.metadata, expected, header.path)
 
 

@@ -50,7 +50,8 @@ def check_output(path: str | os.PathLike[str], *, force: bool) -> Path:
 
 
 def _stat(path: Path) -> os.stat_result | None:
-    """``os.stat``, None when nothing is there; any other OS error (a name too long, a symlink loop) is one line."""
+    """``os.stat``, None when nothing is there; any other OS error (a name too long, a symlink loop) is
+    one line."""
     try:
         return os.stat(path)
     except FileNotFoundError:

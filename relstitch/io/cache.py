@@ -44,7 +44,8 @@ def cache_path(
     dataset: Dataset,
     dtype: torch.dtype | None = None,
 ) -> Path:
-    """Where the embeddings of ``encoder`` on ``anchors`` and ``dataset`` (encoded in ``dtype``) live in ``folder``."""
+    """Where the embeddings of ``encoder`` on ``anchors`` and ``dataset`` (encoded in ``dtype``) live in
+    ``folder``."""
     precision = str(dtype).removeprefix("torch.") if dtype is not None else "float32"
     return (
         Path(folder)

@@ -48,7 +48,8 @@ def one_of(*values: str) -> Type:
 
 @dataclass(frozen=True)
 class Key:
-    """One metadata key (without the ``relstitch.`` prefix): its type, whether it is required, what it means."""
+    """One metadata key (without the ``relstitch.`` prefix): its type, whether it is required, what it
+    means."""
 
     name: str
     type: Type
@@ -177,7 +178,8 @@ def check_metadata(metadata: dict[str, Any], expected: str | tuple[str, ...], pa
         )
     if version > FORMAT_VERSION:
         raise RelstitchError(
-            f"{kind} file written by a newer relstitch (format {version}, this one reads up to {FORMAT_VERSION})",
+            f"{kind} file written by a newer relstitch "
+            f"(format {version}, this one reads up to {FORMAT_VERSION})",
             path=path,
             hint="upgrade relstitch",
         )
@@ -195,14 +197,16 @@ def _check_keys(values: dict[str, Any], keys: tuple[Key, ...], kind: str, prefix
         if key.name not in values:
             if key.required:
                 raise RelstitchError(
-                    f"corrupt {kind} file: {prefix}{key.name} ({key.meaning}) is missing, expected {key.type.name}",
+                    f"corrupt {kind} file: {prefix}{key.name} ({key.meaning}) is missing, "
+                    f"expected {key.type.name}",
                     path=path,
                 )
             continue
         value = values[key.name]
         if not key.type.test(value):
             raise RelstitchError(
-                f"corrupt {kind} file: {prefix}{key.name} ({key.meaning}) is {_describe(value)}, expected {key.type.name}",
+                f"corrupt {kind} file: {prefix}{key.name} ({key.meaning}) is {_describe(value)}, "
+                f"expected {key.type.name}",
                 path=path,
             )
 

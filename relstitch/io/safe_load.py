@@ -32,7 +32,8 @@ _GLOBAL_IN_ERROR = re.compile(r"GLOBAL ([\w.]+)")
 
 
 def load_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Tensors of a weights file (``.safetensors``, ``.pt``, ``.pth``, ``.bin``), loaded on CPU without pickle code.
+    """Tensors of a weights file (``.safetensors``, ``.pt``, ``.pth``, ``.bin``), loaded on CPU without
+    pickle code.
 
     Raises :class:`RelstitchError` for a missing, corrupt or unsafe file; the message of an unsafe
     pickle names the globals it wanted to import.

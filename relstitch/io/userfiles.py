@@ -119,7 +119,8 @@ def _too_large(path: str | os.PathLike[str], limit: int, what: str) -> Relstitch
 
 
 def read_bytes(path: str | os.PathLike[str], *, limit: int, what: str) -> bytes:
-    """The whole of a regular file, refused (unread) past ``limit`` bytes; ``what`` names it in the message."""
+    """The whole of a regular file, refused (unread) past ``limit`` bytes; ``what`` names it in the
+    message."""
     with open_regular(path) as handle:
         if os.fstat(handle.fileno()).st_size > limit:
             raise _too_large(path, limit, what)
@@ -141,7 +142,8 @@ def read_text(path: str | os.PathLike[str], *, limit: int, what: str) -> str:
 
 
 def read_head(path: str | os.PathLike[str], size: int) -> bytes:
-    """The first ``size`` bytes (fewer if the file is shorter) of a regular file: for telling what a file is."""
+    """The first ``size`` bytes (fewer if the file is shorter) of a regular file: for telling what a file
+    is."""
     with open_regular(path) as handle:
         return handle.read(size)
 
@@ -196,9 +198,9 @@ def _lines(
 
 
 def check_folder_files(folder: str | os.PathLike[str]) -> None:
-    """Refuse a FIFO, device or socket directly inside ``folder``, for a library that opens the folder's files by
-    path itself (transformers on an ``hf:`` model folder). Subfolders, and entries that cannot be stat'ed (a
-    broken link), are left to that library, which says what it needs."""
+    """Refuse a FIFO, device or socket directly inside ``folder``, for a library that opens the folder's
+    files by path itself (transformers on an ``hf:`` model folder). Subfolders, and entries that cannot be
+    stat'ed (a broken link), are left to that library, which says what it needs."""
     for entry in sorted(Path(folder).iterdir()):
         try:
             mode = entry.stat().st_mode

@@ -51,8 +51,9 @@ def write_reports(
     metric: str | None = None,
     force: bool = False,
 ) -> list[str]:
-    """Write ``report`` in each format of ``outputs`` (``{"json": PATH, "md": PATH, ...}``, None skipped), each
-    file atomically; returns the paths written. The same bytes as :func:`render` gives for that format."""
+    """Write ``report`` in each format of ``outputs`` (``{"json": PATH, "md": PATH, ...}``, None skipped),
+    each file atomically; returns the paths written. The same bytes as :func:`render` gives for that
+    format."""
     from ..io.atomic import atomic_write  # noqa: PLC0415
 
     written = []

@@ -169,7 +169,8 @@ def mean_std(row: dict[str, Any] | None) -> str:
 
 
 def group_label(pair: tuple[str, str], names: dict[str, str] | None = None) -> str:
-    """``cnn→mlp`` (``all`` for the pooled pair), each group through ``names`` (see :func:`group_names`) when given."""
+    """``cnn→mlp`` (``all`` for the pooled pair), each group through ``names`` (see :func:`group_names`)
+    when given."""
     if pair == (ALL, ALL):
         return ALL
     names = names or {}
@@ -184,7 +185,8 @@ def short_group(name: str) -> str:
     """A group label for people: the architecture and its depth, without the model source or the width.
 
     ``hf:bert-L6-H384`` → ``bert-L6``, ``torchvision:resnet18`` → ``resnet18``,
-    ``python:pkg.models:small_cnn`` → ``small_cnn``; ``cnn`` and labels given with ``--group`` stay as they are.
+    ``python:pkg.models:small_cnn`` → ``small_cnn``; ``cnn`` and labels given with ``--group`` stay as
+    they are.
     """
     for prefix in _SOURCE_PREFIXES:
         if name.startswith(prefix) and len(name) > len(prefix):
@@ -231,7 +233,8 @@ def renamed_note(report: dict[str, Any]) -> str | None:
 
 
 def failure_notes(failed: list[tuple[str, str, str]]) -> tuple[dict[tuple[str, str], int], list[str]]:
-    """Number each distinct failure reason once: ``{(encoder, decoder): n}`` and one ``✗n where: reason`` line each.
+    """Number each distinct failure reason once: ``{(encoder, decoder): n}`` and one ``✗n where: reason``
+    line each.
 
     A decoder that cannot load fails a whole column with one reason: one line, not one per row.
     """

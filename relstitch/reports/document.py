@@ -78,7 +78,8 @@ def crosses_space(pair: dict[str, Any]) -> bool:
 
 
 def setting_of(pair: dict[str, Any]) -> str:
-    """not stitched (the diagonal), stitched, or stitched across bottlenecks (neither the method nor its control)."""
+    """not stitched (the diagonal), stitched, or stitched across bottlenecks (neither the method nor its
+    control)."""
     if not pair["stitched"]:
         return "not stitched"
     return "stitched (cross-space)" if pair["cross_space"] else "stitched"
@@ -101,7 +102,8 @@ def check_groups(groups: list[tuple[str, str]], names: list[str]) -> None:
     for pattern, group in groups:
         if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
             raise UsageError(
-                f"--group {pattern}={group} matches no encoder or decoder; names are: {', '.join(sorted(set(names)))}"
+                f"--group {pattern}={group} matches no encoder or decoder; "
+                f"names are: {', '.join(sorted(set(names)))}"
             )
 
 
@@ -146,7 +148,8 @@ def label_checkpoints(
 
 # ------------------------------------------------------------------------------------ derived parts
 def _methods(pairs: list[dict[str, Any]]) -> list[str]:
-    """Methods present: the main method first, the others as first seen, each control right after its method."""
+    """Methods present: the main method first, the others as first seen, each control right after its
+    method."""
     base: dict[str, str] = {}
     for p in pairs:
         # a control is reported as "<method>-null" (matrix._label); it sorts with the method it controls
@@ -188,7 +191,8 @@ def _aggregate(
     methods: list[str],
     metrics: list[str],
 ) -> list[dict[str, Any]]:
-    """Mean ± sample std per (method, setting, encoder group → decoder group, metric), plus the pooled ``all``."""
+    """Mean ± sample std per (method, setting, encoder group → decoder group, metric), plus the pooled
+    ``all``."""
     egroup = {e["name"]: e["group"] for e in encoders}
     dgroup = {d["name"]: d["group"] for d in decoders}
     buckets: dict[tuple[str, str, str, str, str], list[float]] = {}
@@ -273,7 +277,8 @@ def _assemble(
     for role, items in (("encoders", encoders), ("decoders", decoders)):
         names = [item["name"] for item in items]
         shared = sorted({n for n in names if names.count(n) > 1})
-        if shared:  # the matrices are keyed by name: one name for two checkpoints would show one's score as the other's
+        # the matrices are keyed by name: one name for two checkpoints would show one's score as the other's
+        if shared:
             raise RelstitchError(
                 f"the report names two {role} {shared[0]!r}, so its matrices cannot tell them apart",
                 hint="run eval-matrix again: it now tells checkpoints that share a name apart",

@@ -39,7 +39,8 @@ BOLD, NUM = (
 CELL_W, CELL_H, CHAR_W = 64, 30, 7.2  # px; CHAR_W approximates a 12 px sans-serif glyph for label space
 
 CSS = """
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #1b1b1b; background: #fff; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #1b1b1b; \
+background: #fff; }
 h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 24px 0 8px; }
 .score { font-size: 15px; margin: 0 0 12px; } .muted { color: #555; }
 .maps { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
@@ -117,7 +118,8 @@ def colour_bar_svg(scale: Scale, metric: str) -> str:
         f'<stop offset="{t:.2f}" stop-color="{_rgb(heat_rgb(t))}"/>' for t in (0, 0.25, 0.5, 0.75, 1)
     )
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="320" height="38" role="img" aria-label="colour scale">'
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="320" height="38" '
+        'role="img" aria-label="colour scale">'
         f'<defs><linearGradient id="scale">{stops}</linearGradient></defs>'
         f'<rect x="0" y="0" width="320" height="14" fill="url(#scale)"/>'
         f'<text x="0" y="30">{escape(fmt(worst))} (worse)</text>'
@@ -149,7 +151,8 @@ def to_html(report: dict[str, Any], metric: str | None = None) -> str:
     if score["value"] is not None:
         body.append(
             f'<p class="score">Main score: {escape(score["metric"])} {arrow(score["direction"])} '
-            f"<b>{escape(fmt(score['value']))}</b>, mean over {score['n']} stitched {escape(str(score['method']))} pairs.</p>"
+            f"<b>{escape(fmt(score['value']))}</b>, mean over {score['n']} stitched "
+            f"{escape(str(score['method']))} pairs.</p>"
         )
     body.append(
         f'<h2>Matrices: {escape(metric)} {arrow(direction_of(report, metric))}</h2><div class="maps">'
@@ -160,15 +163,16 @@ def to_html(report: dict[str, Any], metric: str | None = None) -> str:
     body.append("</div>")
     body.append(f"<p>{colour_bar_svg(scale, metric)}</p>")
     body.append(
-        '<p class="muted">Rows: encoders; columns: decoders; outlined and * = not stitched (the decoder\'s own '
-        "encoder); ✗ = failed. One colour scale for every method.</p>"
+        '<p class="muted">Rows: encoders; columns: decoders; outlined and * = not stitched '
+        "(the decoder's own encoder); ✗ = failed. One colour scale for every method.</p>"
     )
     if (renamed := renamed_note(report)) is not None:
         body.append(f'<p class="muted">{escape(renamed)}</p>')
     if report["aggregate"]:  # empty when every pair failed
         columns = group_pairs(report, metric)
         body.append(
-            f"<h2>Aggregated: {escape(metric)} {arrow(direction_of(report, metric))}, mean ± std over pairs</h2>"
+            f"<h2>Aggregated: {escape(metric)} {arrow(direction_of(report, metric))}, "
+            "mean ± std over pairs</h2>"
         )
         body.append(
             _table(
@@ -181,7 +185,8 @@ def to_html(report: dict[str, Any], metric: str | None = None) -> str:
             )
         )
         body.append(
-            '<p class="muted">Columns: encoder group → decoder group; std is the sample std (n − 1) over pairs.</p>'
+            '<p class="muted">Columns: encoder group → decoder group; '
+            "std is the sample std (n − 1) over pairs.</p>"
         )
     if report["failed_pairs"]:
         body.append("<h2>Failed pairs</h2>")
@@ -200,7 +205,8 @@ def to_html(report: dict[str, Any], metric: str | None = None) -> str:
         ["data", f"{data['name']}, {data['size']} samples, sha256 {data.get('hash')}"],
         [
             "anchors",
-            f"{anchors['count']} {anchors.get('strategy')} (seed {anchors.get('seed')}), {anchors.get('path')}, "
+            f"{anchors['count']} {anchors.get('strategy')} (seed {anchors.get('seed')}), "
+            f"{anchors.get('path')}, "
             f"sha256 {anchors.get('hash')}",
         ],
         ["metrics", ", ".join(f"{m} {arrow(v['direction'])}" for m, v in report["metrics"].items())],

@@ -67,7 +67,8 @@ def _fits(header: list[str], rows: list[list[str]], width: int | None) -> bool:
 
 
 def packed(entries: list[str], width: int | None) -> list[str]:
-    """Legend entries side by side in aligned columns, as many per line as ``width`` holds (one per line without a width)."""
+    """Legend entries side by side in aligned columns, as many per line as ``width`` holds (one per line
+    without a width)."""
     if not entries:
         return []
     column = max(cell_len(e) for e in entries) + 2
@@ -139,7 +140,8 @@ def matrix_table(
     tables = []
     for n, chunk in enumerate(chunks):
         heading = title if n == 0 else f"{title} (continued)"
-        # at least as wide as its title (within the width), so that rich does not wrap the title over two lines
+        # at least as wide as its title (within the width), so that rich does not wrap the title over two
+        # lines
         table = Table(
             title=heading, title_justify="left", min_width=min(cell_len(heading), width or cell_len(heading))
         )
@@ -250,8 +252,8 @@ def _plain_table(title: str, header: list[str], body: list[list[str]], *, numeri
 
 
 def aggregate_table(report: dict[str, Any], metric: str | None = None, *, width: int | None = None) -> Group:
-    """The breakdown by group (``--by-group``): method × setting rows, a column per encoder group → decoder group
-    (``all`` pools them), groups shown by their short names.
+    """The breakdown by group (``--by-group``): method × setting rows, a column per encoder group → decoder
+    group (``all`` pools them), groups shown by their short names.
 
     When that does not fit in ``width``, the same numbers come one group pair per row instead, and on
     a very narrow screen as plain lines.

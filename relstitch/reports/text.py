@@ -109,7 +109,8 @@ def _provenance(report: dict[str, Any]) -> list[str]:
         f"- data: `{data['name']}`, {data['size']} samples, sha256 `{(data.get('hash') or '–')[:16]}`",
         f"- anchors: {anchors['count']} {anchors.get('strategy') or '?'} (seed {anchors.get('seed')}), "
         f"`{anchors.get('path')}`, sha256 `{(anchors.get('hash') or '–')[:16]}`",
-        f"- config: batch size {cfg['batch_size']}, device {cfg['device']}, {cfg['dtype']}, limit {cfg['limit'] or 'none'}, "
+        f"- config: batch size {cfg['batch_size']}, device {cfg['device']}, {cfg['dtype']}, "
+        f"limit {cfg['limit'] or 'none'}, "
         f"methods {', '.join(cfg['methods'])}; projection {projections}",
         f"- environment: Python {env['python']}, {packages}; {env['platform']}",
         f"- run: {run['date']}; `{shlex.join(run['command'])}`",
@@ -120,7 +121,8 @@ def _provenance(report: dict[str, Any]) -> list[str]:
 
 
 def to_markdown(report: dict[str, Any], metric: str | None = None) -> str:
-    """The report as Markdown: one heatmap-less matrix per method, the aggregated table, failures, provenance."""
+    """The report as Markdown: one heatmap-less matrix per method, the aggregated table, failures,
+    provenance."""
     metric = choose_metric(report, metric)
     up = arrow(direction_of(report, metric))
     data = report["dataset"]
@@ -128,8 +130,8 @@ def to_markdown(report: dict[str, Any], metric: str | None = None) -> str:
     out = [f"# relstitch report: {report['task']} on `{data['name']}` ({data['size']} samples)", ""]
     if score["value"] is not None:
         out += [
-            f"**Main score:** {score['metric']} {arrow(score['direction'])} **{fmt(score['value'])}**, mean over "
-            f"{score['n']} stitched {score['method']} pairs.",
+            f"**Main score:** {score['metric']} {arrow(score['direction'])} **{fmt(score['value'])}**, "
+            f"mean over {score['n']} stitched {score['method']} pairs.",
             "",
         ]
     if (renamed := renamed_note(report)) is not None:
