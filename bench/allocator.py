@@ -88,8 +88,11 @@ def forward(n: int, rounds: int) -> None:
 
 def command(rounds: int) -> None:
     relstitch = Path(sys.executable).with_name("relstitch")
+    # Real data needs its anchors named (the command refuses to pair it with the zoo's by default); the
+    # zoo's anchor file keeps the workload what it always was.
+    anchors = ["--anchors", str(REPO / "checkpoints" / "anchors.safetensors")]
     data = (
-        ["--data", str(FASHION)]
+        ["--data", str(FASHION), *anchors]
         if (FASHION / "train-images-idx3-ubyte.gz").exists() or FASHION.is_dir()
         else []
     )

@@ -1,41 +1,42 @@
 """Does the speed machinery earn its place on real-size encoders? \
-Four pieces, each against itself switched off.
+Four pieces, each measured on real architectures.
 
     .venv/bin/python bench/machinery.py          # 8-10 minutes on 2 quiet vCPUs (longer when others load it)
     .venv/bin/python bench/machinery.py --quick  # ~4 min: smaller N, fewer repeats, no 1-thread writer rows
     .venv/bin/python bench/machinery.py --parts matrix,writer --json m.json
 
-The four pieces were added for speed and measured on the shipped CNN/MLP zoo (microseconds per image).
-Here the encoders are real architectures with random weights, nothing downloaded, loaded the way a user
-loads them (``relstitch.adapters.load_encoder_ref``):
+Four pieces were added for speed and measured on the shipped CNN/MLP zoo (microseconds per image); two
+of them (the eval-matrix pipeline and encode's writer thread) were removed after this bench showed they
+did not pay here, and its pieces 1 and 2 now measure what they could still win. The encoders are real
+architectures with random weights, nothing downloaded, loaded the way a user loads them
+(``relstitch.adapters.load_encoder_ref``):
 
 - ``torchvision:resnet18`` (two seeds) and ``torchvision:resnet50``, ``#weights=FILE`` (a safetensors file of
   ``torchvision.models.resnetXX(weights=None)``'s random init), fed the built-in Fashion-MNIST images as
   3-channel ``--resize`` (default 64x64: the full networks, at a resolution this CPU can run in seconds;
   a larger resolution only makes each forward pass dearer, which shrinks every fixed cost measured here);
+  ``resnet50-224`` is the same ResNet-50 at its native 224x224 (batch sweep only);
 - ``hf:DIR``: a ``transformers.BertModel`` of ``BertConfig()``'s shape (768 wide, 12 heads, FFN 3072,
   30,522-token vocabulary) with ``--bert-layers`` of its 12 layers (default 4), random weights, saved with
   ``save_pretrained`` beside a word-level tokenizer, read at 128 tokens (sentences of ~150 words).
 
 Pieces, each a ratio of two runs in this process (or of subprocesses run alternately), never a bare time:
 
-1. ``matrix``: ``eval_matrix(workers=1)`` (pipelined: a worker thread scores row i while encoder i+1
-   encodes) / ``workers=0`` (serial), 3 encoders x ``--heads`` relative heads, torch at 1 and 2 threads,
-   interleaved. Also the serial run's scoring share (1 - encode_seconds/total_seconds): the most a
-   pipeline could hide.
-2. ``writer``: ``encode_to_file`` as shipped (projection + writes on the writer thread) / the same
-   function with the writer thread switched off (``StreamWriter(background=False)`` swapped in for the
-   run: every ``submit`` then runs inline, the same code on the caller's thread), and / a bare loop of
+1. ``matrix``: ``eval_matrix``, 3 encoders x ``--heads`` relative heads, torch at 1 and 2 threads: its
+   total time / its encoding time (``timings``). The excess over 1 is the scoring (and loading) share,
+   the most that overlapping scoring with the next encoder could save.
+2. ``writer``: ``encode_to_file`` (projection and writes on the caller's thread) / a bare loop of
    ``encoder.embed_batch`` over the same batches (the unavoidable work), torch at 2 threads (as the
-   ``relstitch`` command runs on this machine) and 1.
+   ``relstitch`` command runs on this machine) and 1: the excess is all a writer thread could hide.
 3. ``allocator``: wall time of the ``relstitch encode`` command (a subprocess, start-up included) with the
    tuning / with ``RELSTITCH_ALLOCATOR=system``, alternating, median of ``--rounds`` each; and the same
    for ``relstitch inspect`` and ``relstitch report``.
-4. ``batch``: samples/s of relstitch's encode loop (``iter_embed``) at batch 32 ... 512 over the same 512
-   samples, resnet50 and a BERT of ``--sweep-bert-layers`` layers at 128 tokens, relative to batch 256 (the
-   CPU's ``--batch-size auto``), with the peak resident growth and minor page faults per sample of each,
-   every model in a fresh process (allocator tuned, as the command runs); and, for contrast, the shipped
-   CNN over 6,000 images (best of 5 passes).
+4. ``batch``: samples/s of relstitch's encode loop (``iter_embed``) at each of ``--batches`` (and at the
+   size ``--batch-size auto`` picks), over the same samples, relative to that pick and to batch 256 (the
+   CPU's fixed size before ``auto`` probed), with the peak resident growth and minor page faults per
+   sample of each, every model in a fresh process (allocator tuned, as the command runs): resnet50 (and
+   resnet50-224 over fewer samples) and a BERT of ``--sweep-bert-layers`` layers at 128 tokens; and the
+   shipped CNN over 6,000 images (best of 5 passes).
 
 Before each part the script prints the 1-minute load average, and after it how many cores *other*
 processes used meanwhile (the machine's busy CPU time from /proc/stat minus this process's and its
@@ -246,6 +247,8 @@ def prepare(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
         weights = folder / f"{name}.safetensors"
         save_file(getattr(torchvision.models, arch)(weights=None).state_dict(), str(weights))
         refs[name] = f"torchvision:{arch}#weights={weights},resize={size},name={name}"
+    refs["resnet50-224"] = f"torchvision:resnet50#weights={folder / 'resnet50.safetensors'},resize=224,224"
+    refs["resnet50-224"] += ",name=resnet50-224"
     image_anchors = folder / "image-anchors.safetensors"
     save_anchors(select_anchors(load_dataset("builtin:train"), args.k, "stratified", seed=0), image_anchors)
 
@@ -365,51 +368,32 @@ def piece_matrix(setup: dict[str, Any], args: argparse.Namespace) -> None:
         torch.set_num_threads(threads)
 
         def measure() -> dict[str, Any]:
-            results: dict[int, Any] = {}
-            cpu: dict[int, list[float]] = {0: [], 1: []}
-
-            def run(workers: int) -> None:
-                start = time.process_time()
-                results[workers] = eval_matrix(refs, heads, anchors, dataset, batch_size=256, workers=workers)
-                cpu[workers].append(time.process_time() - start)
-                failed = [p for p in results[workers].pairs if p.error]
+            runs = []
+            for _ in range(args.repeats):
+                result = eval_matrix(refs, heads, anchors, dataset, batch_size=256)
+                failed = [p for p in result.pairs if p.error]
                 assert not failed, f"pairs failed: {failed[0].error}"
-
-            times = rounds_of({"pipelined": lambda: run(1), "serial": lambda: run(0)}, args.repeats, warmup=0)
-            serial = results[0].timings
-            return {
-                "times": times,
-                "cpu": cpu,
-                "share": 1 - serial["encode_seconds"] / serial["total_seconds"],
-            }
+                runs.append(result.timings)
+            return {"timings": min(runs, key=lambda t: t["total_seconds"])}
 
         got = quiet(measure)
-        times, cpu, share = got["times"], got["cpu"], got["share"]
-        best_p, best_s = min(times["pipelined"]), min(times["serial"])
+        total, encoding = got["timings"]["total_seconds"], got["timings"]["encode_seconds"]
         report(
-            f"eval-matrix pipelined / serial, torch {threads} thread(s)",
+            f"eval-matrix total / its encoding, torch {threads} thread(s)",
             workload_text,
-            best_p,
-            best_s,
-            "eval_matrix(workers=0), interleaved; best of each",
+            total,
+            encoding,
+            "the same run's encode_seconds (loading + encoding); best of each run",
             higher_is_better=False,
-            extra={
-                "pipelined s": _fmt(times["pipelined"]),
-                "serial s": _fmt(times["serial"]),
-                "CPU s pipelined/serial": f"{min(cpu[1]):.1f}/{min(cpu[0]):.1f}",
-                "scoring share of the serial run": f"{share:.4f}",
-                "load": got["load"],
-                "other cores": got["others"],
-            },
+            extra={"load": got["load"], "other cores": got["others"]},
         )
         SUMMARY.append(
             (
-                "1. eval-matrix pipeline",
+                "1. eval-matrix scoring share",
                 f"{threads} torch thread(s); {workload_text}",
-                f"{best_p / best_s:.3f}",
-                "pipelined/serial time (< 1: the pipeline pays); "
-                f"scoring is {100 * share:.2f} % of the serial "
-                f"run, the most it could hide; CPU s {min(cpu[1]):.1f}/{min(cpu[0]):.1f}",
+                f"{total / encoding:.4f}",
+                f"total/encoding time: scoring is {100 * (1 - encoding / total):.2f} % of the run, the most "
+                f"overlapping it with the next encoder could save; {total:.2f} s",
                 _noise(got),
             )
         )
@@ -420,21 +404,9 @@ def _noise(got: dict[str, Any]) -> str:
     return f"{got['load']:.1f} / {got['others']:.2f}"
 
 
-# ------------------------------------------------------------------------------ 2. writer thread
+# ------------------------------------------------------------------------------ 2. encode vs bare
 def piece_writer(setup: dict[str, Any], args: argparse.Namespace) -> None:
     import torch
-
-    import relstitch.streaming as streaming
-
-    shipped = streaming.StreamWriter
-
-    class Inline(shipped):  # the writer thread switched off: submit() runs each batch's work inline
-        def __init__(self, *a: Any, background: bool = False, **kw: Any) -> None:
-            super().__init__(*a, background=False, **kw)
-
-        @classmethod
-        def attach(cls, *a: Any, background: bool = False, **kw: Any) -> streaming.StreamWriter:
-            return shipped.attach(*a, background=False, **kw)
 
     out = setup["folder"] / "writer.safetensors"
     for model, n, batch in (
@@ -442,38 +414,24 @@ def piece_writer(setup: dict[str, Any], args: argparse.Namespace) -> None:
         ("resnet50", args.writer_n // 2, 128),
         ("bert", args.text_n, 32),
     ):
-        _writer_rows(setup, args, model, n, batch, out, shipped, Inline)
+        _writer_rows(setup, args, model, n, batch, out)
     out.unlink(missing_ok=True)
     torch.set_num_threads(args.threads_default)
 
 
 def _writer_rows(
-    setup: dict[str, Any],
-    args: argparse.Namespace,
-    model: str,
-    n: int,
-    batch: int,
-    out: Path,
-    shipped: type,
-    inline_writer: type,
+    setup: dict[str, Any], args: argparse.Namespace, model: str, n: int, batch: int, out: Path
 ) -> None:
     import torch
 
-    import relstitch.streaming as streaming
     from relstitch.encoding import inputs_for
+    from relstitch.streaming import encode_to_file
 
     encoder, anchors, dataset = workload(setup, model, n)
     x_anchors, x_data = inputs_for(encoder, anchors), inputs_for(encoder, dataset)
 
-    def threaded() -> None:
-        streaming.encode_to_file(encoder, anchors, dataset, out, batch_size=batch, force=True)
-
-    def inline() -> None:
-        streaming.StreamWriter = inline_writer
-        try:
-            streaming.encode_to_file(encoder, anchors, dataset, out, batch_size=batch, force=True)
-        finally:
-            streaming.StreamWriter = shipped
+    def encode() -> None:
+        encode_to_file(encoder, anchors, dataset, out, batch_size=batch, force=True)
 
     @torch.inference_mode()
     def bare() -> None:
@@ -483,40 +441,31 @@ def _writer_rows(
 
     for threads in args.writer_threads:
         torch.set_num_threads(threads)
-        got = quiet(
-            lambda: {
-                "times": rounds_of(
-                    {"threaded": threaded, "inline": inline, "bare": bare}, args.repeats, warmup=1
-                )
-            }
-        )
+        got = quiet(lambda: {"times": rounds_of({"encode": encode, "bare": bare}, args.repeats, warmup=1)})
         times = got["times"]
         best = {k: min(v) for k, v in times.items()}
         what = f"{model}, N={n} + k={len(anchors)}, batch {batch}, torch {threads} thread(s)"
         report(
-            f"encode writer thread on / off ({model}, {threads} thr)",
+            f"encode / bare forward loop ({model}, {threads} thr)",
             what,
-            best["threaded"],
-            best["inline"],
-            "encode_to_file with StreamWriter(background=False): projection and writes inline",
+            best["encode"],
+            best["bare"],
+            "encoder.embed_batch over the same batches, no projection, no file",
             higher_is_better=False,
             extra={
-                "threaded s": _fmt(times["threaded"]),
-                "inline s": _fmt(times["inline"]),
+                "encode s": _fmt(times["encode"]),
                 "bare s": _fmt(times["bare"]),
-                "threaded/bare": f"{best['threaded'] / best['bare']:.3f}",
-                "samples/s": f"{(n + len(anchors)) / best['threaded']:.1f}",
+                "samples/s": f"{(n + len(anchors)) / best['encode']:.1f}",
                 "load": got["load"],
                 "other cores": got["others"],
             },
         )
         SUMMARY.append(
             (
-                "2. encode writer thread",
+                "2. encode / bare forward",
                 what,
-                f"{best['threaded'] / best['inline']:.3f}",
-                "thread/inline time (< 1: it pays); "
-                f"encode/bare embed loop {best['threaded'] / best['bare']:.3f}",
+                f"{best['encode'] / best['bare']:.3f}",
+                "encode_to_file / bare embed_batch loop time: the excess is all a writer thread could hide",
                 _noise(got),
             )
         )
@@ -684,13 +633,14 @@ def _sweep(setup: dict[str, Any], args: argparse.Namespace, model: str) -> None:
     small = (
         model == "cnn"
     )  # the shipped CNN, for contrast: 6 us an image, so many samples and the best of 5 passes
+    n = 6000 if small else args.sweep_n_224 if model.endswith("-224") else args.sweep_n
     job = {
         "ref": setup["refs"][model],
         "anchors": str(setup["text_anchors" if model.startswith("bert") else "image_anchors"]),
         "text": str(setup["text"]),
         "model": model,
-        "n": 6000 if small else args.sweep_n,
-        "batches": args.batches,
+        "n": n,
+        "batches": [b for b in args.batches if b <= n],  # a larger batch is the same single batch
         "threads": args.threads_default,
         "passes": 5 if small else 1,
     }
@@ -710,12 +660,13 @@ def _sweep(setup: dict[str, Any], args: argparse.Namespace, model: str) -> None:
     rates = {int(b): r for b, r in got["rates"].items()}
     growth = {int(b): g for b, g in got["growth"].items()}
     faults = {int(b): f for b, f in got["faults"].items()}
-    auto, name = got["auto"], got["name"]
-    ref = rates.get(auto) or rates[max(rates)]
-    what = f"{name}, N={job['n']}, torch {args.threads_default} threads; auto picks {auto}"
-    for batch in args.batches:
+    auto, name, probe_s = got["auto"], got["name"], got["probe_s"]
+    batches = sorted(rates)
+    ref = rates[auto]
+    what = f"{name}, N={n}, torch {args.threads_default} threads; auto picks {auto}"
+    for batch in batches:
         report(
-            f"batch {batch} / batch {auto} samples/s ({name})",
+            f"batch {batch} / batch {auto} (auto) samples/s ({name})",
             what,
             1 / rates[batch],
             1 / ref,
@@ -728,18 +679,25 @@ def _sweep(setup: dict[str, Any], args: argparse.Namespace, model: str) -> None:
                 "other cores": got["others"],
             },
         )
+    # The probe's cost against encoding these N samples at the size it picks.
+    probe_share = probe_s * ref / n
+    vs = " ".join(f"{ref / rates[b]:.2f}x batch {b}" for b in (128, 256) if b in rates and b != auto)
     SUMMARY.append(
         (
-            "4. --batch-size auto (CPU: 256)",
+            "4. --batch-size auto (CPU: probe)",
             what,
-            " / ".join(f"{rates[b] / ref:.2f}" for b in args.batches),
-            "samples/s at batch " + " / ".join(map(str, args.batches)) + f" relative to {auto}; "
-            "samples/s "
-            + " / ".join(f"{rates[b]:.1f}" for b in args.batches)
+            " / ".join(f"{rates[b] / ref:.2f}" for b in batches),
+            "samples/s at batch "
+            + " / ".join(map(str, batches))
+            + f" relative to auto's {auto}"
+            + (f" (auto = {vs})" if vs else "")
+            + "; samples/s "
+            + " / ".join(f"{rates[b]:.1f}" for b in batches)
             + "; peak growth MB "
-            + " / ".join(f"{growth[b]:.0f}" for b in args.batches)
+            + " / ".join(f"{growth[b]:.0f}" for b in batches)
             + "; minor page faults per sample "
-            + " / ".join(f"{faults[b]:.0f}" for b in args.batches),
+            + " / ".join(f"{faults[b]:.0f}" for b in batches)
+            + f"; the probe {1000 * probe_s:.0f} ms, {100 * probe_share:.1f} % of encoding these N at {auto}",
             _noise(got),
         )
     )
@@ -747,8 +705,9 @@ def _sweep(setup: dict[str, Any], args: argparse.Namespace, model: str) -> None:
 
 def sweep_child(job: dict[str, Any]) -> None:
     """In a fresh process (allocator tuned, as the relstitch command runs): samples/s, peak resident growth
-    and minor page faults per sample of relstitch's encode loop at each batch size, ascending (a larger batch
-    never finds memory a smaller one left behind)."""
+    and minor page faults per sample of relstitch's encode loop at each batch size (the job's and the one
+    ``auto`` picks), ascending (a larger batch never finds memory a smaller one left behind); and the
+    time ``auto``'s probe takes."""
     configure_threads()
     import torch
 
@@ -763,13 +722,15 @@ def sweep_child(job: dict[str, Any]) -> None:
     }
     encoder, _anchors, dataset = workload(setup, job["model"], job["n"])
     x = inputs_for(encoder, dataset)
-    auto = resolve_batch_size("auto", encoder, x)
     for _ in iter_embed(
         encoder, x[:8], batch_size=8
-    ):  # first-call costs outside the sweep, little memory touched
+    ):  # first-call costs outside the sweep and the probe, little memory touched
         pass
+    start = time.perf_counter()
+    auto = resolve_batch_size("auto", encoder, x)
+    probe_s = time.perf_counter() - start
     rates, growth, faults = {}, {}, {}
-    for batch in job["batches"]:
+    for batch in sorted({*job["batches"], auto}):
         base = reset_peak_rss()
         flt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         for repeat in range(job["passes"]):  # the best pass; faults and growth of the first
@@ -781,7 +742,16 @@ def sweep_child(job: dict[str, Any]) -> None:
                 faults[batch] = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt) / len(dataset)
                 growth[batch] = peak_rss() - base
     print(
-        json.dumps({"rates": rates, "growth": growth, "faults": faults, "auto": auto, "name": encoder.name})
+        json.dumps(
+            {
+                "rates": rates,
+                "growth": growth,
+                "faults": faults,
+                "auto": auto,
+                "probe_s": probe_s,
+                "name": encoder.name,
+            }
+        )
     )
 
 
@@ -798,8 +768,8 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=6)
     parser.add_argument(
         "--sweep-models",
-        default="resnet50,bert-sweep,cnn",
-        help="batch sweep models: resnet50, resnet18, bert-sweep, bert, cnn (the shipped CNN, for contrast)",
+        default="resnet50,resnet50-224,bert-sweep,cnn",
+        help="batch sweep models: resnet50, resnet50-224, resnet18, bert-sweep, bert, cnn (the shipped CNN)",
     )
     parser.add_argument(
         "--quiet-cores",
@@ -811,6 +781,7 @@ def main() -> None:
         "--max-wait", type=float, default=90, help="seconds to wait for quiet before each row"
     )
     parser.add_argument("--retries", type=int, default=1, help="how often a disturbed row is measured again")
+    parser.add_argument("--batches", help="batch sweep sizes, comma-separated (default 8 ... 512)")
     parser.add_argument("--json")
     parser.add_argument(
         "--sweep-child", help=argparse.SUPPRESS
@@ -826,7 +797,9 @@ def main() -> None:
     args.text_n = 32 if q else 64
     args.cmd_n, args.cmd_text_n = (800, 64) if q else (2000, 128)
     args.sweep_n = 256 if q else 512
-    args.batches = [32, 64, 128, 256] if q else [32, 64, 128, 256, 512]
+    args.sweep_n_224 = 32 if q else 64
+    default_batches = [16, 32, 64, 128, 256] if q else [8, 16, 32, 64, 128, 256, 512]
+    args.batches = [int(b) for b in args.batches.split(",")] if args.batches else default_batches
     args.repeats = 1 if q else 2
     args.rounds = 3
     args.writer_threads = [2] if q else [2, 1]

@@ -7,11 +7,8 @@ every head's pass over the inputs it reads, each as a bare loop over the same ba
 matrix takes <= 1.15 x that). Baseline 2, the naive loop: ``stitch`` for every (encoder, decoder) pair,
 which encodes the data and the anchors again each time (target: >= D/2 times slower than the matrix).
 
-The matrix runs with its default (``workers=None``): with ``BENCH_THREADS=1`` on two or more cores that
-is pipelined (a worker thread scores encoder i's row while encoder i+1 encodes), so it may use a second
-core where the floor uses one. The serial matrix (``workers=0``) is measured against the same floor on
-its own row, and both rows give the CPU seconds (all threads) of the matrix and of the floor, so the
-work done is visible beside the wall time. Both sides run under ``tune_allocator()``, as the CLI does.
+The row gives the CPU seconds (all threads) of the matrix and of the floor beside the wall time. Both
+sides run under ``tune_allocator()``, as the CLI does.
 """
 
 from __future__ import annotations
@@ -45,7 +42,7 @@ def main() -> None:
     from relstitch.data import load_dataset
     from relstitch.encoding import encode
     from relstitch.errors import RelstitchError
-    from relstitch.matrix import eval_matrix, pipeline_pays
+    from relstitch.matrix import eval_matrix
     from relstitch.stitching import decoder_inputs, stitch
 
     zoo = REPO / "checkpoints"
@@ -72,29 +69,30 @@ def main() -> None:
                 for s in range(0, len(inputs), 1024):
                     decoder.module(inputs[s : s + 1024])
 
-    def matrix(workers: int | None = None) -> None:
-        eval_matrix(encoder_paths, decoders, anchors, dataset, batch_size=B, workers=workers)
+    def matrix() -> None:
+        eval_matrix(encoder_paths, decoders, anchors, dataset, batch_size=B)
 
     shapes = (
         f"{len(encoder_paths)} encoders x {len(decoders)} decoders, N={len(dataset)} ({args.data}), "
         f"k={len(anchors)}, batch {B}"
     )
     floor_is = "sum of bare encoder passes (anchors + data) and head passes over the same batches, one thread"
-    # The default (workers=None) is what the CLI runs: pipelined here when BENCH_THREADS leaves a core free.
-    for workers, name in (
-        (None, "eval-matrix vs its passes"),
-        (0, "eval-matrix serial (workers=0) vs its passes"),
-    ):
-        ours, bare = interleaved(lambda w=workers: matrix(w), floor, repeats=args.repeats)
-        extra = {
-            "pipelined": workers is None and pipeline_pays(),
-            "matrix_cpu_s": round(cpu_seconds(lambda w=workers: matrix(w), args.repeats), 4),
-            "floor_cpu_s": round(cpu_seconds(floor, args.repeats), 4),
-            "allocator_tuned": tuned,
-        }
-        report(name, shapes, ours, bare, floor_is, target="<= 1.15", higher_is_better=False, extra=extra)
-        if workers is None:
-            default_s = ours
+    ours, bare = interleaved(matrix, floor, repeats=args.repeats)
+    extra = {
+        "matrix_cpu_s": round(cpu_seconds(matrix, args.repeats), 4),
+        "floor_cpu_s": round(cpu_seconds(floor, args.repeats), 4),
+        "allocator_tuned": tuned,
+    }
+    report(
+        "eval-matrix vs its passes",
+        shapes,
+        ours,
+        bare,
+        floor_is,
+        target="<= 1.15",
+        higher_is_better=False,
+        extra=extra,
+    )
 
     def naive() -> None:
         for path in encoder_paths:
@@ -108,7 +106,7 @@ def main() -> None:
     report(
         "naive re-encode loop vs eval-matrix",
         shapes,
-        default_s,
+        ours,
         naive_s,
         "stitch() for every pair (re-encodes each time)",
         target=f">= D/2 = {len(decoders) / 2:g}",

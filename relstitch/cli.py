@@ -26,6 +26,7 @@ from . import __version__
 if TYPE_CHECKING:  # the heavy modules stay out of start-up (see the module docstring)
     from .components import Encoder
     from .encoding import EncodedSpace
+    from .evaluation import Precomputed
 
 
 class OneLineErrors(TyperGroup):
@@ -54,6 +55,15 @@ class OneLineErrors(TyperGroup):
             return run()
         try:
             code = run()
+            sys.stdout.flush()  # here, not at interpreter exit, where a closed pipe could not be caught
+        except BrokenPipeError:  # output piped into `head`: stop quietly, as Unix tools do
+            sys.exit(quiet_broken_pipe())
+        except SystemExit as done:
+            # Click met the closed pipe itself (printing --help): it wrapped stdout, recognised by shape, and
+            # exits 1; the same quiet exit as a command's instead
+            if done.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+                sys.exit(quiet_broken_pipe())
+            raise
         except typer.Abort:
             sys.stderr.write("error: aborted\n")
             sys.exit(1)
@@ -80,8 +90,32 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,  # help texts are plain: "[default: ...]" must not be read as markup
 )
-console = Console()
-err_console = Console(stderr=True)
+BROKEN_PIPE_EXIT = 141
+"""Exit status when the reader of our output went away (``relstitch eval-matrix | head``): 128 + SIGPIPE,
+what a shell reports for a Unix tool that SIGPIPE stopped."""
+
+
+def quiet_broken_pipe() -> int:
+    """After stdout's reader closed the pipe: point stdout at /dev/null (the interpreter's last flush must not
+    fail again and complain) and return :data:`BROKEN_PIPE_EXIT`; nothing is printed."""
+    with contextlib.suppress(OSError, ValueError):  # stdout already closed or detached: nothing to flush
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return BROKEN_PIPE_EXIT
+
+
+class PipeConsole(Console):
+    """A rich console that lets a closed pipe reach :func:`handles_errors` as a ``BrokenPipeError`` (rich's
+    own handling exits 1, which reads as a failure, and skips the command's cleanup)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True  # nothing more to write to a reader that is gone
+        raise BrokenPipeError
+
+
+console = PipeConsole()
+err_console = PipeConsole(stderr=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -114,6 +148,8 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
                 return command(*args, **kwargs)
         except RelstitchError as exc:
             raise _fail(str(exc), exc.exit_code) from None
+        except BrokenPipeError:  # our reader went away (`| head`): stop quietly, as Unix tools do
+            raise typer.Exit(quiet_broken_pipe()) from None
         except OSError as exc:  # a path the user chose: too long, a symlink loop, no permission... one line
             raise _fail(str(os_error(exc)), 1) from None
         except Terminated as exc:  # 128 + signal number, as a shell reports a killed process
@@ -188,6 +224,97 @@ def anchors_or_zoo(anchors_file: Path | None) -> Path:
     return anchors_file if anchors_file is not None else zoo_dir() / "anchors.safetensors"
 
 
+BUILTIN_TEST = "builtin:test"
+"""The data the demo scores on; the default ``--data`` wherever the inputs given are the built-in set's."""
+
+
+def is_builtin(data: str) -> bool:
+    """Whether a data reference (or a recorded data name) is the built-in set the zoo was trained on:
+    ``builtin:train``/``builtin:test``, a ``[:N]`` subset too, without captions or other options."""
+    return data.startswith("builtin:") and "#" not in data
+
+
+def default_inputs(
+    data: str | None,
+    anchors_file: Path | None,
+    *,
+    needs_data: bool = True,
+    needs_anchors: bool = True,
+    recorded: Precomputed | None = None,
+) -> tuple[str | None, Path | None]:
+    """``--data`` and ``--anchors``, each one left out filled in with the built-in default only where it fits
+    what was given, else one line naming the option to pass (exit 2).
+
+    The data defaults to ``builtin:test`` when the anchor file given (and ``recorded``, the
+    :class:`~relstitch.evaluation.Precomputed` record of precomputed embeddings among the models) comes from
+    the built-in set; the anchors default to the zoo's when the data is the built-in set: never for data of
+    your own, whose anchors the zoo's (built-in images) cannot be. What the command does not need
+    (``needs_*`` False: precomputed embeddings carry it) stays as given, None included.
+    """
+    import shlex
+
+    from .errors import UsageError
+
+    if needs_data and data is None:
+        if recorded is not None and not is_builtin(str(recorded.dataset.get("name"))):
+            raise UsageError(
+                f"the embeddings {recorded.path} were computed on data {recorded.data}, and the other models "
+                "need that data to run on",
+                hint="pass it with --data",
+            )
+        picked = _picked_from(anchors_file)
+        if picked is not None and not is_builtin(picked):
+            raise UsageError(
+                f"the anchors {anchors_file} were picked from {picked}, not the built-in set, so the default "
+                f"data ({BUILTIN_TEST}) does not go with them",
+                hint="pass the data to score on with --data",
+            )
+        data = BUILTIN_TEST
+    if needs_anchors and anchors_file is None:
+        on = data if data is not None else str(recorded.dataset.get("name")) if recorded is not None else "?"
+        if not is_builtin(on):
+            hint = (
+                f"make one with `relstitch anchors anchors.safetensors --data {shlex.quote(on)}` and pass "
+                "--anchors anchors.safetensors"
+                if data is not None
+                else "pass the anchor file the embeddings were computed with (--anchors)"
+            )
+            raise UsageError(
+                f"data {on} needs an anchor file of its own (the zoo's anchors are built-in images)",
+                hint=hint,
+            )
+        anchors_file = anchors_or_zoo(None)
+    return data, anchors_file
+
+
+def _picked_from(anchors_file: Path | None) -> str | None:
+    """The name of the data an anchor file records it was picked from (its header only); None when it is not
+    given, not readable (its loader will say why) or silent about it."""
+    from .errors import RelstitchError
+    from .io.artifacts import read_header
+
+    if anchors_file is None:
+        return None
+    try:
+        picked = read_header(anchors_file).metadata.get("dataset")
+    except (RelstitchError, OSError):
+        return None
+    name = picked.get("name") if isinstance(picked, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def _other_anchors(given: Path, zoo: Path) -> bool:
+    """Whether an anchor file records another content hash than the zoo's (headers only; a file that cannot
+    be read is not known to differ: its loader says what is wrong with it)."""
+    from .errors import RelstitchError
+    from .io.artifacts import read_header
+
+    try:
+        return bool(read_header(given).metadata.get("hash") != read_header(zoo).metadata.get("hash"))
+    except (RelstitchError, OSError):
+        return False
+
+
 def zoo_dir() -> Path:
     """The shipped checkpoints: ``checkpoints/`` beside the package (source checkout) or here."""
     beside = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -210,27 +337,28 @@ def main_options(
 
 
 # Shared option types, so every verb spells them the same way.
-DataOpt = Annotated[
-    str,
+_DATA_HELP = (
+    "Dataset: builtin:train|test, idx:DIR[:split] (or a folder), imagefolder:DIR, tensors:FILE, npy:FILE, "
+    "npz:FILE, jsonl:FILE, csv:FILE, tsv:FILE, parquet:FILE, hfds:DIR[:split] (text: FILE#text=COL[,COL],"
+    "label=COL). See docs/sources.md."
+)
+DataOpt = Annotated[str, typer.Option("--data", "-d", help=_DATA_HELP)]
+# Verbs that embed or score: the built-in defaults apply only where they fit what was given (default_inputs).
+ScoredDataOpt = Annotated[
+    str | None,
     typer.Option(
         "--data",
         "-d",
-        help=(
-            "Dataset: builtin:train|test, idx:DIR[:split] (or a folder), imagefolder:DIR, tensors:FILE, "
-            "jsonl:FILE, csv:FILE "
-            "(text: FILE#text=COL[,COL],label=COL). See docs/sources.md."
-        ),
+        help=_DATA_HELP
+        + " [default: builtin:test, unless the anchors given were picked from other data; for "
+        "embeddings:FILE, the data they were computed on].",
     ),
 ]
-AnchorsOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--anchors",
-        "-a",
-        help="Anchor file (from `relstitch anchors`) "
-        "[default: the shipped zoo's checkpoints/anchors.safetensors].",
-    ),
-]
+_ANCHORS_HELP = (
+    "Anchor file (from `relstitch anchors`) [default: the shipped zoo's checkpoints/anchors.safetensors, for "
+    "the built-in data only; for embeddings:FILE, the anchors they were computed with]."
+)
+AnchorsOpt = Annotated[Path | None, typer.Option("--anchors", "-a", help=_ANCHORS_HELP)]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Samples per forward pass.")]
 
@@ -256,8 +384,8 @@ EncoderBatchOpt = Annotated[
         "--batch-size",
         metavar="N|auto",
         callback=_encoder_batch,
-        help="Samples per encoder forward pass; auto: as many as fit half the GPU's free memory "
-        "(256 on the CPU).",
+        help="Samples per encoder forward pass; auto: as many as fit half the GPU's free memory (on the CPU, "
+        "the largest power of two ≤ 256 whose activations stay under 32 MiB).",
     ),
 ]
 LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N samples.")]
@@ -270,8 +398,9 @@ DtypeOpt = Annotated[
 # Model-source options, shared by every verb that loads encoders (encode, stitch, eval-matrix).
 _SRC = "Model sources"
 EncoderRefHelp = (
-    "Encoder: a relstitch checkpoint, hf:DIR, torchvision:NAME, python:package.module:function[(k=v)] or "
-    "embeddings:FILE; per-reference options after # (hf:DIR#view=fr,pooling=mean)."
+    "Encoder: a relstitch checkpoint, hf:DIR or hf:ORG/NAME (from the Hugging Face cache), torchvision:NAME, "
+    "timm:NAME, python:package.module:function[(k=v)] or embeddings:FILE; per-reference options after # "
+    "(hf:DIR#view=fr,pooling=mean)."
 )
 ViewOpt = Annotated[
     str | None,
@@ -288,9 +417,10 @@ SourceOptionsOpt = Annotated[
         "--source-option",
         "-O",
         rich_help_panel=_SRC,
-        help="KEY=VALUE for model sources (repeatable): pooling=cls|mean, max_length=N, "
-        "dtype=float32|bfloat16|float16 (hf); weights=FILE, layer=NAME[:input], resize=H,W, channels=1|3, "
-        "mean=.., std=.. (torchvision, python); name=NAME.",
+        help="KEY=VALUE for model sources (repeatable): pooling=cls|mean|max|weightedmean|lasttoken|"
+        "mean_sqrt_len_tokens, normalize=true|false, max_length=N, dtype=float32|bfloat16|float16 (hf; a "
+        "sentence-transformers folder's own by default); weights=FILE|ENUM, layer=NAME[:input], resize=H,W, "
+        "crop=H,W, channels=1|3, mean=.., std=.. (torchvision, timm, python); name=NAME.",
     ),
 ]
 ScalingOpt = Annotated[
@@ -435,10 +565,12 @@ def anchors(
             "model reference) [default: input pixels].",
         ),
     ] = None,
+    view: ViewOpt = None,
+    source_options: SourceOptionsOpt = None,
+    trust_remote_code: TrustOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Pick anchors from a dataset and write the anchor file."""
-    from .adapters import load_encoder_ref
     from .anchors import parse_ids, save_anchors, select_anchors
     from .data import load_dataset
     from .io.atomic import check_outputs
@@ -447,7 +579,9 @@ def anchors(
     check_outputs([output], force=force, inputs=reference_files(data, space_encoder, ids))
     if ids is not None and strategy == "uniform":
         strategy = "ids"  # --ids alone says which strategy is meant
-    space_model = load_encoder_ref(space_encoder, allow_embeddings=False) if space_encoder else None
+    refs = [space_encoder] if space_encoder else []
+    load = model_loader(view, source_options, trust_remote_code, allow_embeddings=False, refs=refs)
+    space_model = load(space_encoder) if space_encoder else None
     with progress_bar() as progress:
         chosen = select_anchors(
             load_dataset(data),
@@ -484,12 +618,19 @@ def train(
             "--anchors",
             "-a",
             help="Anchor file for a relative bottleneck "
-            "[default: the shipped zoo's checkpoints/anchors.safetensors].",
+            "[default: the shipped zoo's checkpoints/anchors.safetensors, for the built-in data only].",
         ),
     ] = None,
     data: DataOpt = "builtin:train",
-    eval_data: Annotated[str, typer.Option(help="Held-out data scored after training.")] = "builtin:test",
-    seed: Annotated[int, typer.Option(help="Random seed (weights and batch order).")] = 0,
+    eval_data: Annotated[
+        str | None,
+        typer.Option(
+            help="Data scored after training [default: the test split of --data when it has one "
+            "(builtin:train → builtin:test, idx:DIR → idx:DIR:test), else 10 % of --data held out, "
+            "seeded by --seed, and not trained on].",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (weights, batch order and a held-out split).")] = 0,
     epochs: Annotated[int, typer.Option(min=1)] = 8,
     latent_dim: Annotated[int, typer.Option(min=1, help="Latent size of the encoder.")] = 64,
     batch_size: BatchOpt = 128,
@@ -509,12 +650,15 @@ def train(
     from .errors import UsageError
     from .io.atomic import check_outputs
     from .refs import reference_files
+    from .reports.common import baseline_summary
+    from .reports.document import label_baselines
     from .stitching import evaluate_pair
-    from .training import TrainConfig
+    from .training import TrainConfig, plan_evaluation
     from .training import train as train_models
 
     enc_out, dec_out = Path(output + ENCODER_SUFFIX), Path(output + DECODER_SUFFIX)
-    check_outputs([enc_out, dec_out], force=force, inputs=reference_files(data, eval_data, anchors_file))
+    plan = plan_evaluation(data, eval_data, seed=seed)
+    check_outputs([enc_out, dec_out], force=force, inputs=reference_files(data, plan.reference, anchors_file))
     config = TrainConfig(
         arch=arch,
         task=task,
@@ -529,18 +673,27 @@ def train(
     config.validate()
     if space == "absolute" and anchors_file is not None:
         raise UsageError("an absolute bottleneck uses no anchors: drop --anchors (or train --space relative)")
-    chosen = load_anchors(anchors_or_zoo(anchors_file)) if space == "relative" else None
-    dataset, held_out = load_dataset(data, limit=limit), load_dataset(eval_data)
+    # the zoo's anchors only go with the built-in data: data of your own needs an anchor file of its own
+    _, anchors_file = default_inputs(data, anchors_file, needs_data=False, needs_anchors=space == "relative")
+    chosen = load_anchors(anchors_file) if anchors_file is not None else None
+    # the held-out share (when the data has no test split) is cut from the training data, never trained on
+    dataset, held_out = plan.split(load_dataset(data, limit=limit))
     name = default_name(enc_out)
     with progress_bar() as progress:
         encoder, decoder = train_models(dataset, chosen, config, name=name, progress=progress)
     result = evaluate_pair(encode(encoder, chosen, held_out), decoder, held_out)
+    baselines = label_baselines(held_out.y.tolist(), held_out.classes) if task == "classification" else None
     for checkpoint in (encoder, decoder):
-        checkpoint.meta["training"]["eval"] = {"data": held_out.describe(), "scores": result.scores}
+        checkpoint.meta["training"]["eval"] = dict(
+            plan.record(held_out), scores=result.scores, baselines=baselines
+        )
     save_encoder(encoder, enc_out, force=force)
     save_decoder(decoder, dec_out, force=force)
     scores = ", ".join(f"{k} {v:.4f}" for k, v in result.scores.items())
-    console.print(f"wrote {enc_out} and {dec_out}; on {eval_data}: {scores}")
+    judged = f"; {baseline_summary(baselines)}" if baselines else ""
+    console.print(
+        f"wrote {enc_out} and {dec_out}; on {plan.describe(held_out)}: {scores}{judged}", soft_wrap=True
+    )
 
 
 @app.command()
@@ -548,7 +701,7 @@ def train(
 def encode(
     encoder: Annotated[str, typer.Argument(help=EncoderRefHelp)],
     anchors_file: AnchorsOpt = None,
-    data: DataOpt = "builtin:test",
+    data: ScoredDataOpt = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="Embeddings file to write.")] = Path(
         "embeddings.safetensors"
     ),
@@ -584,17 +737,14 @@ def encode(
     group = from_env(where.type)
     try:
         # every rank checks, so all stop together; an input named as the output is refused even with --force
-        check_outputs(
-            [output], force=force, inputs=reference_files(encoder, data, anchors_or_zoo(anchors_file))
-        )
+        given, anchors_file = default_inputs(data, anchors_file)
+        assert given is not None and anchors_file is not None  # both needed: filled in or refused
+        data = given
+        check_outputs([output], force=force, inputs=reference_files(encoder, data, anchors_file))
         if where.type == "cuda" and group.distributed:
             where = resolve_device(f"cuda:{group.local_rank}", dtype)[0]
         load = model_loader(view, source_options, trust_remote_code, allow_embeddings=False, refs=[encoder])
-        chosen, model, dataset = (
-            load_anchors(anchors_or_zoo(anchors_file)),
-            load(encoder),
-            load_dataset(data, limit=limit),
-        )
+        chosen, model, dataset = load_anchors(anchors_file), load(encoder), load_dataset(data, limit=limit)
         with progress_bar() as progress:
             done = encode_to_file(
                 model,
@@ -637,7 +787,14 @@ def fit(
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     batch_size: BatchOpt = 64,
     lr: Annotated[float, typer.Option(min=0.0)] = 1e-3,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed (weights, batch order and the --val split).")] = 0,
+    val: Annotated[
+        float,
+        typer.Option(
+            help="Share of the samples held out (seeded by --seed), not trained on, and scored after "
+            "training; 0 trains on every sample.",
+        ),
+    ] = 0.1,
     # encode's projection options; None = not given, so the file's own projection stays the default.
     similarity: Annotated[str | None, _SIMILARITY] = None,
     centering: Annotated[str | None, _CENTERING] = None,
@@ -657,7 +814,8 @@ def fit(
     from .io.atomic import check_outputs
     from .projection import ProjectionConfig
     from .refs import reference_files
-    from .training import FitConfig
+    from .reports.common import baseline_summary
+    from .training import FitConfig, percent
     from .training import fit as fit_head
 
     asked = None
@@ -675,7 +833,7 @@ def fit(
         "text-head" if read.get("modality", loaded.dataset.get("modality")) == "text" else "vision-head"
     )
     config = FitConfig(
-        space=space, head=head, hidden=hidden, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed
+        space=space, head=head, hidden=hidden, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, val=val
     )
     projection = (
         (asked or ProjectionConfig.from_dict(loaded.meta.get("projection"))) if space == "relative" else None
@@ -686,10 +844,17 @@ def fit(
         )
     save_decoder(decoder, output, force=force)
     reads = f"{space} ({projection.describe()})" if projection else space
-    console.print(
-        f"wrote {output}: {reads} {head} on {len(loaded.labels)} samples, final train loss "
-        f"{decoder.meta['training']['final_train_loss']:.4f}"
+    training = decoder.meta["training"]
+    line = (
+        f"wrote {output}: {reads} {head} on {training['train_samples']} samples, final train loss "
+        f"{training['final_train_loss']:.4f}"
     )
+    if (held := training["validation"]) is not None:
+        scored = ", ".join(f"{k} {v:.4f}" for k, v in held["scores"].items())
+        judged = f"; {baseline_summary(held['baselines'])}" if held["baselines"] else ""
+        where = f"{held['samples']} held-out samples ({percent(val)}, seed {seed})"
+        line += f"; validation on {where}: {scored}{judged}"
+    console.print(line, soft_wrap=True)
 
 
 @app.command()
@@ -698,34 +863,27 @@ def stitch(
     encoder: Annotated[str, typer.Argument(help=EncoderRefHelp)],
     decoder: Annotated[Path, typer.Argument(help="Decoder checkpoint.")],
     anchors_file: AnchorsOpt = None,
-    data: Annotated[
-        str | None,
-        typer.Option(
-            "--data",
-            "-d",
-            help=(
-                "Dataset (as for encode) "
-                "[default: builtin:test; for embeddings:FILE, the data they were computed on]."
-            ),
-        ),
-    ] = None,
+    data: ScoredDataOpt = None,
     batch_size: EncoderBatchOpt = "256",
     limit: LimitOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "float32",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     method: Annotated[
         str | None,
         typer.Option(
             "--method",
-            help="A translation (procrustes, lstsq, lstsq-ortho, affine) into the absolute decoder's own "
-            "encoder space [default: feed the decoder its own space].",
+            help="As in eval-matrix: relative or absolute (the decoder's own space, the default), or a "
+            "translation (procrustes, lstsq, lstsq-ortho, affine) into its own encoder's space.",
         ),
     ] = None,
     target_encoder: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--target-encoder",
-            help="With --method: the decoder's own encoder [default: PREFIX.encoder.safetensors beside "
-            "PREFIX.decoder.safetensors].",
+            help="With a translation --method: the decoder's own encoder, any model reference (read with "
+            "the same --view and -O as ENCODER) or embeddings:FILE [default: PREFIX.encoder.safetensors "
+            "beside PREFIX.decoder.safetensors].",
         ),
     ] = None,
     predictions: Annotated[
@@ -743,30 +901,38 @@ def stitch(
     force: ForceOpt = False,
 ) -> None:
     """Wire one encoder into one decoder (in memory) and report the task metrics (and, on request, the
-    predictions)."""
-    from .checkpoints import DECODER_SUFFIX, ENCODER_SUFFIX, load_decoder
-    from .components import Encoder
+    predictions).
+
+    Scored as eval-matrix scores the same pair, with the same references and options: the same numbers.
+    """
+    from .checkpoints import load_decoder
     from .errors import unknown_choice
-    from .evaluation import stitch_loaded
+    from .evaluation import precomputed_record, stitch_loaded
+    from .refs import Reference
     from .translation import METHODS
 
     if method not in (None, "relative", "absolute", *METHODS):  # before any file is read
         raise unknown_choice("method", method, ("relative", "absolute", *METHODS))
-    if method in METHODS and target_encoder is None and decoder.name.endswith(DECODER_SUFFIX):
-        # the default --target-encoder, known before any work so that --predictions cannot overwrite it
-        target_encoder = decoder.with_name(decoder.name[: -len(DECODER_SUFFIX)] + ENCODER_SUFFIX)
+    target: Reference | None = target_encoder
+    if method in METHODS and target is None:  # known before any work: --predictions cannot overwrite it
+        target = _own_encoder_beside(decoder, method)
+    models = [encoder, *([target] if target is not None else [])]
+    records = [precomputed_record(m) for m in models]
+    # what the run needs named: data for an encoder to run, anchors for any encoder (precomputed embeddings
+    # carry their own, and those given must be theirs)
+    data, anchors_file = default_inputs(
+        data, anchors_file, needs_data=records[0] is None, needs_anchors=None in records, recorded=records[0]
+    )
     keep = predictions is not None
     if predictions is not None:  # before any work: a wrong extension or an existing file costs nothing
         from .predictions import check_predictions_output
         from .refs import reference_files
 
         # the default anchor file is an input too: --force must not replace the shipped zoo's anchors
-        inputs = reference_files(encoder, decoder, anchors_or_zoo(anchors_file), target_encoder, data)
+        inputs = reference_files(encoder, decoder, anchors_file, target, data)
         check_predictions_output(predictions, force=force, inputs=inputs)
-    head, source = (
-        load_decoder(decoder),
-        model_loader(view, source_options, trust_remote_code, refs=[encoder])(encoder),
-    )
+    load = model_loader(view, source_options, trust_remote_code, refs=models)
+    head, source = load_decoder(decoder), load(encoder)
     with progress_bar() as progress:
         result = stitch_loaded(
             source,
@@ -774,13 +940,14 @@ def stitch(
             anchors_file,
             data,
             method=method,
-            target_encoder=target_encoder,
+            target_encoder=load(target) if target is not None else None,
             scaling=scaling,
             limit=limit,
             batch_size=_encoder_batch(batch_size),
+            device=device,
+            dtype=dtype,
             keep_predictions=keep,
             progress=progress,
-            default_anchors=anchors_or_zoo(None),
         )
     if predictions is not None:
         from .predictions import save_predictions
@@ -795,14 +962,35 @@ def stitch(
     kind = "stitched" if result.stitched else "not stitched (the decoder's own encoder)"
     scores = ", ".join(f"{k} {v:.4f}" for k, v in result.scores.items())
     via = f"{result.method} → " if result.method != result.space else ""
-    on = data or (
-        "the data the embeddings were computed on" if not isinstance(source, Encoder) else "builtin:test"
-    )
+    on = data or "the data the embeddings were computed on"
     console.print(
         f"{result.encoder} → {result.decoder} ({via}{result.space}, {kind}) on {on}: {scores}", markup=False
     )
     if result.predictions is not None:
         console.print(f"wrote {predictions}: {len(result.predictions.ids)} predictions", markup=False)
+
+
+def _own_encoder_beside(decoder: Path, method: str) -> Path | None:
+    """The default ``--target-encoder``: ``PREFIX.encoder.safetensors`` beside ``PREFIX.decoder.safetensors``
+    (a file, never parsed as a reference), or one line saying to name it (None when the decoder itself is
+    missing: reading it says so)."""
+    from .checkpoints import DECODER_SUFFIX, ENCODER_SUFFIX
+    from .errors import UsageError
+
+    if not decoder.exists():
+        return None
+    beside = (
+        decoder.with_name(decoder.name[: -len(DECODER_SUFFIX)] + ENCODER_SUFFIX)
+        if decoder.name.endswith(DECODER_SUFFIX)
+        else None
+    )
+    if beside is None or not beside.exists():
+        where = f"there is no {beside} beside it" if beside is not None else "its file name does not say it"
+        raise UsageError(
+            f"--method {method} maps into the space of the decoder's own encoder, and {where}",
+            hint="pass that encoder with --target-encoder REF (a checkpoint, hf:DIR, embeddings:FILE...)",
+        )
+    return beside
 
 
 @app.command("eval-matrix")
@@ -814,18 +1002,16 @@ def eval_matrix(
             "--encoders",
             "-e",
             help=(
-                "Encoders (repeatable): checkpoints or globs, hf:DIR, torchvision:NAME, python:MOD:FN, "
-                "embeddings:FILE."
+                "Encoders (repeatable): checkpoints or globs, hf:DIR or hf:ORG/NAME, torchvision:NAME, "
+                "timm:NAME, python:MOD:FN, embeddings:FILE."
             ),
         ),
     ] = None,
     decoders: Annotated[
         list[str] | None, typer.Option("--decoders", "-D", help="Decoder checkpoints or globs (repeatable).")
     ] = None,
-    anchors_file: Annotated[
-        Path | None, typer.Option("--anchors", "-a", help="Anchor file [default: the shipped zoo's].")
-    ] = None,
-    data: DataOpt = "builtin:test",
+    anchors_file: AnchorsOpt = None,
+    data: ScoredDataOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON report here.")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the long-form CSV here.")] = None,
     markdown_out: Annotated[
@@ -884,7 +1070,8 @@ def eval_matrix(
         bool,
         typer.Option(
             "--null-baseline",
-            help="Add the control with the encoder's anchors shuffled (method NAME-null): it must collapse.",
+            help="Add the control with the encoder's anchors shuffled (method NAME-null): "
+            "it collapses toward or below chance.",
         ),
     ] = False,
     view: ViewOpt = None,
@@ -895,7 +1082,9 @@ def eval_matrix(
 ) -> None:
     """Score every encoder with every decoder; the non-stitched diagonal is marked.
 
-    With no arguments it runs on the built-in data and the shipped checkpoints. The terminal shows one
+    With no arguments it runs on the built-in data and the shipped checkpoints (the demo); the zoo's
+    encoders and decoders are the default only together, and only with its anchors. Precomputed
+    embeddings bring their own data and anchors. The terminal shows one
     heatmap per method, a summary (mean ± std (n) of each method not stitched, stitched, and stitched
     across bottlenecks) and the main score; --by-group adds the breakdown per encoder group → decoder
     group. --json/--csv/--markdown/--html write the report, breakdown included (re-render a saved JSON
@@ -907,7 +1096,7 @@ def eval_matrix(
     import glob
 
     from .errors import RelstitchError, UsageError
-    from .evaluation import evaluate
+    from .evaluation import agreed_record, evaluate, precomputed_record
     from .refs import expand_references
     from .reports import parse_groups, print_report, write_reports
     from .translation import check_scaling
@@ -917,15 +1106,25 @@ def eval_matrix(
             "--fail-fast stops at the first failure and --allow-failures lets failures pass: choose one"
         )
     outputs = {"json": json_out, "csv": csv_out, "md": markdown_out, "html": html_out}
+    _check_zoo_models(encoders, decoders, anchors_file)
     zoo = glob.escape(str(zoo_dir()))  # the default is a folder on disk: its name is never a pattern
     encoder_refs = expand_references(encoders or [f"{zoo}/*.encoder.safetensors"], "encoder")
     decoder_refs = expand_references(decoders or [f"{zoo}/*.decoder.safetensors"], "decoder")
     methods = [m.strip() for m in method.split(",") if m.strip()]
+    records = [precomputed_record(e) for e in encoder_refs]
+    live = None in records  # precomputed embeddings alone know their data and anchors: None stays None
+    data, anchors_file = default_inputs(
+        data,
+        anchors_file,
+        needs_data=live,
+        needs_anchors=live,
+        recorded=agreed_record([r for r in records if r is not None]),
+    )
     with progress_bar() as progress:
         done = evaluate(
             encoder_refs,
             decoder_refs,
-            anchors_or_zoo(anchors_file),
+            anchors_file,
             data,
             limit=limit,
             methods=methods,
@@ -943,8 +1142,9 @@ def eval_matrix(
             load=model_loader(view, source_options, trust_remote_code, refs=encoder_refs),
             outputs=[p for p in outputs.values() if p is not None],
         )
-    print_report(console, done.report, metric, by_group=by_group)
+    # the files first: a reader of the table that goes away (`| head`) must not cost the reports
     written = write_reports(done.report, outputs, metric=metric, force=force)
+    print_report(console, done.report, metric, by_group=by_group)
     if written:
         console.print("wrote " + ", ".join(written))
     # One policy scripts can rely on: any failed pair is exit 1, said last, after the report is written.
@@ -954,6 +1154,30 @@ def eval_matrix(
                 summary, hint="each reason is in the table and the report; --allow-failures exits 0"
             )
         sys.stderr.write(f"{summary} (--allow-failures: exit 0)\n")
+
+
+def _check_zoo_models(
+    encoders: list[str] | None, decoders: list[str] | None, anchors_file: Path | None
+) -> None:
+    """The zoo's encoders and decoders are eval-matrix's default together or not at all, and only with the
+    anchors they were trained with: any other mix is one line naming the option to pass (exit 2)."""
+    from .errors import UsageError
+
+    if encoders and not decoders:
+        raise UsageError(
+            "--encoders given without --decoders: name the decoders to score them with (-D FILE or GLOB)",
+            hint="the shipped zoo's are the default only when neither is given",
+        )
+    if decoders and not encoders:
+        raise UsageError(
+            "--decoders given without --encoders: name the encoders to score (-e REF or GLOB)",
+            hint="the shipped zoo's are the default only when neither is given",
+        )
+    if not encoders and anchors_file is not None and _other_anchors(anchors_file, anchors_or_zoo(None)):
+        raise UsageError(
+            f"the shipped zoo's checkpoints were trained with its own anchors, not {anchors_file}: name the "
+            "encoders and decoders to score with them (--encoders, --decoders)"
+        )
 
 
 @app.command()
@@ -1023,44 +1247,65 @@ def compare(
     anchors_file: Annotated[
         Path | None,
         typer.Option(
-            "--anchors", "-a", help="Anchor file, to encode the encoders given [default: the shipped zoo's]."
+            "--anchors",
+            "-a",
+            help="Anchor file, to encode the encoders given [default: the shipped zoo's, for the built-in "
+            "data only].",
         ),
     ] = None,
-    data: DataOpt = "builtin:test",
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            "-d",
+            help="Dataset the encoders given encode (as for encode) [default: builtin:test, unless the "
+            "anchors or the embeddings files given are of other data].",
+        ),
+    ] = None,
     limit: LimitOpt = None,
     similarity: SimilarityOpt = "cosine",
     centering: CenteringOpt = "none",
     normalization: NormalizationOpt = "none",
     top_k: TopKOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the scores as JSON here.")] = None,
+    view: ViewOpt = None,
+    source_options: SourceOptionsOpt = None,
+    trust_remote_code: TrustOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Label-free similarity of latent spaces: Jaccard@k, MRR@k, mean cosine and linear CKA,
     in absolute and relative space (a matrix per metric for more than two)."""
-    from .adapters import load_encoder_ref
     from .anchors import load_anchors
     from .comparison import compare_spaces
     from .data import load_dataset
     from .encoding import EncodedSpace
     from .encoding import encode as encode_space
     from .errors import UsageError
+    from .evaluation import agreed_record, check_records, precomputed_record
     from .io.atomic import atomic_write, check_outputs
     from .refs import reference_files
 
     if len(spaces) < 2:
         raise UsageError("compare needs at least two embeddings files or encoders")
     projection = projection_config(similarity, centering, normalization, top_k)
+    records = [precomputed_record(ref) for ref in spaces]
+    precomputed = [r for r in records if r is not None]
+    live = None in records  # encoders to run need data and anchors; embeddings files carry their own
+    data, anchors_file = default_inputs(
+        data, anchors_file, needs_data=live, needs_anchors=live, recorded=agreed_record(precomputed)
+    )
     if json_out is not None:
-        check_outputs(
-            [json_out], force=force, inputs=reference_files(*spaces, data, anchors_or_zoo(anchors_file))
-        )
-    loaded, chosen, dataset = [], None, None
+        check_outputs([json_out], force=force, inputs=reference_files(*spaces, data, anchors_file))
+    load = model_loader(view, source_options, trust_remote_code, refs=spaces)
+    chosen = load_anchors(anchors_file) if live and anchors_file is not None else None
+    dataset = load_dataset(data, limit=limit) if live and data is not None else None
+    check_records(precomputed, dataset, chosen)  # embeddings of other data or anchors: one line, no work
+    loaded = []
     with progress_bar() as progress:
         for ref in spaces:
-            item = load_encoder_ref(ref)
+            item = load(ref)
             if not isinstance(item, EncodedSpace):  # an encoder: embed the anchors and the data with it
-                chosen = chosen or load_anchors(anchors_or_zoo(anchors_file))
-                dataset = dataset or load_dataset(data, limit=limit)
+                assert chosen is not None and dataset is not None  # loaded above for encoders
                 item = encode_space(item, chosen, dataset, progress=progress)
             loaded.append(item)
     result = compare_spaces(loaded, k=k, projection=projection)

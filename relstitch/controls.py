@@ -1,4 +1,4 @@
-"""Controls: runs whose score must collapse, so a good stitched score means something.
+"""Controls: runs whose score collapses toward or below chance, so a good stitched score means something.
 
 The **null baseline** breaks the anchor correspondence on the encoder side: the encoder's anchor
 latents are permuted (a seeded derangement: no anchor keeps its place) before anything uses them, so

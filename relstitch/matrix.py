@@ -1,38 +1,20 @@
 """The encoder × decoder matrix: every pairing scored, each encoder run exactly once.
 
 Encoders are loaded and encoded one at a time (data and anchors once each), then every decoder reads
-the cached space; the encoder is dropped once encoded, so memory holds one encoder at a time. A pair
-that cannot run (wrong anchors, unequal latent sizes, a broken file) is recorded with its reason and the
-run goes on, unless ``fail_fast``.
+the cached space; the encoder is dropped once encoded, and its space once its row is scored, so memory
+holds one encoder and one encoded space at a time. A pair that cannot run (wrong anchors, unequal latent
+sizes, a broken file) is recorded with its reason and the run goes on, unless ``fail_fast``.
 
-Two stages, pipelined (``workers=1``): while the caller's thread encodes encoder i+1, one worker
-thread scores encoder i's row (projections, heads, metrics), so the heads' passes overlap the next
-encoder's instead of following them (torch releases the GIL inside its ops). At most two encoded spaces
-are alive. Everything observable is the serial loop's (``workers=0``): the pairs and their floats, their
-order, the ``encoders`` entries, which exception ``fail_fast`` raises, the progress calls (all made on
-the caller's thread, by the encoders), and the warnings, held and shown on the caller's thread in the
-serial order. One thing is not: when ``fail_fast`` stops at a pair of row i, encoder i+1 may already be
-partly encoded (its progress reported) or even stored in ``cache``.
-
-Loading a checkpoint never overlaps scoring (a loader may change the process-wide warning filters, as
-``safe_load``'s ``catch_warnings`` does). Runs that would share process-wide torch state between the
-stages stay serial: translations (their fits set the thread count and seed the global RNG), and a single
-encoder (nothing to overlap). By default (``workers=None``) the pipeline runs when the worker has a core
-of its own: torch uses fewer intra-op threads than the cores the process may use (``BENCH_THREADS=1`` on
-two cores), or the encoders run on a GPU. When torch's threads already fill every core, a second stage
-only fights them (2 cores, 2 torch threads: pipelined 0.15 s against serial 0.14 s), so the loop stays
-serial.
+One loop on the caller's thread: with real encoders, scoring a row is well under 1 % of the run, so
+overlapping it with the next encoder saves nothing measurable (docs/performance.md, "Machinery on
+real-size encoders").
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -234,7 +216,6 @@ def eval_matrix(
     null_baseline: bool = False,
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
-    workers: int | None = None,
     translation_scaling: str = "standard",
 ) -> MatrixResult:
     """Score every encoder with every decoder on ``dataset`` through ``anchors``.
@@ -260,16 +241,9 @@ def eval_matrix(
     on the CPU, on the float32 vectors.
     ``translation_scaling``: how each space is scaled before a translation is fitted
     (:data:`relstitch.translation.SCALINGS`; the paper's ``standard`` by default).
-    ``workers``: 1 scores each row on a worker thread while the next encoder runs (see the module
-    docstring; the same result as 0), 0 does everything on the caller's thread, ``None`` picks 1 when
-    a core is free for the worker (:func:`pipeline_pays`).
     """
     from .adapters import load_encoder_ref
 
-    if workers not in (None, 0, 1):
-        raise RelstitchError(
-            f"workers must be 0 (serial) or 1 (score while the next encoder runs), not {workers!r}"
-        )
     if not encoder_paths or not decoders:
         raise RelstitchError("an eval-matrix needs at least one encoder and one decoder")
     given = load_decoders(decoders, fail_fast=fail_fast)
@@ -303,10 +277,7 @@ def eval_matrix(
         on,
         translation_scaling,
     )
-    if workers is None:
-        workers = 1 if pipeline_pays(device) else 0
-    pipelined = workers == 1 and len(encoder_paths) > 1 and not needs_targets
-    encoders_info, rows, encode_seconds = (_pipelined if pipelined else _serial)(job, encoder_paths, progress)
+    encoders_info, rows, encode_seconds = _run_rows(job, encoder_paths, progress)
     pairs = _rows_named_apart(encoders_info, rows)
     return MatrixResult(
         encoders=encoders_info,
@@ -360,17 +331,13 @@ _Rows = tuple[list[dict[str, Any]], list[list[PairResult]], float]
 """``encoders`` entries, each row's pairs in column order, seconds spent loading and encoding."""
 
 
-def _encode_row(
-    job: _Job, path: str | os.PathLike[str], progress: ProgressFn, loaded: Callable[[], None] = lambda: None
-) -> _Row:
-    """Load and encode one encoder (``loaded()`` is called between the two); a RelstitchError gives a
-    failed row."""
+def _encode_row(job: _Job, path: str | os.PathLike[str], progress: ProgressFn) -> _Row:
+    """Load and encode one encoder; a RelstitchError (or an OSError) gives a failed row."""
     from .adapters.precomputed import as_encoder, check_precomputed
 
     t0 = time.perf_counter()
     try:
         encoder = job.load(path)  # as given: a Path is a file, never parsed as a reference
-        loaded()
         if isinstance(
             encoder, EncodedSpace
         ):  # precomputed vectors: nothing to run, they must be of this data
@@ -424,20 +391,20 @@ def _encode_row(
     }
     if space.dataset.get("read"):  # data with text views: which modality and view this encoder read
         info["reads"] = space.dataset["read"]
+    if resolved := encoder.provenance().get("resolved"):  # the folder, snapshot, weights file it came from
+        info["resolved"] = resolved
     return _Row(
         info, seconds, space, encoder.name, encoder.hash, encoder_space
     )  # the encoder itself is dropped here
 
 
-def _score_row(job: _Job, row: _Row, stop: threading.Event | None = None) -> list[PairResult]:
-    """Every planned pair of an encoded row, in column order (stops early once ``stop`` is set)."""
+def _score_row(job: _Job, row: _Row) -> list[PairResult]:
+    """Every planned pair of an encoded row, in column order."""
     if row.space is None:
         return row.failed
     shuffled = shuffled_anchor_space(row.space) if job.null_baseline else None
     pairs: list[PairResult] = []
     for decoder, method, control in job.plan:
-        if stop is not None and stop.is_set():  # the caller was interrupted: these pairs will not be reported
-            break
         if isinstance(decoder, BrokenDecoder):  # a failed column: its reason in every cell
             pairs.append(
                 PairResult(
@@ -483,8 +450,8 @@ def _score_row(job: _Job, row: _Row, stop: threading.Event | None = None) -> lis
     return pairs
 
 
-def _serial(job: _Job, encoder_paths: Sequence[str | os.PathLike[str]], progress: ProgressFn) -> _Rows:
-    """Load, encode and score each encoder in turn on the caller's thread (``workers=0``)."""
+def _run_rows(job: _Job, encoder_paths: Sequence[str | os.PathLike[str]], progress: ProgressFn) -> _Rows:
+    """Load, encode and score each encoder in turn."""
     infos: list[dict[str, Any]] = []
     pairs: list[list[PairResult]] = []
     seconds = 0.0
@@ -495,162 +462,6 @@ def _serial(job: _Job, encoder_paths: Sequence[str | os.PathLike[str]], progress
         pairs.append(_score_row(job, row))
         del row  # one encoded space in memory at a time
     return infos, pairs, seconds
-
-
-class _ScoringFailed(Exception):
-    """Raised into the caller's encoding when the worker has failed: the serial loop would have stopped
-    there."""
-
-
-def _pipelined(job: _Job, encoder_paths: Sequence[str | os.PathLike[str]], progress: ProgressFn) -> _Rows:
-    """:func:`_serial`'s result, with each row scored on a worker thread while the next encoder is encoded.
-
-    Per encoder i+1: load it (the worker is idle), hand row i to the worker, encode i+1, then collect
-    row i's pairs and show the warnings held meanwhile, row i's first. A failure is raised in the
-    serial loop's order: row i's scoring before encoder i+1's loading or encoding.
-    """
-    infos: list[dict[str, Any]] = []
-    pairs: list[list[PairResult]] = []
-    seconds = 0.0
-    stop = threading.Event()
-    modes = _thread_modes()
-    waiting: _Row | None = None  # encoded, its pairs not collected yet
-    scoring: Future[list[PairResult]] | None = None
-
-    def score_waiting() -> None:  # called once encoder i+1 is loaded (or failed to load)
-        nonlocal scoring
-        if waiting is not None and scoring is None:
-            scoring = pool.submit(_in_modes, modes, _score_row, job, waiting, stop)
-
-    def gated(description: str, advance: int, total: int) -> None:
-        if scoring is not None and scoring.done() and scoring.exception() is not None:
-            raise _ScoringFailed  # stop encoding: the serial loop never got this far
-        progress(description, advance, total)
-
-    def collect() -> None:  # the waiting row's pairs, then the warnings held so far: that row's first
-        nonlocal waiting, scoring
-        if waiting is not None:
-            score_waiting()
-            assert scoring is not None
-            try:
-                pairs.append(scoring.result())
-            except Exception as exc:
-                held.flush(caller=False)  # the serial loop stopped inside this row: nothing after it happened
-                raise exc from None
-            finally:
-                waiting = scoring = None
-        held.flush()  # also after the first row: the next encoder's warnings are then held apart from them
-
-    with (
-        _HeldWarnings() as held,
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="relstitch-scoring") as pool,
-    ):
-        try:
-            for path in encoder_paths:
-                try:
-                    row = _encode_row(job, path, gated, loaded=score_waiting)
-                except Exception:
-                    collect()  # the previous row came first in the serial loop: its failure, if any, wins
-                    raise
-                collect()
-                infos.append(row.info)
-                seconds += row.encode_seconds
-                waiting = row
-            collect()
-        except BaseException as exc:
-            if not isinstance(
-                exc, Exception
-            ):  # an interrupt: the worker stops between pairs, its pairs dropped
-                stop.set()
-            raise
-    return infos, pairs, seconds
-
-
-def _thread_modes() -> Callable[[], contextlib.AbstractContextManager[None]]:
-    """The calling thread's torch modes (inference, grad, CPU autocast), to enter again on another thread.
-
-    They are thread-local: a worker starts without them, and the heads must run as they would have here.
-    """
-    import torch  # noqa: PLC0415
-
-    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
-    autocast, autocast_dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
-
-    @contextlib.contextmanager
-    def enter() -> Iterator[None]:
-        with contextlib.ExitStack() as stack:
-            if inference:
-                stack.enter_context(torch.inference_mode())
-            stack.enter_context(torch.set_grad_enabled(grad))
-            if autocast:
-                stack.enter_context(torch.autocast("cpu", dtype=autocast_dtype))
-            yield
-
-    return enter
-
-
-def _in_modes(
-    modes: Callable[[], contextlib.AbstractContextManager[None]], fn: Callable[..., Any], *args: Any
-) -> Any:
-    with modes():
-        return fn(*args)
-
-
-class _HeldWarnings:
-    """Holds the warnings of a pipelined run and shows them on the caller's thread, in the serial order.
-
-    While active, each warning that passes the filters is held (in one list for the caller's thread,
-    one for the worker's) instead of shown; :meth:`flush` shows the worker's first (the previous row's
-    scoring, which the serial loop ran first), then the caller's, through what showed warnings before:
-    the CLI's ``warnings_as_lines``, pytest's recorder, or Python's default.
-    """
-
-    def __init__(self) -> None:
-        self._caller = threading.get_ident()
-        self._worker: list[tuple[Any, ...]] = []
-        self._own: list[tuple[Any, ...]] = []
-
-    def __enter__(self) -> _HeldWarnings:
-        self._show = warnings.showwarning
-        warnings.showwarning = self._hold
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        warnings.showwarning = self._show
-        self.flush()
-
-    def _hold(
-        self,
-        message: Warning | str,
-        category: type[Warning],
-        filename: str,
-        lineno: int,
-        file: Any = None,
-        line: str | None = None,
-    ) -> None:
-        own = threading.get_ident() == self._caller
-        (self._own if own else self._worker).append((message, category, filename, lineno, file, line))
-
-    def flush(self, *, caller: bool = True) -> None:
-        """Show the worker's held warnings, then the caller's (or drop the caller's: ``caller=False``)."""
-        worker, own = self._worker, self._own
-        self._worker, self._own = [], []
-        for held in worker + (own if caller else []):
-            self._show(*held)
-
-
-def pipeline_pays(device: torch.device | None = None) -> bool:
-    """Whether a scoring thread beside the encoders has a core to itself (the default of ``workers``).
-
-    True when the encoders run on a GPU (the caller's thread mostly waits for it), or when torch's
-    intra-op threads leave at least one of the cores this process may use idle.
-    """
-    import torch  # noqa: PLC0415
-
-    if device is not None and device.type == "cuda":
-        return True
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return torch.get_num_threads() < cores
 
 
 _Plan = list[tuple["Decoder | BrokenDecoder", str, str | None]]

@@ -61,9 +61,9 @@ def parse_size(text: str) -> list[int]:
     return values
 
 
-_NO_FILE_KINDS = ("builtin", "torchvision", "python")
+_NO_FILE_KINDS = ("builtin", "torchvision", "timm", "python")
 """Reference kinds whose locator is a name, not a path (``builtin:test``, ``torchvision:resnet18``,
-``python:pkg:fn``)."""
+``timm:resnet18``, ``python:pkg:fn``)."""
 
 _SUBFOLDER_KINDS = ("imagefolder",)
 """Reference kinds that read a folder's class subfolders, never the folder's own files."""
@@ -125,8 +125,9 @@ def reference_files(*refs: object) -> tuple[str, ...]:
 
     A plain path, the locator of ``kind:LOCATOR`` (``tensors:x.safetensors``, ``idx:DIR:train``), a
     folder's own files (``hf:DIR``, ``idx:DIR``; not relstitch artifacts, which earlier runs wrote there,
-    nor an ``imagefolder:`` root's files, which it never reads) and a ``weights=FILE`` option all count;
-    ``None`` and names (``builtin:``, ``torchvision:``, ``python:``) are skipped.
+    nor an ``imagefolder:`` root's files, which it never reads) and ``weights=FILE``/``labels=FILE`` options
+    all count; ``None`` and names (``builtin:``, ``torchvision:``, ``timm:``, ``python:``, a Hub id found in
+    the Hugging Face cache) are skipped.
     """
     import re  # noqa: PLC0415
 
@@ -151,9 +152,10 @@ def reference_files(*refs: object) -> tuple[str, ...]:
             add(os.fspath(ref))
             continue
         head, fragment = split_fragment(str(ref))
-        weights = split_options(fragment).get("weights") if fragment else None
-        if weights:
-            add(weights)
+        options = split_options(fragment) if fragment else {}
+        for named in ("weights", "labels"):  # files an option names (npy:X#labels=Y.npy) are read too
+            if options.get(named):
+                add(options[named])
         kind = re.match(r"([a-z][a-z0-9_-]+):(?!//)", head)  # two letters at least: a Windows drive is a path
         if kind and kind.group(1) in _NO_FILE_KINDS:
             continue

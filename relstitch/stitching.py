@@ -219,9 +219,12 @@ def stitch(
     batch_size: BatchSize = DEFAULT_BATCH,
     keep_predictions: bool = False,
     progress: ProgressFn = silent,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
 ) -> PairResult:
     """Wire ``encoder`` into ``decoder`` through ``anchors`` and score on ``dataset`` (per-sample predictions
-    kept in the result with ``keep_predictions``; the encoding reported to ``progress``)."""
+    kept in the result with ``keep_predictions``; the encoding reported to ``progress``; ``device``/``dtype``
+    as :func:`~relstitch.encoding.encode`'s)."""
     if decoder.space == "relative" and decoder.anchor_hash != anchors.hash:
         # Check before encoding: a wrong anchor file should cost nothing.
         raise RelstitchError(
@@ -231,7 +234,9 @@ def stitch(
             hint="use the anchor file the decoder was trained with",
         )
     started = time.perf_counter()
-    space = encode(encoder, anchors, dataset, batch_size=batch_size, progress=progress)
+    space = encode(
+        encoder, anchors, dataset, batch_size=batch_size, progress=progress, device=device, dtype=dtype
+    )
     result = evaluate_pair(
         space, decoder, dataset, encoder_space_of(encoder), keep_predictions=keep_predictions
     )

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -41,11 +38,6 @@ if TYPE_CHECKING:
 Shapes = dict[str, tuple[str, tuple[int, ...]]]
 """Tensor name → (safetensors dtype such as ``F32``, shape)."""
 
-WRITES_IN_FLIGHT = 4
-"""Background jobs queued at most: memory stays a few batches, not N rows."""
-SYNC_EVERY_BYTES = 8 * 1024**2
-"""A background writer flushes to disk (fdatasync) every this many bytes, so the final fsync is short."""
-
 
 def safetensors_dtype(dtype: torch.dtype) -> str:
     """``torch.float32`` → ``F32``."""
@@ -56,12 +48,8 @@ class StreamWriter:
     """A safetensors file written row block by row block into a temporary file, then renamed into place.
 
     Use as a context manager (``commit`` on success, the temporary file removed on any error), or
-    :meth:`attach` from another process to fill other rows of the same temporary file.
-
-    ``background=True`` hands each write (and a periodic ``fdatasync``) to one thread, so the disk
-    works while the caller computes the next batch; at most :data:`WRITES_IN_FLIGHT` writes wait, and
-    the first error is raised by a later ``write``, ``wait`` or ``commit``. The caller must not modify a
-    tensor after passing it to ``write``.
+    :meth:`attach` from another process to fill other rows of the same temporary file. Every write
+    happens in the call, on the caller's thread; the file is fsync'ed once, at ``commit``.
     """
 
     def __init__(
@@ -71,15 +59,10 @@ class StreamWriter:
         metadata: dict[str, str],
         *,
         force: bool = False,
-        background: bool = False,
         _tmp: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.force = force
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="relstitch-write") if background else None
-        self._pending: deque[Future[None]] = deque()
-        self._worker: int | None = None  # the writer thread's id, once it has run a job
-        self._unsynced = 0
         header = safetensors_header(shapes, metadata)
         self._offsets: dict[str, tuple[int, int, tuple[int, ...]]] = {}  # name -> (start, row bytes, shape)
         offset = len(header)
@@ -109,16 +92,10 @@ class StreamWriter:
 
     @classmethod
     def attach(
-        cls,
-        tmp: str,
-        path: str | os.PathLike[str],
-        shapes: Shapes,
-        metadata: dict[str, str],
-        *,
-        background: bool = False,
+        cls, tmp: str, path: str | os.PathLike[str], shapes: Shapes, metadata: dict[str, str]
     ) -> StreamWriter:
         """Open another process's temporary file to write rows into it (the owner commits)."""
-        return cls(path, shapes, metadata, background=background, _tmp=tmp)
+        return cls(path, shapes, metadata, _tmp=tmp)
 
     def write(self, name: str, tensor: torch.Tensor, row: int = 0) -> None:
         """Write ``tensor`` as rows ``row ... row + len(tensor)`` of tensor ``name``."""
@@ -131,31 +108,7 @@ class StreamWriter:
             )
         if row < 0 or row + len(tensor) > (shape[0] if shape else 1):
             raise ValueError(f"{name}: rows {row}..{row + len(tensor)} outside {shape}")
-        if (
-            self._pool is None or threading.get_ident() == self._worker
-        ):  # called by a job already on the writer thread
-            self._pwrite(tensor, start + row * row_bytes)
-            return
-        self.submit(self._pwrite, tensor, start + row * row_bytes)
-
-    def submit(self, work: Callable[..., None], *args: Any) -> None:
-        """Run ``work(*args)`` on the writer thread, after the writes queued before it (inline without one).
-
-        For the work that may as well overlap the caller's next batch (a streamed encode projects each
-        batch there); ``write`` calls made by ``work`` run at once, on that thread. At most
-        :data:`WRITES_IN_FLIGHT` jobs wait; the first error is raised by a later ``submit``, ``wait`` or
-        ``commit``.
-        """
-        if self._pool is None:
-            work(*args)
-            return
-        while len(self._pending) >= WRITES_IN_FLIGHT:
-            self._pending.popleft().result()  # re-raises the writer thread's error here
-        self._pending.append(self._pool.submit(self._run, work, args))
-
-    def _run(self, work: Callable[..., None], args: tuple[Any, ...]) -> None:
-        self._worker = threading.get_ident()  # so writes from inside ``work`` are not queued behind it
-        work(*args)
+        self._pwrite(tensor, start + row * row_bytes)
 
     def _pwrite(self, tensor: torch.Tensor, offset: int) -> None:
         """Write the tensor's raw bytes at ``offset``: no copy on the CPU, and all of them (pwrite may write
@@ -172,40 +125,18 @@ class StreamWriter:
         while data:
             written = os.pwrite(self._fd, data, offset)
             data, offset = data[written:], offset + written
-        if self._pool is not None:  # on the writer thread: start the flush now rather than all at commit
-            self._unsynced += tensor.numel() * tensor.element_size()
-            if self._unsynced >= SYNC_EVERY_BYTES:
-                getattr(os, "fdatasync", os.fsync)(self._fd)  # macOS has no fdatasync
-                self._unsynced = 0
-
-    def wait(self) -> None:
-        """Finish every queued write, raising the first error."""
-        while self._pending:
-            self._pending.popleft().result()
 
     def close(self) -> None:
-        try:
-            self.wait()
-        finally:
-            self._stop_thread()
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
-
-    def _stop_thread(self) -> None:
-        """Let queued writes end (they must not touch a closed, maybe reused, descriptor), then drop the
-        thread."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-        self._pending.clear()
+        """Close the file (no fsync, no rename: :meth:`commit` does both)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def commit(self) -> Path:
         """fsync and rename the temporary file into place (owner only)."""
         if not self.owner:
             raise RuntimeError("only the process that created the file commits it")
         try:
-            self.wait()
             os.fsync(self._fd)
             self.close()
             check_output(self.path, force=self.force)  # the output may have appeared meanwhile
@@ -217,7 +148,6 @@ class StreamWriter:
 
     def abort(self) -> None:
         """Drop the temporary file (owner) or just close it (attached)."""
-        self._stop_thread()  # queued writes end first; their errors do not matter any more
         self.close()
         if self.owner:
             try:
@@ -342,28 +272,17 @@ def encode_to_file(
     )
     writer = None
     try:
-        # Writes go to a background thread: the disk works while the encoder computes the next batch.
         if group.rank == 0:
-            writer = StreamWriter(path, shapes, metadata, force=force, background=True)
+            writer = StreamWriter(path, shapes, metadata, force=force)
         tmp = group.broadcast(writer.tmp if writer else None)
         if writer is None:
-            writer = StreamWriter.attach(tmp, path, shapes, metadata, background=True)
+            writer = StreamWriter.attach(tmp, path, shapes, metadata)
         start, stop = batch_shard(n, batch_size, group.rank, group.world)
         on = anchor_absolute.to(device) if device is not None else anchor_absolute
-        zero_norm = zero_norm_count(
-            anchor_absolute, anchor_absolute, projection
-        )  # counted for the report (hygiene)
-        warn_zero_norm(zero_norm, k, f"anchor latents of {encoder.name!r}")
+        anchor_zero = zero_norm_count(anchor_absolute, anchor_absolute, projection)  # hygiene, for the report
+        warn_zero_norm(anchor_zero, k, f"anchor latents of {encoder.name!r}")
         project = relative_projector(on, projection)  # the anchors are prepared once, not per batch
-        zero_norms: list[int] = []  # appended by the writer thread only, read after writer.wait()
-
-        def finish_batch(row: int, z: torch.Tensor) -> None:
-            # On the writer thread: projection, count and writes overlap the encoder's next batch.
-            with torch.inference_mode():  # thread-local, like autocast: entered here, not inherited
-                writer.write("relative", project(z), row)
-                zero_norms.append(zero_norm_count(z, on, projection))
-            writer.write("absolute", z, row)
-
+        zero_norm = 0  # sample latents with no direction, summed over this rank's batches
         for offset, z in iter_embed(
             encoder,
             x[start:stop],
@@ -373,13 +292,14 @@ def encode_to_file(
             progress=progress,
             description=f"{encoder.name}: data",
         ):
-            writer.submit(finish_batch, start + offset, z)
+            with torch.inference_mode():  # iter_embed's mode covers its own frame only, not this loop
+                writer.write("relative", project(z), start + offset)
+                zero_norm += zero_norm_count(z, on, projection)
+            writer.write("absolute", z, start + offset)
         if group.rank == 0:
             writer.write("anchor_absolute", anchor_absolute)
             writer.write("labels", dataset.y)
             writer.write("ids", dataset.ids)
-        writer.wait()  # this rank's queued background work is done before it says it is done
-        zero_norm = sum(zero_norms)
         group.barrier()  # every shard is in the file before rank 0 renames it
         if group.rank == 0:
             writer.commit()

@@ -4,6 +4,11 @@ End to end with a **relative bottleneck**, as the authors do: at every step the 
 batch *and* the anchors (anchors under ``no_grad``), the batch is projected onto the anchors, and the
 decoder reads the relative vector. The **absolute** control feeds the latent straight to the decoder.
 Both share one optimisation loop.
+
+Scores people can judge: ``fit`` holds a seeded share of its samples out and scores the head on them
+(``training.validation``); ``train`` scores on data that matches what it trained on (:func:`plan_evaluation`:
+the data named, else the source's test split, else a seeded share held out). Both splits are one helper,
+:func:`held_out_split`.
 """
 
 from __future__ import annotations
@@ -20,14 +25,47 @@ from .anchor_set import Anchors
 from .architectures import create_decoder, create_encoder
 from .checkpoints import SPACES
 from .components import Decoder, Encoder
-from .data import Dataset, default_image_spec, prepare_images
+from .data import Dataset, default_image_spec, load_dataset, prepare_images
+from .data.sources import test_split_reference
 from .encoding import EncodedSpace
 from .errors import RelstitchError, UsageError, unknown_choice
+from .metrics import classification_scores
 from .progress import ProgressFn, silent
 from .projection import ProjectionConfig, relative_projection
+from .reports.document import label_baselines
 
 TASKS = ("classification", "reconstruction")
 DEFAULT_HEAD = {"classification": "vision-head", "reconstruction": "conv-decoder"}
+HOLD_OUT = 0.1
+"""The share of the training data held out for scoring when nothing else is named: ``fit``'s validation
+split, and what ``train`` scores on when its data has no test split."""
+
+
+def percent(fraction: float) -> str:
+    """``0.1`` → ``10 %``: a held-out share as the output and the docs write it."""
+    return f"{fraction * 100:g} %"
+
+
+def held_out_split(
+    n: int, fraction: float, seed: int, *, hint: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split the positions ``0..n-1`` into (kept, held out), each in ascending order.
+
+    ``round(fraction * n)`` positions (at least one) are held out, drawn by a generator seeded with
+    ``seed`` alone, so one seed gives one split on every machine and in every run. ``hint`` says how to
+    do without a split when ``n`` is too small for one.
+    """
+    if not 0 < fraction < 1:
+        raise UsageError(f"a held-out share must be above 0 and below 1, not {fraction:g}")
+    count = max(1, round(fraction * n))
+    if count >= n:
+        raise RelstitchError(
+            f"{n} sample{'s' if n != 1 else ''}: too few to hold {percent(fraction)} out and train on "
+            "the rest",
+            hint=hint,
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[count:].sort().values, order[:count].sort().values
 
 
 @dataclass
@@ -205,9 +243,76 @@ def train(
     return encoder, decoder
 
 
+@dataclass(frozen=True)
+class EvalPlan:
+    """Where ``train`` scores what it trained (:func:`plan_evaluation`).
+
+    ``source`` is ``given`` (data the user named), ``test split`` (the test split of the training
+    source) or ``held out`` (a seeded ``fraction`` of the training data, which is then not trained on).
+    ``reference`` is the data loaded for scoring; None when held out.
+    """
+
+    source: str
+    reference: str | None
+    fraction: float = HOLD_OUT
+    seed: int = 0
+
+    def split(self, dataset: Dataset) -> tuple[Dataset, Dataset]:
+        """(the data to train on, the data to score on): ``dataset`` and the named data, or ``dataset``
+        split by :func:`held_out_split`."""
+        if self.reference is not None:
+            return dataset, load_dataset(self.reference)
+        kept, held = held_out_split(
+            len(dataset), self.fraction, self.seed, hint="name data to score on with --eval-data"
+        )
+        share, rest = percent(self.fraction), percent(1 - self.fraction)
+        return (
+            dataset.subset(kept, name=f"{dataset.name}[{rest} kept, seed {self.seed}]"),
+            dataset.subset(held, name=f"{dataset.name}[{share} held out, seed {self.seed}]"),
+        )
+
+    def describe(self, held_out: Dataset) -> str:
+        """What was scored on, for people: ``builtin:test``, ``the test split idx:DIR:test`` or ``60 samples
+        held out of the training data (10 %, seed 0)``."""
+        if self.source == "held out":
+            return (
+                f"{len(held_out)} samples held out of the training data "
+                f"({percent(self.fraction)}, seed {self.seed})"
+            )
+        return f"the test split {self.reference}" if self.source == "test split" else str(self.reference)
+
+    def record(self, held_out: Dataset) -> dict[str, Any]:
+        """The same for the checkpoints' metadata (``training.eval``, beside the scores)."""
+        record: dict[str, Any] = {"source": self.source, "data": held_out.describe()}
+        if self.source == "held out":
+            record.update(fraction=self.fraction, seed=self.seed)
+        else:
+            record["reference"] = self.reference
+        return record
+
+
+def plan_evaluation(data: str, eval_data: str | None, *, seed: int, fraction: float = HOLD_OUT) -> EvalPlan:
+    """Where ``train --data DATA`` scores its models: ``eval_data`` when given; else the test split of the
+    same source (:func:`relstitch.data.sources.test_split_reference`: ``builtin:train`` → ``builtin:test``,
+    ``idx:DIR`` → ``idx:DIR:test``); else ``fraction`` of the training data held out with ``seed``.
+
+    Never the built-in data for a user's own: a score on data the model was not trained for means nothing.
+    """
+    if eval_data is not None:
+        return EvalPlan("given", eval_data)
+    test = test_split_reference(data)
+    if test is not None:
+        return EvalPlan("test split", test)
+    return EvalPlan("held out", None, fraction, seed)
+
+
 @dataclass
 class FitConfig:
-    """A head trained on a frozen encoder's embeddings."""
+    """A head trained on a frozen encoder's embeddings.
+
+    ``val``: the share of the samples held out (seeded by ``seed``) and scored after training, not
+    trained on; 0 trains on every sample and scores nothing.
+    """
 
     space: str = "relative"
     head: str = "vision-head"
@@ -216,6 +321,7 @@ class FitConfig:
     batch_size: int = 64
     lr: float = 1e-3
     seed: int = 0
+    val: float = HOLD_OUT
 
 
 def fit(
@@ -230,9 +336,13 @@ def fit(
 
     A relative head reads ``space.relative(projection)`` (default: cosine), computed from the file's
     absolute and anchor latents, so any projection works without re-encoding; the decoder records it.
+    With ``config.val`` above 0 that share of the samples is held out (:func:`held_out_split`) and
+    scored after training: ``training.validation`` in the decoder's metadata.
     """
     if config.space not in SPACES:
         raise unknown_choice("space", config.space, ("relative", "absolute"))
+    if not 0 <= config.val < 1:
+        raise UsageError(f"--val must be at least 0 and below 1 (a share of the samples), not {config.val:g}")
     if config.space == "absolute" and projection is not None:  # silently dropping it would mislead
         raise UsageError(
             "an absolute head reads the latents, not a projection: drop the projection (or fit relative)"
@@ -246,33 +356,53 @@ def fit(
     # Labels past the class names never get here: a Dataset and load_embeddings refuse them.
     projection = (projection or ProjectionConfig()) if config.space == "relative" else None
     inputs = space.relative(projection) if projection else space.absolute
+    held: torch.Tensor | None = None
+    if config.val:
+        kept, held = held_out_split(len(inputs), config.val, config.seed, hint="fit with --val 0")
+        train_inputs, train_labels = inputs[kept], labels[kept]
+    else:
+        train_inputs, train_labels = inputs, labels
     torch.manual_seed(config.seed)
     args = {"in_dim": inputs.shape[1], "num_classes": len(classes), "hidden": config.hidden}
     module = create_decoder(config.head, **args)
     module.train()
     final_loss = _optimise(
         list(module.parameters()),
-        len(inputs),
+        len(train_inputs),
         epochs=config.epochs,
         batch_size=config.batch_size,
         lr=config.lr,
         seed=config.seed,
         progress=progress,
         description=f"fitting {name}",
-        loss_of_batch=lambda idx: F.cross_entropy(module(inputs[idx]), labels[idx]),
+        loss_of_batch=lambda idx: F.cross_entropy(module(train_inputs[idx]), train_labels[idx]),
     )
+    module.eval()
+    validation = None
+    if held is not None:  # the held-out samples, never trained on: what a training loss cannot show
+        with torch.inference_mode():
+            scores = classification_scores(module(inputs[held]), labels[held], len(classes))
+        validation = {
+            "fraction": config.val,
+            "seed": config.seed,
+            "samples": len(held),
+            "scores": scores,
+            "baselines": label_baselines(labels[held].tolist(), classes),
+        }
     made_by = found if isinstance(found := space.meta.get("encoder"), dict) else {}
     # "arch" names the encoder the head was fitted on, as in `train`'s config: reports group heads by it.
     training = {
         "config": dict(asdict(config), arch=made_by.get("architecture")),
         "dataset": {k: v for k, v in space.dataset.items() if k != "classes"},
         "final_train_loss": final_loss,
+        "train_samples": len(train_inputs),
+        "validation": validation,
         "space": config.space,
         "seed": config.seed,
         "embeddings": str(space.path) if space.path else None,
     }
     return Decoder(
-        module=module.eval(),
+        module=module,
         architecture={"name": config.head, "args": args},
         space=config.space,
         input_dim=inputs.shape[1],

@@ -38,7 +38,7 @@ import torch
 from .anchor_set import Anchors
 from .components import Decoder, Encoder
 from .data import Dataset
-from .encoding import DEFAULT_BATCH, BatchSize, EncodedSpace, embed, encode, inputs_for
+from .encoding import DEFAULT_BATCH, BatchSize, EncodedSpace, Placement, embed, encode, inputs_for
 from .errors import RelstitchError, RelstitchWarning, UsageError, unknown_choice
 from .io.artifacts import short
 from .progress import ProgressFn, silent
@@ -120,8 +120,15 @@ def _polar(matrix: torch.Tensor) -> tuple[torch.Tensor, int]:
     every k < P case measured (exp 3: 77.5 vs 77.8; zoo CNNs, 8-40 of 64-d: by 0.04-1.3 points).
     """
     u, s, vh = torch.linalg.svd(matrix)
-    rank = int((s > RANK_RTOL * s[0]).sum()) if s[0] > 0 else 0
+    rank = _rank_of(s)
     return u[:, :rank] @ vh[:rank], rank
+
+
+def _rank_of(singular_values: torch.Tensor) -> int:
+    """The numerical rank of a matrix from its singular values (descending): those above
+    :data:`RANK_RTOL` of the largest."""
+    s = singular_values
+    return int((s > RANK_RTOL * s[0]).sum()) if len(s) and s[0] > 0 else 0
 
 
 def _affine(x: torch.Tensor, y: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,15 +233,54 @@ def fit_translation(
                     matrix, rank = _polar(matrix)
     determined = min(source.shape[1], target.shape[1])  # zero padding adds no dimension to determine
     if rank is not None and rank < determined:
-        lands = "on the target anchors' mean" if t_mean is not None else "at the origin"
         warnings.warn(
-            f"translation ({method}): the {len(source)} anchors determine the map on {rank} of {determined} "
-            f"latent dimensions only (their span); off it, latents land {lands} — use more anchors than "
-            "dimensions to determine it fully",
+            _underdetermined(
+                method, x, y, rank, determined, source.shape[1], target.shape[1], t_mean is not None
+            ),
             RelstitchWarning,
             stacklevel=2,
         )
     return Translation(method, matrix, bias, s_mean, s_std, t_mean, t_std, source.shape[1], target.shape[1])
+
+
+def _underdetermined(
+    method: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    rank: int,
+    determined: int,
+    source_dim: int,
+    target_dim: int,
+    centred: bool,
+) -> str:
+    """The warning for a map fitted on ``x``, ``y`` (the scaled, padded anchors) that is determined on
+    ``rank`` of ``determined`` dimensions only, saying why: fewer anchors than dimensions (more anchors
+    would help), or anchors enough but latents that vary in fewer directions (more anchors would not)."""
+    k = len(x)
+    lands = "on the target anchors' mean" if centred else "at the origin"
+    if (k - 1 if centred else k) < determined:  # k centred points span k - 1 dimensions at most
+        return (
+            f"translation ({method}): the {k} anchors determine the map on {rank} of {determined} latent "
+            f"dimensions only (their span); off it, latents land {lands} — use more anchors than dimensions "
+            "to determine it fully"
+        )
+    latents = "centred latents" if centred else "latents"
+    with _one_thread():
+        spans = [
+            (_rank_of(torch.linalg.svdvals(z)), name, dim)
+            for z, name, dim in ((x, "source", source_dim), (y, "target", target_dim))
+        ]
+    span, space, dim = min(spans)
+    why = (
+        f"the {k} anchors' {latents} span only {span} of the {space} space's {dim} dimensions (enough "
+        "anchors to span them all: the latents themselves vary in fewer directions)"
+        if span < determined
+        else f"the two spaces' anchor {latents} share only {rank} directions"
+    )
+    return (
+        f"translation ({method}): the map is determined on {rank} of {determined} latent dimensions only: "
+        f"{why}; off that span, latents land {lands}"
+    )
 
 
 def evaluate_translation(
@@ -278,21 +324,78 @@ def evaluate_translation(
     )
 
 
-def stitch_translated(
-    encoder: Encoder,
+def target_anchor_latents(
+    target: Encoder | EncodedSpace,
     decoder: Decoder,
-    anchors: Anchors,
-    dataset: Dataset,
+    anchors: Anchors | None,
+    anchor_hash: str,
+    *,
+    batch_size: BatchSize = DEFAULT_BATCH,
+    progress: ProgressFn = silent,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """The anchor latents of ``target``, the decoder's own encoder (checked by hash): the space a translation
+    maps into. Precomputed embeddings hold them (computed with the anchors ``anchor_hash`` names, or
+    refused); an encoder embeds ``anchors`` now."""
+    name, target_hash = (
+        (target.encoder_name, target.encoder_hash)
+        if isinstance(target, EncodedSpace)
+        else (target.name, target.hash)
+    )
+    if decoder.encoder_hash != target_hash:
+        raise RelstitchError(
+            f"decoder {decoder.name!r} was trained on encoder {short(decoder.encoder_hash)}, "
+            f"but the target encoder {name!r} is {short(target_hash)}",
+            path=target.path,
+            hint="pass the decoder's own encoder with --target-encoder",
+        )
+    if isinstance(target, EncodedSpace):
+        if target.anchor_hash != anchor_hash:
+            raise RelstitchError(
+                f"the target embeddings were computed with anchors {short(target.anchor_hash)}, the source's "
+                f"with {short(anchor_hash)}",
+                path=target.path,
+                hint="encode both with one anchor file",
+            )
+        return target.anchor_absolute
+    if anchors is None:
+        raise UsageError(f"encoder {target.name!r} embeds the anchors: pass the anchor file with --anchors")
+    return embed(
+        target,
+        inputs_for(target, anchors),
+        batch_size=batch_size,
+        progress=progress,
+        description=f"{target.name}: anchors",
+        device=device,
+        dtype=dtype,
+    )
+
+
+def stitch_translated(
+    encoder: Encoder | EncodedSpace,
+    decoder: Decoder,
+    anchors: Anchors | None,
+    dataset: Dataset | None,
     method: str,
     *,
-    target_encoder: Encoder,
+    target_encoder: Encoder | EncodedSpace,
     scaling: str = "standard",
     batch_size: BatchSize = DEFAULT_BATCH,
     keep_predictions: bool = False,
     progress: ProgressFn = silent,
+    encoder_space: str | None = None,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
 ) -> PairResult:
     """``stitch`` through a translation: ``encoder``'s latents mapped into ``target_encoder``'s space
-    (the decoder's own encoder, checked by hash) on ``anchors``, then ``decoder``'s absolute head."""
+    (the decoder's own encoder, checked by hash) on ``anchors``, then ``decoder``'s absolute head.
+
+    Either side may be precomputed embeddings (their anchor latents and vectors read, not computed; the
+    caller checks that the source's are of ``dataset``, which is then optional); an encoder to run needs
+    ``anchors`` and, for the source, ``dataset``. ``encoder_space``: the bottleneck precomputed vectors'
+    encoder was trained with, for the result (an encoder's own is read from it).
+    """
     if method not in METHODS:
         raise unknown_choice("translation method", method, METHODS)
     if decoder.space != "absolute":
@@ -301,29 +404,31 @@ def stitch_translated(
             path=decoder.path,
             hint="use an absolute decoder, or --method relative",
         )
-    if decoder.encoder_hash != target_encoder.hash:
-        raise RelstitchError(
-            f"decoder {decoder.name!r} was trained on encoder {short(decoder.encoder_hash)}, "
-            f"but the target encoder {target_encoder.name!r} is {short(target_encoder.hash)}",
-            path=target_encoder.path,
-            hint="pass the decoder's own encoder with --target-encoder",
+    if isinstance(encoder, Encoder) and (anchors is None or dataset is None):
+        raise UsageError(
+            f"encoder {encoder.name!r} needs the anchors and the data: pass --anchors and --data"
         )
     started = time.perf_counter()
-    target_anchors = embed(
-        target_encoder,
-        inputs_for(target_encoder, anchors),
-        batch_size=batch_size,
-        progress=progress,
-        description=f"{target_encoder.name}: anchors",
+    on: Placement = {"device": device, "dtype": dtype}
+    source_anchors = (
+        encoder.anchor_hash if isinstance(encoder, EncodedSpace) else anchors.hash if anchors else ""
     )
-    space = encode(encoder, anchors, dataset, batch_size=batch_size, progress=progress)
+    target_anchors = target_anchor_latents(
+        target_encoder, decoder, anchors, source_anchors, batch_size=batch_size, progress=progress, **on
+    )
+    if isinstance(encoder, EncodedSpace):
+        space = encoder
+    else:
+        assert anchors is not None and dataset is not None  # checked above
+        space = encode(encoder, anchors, dataset, batch_size=batch_size, progress=progress, **on)
+        encoder_space = encoder_space_of(encoder)
     result = evaluate_translation(
         space,
         target_anchors,
         decoder,
         method,
         dataset,
-        encoder_space=encoder_space_of(encoder),
+        encoder_space=encoder_space,
         scaling=scaling,
         keep_predictions=keep_predictions,
     )

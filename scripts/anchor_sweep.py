@@ -83,7 +83,7 @@ def run(anchors, encoders, latents, data, projection: ProjectionConfig, epochs: 
         )
         head = fit(
             train_space,
-            FitConfig(epochs=epochs, batch_size=128, seed=0),
+            FitConfig(epochs=epochs, batch_size=128, seed=0, val=0.0),
             projection=projection,
             name=f"head-s{h}",
         )

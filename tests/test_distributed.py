@@ -59,7 +59,7 @@ def test_two_process_encode_refuses_an_existing_output_on_every_rank(tmp_path):
 
 
 def test_two_process_auto_batch_size_equals_a_single_process_run(tmp_path):
-    """``--batch-size auto``: rank 0 picks the size (256 on the CPU) and every rank uses it."""
+    """``--batch-size auto``: rank 0 picks the size (probed on the CPU) and every rank uses it."""
     common = ("encode", ENCODER, "--limit", 600, "--device", "cpu")
     one = relstitch(*common, "-o", tmp_path / "one.safetensors")
     two = relstitch(*common, "--batch-size", "auto", "-o", tmp_path / "two.safetensors", processes=2)

@@ -20,7 +20,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from relstitch.data import load_dataset
+from relstitch.data import Dataset, load_dataset
 from relstitch.io.artifacts import describe
 from relstitch.matrix import MatrixResult
 from relstitch.reports import (
@@ -36,11 +36,14 @@ from relstitch.reports import (
     to_html,
     to_markdown,
 )
+from relstitch.reports.common import CONTROL_NOTE
+from relstitch.reports.document import label_baselines
 from relstitch.reports.schema import SCHEMA_RESOURCE
 from relstitch.results import PairResult
 
 REPO = Path(__file__).resolve().parent.parent
 V1_REPORT = Path(__file__).resolve().parent / "data" / "report_v1.json"
+V2_REPORT = Path(__file__).resolve().parent / "data" / "report_v2.json"  # written by relstitch 0.1.0's code
 LIMIT = "200"
 
 
@@ -280,7 +283,9 @@ def test_inspect_summarises_a_report_and_refuses_other_json(run, cli, tmp_path):
     )
     assert summary["main_score"].startswith(f"{report['main_metric']} {report['main_score']['value']:.4f}")
     table = cli("inspect", run["dir"] / "r.json")
-    assert table.exit_code == 0 and "relstitch report file, format 2" in " ".join(table.stdout.split())
+    assert table.exit_code == 0 and f"relstitch report file, format {SCHEMA_VERSION}" in " ".join(
+        table.stdout.split()
+    )
     assert (
         json.loads(cli("inspect", V1_REPORT, "--json").stdout)["version"] == SCHEMA_VERSION
     )  # migrated on read
@@ -342,8 +347,9 @@ def test_markdown_has_a_matrix_per_method_the_aggregate_failures_and_provenance(
 
 
 # ---------------------------------------------------------------------------------------- terminal
-def toy_report(first_score: float = 0.9) -> dict:
-    """A hand-made run: two encoders with their relative decoders, one encoder that failed to load."""
+def toy_report(first_score: float = 0.9, data: Dataset | None = None) -> dict:
+    """A hand-made run: two encoders with their relative decoders, one encoder that failed to load;
+    ``data``, when given, is the data it scored (the report then has its baselines)."""
     h = {n: c * 64 for n, c in (("alpha", "a"), ("beta", "b"), ("da", "c"), ("db", "d"))}
     enc = [
         {
@@ -425,11 +431,16 @@ def toy_report(first_score: float = 0.9) -> dict:
         "classification",
         "accuracy",
         {"path": "a.st", "hash": "e" * 64, "count": 4, "strategy": "uniform", "seed": 0},
-        {"name": "toy", "size": 8, "shape": [1, 2, 2], "hash": "f" * 64},
+        data.describe()
+        if data is not None
+        else {"name": "toy", "size": 8, "shape": [1, 2, 2], "hash": "f" * 64},
         {"total_seconds": 1.0},
     )
     return build_report(
-        result, config={"data": "toy", "limit": None, "batch_size": 8}, command=["relstitch", "eval-matrix"]
+        result,
+        config={"data": "toy", "limit": None, "batch_size": 8},
+        command=["relstitch", "eval-matrix"],
+        dataset=data,
     )
 
 
@@ -652,6 +663,11 @@ def test_one_matrix_per_method_with_controls_next_to_their_method(run, cli, tiny
         and markdown.count("\n## ") == 5 + 2
     )
     assert (tmp_path / "m.html").read_text().count("<figure>") == 5
+    # what a control measures, said once in every form: toward or below chance, as measured
+    assert "collapses toward or below chance" in CONTROL_NOTE
+    assert markdown.count(CONTROL_NOTE) == 1 and " ".join(result.stdout.split()).count(CONTROL_NOTE) == 1
+    assert (tmp_path / "m.html").read_text().count(CONTROL_NOTE.replace("'", "&#x27;")) == 1
+    assert CONTROL_NOTE not in (run["dir"] / "r.md").read_text()  # no control, no note
     # translations and controls are never cross-space; native pairs across bottlenecks are
     assert not any(p["cross_space"] for p in report["pairs"] if p["method"] != p["space"])
     assert any(p["cross_space"] for p in report["pairs"] if p["method"] == "relative")
@@ -665,6 +681,120 @@ def test_rendering_a_saved_report_does_not_import_torch(run):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --------------------------------------------------------------------------------------- baselines
+def labelled(labels: list[int], classes: list[str]) -> Dataset:
+    """Real data with these labels (tiny grey images): what a report's baselines are computed from."""
+    return Dataset("toy", torch.zeros(len(labels), 1, 2, 2, dtype=torch.uint8), torch.tensor(labels), classes)
+
+
+def test_label_baselines_are_chance_and_the_majority_class():
+    # 6 of 10 samples are "neg": always answering it scores 0.6; a uniform guess over 3 classes, 1/3
+    assert label_baselines([0] * 6 + [1] * 2 + [2] * 2, ["neg", "pos", "mid"]) == {
+        "metric": "accuracy",
+        "samples": 10,
+        "classes": 3,
+        "chance": pytest.approx(1 / 3),
+        "majority": 0.6,
+        "majority_class": "neg",
+    }
+    # a class the data names but holds no sample of still counts for chance; a tie goes to the first class
+    tie = label_baselines([2, 1, 2, 1], ["a", "b", "c", "d"])
+    assert tie is not None and (tie["chance"], tie["majority"], tie["majority_class"]) == (0.25, 0.5, "b")
+    assert label_baselines([], ["a"]) is None and label_baselines([0, 0], []) is None  # nothing to judge by
+
+
+def test_baselines_are_in_every_form_of_the_report(tmp_path):
+    data = labelled([0] * 6 + [1] * 2 + [2] * 2, ["neg", "pos", "mid"])
+    report = toy_report(data=data)
+    assert_valid(report)
+    assert report["baselines"] == label_baselines(data.y.tolist(), data.classes)
+    # the toy's stitched mean, 0.562, is below the majority class's 0.600: every form says so
+    line = (
+        "accuracy baselines: chance 0.333 (3 classes), majority class 0.600 (neg) — the main score is not "
+        "above it"
+    )
+    shown = render(report, 120).splitlines()
+    assert shown[-2:] == [line, "main score: accuracy ↑ 0.562 — mean over 2 stitched relative pairs"]
+    sentence = line[0].upper() + line[1:] + "."
+    assert f"\n{sentence}\n" in to_markdown(report) and f">{sentence}</p>" in to_html(report)
+    rows = list(csv.DictReader(io.StringIO(to_csv(report))))
+    assert len(rows) == 10 and {(r["baseline_chance"], r["baseline_majority"]) for r in rows} == {
+        (str(1 / 3), "0.6")
+    }
+    # saved and read back, the report renders the same
+    saved = tmp_path / "r.json"
+    saved.write_text(report_json(report))
+    again = load_report(saved)
+    assert again["baselines"] == report["baselines"] and render(again, 120) == render(report, 120)
+    # above the majority class: the baselines, and no warning
+    fair = toy_report(data=labelled([0] * 4 + [1] * 3 + [2] * 3, ["neg", "pos", "mid"]))
+    assert render(fair, 120).splitlines()[-2] == (
+        "accuracy baselines: chance 0.333 (3 classes), majority class 0.400 (neg)"
+    )
+    # without the data a report has no baselines, and says nothing of them
+    bare = toy_report()
+    assert bare["baselines"] is None
+    for text in (render(bare, 120), to_markdown(bare), to_html(bare)):
+        assert "baselines" not in text.lower()
+    assert {
+        (r["baseline_chance"], r["baseline_majority"]) for r in csv.DictReader(io.StringIO(to_csv(bare)))
+    } == {("", "")}
+    with pytest.raises(ValueError, match="not the data the run scored"):
+        build_report(
+            MatrixResult(
+                [], [], [], "classification", "accuracy", {}, {"name": "x", "size": 1, "hash": "0" * 64}
+            ),
+            config={},
+            dataset=data,
+        )
+
+
+def test_a_matrix_run_reports_the_baselines_of_the_data_it_scored(tiny_zoo, anchors):
+    from relstitch.matrix import eval_matrix
+
+    data = load_dataset("builtin:test", limit=300)
+    names = tiny_zoo.names[:2]
+    result = eval_matrix(
+        [tiny_zoo.encoder(n) for n in names], [tiny_zoo.decoder(n) for n in names], anchors, data
+    )
+    report = build_report(
+        result, config={"data": "builtin:test", "limit": 300, "batch_size": 256}, dataset=data
+    )
+    assert_valid(report)
+    counts = torch.bincount(data.y, minlength=10)
+    assert report["baselines"] == {
+        "metric": "accuracy",
+        "samples": 300,
+        "classes": 10,
+        "chance": 0.1,
+        "majority": counts.max().item() / 300,
+        "majority_class": data.classes[int(counts.argmax())],
+    }
+    line = f"accuracy baselines: chance 0.100 (10 classes), majority class {counts.max().item() / 300:.3f}"
+    for text in (render(report, 100), to_markdown(report), to_html(report)):
+        assert line in text.lower()  # "Accuracy baselines" in a sentence
+
+
+def test_a_schema_2_report_loads_and_renders_without_baselines(cli):
+    old = json.loads(V2_REPORT.read_text())
+    assert old["schema_version"] == 2 and "baselines" not in old
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # its derived parts agree with its pairs: migrated without a word
+        report = load_report(V2_REPORT)
+    assert report["schema_version"] == SCHEMA_VERSION and report["baselines"] is None
+    assert {k: v for k, v in report.items() if k not in ("schema_version", "baselines")} == {
+        k: v for k, v in old.items() if k != "schema_version"
+    }
+    assert load_report(V1_REPORT)["baselines"] is None
+    for fmt in ("table", "md", "html", "csv", "json"):
+        shown = cli("report", V2_REPORT, "--format", fmt)
+        assert shown.exit_code == 0 and "cnn-rel-s1" in shown.stdout, shown.stderr
+        assert "majority" not in shown.stdout.split("\n", 1)[fmt == "csv"], (
+            fmt
+        )  # csv: only its header names it
+    assert '"baselines": null' in cli("report", V2_REPORT, "--format", "json").stdout
 
 
 # -------------------------------------------------------------------------------------------- HTML

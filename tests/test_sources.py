@@ -362,7 +362,7 @@ def test_hf_bad_input(tmp_path: Path, cli, berts: dict[str, Path], tiny_anchor_f
     config = json.loads((remote / "config.json").read_text())
     (remote / "config.json").write_text(json.dumps(dict(config, auto_map={"AutoModel": "modeling.Custom"})))
     fails(cli("encode", f"hf:{remote}", *args), 1, "--trust-remote-code")
-    fails(cli("encode", f"hf:{berts['a']}", *args, "-O", "pooling=max"), 2, "pooling")
+    fails(cli("encode", f"hf:{berts['a']}", *args, "-O", "pooling=median"), 2, "pooling")
     fails(cli("encode", f"hff:{berts['a']}", *args), 1, "did you mean 'hf'")
     fails(cli("encode", f"hf:{berts['a']}#trust_remote_code=1", *args), 2, "--trust-remote-code")
     fails(cli("encode", f"hf:{berts['a']}", *args), 1, "reads text but data builtin:test is image")

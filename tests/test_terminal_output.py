@@ -124,6 +124,23 @@ def test_no_line_of_the_shipped_report_is_wider_than_the_terminal(zoo_report, wi
     assert ("cnn→mlp" in "\n".join(lines)) is by_group
 
 
+@pytest.mark.parametrize("width", [60, 80, 100])
+def test_the_main_job_with_its_baselines_still_fits(zoo_report, width):
+    """The baselines line (chance and majority class of the built-in test set) above the main score: within
+    the width, and the whole at 100 columns still within one screen."""
+    from relstitch.data import load_dataset
+    from relstitch.reports.document import label_baselines
+
+    data = load_dataset("builtin:test")
+    report = zoo_report["report"] | {"baselines": label_baselines(data.y.tolist(), data.classes)}
+    lines = rendered(report, width)
+    assert widest(lines) <= width, "\n".join(lines)
+    if width == COLUMNS:
+        assert len(lines) <= MAX_LINES - 1, "\n".join(lines)  # and a line left for eval-matrix's "wrote"
+        baselines = "accuracy baselines: chance 0.100 (10 classes), majority class 0.100 (T-shirt/top)"
+        assert lines[-2] == baselines and lines[-1].startswith("main score: ")
+
+
 def test_by_group_on_report_and_eval_matrix(zoo_report, tmp_path):
     runner = CliRunner()
     plain = runner.invoke(app, ["report", str(zoo_report["path"])], env={"COLUMNS": "100"})

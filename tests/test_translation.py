@@ -144,6 +144,26 @@ def test_fewer_anchors_than_dimensions_warn_that_only_their_span_is_determined()
         fit_translation(x, y, "affine")  # gradient descent: no rank to speak of, no warning
 
 
+def test_latents_that_span_fewer_dimensions_than_the_anchors_could_say_so_not_more_anchors():
+    """More anchors than dimensions already (50 in 8-d), but the source latents vary in 7 directions only
+    (one coordinate copies another): the warning says that, not 'use more anchors'."""
+    x, y = points(50, 8, 18), points(50, 8, 19)
+    x[:, 7] = x[:, 0]
+    for method in ("procrustes", "lstsq", "lstsq-ortho"):
+        with pytest.warns(RelstitchWarning) as caught:
+            fit_translation(x, y, method)
+        (message,) = {str(w.message) for w in caught}
+        assert (
+            f"translation ({method}): the map is determined on 7 of 8 latent dimensions only: the 50 "
+            "anchors' centred latents span only 7 of the source space's 8 dimensions" in message
+        ), message
+        assert "more anchors than dimensions" not in message and "on the target anchors' mean" in message
+    with pytest.warns(RelstitchWarning, match="the 50 anchors' latents span only 7 of the target space's 8"):
+        fit_translation(
+            y, x, "procrustes", scaling="none"
+        )  # uncentred, and the degenerate side is the target
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -175,8 +175,8 @@ def test_a_decoder_that_cannot_load_is_a_failed_column_and_the_rest_is_scored(
     good = [tiny_zoo.decoder(n) for n in tiny_zoo.names]
     encoders = [tiny_zoo.encoder(n) for n in tiny_zoo.names[:2]]
     data = test_data.subset(range(60))
-    clean = eval_matrix(encoders, good, anchors, data, workers=0)
-    mixed = eval_matrix(encoders, [*broken.values(), *good], anchors, data, workers=0)
+    clean = eval_matrix(encoders, good, anchors, data)
+    mixed = eval_matrix(encoders, [*broken.values(), *good], anchors, data)
     scored = {(p.encoder, p.decoder, p.method): p.scores for p in clean.pairs}
     for pair in mixed.pairs:
         if pair.decoder in broken:

@@ -349,7 +349,7 @@ def test_options_that_would_be_silently_ignored_are_refused(cli, tmp_path, tiny_
     line = one_line_error(
         cli("stitch", f"embeddings:{emb}", tiny_zoo.decoder("cnn-rel-s1"), "--limit", 5), code=2
     )
-    assert "drop --anchors and --limit" in line
+    assert "drop --limit" in line
 
 
 def test_embeddings_files_keep_who_made_them(cli, tmp_path, tiny_zoo):

@@ -21,7 +21,7 @@ a loader decorated by :func:`register_model_source` and import it below.
 """
 
 # Imported in the order `--help` lists the kinds; each module registers its kind on import.
-from . import checkpoint, precomputed, hf, vision, python  # noqa: F401, I001
+from . import checkpoint, precomputed, hf, vision, timm, python  # noqa: F401, I001
 from .base import (
     MODEL_SOURCES,
     SourceOptions,

@@ -17,7 +17,7 @@ import ast
 import difflib
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -36,15 +36,25 @@ def _floats(text: str) -> float | list[float]:
     return values[0] if len(values) == 1 else values
 
 
+def _bool(text: str) -> bool:
+    """``true/false``, ``yes/no``, ``1/0`` (any case); anything else is a ValueError."""
+    value = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(text.lower())
+    if value is None:
+        raise ValueError(f"expected true or false, got {text!r}")
+    return value
+
+
 OPTION_TYPES: dict[str, Callable[[str], Any]] = {
     "view": str,
     "pooling": str,
+    "normalize": _bool,
     "max_length": int,
     "dtype": str,
     "name": str,
     "weights": str,
     "layer": str,
     "resize": parse_size,
+    "crop": parse_size,
     "channels": int,
     "mean": _floats,
     "std": _floats,
@@ -80,17 +90,34 @@ class SourceOptions:
     """How to load and feed one model source (each kind reads the options that concern it)."""
 
     view: str | None = None
-    pooling: str = "cls"
+    pooling: str | None = None  # None: the source's own (a sentence-transformers folder's), else cls
+    normalize: bool | None = None  # None: the source's own (a Normalize module), else off
     max_length: int | None = None
     dtype: str | None = None
     name: str | None = None
     weights: str | None = None
     layer: str | None = None
     resize: list[int] | None = None
+    crop: list[int] | None = None
     channels: int | None = None
     mean: float | list[float] | None = None
     std: float | list[float] | None = None
     trust_remote_code: bool = False
+
+
+@dataclass
+class SourceEncoder(Encoder):
+    """An encoder a model source loaded, and what its reference resolved to on this machine.
+
+    ``resolved`` (the folder, the Hub snapshot's commit, the weights file, the preprocessing) travels into
+    embeddings files through :meth:`provenance`, so a result can be traced to the exact files. It is never
+    part of the hash: the same files found another way are the same encoder.
+    """
+
+    resolved: dict[str, Any] = field(default_factory=dict)
+
+    def provenance(self) -> dict[str, Any]:
+        return {**super().provenance(), "resolved": self.resolved}
 
 
 def parse_call(locator: str) -> tuple[str, dict[str, Any]]:
@@ -253,7 +280,8 @@ def _source_of(ref: str | os.PathLike[str]) -> tuple[str, ModelSource, str, dict
 
 
 _EXAMPLES = {
-    "hf": "DIR",
+    "hf": "DIR or hf:ORG/NAME[@REVISION]",
+    "timm": "resnet18",
     "torchvision": "resnet18#weights=FILE",
     "python": "package.module:function",
     "embeddings": "FILE",

@@ -8,10 +8,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..components import Encoder
 from ..encoding import EncodedSpace, load_embeddings
 from ..errors import RelstitchError
-from .base import SourceOptions, register_model_source
+from .base import SourceEncoder, SourceOptions, register_model_source
 
 if TYPE_CHECKING:
     from ..components import Decoder
@@ -28,8 +27,9 @@ def load_embeddings_source(locator: str, opts: SourceOptions) -> EncodedSpace:
 
 
 @dataclass
-class PrecomputedEncoder(Encoder):
-    """Stands for the encoder that produced precomputed vectors: its name and hash, nothing to run."""
+class PrecomputedEncoder(SourceEncoder):
+    """Stands for the encoder that produced precomputed vectors: its name, hash and what it had resolved to
+    (as its embeddings file records them), nothing to run."""
 
     encoder_hash: str = ""
 
@@ -55,6 +55,7 @@ def as_encoder(space: EncodedSpace) -> PrecomputedEncoder:
         name=space.encoder_name,
         meta={"source": f"embeddings:{space.path}", "training": training},
         path=space.path,
+        resolved=found if isinstance(found := made_by.get("resolved"), dict) else {},
         encoder_hash=space.encoder_hash,
     )
 

@@ -8,22 +8,22 @@ the user's explicit choice to run it. Keyword arguments are literals, read with 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from ..components import Encoder
 from ..errors import RelstitchError, UsageError
 from .base import SourceOptions, first_line, parse_call, register_model_source
-from .vision import fit_weights, image_encoder, image_spec
+from .vision import ImageEncoder, fit_weights, image_encoder, image_spec
 
 
 @register_model_source(
     "python",
-    ("weights", "layer", "resize", "channels", "mean", "std"),
+    ("weights", "layer", "resize", "crop", "channels", "mean", "std"),
     "a torch.nn.Module built by a Python function: package.module:function(key=value)",
 )
-def _load_python(locator: str, opts: SourceOptions) -> Encoder:
+def _load_python(locator: str, opts: SourceOptions) -> ImageEncoder:
     target, kwargs = parse_call(locator)
     module_name, sep, function_name = target.rpartition(":")
     if not sep or not module_name or not function_name:
@@ -50,4 +50,5 @@ def _load_python(locator: str, opts: SourceOptions) -> Encoder:
         fit_weights(model, opts.weights, target)
     spec = image_spec(opts, resize=None, channels=None, mean=0.0, std=1.0)
     architecture = {"name": f"python:{target}", "args": kwargs, "layer": opts.layer}
-    return image_encoder(model, architecture, spec, opts.name or function_name, f"python:{target}")
+    resolved = {"weights": str(Path(opts.weights).resolve())} if opts.weights else {}
+    return image_encoder(model, architecture, spec, opts.name or function_name, f"python:{target}", resolved)

@@ -1,15 +1,23 @@
-"""Image models that are plain ``nn.Module``s: ``torchvision:NAME`` and the latent tap they share with
-``python:``.
+"""Image models that are plain ``nn.Module``s: ``torchvision:NAME`` and what it shares with ``python:`` and
+``timm:`` (the latent tap, weights fitting, the image encoder and its preprocessing).
 
 A network's latent is one layer's activation (:class:`LatentTap`): by default the input of its classifier
 (``fc``/``classifier``/``heads``/``head``), so the pooled features, as the paper takes them. Weights come
-from a local file only (:func:`fit_weights`), checked tensor by tensor.
+from a local file (:func:`fit_weights`, checked tensor by tensor) or, for ``torchvision:NAME#weights=ENUM``,
+from torchvision's own cache (``$TORCH_HOME/hub/checkpoints``), checked against the sha256 prefix in the
+file's name and fed with the enum's own preprocessing (:func:`enum_weights`). Nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+import hashlib
+import os
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +25,10 @@ import torch
 from torch import nn
 
 from ..checkpoints import check_shapes, check_weights
-from ..components import Encoder
+from ..data import prepare_images
 from ..errors import RelstitchError, UsageError
-from .base import SourceOptions, first_line, parse_call, register_model_source
+from ..io.userfiles import open_regular
+from .base import SourceEncoder, SourceOptions, first_line, parse_call, register_model_source
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -146,27 +155,107 @@ def fit_weights(model: nn.Module, path: str | Path, what: str) -> None:
     model.load_state_dict(state)
 
 
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+"""How an image encoder's resize may interpolate (torchvision's and timm's names)."""
+
+
+@dataclass
+class ImageEncoder(SourceEncoder):
+    """An image network behind a :class:`LatentTap`, fed per its input spec.
+
+    Beyond :func:`relstitch.data.prepare_images` (channels, exact ``resize``, ``mean``/``std``), the spec
+    may ask for what torchvision's and timm's evaluation transforms do: ``resize_shorter`` (the shorter
+    side to N, aspect kept), ``crop`` (a centre crop ``[H, W]`` after the resize) and ``interpolation``.
+    """
+
+    def prepare(self, raw_batch: Any) -> torch.Tensor:
+        spec = self.input_spec
+        if not any(key in spec for key in ("resize_shorter", "crop", "interpolation")):
+            return prepare_images(raw_batch, spec)  # as before: the same tensors, the same hashes
+        # scaled to [0, 1] and given its channels first; resized and cropped; normalised last
+        pixels = prepare_images(raw_batch, {k: spec[k] for k in ("scale", "channels") if k in spec})
+        if pixels.ndim == 4:
+            size = spec.get("resize") or _shorter_side(pixels.shape[-2:], spec.get("resize_shorter"))
+            mode = spec.get("interpolation", "bilinear")
+            if size and list(pixels.shape[-2:]) != list(size):
+                pixels = torch.nn.functional.interpolate(
+                    pixels,
+                    size=tuple(size),
+                    mode=mode,
+                    **({"align_corners": False, "antialias": True} if mode != "nearest" else {}),
+                )
+            if spec.get("crop"):
+                pixels = _centre_crop(pixels, spec["crop"])
+        return prepare_images(pixels, {k: spec[k] for k in ("mean", "std") if k in spec})
+
+
+def _shorter_side(size: Any, shorter: int | None) -> list[int] | None:
+    """``[H, W]`` with the shorter side ``shorter``, the longer scaled alike (torchvision's rounding)."""
+    if not shorter:
+        return None
+    height, width = int(size[0]), int(size[1])
+    if height <= width:
+        return [shorter, int(shorter * width / height)]
+    return [int(shorter * height / width), shorter]
+
+
+def _centre_crop(pixels: torch.Tensor, crop: list[int]) -> torch.Tensor:
+    height, width = pixels.shape[-2:]
+    if crop[0] > height or crop[1] > width:
+        raise RelstitchError(
+            f"cannot crop {crop[0]}x{crop[1]} from images resized to {height}x{width}",
+            hint="give a smaller crop=H,W or a larger resize=",
+        )
+    top, left = int(round((height - crop[0]) / 2.0)), int(round((width - crop[1]) / 2.0))
+    return pixels[..., top : top + crop[0], left : left + crop[1]]
+
+
 def image_encoder(
-    model: nn.Module, architecture: dict[str, Any], spec: dict[str, Any], name: str, source: str
-) -> Encoder:
+    model: nn.Module,
+    architecture: dict[str, Any],
+    spec: dict[str, Any],
+    name: str,
+    source: str,
+    resolved: dict[str, Any] | None = None,
+) -> ImageEncoder:
     architecture = dict(architecture, input=spec)  # preprocessing changes the latents: it is part of identity
-    return Encoder(
+    return ImageEncoder(
         module=LatentTap(model, architecture.get("layer")).eval(),
         architecture=architecture,
         input_spec=spec,
-        latent_dim=0,
+        latent_dim=0,  # learnt on the first batch
         name=name,
         meta={"source": source},
-    )  # latent size: learnt on the first batch
+        resolved={**(resolved or {}), "preprocessing": spec},
+    )
 
 
 def image_spec(
-    opts: SourceOptions, *, resize: list[int] | None, channels: int | None, mean: Any, std: Any
+    opts: SourceOptions,
+    *,
+    resize: list[int] | None,
+    channels: int | None,
+    mean: Any,
+    std: Any,
+    resize_shorter: int | None = None,
+    crop: list[int] | None = None,
+    interpolation: str | None = None,
 ) -> dict[str, Any]:
+    """An image encoder's input spec: the source's own preprocessing, each part the user gives replacing
+    it. A ``resize=`` of the user's replaces the source's resize *and* crop (``crop=`` crops again)."""
+    if opts.resize:
+        resize, resize_shorter, crop = opts.resize, None, None
+    if interpolation is not None and interpolation not in INTERPOLATIONS:
+        raise RelstitchError(
+            f"unsupported interpolation {interpolation!r}; relstitch resizes {INTERPOLATIONS}"
+        )
     spec = {
         "modality": "image",
         "scale": 255.0,
-        "resize": opts.resize or resize,
+        "resize": resize,
+        "resize_shorter": resize_shorter,
+        "crop": opts.crop or crop,
+        "interpolation": interpolation,
         "channels": opts.channels or channels,
         "mean": opts.mean if opts.mean is not None else mean,
         "std": opts.std if opts.std is not None else std,
@@ -174,12 +263,142 @@ def image_spec(
     return {k: v for k, v in spec.items() if v is not None}
 
 
+# ----------------------------------------------------------------------------- torchvision enums
+_ENUM_NAME = re.compile(r"(?:[A-Za-z0-9]+_Weights\.)?[A-Z][A-Z0-9_]*")
+"""``DEFAULT``, ``IMAGENET1K_V1`` or ``ResNet18_Weights.IMAGENET1K_V1``: a weights enum, not a file."""
+
+
+def is_enum_name(weights: str) -> bool:
+    """Whether ``weights=`` names a torchvision weights enum (an existing file of that name wins)."""
+    return bool(_ENUM_NAME.fullmatch(weights)) and not Path(weights).exists()
+
+
+def cached_weights_file(url: str) -> Path:
+    """Where torchvision keeps the file of a weights URL: ``$TORCH_HOME/hub/checkpoints/<file name>``."""
+    from urllib.parse import urlparse
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def check_sha256_prefix(path: Path) -> str | None:
+    """Check a torchvision weights file against the sha256 prefix its name carries
+    (``resnet18-f37072fd.pth``), as torchvision checks a download; returns the prefix (None: no prefix)."""
+    found = torch.hub.HASH_REGEX.search(path.name)
+    if not found or not found.group(1):
+        return None
+    digest = hashlib.sha256()
+    try:
+        with open_regular(path) as handle:  # in chunks: the same digest, memory bounded
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    except OSError as exc:
+        raise RelstitchError(f"cannot read the weights file: {first_line(exc)}", path=path) from None
+    if not digest.hexdigest().startswith(found.group(1)):
+        raise RelstitchError(
+            f"the file's sha256 begins {digest.hexdigest()[: len(found.group(1))]}, its name says "
+            f"{found.group(1)}: it is damaged or not the file it is named after",
+            path=path,
+            hint="delete it and fetch it again on a machine with network access",
+        )
+    return found.group(1)
+
+
+_BUILDING = threading.Lock()
+
+
+@contextmanager
+def _state_from_file(enum: Any, state: dict[str, torch.Tensor]) -> Iterator[None]:
+    """While torchvision's builder runs, its one read of the weights (``get_state_dict``: a download when
+    the file is absent, ``torch.load(weights_only=False)`` when present) returns ``state`` instead: the
+    same file, already hash-checked and read by :func:`relstitch.io.safe_load.load_weights`."""
+    kind = type(enum)
+    with _BUILDING:
+        setattr(kind, "get_state_dict", lambda self, *args, **kwargs: state)  # noqa: B010
+        try:
+            yield
+        finally:
+            delattr(kind, "get_state_dict")  # WeightsEnum's own again
+
+
+def enum_weights(
+    arch: str, name: str, kwargs: dict[str, Any]
+) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """Build ``torchvision:arch`` with the weights enum ``name`` from torchvision's cache.
+
+    torchvision's own builder makes the model the enum needs (its number of classes, ``transform_input``,
+    renamed keys); the file is ``$TORCH_HOME/hub/checkpoints/<the enum URL's file name>``, its sha256
+    checked against the prefix in its name. Returns (model, input spec from the enum's transforms before
+    the user's overrides, what it resolved to).
+    """
+    import torchvision
+
+    from ..io.safe_load import load_weights
+
+    try:
+        weights_class = torchvision.models.get_model_weights(arch)
+    except ValueError:
+        raise RelstitchError(
+            f"torchvision:{arch} has no weights enum", hint="give a weights file: weights=FILE"
+        ) from None
+    member = name.rpartition(".")[2]
+    known = list(weights_class.__members__)
+    if name.partition(".")[1] and name.partition(".")[0] != weights_class.__name__ or member not in known:
+        close = difflib.get_close_matches(member, known, n=1)
+        raise UsageError(
+            f"torchvision:{arch} has no weights {name!r}; "
+            f"its enum {weights_class.__name__} has {', '.join(known)}",
+            hint=f"did you mean {close[0]!r}?" if close else None,
+        )
+    enum = weights_class[member]
+    path = cached_weights_file(enum.url)
+    if not path.is_file():
+        raise RelstitchError(
+            f"{weights_class.__name__}.{enum.name}'s file {path.name} is not in torchvision's cache",
+            path=path.parent,
+            hint=f"on a machine with network access run torchvision.models.get_model({arch!r}, "
+            f"weights={name!r}) (or fetch {enum.url}) and copy {path.name} into that folder "
+            "(TORCH_HOME/hub/checkpoints); relstitch never downloads",
+        )
+    prefix = check_sha256_prefix(path)
+    transform = enum.transforms()
+    sizes: list[Any] = [getattr(transform, key, None) for key in ("resize_size", "crop_size", "mean", "std")]
+    if any(size is None for size in sizes):
+        raise RelstitchError(
+            f"{weights_class.__name__}.{enum.name} is not a classification enum "
+            f"({type(transform).__name__}): relstitch reads classifiers' pooled features"
+        )
+    state = load_weights(path)
+    try:
+        with _state_from_file(enum, state):
+            model = torchvision.models.get_model(arch, weights=enum, **kwargs)
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+        raise RelstitchError(
+            f"cannot build torchvision:{arch} with {name}: {first_line(exc)}", path=path
+        ) from None
+    resize, crop, mean, std = sizes
+    spec = {
+        "resize": list(resize) if len(resize) == 2 else None,
+        "resize_shorter": int(resize[0]) if len(resize) == 1 else None,
+        "crop": list(crop) * (2 if len(crop) == 1 else 1),
+        "interpolation": str(transform.interpolation.value),
+        "channels": 3,
+        "mean": list(mean),
+        "std": list(std),
+    }
+    resolved = {
+        "weights": str(path.resolve()),
+        "enum": f"{weights_class.__name__}.{enum.name}",
+        "sha256_prefix": prefix,
+    }
+    return model, spec, resolved
+
+
 @register_model_source(
     "torchvision",
-    ("weights", "layer", "resize", "channels", "mean", "std"),
-    "a torchvision architecture with a local weights file",
+    ("weights", "layer", "resize", "crop", "channels", "mean", "std"),
+    "a torchvision architecture: weights from a local file or an enum (DEFAULT...) in torchvision's cache",
 )
-def _load_torchvision(locator: str, opts: SourceOptions) -> Encoder:
+def _load_torchvision(locator: str, opts: SourceOptions) -> ImageEncoder:
     arch, kwargs = parse_call(locator)
     import torchvision
 
@@ -192,14 +411,20 @@ def _load_torchvision(locator: str, opts: SourceOptions) -> Encoder:
         )
     if not opts.weights:
         raise UsageError(
-            f"torchvision:{arch} needs a local weights file (relstitch never downloads)",
-            hint=f"write torchvision:{arch}#weights=FILE or pass -O weights=FILE",
+            f"torchvision:{arch} needs weights: a local file or an enum in torchvision's cache "
+            "(relstitch never downloads)",
+            hint=f"write torchvision:{arch}#weights=FILE or #weights=DEFAULT, or pass -O weights=...",
         )
-    try:
-        model = torchvision.models.get_model(arch, weights=None, **kwargs)
-    except (TypeError, ValueError) as exc:
-        raise RelstitchError(f"cannot build torchvision:{arch}: {first_line(exc)}") from None
-    fit_weights(model, opts.weights, f"torchvision:{arch}")
+    if is_enum_name(opts.weights):
+        model, own, resolved = enum_weights(arch, opts.weights, kwargs)
+    else:
+        try:
+            model = torchvision.models.get_model(arch, weights=None, **kwargs)
+        except (TypeError, ValueError) as exc:
+            raise RelstitchError(f"cannot build torchvision:{arch}: {first_line(exc)}") from None
+        fit_weights(model, opts.weights, f"torchvision:{arch}")
+        own = {"resize": [224, 224], "channels": 3, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+        resolved = {"weights": str(Path(opts.weights).resolve())}
     layer = opts.layer or next(
         (f"{n}:input" for n in CLASSIFIER_NAMES if isinstance(getattr(model, n, None), nn.Module)), None
     )
@@ -208,6 +433,6 @@ def _load_torchvision(locator: str, opts: SourceOptions) -> Encoder:
             f"torchvision:{arch} has no fc/classifier/head: say which layer is the latent",
             hint="-O layer=NAME",
         )
-    spec = image_spec(opts, resize=[224, 224], channels=3, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    spec = image_spec(opts, **{"resize": None, "channels": None, "mean": None, "std": None, **own})
     architecture = {"name": f"torchvision:{arch}", "args": kwargs, "layer": layer}
-    return image_encoder(model, architecture, spec, opts.name or arch, f"torchvision:{arch}")
+    return image_encoder(model, architecture, spec, opts.name or arch, f"torchvision:{arch}", resolved)

@@ -1,5 +1,6 @@
 """Data: the :class:`Dataset` type (:mod:`.dataset`) and the registry of data sources (:mod:`.sources`):
-``builtin:``, ``idx:``, ``imagefolder:``, ``tensors:``, ``jsonl:``, ``csv:`` and ``#captions=``.
+``builtin:``, ``idx:``, ``imagefolder:``, ``tensors:``, ``npy:``/``npz:``, ``jsonl:``, ``csv:``/``tsv:``,
+``parquet:``, ``hfds:`` and ``#captions=``.
 
 ``load_dataset("builtin:test")`` is the one entry point; see :mod:`relstitch.data.sources` for every kind.
 """

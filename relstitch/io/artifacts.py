@@ -25,7 +25,7 @@ from .userfiles import check_regular, open_regular, read_head
 if TYPE_CHECKING:  # torch is imported lazily: `relstitch --help` and `inspect` must not pay for it.
     import torch
 
-# The format version and the kinds of file (with their metadata schemas) live in schema.py.
+# The format version and the kinds of file live in metadata_schema.py, their schemas in metadata.schema.json.
 PREFIX = "relstitch."
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit; larger headers are refused unread
 MAX_NDIM = 32  # far above any real tensor; a hostile header cannot make shape arithmetic run long

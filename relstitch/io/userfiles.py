@@ -31,6 +31,8 @@ MAX_IDS_BYTES = 64 * 1024**2
 """An anchor ids file: 64 MiB (millions of ids)."""
 MAX_CONFIG_BYTES = 64 * 1024**2
 """A model folder's JSON configuration (``config.json``, ``tokenizer_config.json``): 64 MiB."""
+MAX_IMAGE_BYTES = 256 * 1024**2
+"""One image file of image data (``imagefolder:``, an ``image=`` column): 256 MiB (a photo is a few MiB)."""
 
 _NOT_REGULAR_HINT = "give a regular file (pipes and devices can block or never end)"
 # O_NONBLOCK: open() on a FIFO returns at once instead of waiting for a writer; O_NOCTTY: a terminal named
@@ -150,26 +152,42 @@ def read_head(path: str | os.PathLike[str], size: int) -> bytes:
 
 @contextmanager
 def text_lines(
-    path: str | os.PathLike[str], *, what: str, max_line: int | None = None, max_total: int | None = None
+    path: str | os.PathLike[str],
+    *,
+    what: str,
+    max_line: int | None = None,
+    max_total: int | None = None,
+    encoding: str = "utf-8",
+    hint: str | None = None,
 ) -> Iterator[Iterator[str]]:
-    """``with text_lines(path, what=...) as lines:`` the lines of a UTF-8 text file, line ends kept.
+    """``with text_lines(path, what=...) as lines:`` the lines of a text file, line ends kept.
 
-    A byte-order mark is dropped. A line longer than ``max_line`` bytes (default :data:`MAX_LINE_BYTES`) or a
-    file past ``max_total`` (default :data:`MAX_TEXT_BYTES`) is refused with the limit and the line number,
-    as is a line that is not UTF-8. Lines end at ``\\n`` (``\\r\\n`` is kept whole), as CSV and JSON lines do.
+    The text is UTF-8 (a byte-order mark dropped) unless ``encoding`` names another, which must encode the
+    line end as ASCII does (``latin-1``, ``cp1252``; the caller checks). A line longer than ``max_line``
+    bytes (default :data:`MAX_LINE_BYTES`) or a file past ``max_total`` (default :data:`MAX_TEXT_BYTES`) is
+    refused with the limit and the line number, as is a line the encoding cannot read (``hint``, if given,
+    says what to do). Lines end at ``\\n`` (``\\r\\n`` is kept whole), as CSV and JSON lines do.
     """
     max_line = MAX_LINE_BYTES if max_line is None else max_line
     max_total = MAX_TEXT_BYTES if max_total is None else max_total
     with open_regular(path) as handle:
         if os.fstat(handle.fileno()).st_size > max_total:
             raise _too_large(path, max_total, what)
-        yield _lines(handle, path, what, max_line, max_total)
+        yield _lines(handle, path, what, max_line, max_total, encoding, hint or f"save {what} as UTF-8")
 
 
 def _lines(
-    handle: BinaryIO, path: str | os.PathLike[str], what: str, max_line: int, max_total: int
+    handle: BinaryIO,
+    path: str | os.PathLike[str],
+    what: str,
+    max_line: int,
+    max_total: int,
+    encoding: str,
+    hint: str,
 ) -> Iterator[str]:
-    decode = codecs.getincrementaldecoder("utf-8-sig")().decode  # drops a BOM at the start, only there
+    utf8 = codecs.lookup(encoding).name == "utf-8"
+    # utf-8-sig drops a BOM at the start, only there
+    decode = codecs.getincrementaldecoder("utf-8-sig" if utf8 else encoding)().decode
     total = 0
     number = 0
     while True:
@@ -187,13 +205,15 @@ def _lines(
                 hint="check that this is the file you meant (one record per line)",
             )
         try:
-            # A UTF-8 character never contains a newline byte, so each line decodes on its own.
+            # No character of UTF-8 (or of an encoding the caller allowed) contains a newline byte, so each
+            # line decodes on its own.
             yield decode(raw, final=True)
         except UnicodeDecodeError as exc:
             raise RelstitchError(
-                f"line {number} is not UTF-8 text (invalid byte at column {exc.start + 1})",
+                f"line {number} is not {'UTF-8' if utf8 else encoding} text "
+                f"(invalid byte at column {exc.start + 1})",
                 path=path,
-                hint=f"save {what} as UTF-8",
+                hint=hint,
             ) from None
 
 

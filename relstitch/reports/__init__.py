@@ -17,6 +17,7 @@ from typing import Any
 from .document import (
     SCHEMA_VERSION,
     build_report,
+    label_baselines,
     load_report,
     parse_groups,
     report_json,
@@ -69,6 +70,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "aggregate_table",
     "build_report",
+    "label_baselines",
     "load_report",
     "matrix_table",
     "parse_groups",

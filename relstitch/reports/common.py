@@ -38,6 +38,40 @@ def method_title(report: dict[str, Any], method: str) -> str:
     return f"{method} (control: {control})" if control else method
 
 
+def baseline_summary(baselines: dict[str, Any]) -> str:
+    """``accuracy baselines: chance 0.100 (10 classes), majority class 0.654 (negative)``: the two
+    guessers of :func:`~relstitch.reports.document.label_baselines`."""
+    return (
+        f"{baselines['metric']} baselines: chance {fmt(baselines['chance'])} ({baselines['classes']} "
+        f"classes), majority class {fmt(baselines['majority'])} ({baselines['majority_class']})"
+    )
+
+
+def baseline_line(report: dict[str, Any]) -> str | None:
+    """The report's line on its baselines, or None when it has none (reconstruction, unlabelled data,
+    a report older than schema 3). Says so when the main score is not above the majority class."""
+    baselines = report.get("baselines")
+    if not baselines:
+        return None
+    line = baseline_summary(baselines)
+    score = report["main_score"]
+    if score["metric"] == baselines["metric"] and is_score(score["value"]):
+        if score["value"] <= baselines["majority"]:
+            line += " — the main score is not above it"
+    return line
+
+
+CONTROL_NOTE = (
+    "A NAME-null matrix is a control: the encoder's anchor latents shuffled, so the anchors no longer "
+    "correspond; a stitched score that came from the anchors collapses toward or below chance there."
+)
+
+
+def control_note(report: dict[str, Any]) -> str | None:
+    """:data:`CONTROL_NOTE` when the report holds a control's matrix, else None."""
+    return CONTROL_NOTE if any(p.get("control") for p in report["pairs"]) else None
+
+
 def direction_of(report: dict[str, Any], metric: str) -> str:
     direction: str = report["metrics"].get(metric, {}).get("direction", "higher")
     return direction

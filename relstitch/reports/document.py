@@ -2,8 +2,9 @@
 
 Layout (schema version :data:`SCHEMA_VERSION`, documented field by field in
 ``relstitch/schemas/report.schema.json``): provenance (config, environment, hashes of anchors,
-dataset, encoders and decoders), metric directions, the main score, one matrix per method and
-metric, every pair, the failed pairs, the aggregated table, and ``run``. Only ``run`` (date, command
+dataset, encoders and decoders), metric directions, the main score, the evaluation data's baselines
+(chance and majority-class accuracy), one matrix per method and metric, every pair, the failed pairs,
+the aggregated table, and ``run``. Only ``run`` (date, command
 line, timings) changes between two runs of the same command, so reports can be diffed.
 
 The derived parts (matrices, failed pairs, aggregate, main score) are computed from the pairs by one
@@ -18,6 +19,8 @@ import math
 import os
 import platform
 import sys
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -30,10 +33,11 @@ from ..io.atomic import atomic_write
 from .schema import schema_errors
 
 if TYPE_CHECKING:  # the matrix module imports torch; re-rendering a saved report must not.
+    from ..data import Dataset
     from ..matrix import MatrixResult
 
 SCHEMA_NAME = "relstitch-report"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MAIN_METHOD = "relative"  # the paper's method; its stitched mean is the report's main score
 SETTINGS = ("not stitched", "stitched", "stitched (cross-space)")
 ALL = "all"  # the group label that pools every group
@@ -83,6 +87,29 @@ def setting_of(pair: dict[str, Any]) -> str:
     if not pair["stitched"]:
         return "not stitched"
     return "stitched (cross-space)" if pair["cross_space"] else "stitched"
+
+
+# --------------------------------------------------------------------------------------- baselines
+def label_baselines(labels: Iterable[int], classes: Sequence[str]) -> dict[str, Any] | None:
+    """What an accuracy is worth on data with these labels: the scores of two guessers that never look.
+
+    ``chance``: 1 / the number of classes (a uniform random guess, expected); ``majority``: the share of
+    the samples in the most frequent class (always answering it; on a tie, the first such class), whose
+    name is ``majority_class``. None for unlabelled data (no class names or no samples).
+    """
+    counts = Counter(labels)
+    total = sum(counts.values())
+    if not classes or not total:
+        return None
+    top = min(counts, key=lambda label: (-counts[label], label))
+    return {
+        "metric": "accuracy",
+        "samples": total,
+        "classes": len(classes),
+        "chance": 1 / len(classes),
+        "majority": counts[top] / total,
+        "majority_class": str(classes[top]) if 0 <= top < len(classes) else str(top),
+    }
 
 
 # ------------------------------------------------------------------------------------------ groups
@@ -272,6 +299,7 @@ def _assemble(
     decoders: list[dict[str, Any]],
     pairs: list[dict[str, Any]],
     run: dict[str, Any],
+    baselines: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The full document, derived parts computed from ``pairs`` (shared by build and migration)."""
     for role, items in (("encoders", encoders), ("decoders", decoders)):
@@ -295,6 +323,7 @@ def _assemble(
             "main_metric": main_metric,
             "metrics": {m: {"direction": direction[m]} for m in metrics},
             "main_score": _main_score(pairs, methods, main_metric, direction[main_metric]),
+            "baselines": baselines if task == "classification" else None,
             "config": config,
             "environment": environment,
             "anchors": anchors,
@@ -343,15 +372,20 @@ def build_report(
     config: dict[str, Any],
     command: list[str] | None = None,
     groups: list[tuple[str, str]] | None = None,
+    dataset: Dataset | None = None,
 ) -> dict[str, Any]:
     """The JSON report of a matrix run (schema version :data:`SCHEMA_VERSION`).
 
     ``config`` is what the caller chose (data, limit, batch size, device, dtype, paths); the anchor
     identity, projections, methods and groups are filled in from the run. ``groups`` are
-    ``(glob, group)`` overrides of the group labels read from the checkpoints' metadata.
+    ``(glob, group)`` overrides of the group labels read from the checkpoints' metadata. ``dataset`` is
+    the data the run scored: its labels give a classification report its ``baselines``
+    (:func:`label_baselines`); without it they are null.
     """
     from ..matrix import metric_direction  # noqa: PLC0415  (imports torch; already loaded by the run)
 
+    if dataset is not None and dataset.hash != result.dataset.get("hash"):
+        raise ValueError(f"build_report: {dataset.name} is not the data the run scored")  # a caller's bug
     groups = groups or []
     pairs: list[dict[str, Any]] = []
     run_pairs: list[dict[str, Any]] = []
@@ -396,6 +430,7 @@ def build_report(
         encoders=encoders,
         decoders=decoders,
         pairs=pairs,
+        baselines=label_baselines(dataset.y.tolist(), dataset.classes) if dataset is not None else None,
         run={
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": list(command) if command is not None else [_program(sys.argv[0]), *sys.argv[1:]],
@@ -487,7 +522,13 @@ def _migrate_v1(doc: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-MIGRATIONS = {1: _migrate_v1}
+def _migrate_v2(doc: dict[str, Any]) -> dict[str, Any]:
+    """Schema 2 (relstitch 0.1.0 on, before baselines): no ``baselines``; the labels they come from are not
+    in the report, so null (unknown), as in a reconstruction report."""
+    return dict(doc, schema_version=SCHEMA_VERSION, baselines=None)
+
+
+MIGRATIONS = {1: _migrate_v1, 2: _migrate_v2}
 
 
 def _shape_errors(doc: dict[str, Any]) -> list[str]:
@@ -559,6 +600,7 @@ def _rederived(doc: dict[str, Any], source: str | os.PathLike[str] | None) -> di
         decoders=doc["decoders"],
         pairs=doc["pairs"],
         run=doc["run"],
+        baselines=doc["baselines"],
     )
     changed = [key for key in DERIVED if fresh[key] != doc[key]]
     if changed:
@@ -625,6 +667,11 @@ def describe_report(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{main.get('method')} pairs"
             if isinstance(value, (int, float))
             else "none (no pair scored)"
+        ),
+        "baselines": (
+            f"{b['metric']}: chance {b['chance']:.4f}, majority class {b['majority']:.4f}"
+            if (b := document["baselines"])
+            else None
         ),
         "methods": document["methods"],
         "encoders": [e["name"] for e in document["encoders"]],

@@ -17,9 +17,11 @@ from .common import (
     Scale,
     aggregate_rows,
     arrow,
+    baseline_line,
     cells,
     checkpoint_rows,
     choose_metric,
+    control_note,
     direction_of,
     fmt,
     group_label,
@@ -154,6 +156,8 @@ def to_html(report: dict[str, Any], metric: str | None = None) -> str:
             f"<b>{escape(fmt(score['value']))}</b>, mean over {score['n']} stitched "
             f"{escape(str(score['method']))} pairs.</p>"
         )
+    if (baselines := baseline_line(report)) is not None:
+        body.append(f'<p class="score">{escape(baselines[0].upper() + baselines[1:])}.</p>')
     body.append(
         f'<h2>Matrices: {escape(metric)} {arrow(direction_of(report, metric))}</h2><div class="maps">'
     )
@@ -166,6 +170,8 @@ def to_html(report: dict[str, Any], metric: str | None = None) -> str:
         '<p class="muted">Rows: encoders; columns: decoders; outlined and * = not stitched '
         "(the decoder's own encoder); ✗ = failed. One colour scale for every method.</p>"
     )
+    if (controls := control_note(report)) is not None:
+        body.append(f'<p class="muted">{escape(controls)}</p>')
     if (renamed := renamed_note(report)) is not None:
         body.append(f'<p class="muted">{escape(renamed)}</p>')
     if report["aggregate"]:  # empty when every pair failed
@@ -206,7 +212,7 @@ def to_html(report: dict[str, Any], metric: str | None = None) -> str:
         [
             "anchors",
             f"{anchors['count']} {anchors.get('strategy')} (seed {anchors.get('seed')}), "
-            f"{anchors.get('path')}, "
+            f"{anchors.get('path') or 'as recorded in the embeddings files'}, "
             f"sha256 {anchors.get('hash')}",
         ],
         ["metrics", ", ".join(f"{m} {arrow(v['direction'])}" for m, v in report["metrics"].items())],

@@ -7,6 +7,7 @@ Layout (:func:`print_report`), made to fit one screen for a zoo the size of the 
     rows: encoders · ...          the one caption, under the last heatmap
     accuracy ↑: mean ± std ...    the summary: a row per method, a column per setting (not stitched,
                                   stitched, stitched (cross-space)), each mean ± std (n) over all pairs
+    accuracy baselines ...        chance and majority-class accuracy of the data (classification)
     main score: ...               the relative stitched mean
 
 ``by_group=True`` (``--by-group``) adds the breakdown by encoder group → decoder group; the JSON,
@@ -33,8 +34,10 @@ from .common import (
     abbreviations,
     aggregate_rows,
     arrow,
+    baseline_line,
     cells,
     choose_metric,
+    control_note,
     direction_of,
     failure_notes,
     fmt,
@@ -304,7 +307,7 @@ def main_score_line(report: dict[str, Any]) -> str:
 def print_report(
     console: Console, report: dict[str, Any], metric: str | None = None, *, by_group: bool = False
 ) -> None:
-    """Everything a terminal shows: every method's heatmap, the summary, the main score.
+    """Everything a terminal shows: every method's heatmap, the summary, the baselines, the main score.
 
     ``by_group`` adds the breakdown by encoder group → decoder group after the summary; without it,
     the summary's title says how to ask for it (when the run has more than one group pair).
@@ -316,6 +319,8 @@ def print_report(
         for note in notes:  # one line each, never wrapped by rich: names and paths stay whole for grep
             console.print(Text(note, style="dim"), soft_wrap=True)
     console.print(Text(CAPTION, style="dim"))
+    if (controls := control_note(report)) is not None:
+        console.print(Text(controls, style="dim"))
     if (renamed := renamed_note(report)) is not None:
         console.print(Text(renamed, style="dim"), soft_wrap=True)
     if report["aggregate"]:  # empty when every pair failed
@@ -327,4 +332,6 @@ def print_report(
         )
         if by_group:
             console.print(aggregate_table(report, metric, width=console.width))
+    if (baselines := baseline_line(report)) is not None:  # right above the main score it judges
+        console.print(Text(baselines))
     console.print(Text(main_score_line(report)))

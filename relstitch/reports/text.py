@@ -12,9 +12,11 @@ from ..io.atomic import atomic_write
 from .common import (
     aggregate_rows,
     arrow,
+    baseline_line,
     cells,
     checkpoint_rows,
     choose_metric,
+    control_note,
     direction_of,
     fmt,
     group_label,
@@ -38,12 +40,19 @@ CSV_COLUMNS = (
     "decoder_group",
     "encoder_seed",
     "decoder_seed",
+    "baseline_chance",
+    "baseline_majority",
     "error",
 )
 
 
 def to_csv(report: dict[str, Any]) -> str:
-    """Long form: one row per (encoder, decoder, method, metric); a failed pair is one row with its error."""
+    """Long form: one row per (encoder, decoder, method, metric); a failed pair is one row with its error.
+
+    ``baseline_chance``/``baseline_majority`` repeat the report's accuracy baselines on every row (empty
+    when it has none), so a dataframe compares each score with them without a second file.
+    """
+    baselines = report["baselines"] or {}
     groups = {("e", e["name"]): e for e in report["encoders"]} | {
         ("d", d["name"]): d for d in report["decoders"]
     }
@@ -60,6 +69,8 @@ def to_csv(report: dict[str, Any]) -> str:
             dec.get("group", ""),
             "" if enc.get("seed") is None else enc["seed"],
             "" if dec.get("seed") is None else dec["seed"],
+            baselines.get("chance", ""),
+            baselines.get("majority", ""),
         ]
         if pair["error"]:
             writer.writerow(
@@ -108,7 +119,7 @@ def _provenance(report: dict[str, Any]) -> list[str]:
         f"- task: {report['task']}; metrics: {metrics}; main metric: {report['main_metric']}",
         f"- data: `{data['name']}`, {data['size']} samples, sha256 `{(data.get('hash') or '–')[:16]}`",
         f"- anchors: {anchors['count']} {anchors.get('strategy') or '?'} (seed {anchors.get('seed')}), "
-        f"`{anchors.get('path')}`, sha256 `{(anchors.get('hash') or '–')[:16]}`",
+        f"{_where(anchors.get('path'))}, sha256 `{(anchors.get('hash') or '–')[:16]}`",
         f"- config: batch size {cfg['batch_size']}, device {cfg['device']}, {cfg['dtype']}, "
         f"limit {cfg['limit'] or 'none'}, "
         f"methods {', '.join(cfg['methods'])}; projection {projections}",
@@ -134,6 +145,8 @@ def to_markdown(report: dict[str, Any], metric: str | None = None) -> str:
             f"mean over {score['n']} stitched {score['method']} pairs.",
             "",
         ]
+    if (baselines := baseline_line(report)) is not None:
+        out += [_md(baselines[0].upper() + baselines[1:]) + ".", ""]
     if (renamed := renamed_note(report)) is not None:
         out += [_md(renamed), ""]
     for method in report["methods"]:
@@ -157,6 +170,8 @@ def to_markdown(report: dict[str, Any], metric: str | None = None) -> str:
         )
         note = "Rows: encoders; columns: decoders; \\* = not stitched (the decoder's own encoder)"
         out += ["", note + ("; ✗ = failed (see below)." if failures else "."), ""]
+    if (controls := control_note(report)) is not None:
+        out += [_md(controls), ""]
     if report["aggregate"]:  # empty when every pair failed
         columns = group_pairs(report, metric)
         out += [f"## Aggregated: {metric} {up}, mean ± std over pairs", ""]
@@ -193,3 +208,8 @@ def write_markdown(
     report: dict[str, Any], path: str | os.PathLike[str], *, metric: str | None = None, force: bool = False
 ) -> None:
     atomic_write(path, to_markdown(report, metric), force=force)
+
+
+def _where(path: str | None) -> str:
+    """An anchor file's path in code style, or where the anchors came from when no file was named."""
+    return f"`{path}`" if path else "as recorded in the embeddings files"

@@ -1,0 +1,191 @@
+"""eval-matrix's loop: pairs and failed rows in order, fail-fast, warnings, progress, one space at a time.
+
+Real shipped checkpoints, the built-in data; the only hand-made pieces are real objects with one thing
+changed: a decoder claiming other anchors, an encoder wrapped (or its encoded space edited) so that some
+latents are zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import threading
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from relstitch.adapters import load_encoder_ref
+from relstitch.anchors import load_anchors
+from relstitch.checkpoints import load_decoder, load_encoder
+from relstitch.cli import warnings_as_lines
+from relstitch.data import load_dataset
+from relstitch.encoding import EncodedSpace, encode
+from relstitch.errors import RelstitchError, RelstitchWarning
+from relstitch.matrix import eval_matrix
+
+ZOO = Path(__file__).resolve().parent.parent / "checkpoints"
+ENCODERS = sorted(ZOO.glob("*.encoder.safetensors"))
+DECODERS = sorted(ZOO.glob("*.decoder.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def zoo_anchors():
+    return load_anchors(ZOO / "anchors.safetensors")
+
+
+@pytest.fixture(scope="module")
+def data():
+    full = load_dataset("builtin:test")
+    return full.subset(torch.arange(200), name="builtin:test[:200]")
+
+
+@pytest.fixture(scope="module")
+def single():
+    """One class only: every scored pair warns."""
+    full = load_dataset("builtin:test")
+    return full.subset((full.y == 3).nonzero().flatten()[:60], name="builtin:test[class 3]")
+
+
+@pytest.fixture(scope="module")
+def decoders():
+    heads = [load_decoder(p) for p in DECODERS]
+    # A real decoder that claims other anchors: every row gets one pair refused by check_pair.
+    other = dataclasses.replace(heads[-1], name="other-anchors", anchor_hash="0" * 64)
+    return [*heads, other]
+
+
+@pytest.fixture()
+def broken(tmp_path):
+    path = tmp_path / "broken.encoder.safetensors"
+    path.write_bytes(b"not a safetensors file at all")
+    return path
+
+
+def test_pairs_in_row_order_with_failed_pairs_and_a_failed_encoder(zoo_anchors, data, decoders, broken):
+    encoders = [*ENCODERS[:3], broken, *ENCODERS[3:]]
+    result = eval_matrix(encoders, decoders, zoo_anchors, data, null_baseline=True)
+    per_row = len(decoders) + 6  # 6 relative heads add a control each
+    assert len(result.pairs) == len(encoders) * per_row
+    names = [e["name"] for e in result.encoders]
+    assert [p.encoder for p in result.pairs] == [n for n in names for _ in range(per_row)]  # row-major
+    # Errors: the other-anchors pair and its control in each loadable row, and every cell of the broken row.
+    assert sum(p.error is not None for p in result.pairs) == 2 * (len(encoders) - 1) + per_row
+    assert "error" in result.encoders[3] and names[3] == "broken"
+    assert all(p.error for p in result.pairs[3 * per_row : 4 * per_row])
+    scored = [p for p in result.pairs if p.error is None and p.control is None]
+    assert scored and all(0.0 <= p.scores["accuracy"] <= 1.0 for p in scored)
+    assert any(
+        p.scores["accuracy"] > 0.5 for p in scored if not p.stitched
+    )  # real heads on their own encoders
+
+
+@pytest.mark.parametrize("order", ["pair-first", "load-first", "load-only"])
+def test_fail_fast_raises_the_first_error_in_row_order(zoo_anchors, data, decoders, broken, order):
+    # pair-first: row 0 has a refused pair and the next encoder cannot load; row 0 is scored first.
+    heads = decoders if order != "load-only" else decoders[:-1]
+    encoders = [ENCODERS[0], broken, ENCODERS[1]] if order != "load-first" else [broken, *ENCODERS[:2]]
+    with pytest.raises(RelstitchError) as caught:
+        eval_matrix(encoders, heads, zoo_anchors, data, fail_fast=True)
+    assert ("other-anchors" in str(caught.value)) == (order == "pair-first")
+    assert ("broken" in str(caught.value)) == (order != "pair-first")
+
+
+def test_warnings_come_row_by_row(zoo_anchors, decoders, single):
+    # Precomputed spaces with one zero latent warn as soon as each row is loaded; the single-class data
+    # makes every scored pair warn. Row 0's pair warnings come before encoder 1's zero-norm warning.
+    spaces = {}
+    for path in ENCODERS[:4]:
+        space = encode(load_encoder(path), zoo_anchors, single)
+        space.absolute[0] = 0.0  # a latent with no direction
+        spaces[str(path)] = space
+
+    def load(ref: str | Path) -> EncodedSpace:
+        return dataclasses.replace(spaces[str(ref)], _relative_cache={})
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RelstitchWarning)
+        eval_matrix(ENCODERS[:4], decoders, zoo_anchors, single, load=load)
+    seen = [str(w.message) for w in caught if issubclass(w.category, RelstitchWarning)]
+    zero = [i for i, m in enumerate(seen) if "zero norm" in m]
+    assert len(zero) == 4 and zero[0] == 0 and zero[1] > 1
+    assert any("single class" in m for m in seen[zero[0] + 1 : zero[1]])
+
+
+class ZeroFirst(nn.Module):
+    """A real encoder whose first latent of every batch is zero (a latent with no direction)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.module(x)
+        return torch.cat([torch.zeros_like(z[:1]), z[1:]])
+
+
+def zero_first(ref: str):
+    encoder = load_encoder_ref(ref)
+    encoder.module = ZeroFirst(encoder.module)
+    return encoder
+
+
+def test_warnings_reach_the_clis_warning_lines(zoo_anchors, decoders, single, capsys):
+    with warnings_as_lines():
+        eval_matrix(ENCODERS[:3], decoders, zoo_anchors, single, load=zero_first)
+    lines = capsys.readouterr().err.splitlines()
+    assert sum("single class" in line for line in lines) == 1  # said once, as the CLI does
+    assert sum(line.startswith("warning: ") and "zero norm" in line for line in lines) == 3  # one per encoder
+
+
+def test_progress_is_called_per_batch_from_the_callers_thread(zoo_anchors, data, decoders):
+    calls = []
+    threads = set()
+
+    def progress(description, advance, total):
+        calls.append((description, advance, total))
+        threads.add(threading.get_ident())
+
+    eval_matrix(ENCODERS[:4], decoders, zoo_anchors, data, progress=progress, batch_size=64)
+    assert len(calls) == 4 * (5 + 4)  # 300 anchors and 200 samples in batches of 64
+    assert calls[:5] == [(f"{ENCODERS[0].name.split('.')[0]}: anchors", 64, 300)] * 4 + [
+        (f"{ENCODERS[0].name.split('.')[0]}: anchors", 44, 300)
+    ]
+    assert threads == {threading.get_ident()}
+
+
+def test_heads_run_under_the_callers_autocast(zoo_anchors, data, decoders):
+    plain = eval_matrix(ENCODERS[:2], decoders, zoo_anchors, data)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = eval_matrix(ENCODERS[:2], decoders, zoo_anchors, data)
+    assert [p.scores for p in cast.pairs] != [p.scores for p in plain.pairs]  # the heads ran in bfloat16
+
+
+def test_each_space_is_released_before_the_next_encoder_runs(zoo_anchors, data, decoders):
+    counts = []
+
+    def progress(description, advance, total):
+        if description.endswith(": data"):
+            gc.collect()
+            counts.append(sum(type(o) is EncodedSpace for o in gc.get_objects()))
+
+    before = sum(type(o) is EncodedSpace for o in gc.get_objects())
+    eval_matrix(ENCODERS, decoders, zoo_anchors, data, progress=progress, batch_size=128)
+    assert len(counts) == 2 * len(ENCODERS)  # 200 samples in batches of 128
+    assert max(counts) == before  # the encoder running has no space yet, the previous row's is gone
+
+
+def test_an_interrupt_while_encoding_propagates_and_leaves_no_thread(zoo_anchors, data, decoders):
+    threads_before = threading.active_count()
+    calls = []
+
+    def progress(description, advance, total):
+        calls.append(description)
+        if len(calls) == 12:  # inside the second encoder
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        eval_matrix(ENCODERS, decoders, zoo_anchors, data, progress=progress, batch_size=64)
+    assert threading.active_count() == threads_before
