@@ -30,7 +30,7 @@ restores scale invariance (``-s·d / |s·d| = -d / |d|``), which is why the prod
 requires one. With top-k on negative distances use ``standard`` normalisation, so that a zeroed entry
 means "average" rather than "nearer than every kept anchor".
 
-Which invariances each similarity has (tested in tests/test_projections.py):
+Which invariances each similarity has (tested in tests/test_projection.py):
 
 ==========  ========  ============  ===========  ==================================
 similarity  rotation  rescaling     translation  note
