@@ -45,6 +45,7 @@ def test_heads_and_conv_decoder_shapes():
     assert image.shape == (4, 1, 28, 28) and 0 <= image.min() and image.max() <= 1
 
 
+@pytest.mark.slow
 def test_resnet18_trunk_trains_end_to_end_with_a_relative_bottleneck(train_data, anchors):
     small = train_data.subset(torch.arange(64))
     config = TrainConfig(arch="resnet18", epochs=1, batch_size=32, latent_dim=16, seed=0)

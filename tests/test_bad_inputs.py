@@ -1243,6 +1243,7 @@ def _file_size_limit() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("verb", ["encode", "anchors"])  # the streaming writer and atomic_write
 def test_a_write_that_fails_half_way_is_one_line_and_leaves_nothing(verb, zoo, tmp_path):
     import subprocess

@@ -41,6 +41,7 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path, args: 
     assert (code, stderr) == (BROKEN_PIPE_EXIT, "")
 
 
+@pytest.mark.slow
 def test_eval_matrix_into_head_writes_its_reports_and_exits_quietly(tmp_path: Path, tiny_zoo) -> None:
     """`relstitch eval-matrix --json r.json | head`: no message, 128 + SIGPIPE as a shell reports for Unix
     tools, and the report (written before the table) is whole."""

@@ -163,6 +163,7 @@ def test_heads_run_under_the_callers_autocast(zoo_anchors, data, decoders):
     assert [p.scores for p in cast.pairs] != [p.scores for p in plain.pairs]  # the heads ran in bfloat16
 
 
+@pytest.mark.slow
 def test_each_space_is_released_before_the_next_encoder_runs(zoo_anchors, data, decoders):
     counts = []
 

@@ -854,6 +854,7 @@ def _heat_pixels(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (g > r + 30) & (g > b + 30), (r > g + 60) & (r > b + 60)
 
 
+@pytest.mark.slow
 def test_html_heatmap_renders_in_headless_chromium(run, tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:

@@ -64,6 +64,7 @@ def test_the_users_own_allocator_settings_win(env):
     assert result["released_mb"] > 20  # untouched: the default behaviour
 
 
+@pytest.mark.slow
 def test_the_cli_applies_it_where_tensors_are_made_and_nowhere_else():
     code = (
         "import sys, relstitch.runtime as r; from relstitch.cli import app; "

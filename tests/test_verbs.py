@@ -478,6 +478,7 @@ except RelstitchError as exc:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gz", [True, False], ids=["gzip", "plain"])
 def test_idx_header_announcing_gigabytes_over_a_short_body_costs_only_the_body(tmp_path, gz):
     """Fuzzing found it: read(declared size) allocated all 8 GB a header announced before the short body
