@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from . import __version__
+from ._version import __version__
 
 if TYPE_CHECKING:  # the heavy modules stay out of start-up (see the module docstring)
     from .components import Encoder
@@ -127,7 +127,7 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-READS_ONLY = frozenset({"inspect", "report"})
+READS_ONLY = frozenset({"inspect", "report", "cache_ls", "cache_clear"})
 """Commands that only read headers and JSON, no model runs: the allocator tuning buys them nothing
 (measured)."""
 
@@ -439,6 +439,15 @@ TrustOpt = Annotated[
         help="Let hf: models run the Python code shipped in their folder.",
     ),
 ]
+TrustCodeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-code",
+        rich_help_panel=_SRC,
+        help="Let checkpoints of your own modules import the Python factory they record (save_encoder/"
+        "save_decoder with factory=): that runs its code.",
+    ),
+]
 
 
 @overload
@@ -449,6 +458,7 @@ def model_loader(
     *,
     allow_embeddings: Literal[False],
     refs: Sequence[str | os.PathLike[str]] | None = None,
+    trust_code: bool = False,
 ) -> Callable[[str | os.PathLike[str]], Encoder]: ...
 
 
@@ -460,6 +470,7 @@ def model_loader(
     *,
     allow_embeddings: bool = True,
     refs: Sequence[str | os.PathLike[str]] | None = None,
+    trust_code: bool = False,
 ) -> Callable[[str | os.PathLike[str]], Encoder | EncodedSpace]: ...
 
 
@@ -470,6 +481,7 @@ def model_loader(
     *,
     allow_embeddings: bool = True,
     refs: Sequence[str | os.PathLike[str]] | None = None,
+    trust_code: bool = False,
 ) -> Callable[[str | os.PathLike[str]], Encoder | EncodedSpace]:
     """A function loading one encoder reference with the command line's source options as defaults
     (one ``warning:`` line, before any work, for an option none of ``refs``, the references it will load,
@@ -482,7 +494,11 @@ def model_loader(
     if view:
         options["view"] = view
     return functools.partial(
-        load_encoder_ref, trust_remote_code=trust_remote_code, allow_embeddings=allow_embeddings, **options
+        load_encoder_ref,
+        trust_remote_code=trust_remote_code,
+        trust_code=trust_code,
+        allow_embeddings=allow_embeddings,
+        **options,
     )
 
 
@@ -568,11 +584,12 @@ def anchors(
     view: ViewOpt = None,
     source_options: SourceOptionsOpt = None,
     trust_remote_code: TrustOpt = False,
+    trust_code: TrustCodeOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Pick anchors from a dataset and write the anchor file."""
-    from .anchors import parse_ids, save_anchors, select_anchors
-    from .data import load_dataset
+    from .anchors import parse_ids, save_anchors
+    from .api import select_anchors
     from .io.atomic import check_outputs
     from .refs import reference_files
 
@@ -580,11 +597,13 @@ def anchors(
     if ids is not None and strategy == "uniform":
         strategy = "ids"  # --ids alone says which strategy is meant
     refs = [space_encoder] if space_encoder else []
-    load = model_loader(view, source_options, trust_remote_code, allow_embeddings=False, refs=refs)
+    load = model_loader(
+        view, source_options, trust_remote_code, allow_embeddings=False, refs=refs, trust_code=trust_code
+    )
     space_model = load(space_encoder) if space_encoder else None
     with progress_bar() as progress:
         chosen = select_anchors(
-            load_dataset(data),
+            data,
             count,
             strategy,
             seed,
@@ -716,6 +735,7 @@ def encode(
     view: ViewOpt = None,
     source_options: SourceOptionsOpt = None,
     trust_remote_code: TrustOpt = False,
+    trust_code: TrustCodeOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Embed a dataset and the anchors with an encoder → embeddings file (absolute + relative).
@@ -743,7 +763,14 @@ def encode(
         check_outputs([output], force=force, inputs=reference_files(encoder, data, anchors_file))
         if where.type == "cuda" and group.distributed:
             where = resolve_device(f"cuda:{group.local_rank}", dtype)[0]
-        load = model_loader(view, source_options, trust_remote_code, allow_embeddings=False, refs=[encoder])
+        load = model_loader(
+            view,
+            source_options,
+            trust_remote_code,
+            allow_embeddings=False,
+            refs=[encoder],
+            trust_code=trust_code,
+        )
         chosen, model, dataset = load_anchors(anchors_file), load(encoder), load_dataset(data, limit=limit)
         with progress_bar() as progress:
             done = encode_to_file(
@@ -808,15 +835,14 @@ def fit(
     given: then they say the whole projection, as in encode (unnamed ones take encode's defaults),
     computed from the file's absolute and anchor latents with no re-encoding.
     """
+    from .api import fit as fit_head
     from .checkpoints import default_name, save_decoder
     from .encoding import load_embeddings
     from .errors import UsageError
     from .io.atomic import check_outputs
-    from .projection import ProjectionConfig
     from .refs import reference_files
     from .reports.common import baseline_summary
-    from .training import FitConfig, percent
-    from .training import fit as fit_head
+    from .training import percent
 
     asked = None
     if any(option is not None for option in (similarity, centering, normalization, top_k)):
@@ -828,21 +854,23 @@ def fit(
         asked = projection_config(similarity or "cosine", centering or "none", normalization or "none", top_k)
     check_outputs([output], force=force, inputs=reference_files(embeddings))
     loaded = load_embeddings(str(embeddings).removeprefix("embeddings:"))
-    read = loaded.dataset.get("read") or {}  # a text encoder on images' captions read text: a text head
-    head = head or (
-        "text-head" if read.get("modality", loaded.dataset.get("modality")) == "text" else "vision-head"
-    )
-    config = FitConfig(
-        space=space, head=head, hidden=hidden, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, val=val
-    )
-    projection = (
-        (asked or ProjectionConfig.from_dict(loaded.meta.get("projection"))) if space == "relative" else None
-    )
     with progress_bar() as progress:
         decoder = fit_head(
-            loaded, config, projection=projection, name=default_name(output), progress=progress
+            loaded,
+            space=space,
+            head=head,
+            hidden=hidden,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            val=val,
+            projection=asked,
+            name=default_name(output),
+            progress=progress,
         )
     save_decoder(decoder, output, force=force)
+    head, projection = decoder.architecture["name"], decoder.projection
     reads = f"{space} ({projection.describe()})" if projection else space
     training = decoder.meta["training"]
     line = (
@@ -898,6 +926,7 @@ def stitch(
     source_options: SourceOptionsOpt = None,
     scaling: ScalingOpt = None,
     trust_remote_code: TrustOpt = False,
+    trust_code: TrustCodeOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Wire one encoder into one decoder (in memory) and report the task metrics (and, on request, the
@@ -905,9 +934,10 @@ def stitch(
 
     Scored as eval-matrix scores the same pair, with the same references and options: the same numbers.
     """
+    from .api import stitch as stitch_pair
     from .checkpoints import load_decoder
     from .errors import unknown_choice
-    from .evaluation import precomputed_record, stitch_loaded
+    from .evaluation import precomputed_record
     from .refs import Reference
     from .translation import METHODS
 
@@ -931,10 +961,10 @@ def stitch(
         # the default anchor file is an input too: --force must not replace the shipped zoo's anchors
         inputs = reference_files(encoder, decoder, anchors_file, target, data)
         check_predictions_output(predictions, force=force, inputs=inputs)
-    load = model_loader(view, source_options, trust_remote_code, refs=models)
-    head, source = load_decoder(decoder), load(encoder)
+    load = model_loader(view, source_options, trust_remote_code, refs=models, trust_code=trust_code)
+    head, source = load_decoder(decoder, trust_code=trust_code), load(encoder)
     with progress_bar() as progress:
-        result = stitch_loaded(
+        result = stitch_pair(
             source,
             head,
             anchors_file,
@@ -1078,6 +1108,7 @@ def eval_matrix(
     source_options: SourceOptionsOpt = None,
     scaling: ScalingOpt = None,
     trust_remote_code: TrustOpt = False,
+    trust_code: TrustCodeOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Score every encoder with every decoder; the non-stitched diagonal is marked.
@@ -1095,8 +1126,13 @@ def eval_matrix(
     """
     import glob
 
+    from .api import eval_matrix as run_matrix
+    from .distributed import from_env
+    from .encoding import resolve_device
     from .errors import RelstitchError, UsageError
-    from .evaluation import agreed_record, evaluate, precomputed_record
+    from .evaluation import agreed_record, precomputed_record
+    from .io.cache import discard_if_empty, remove_run
+    from .progress import silent
     from .refs import expand_references
     from .reports import parse_groups, print_report, write_reports
     from .translation import check_scaling
@@ -1120,30 +1156,50 @@ def eval_matrix(
         needs_anchors=live,
         recorded=agreed_record([r for r in records if r is not None]),
     )
-    with progress_bar() as progress:
-        done = evaluate(
-            encoder_refs,
-            decoder_refs,
-            anchors_file,
-            data,
-            limit=limit,
-            methods=methods,
-            null_baseline=null_baseline,
-            translation_scaling=check_scaling(scaling, methods),
-            groups=parse_groups(group),
-            metric=metric,
-            batch_size=_encoder_batch(batch_size),
-            device=device,
-            dtype=dtype,
-            cache=cache,
-            fail_fast=fail_fast,
-            progress=progress,
-            force=force,
-            load=model_loader(view, source_options, trust_remote_code, refs=encoder_refs),
-            outputs=[p for p in outputs.values() if p is not None],
-        )
+    ranks = from_env(resolve_device(device, dtype)[0].type)  # torchrun: this process's rank; else one
+    # Each finished encoder is kept (--cache, or a per-run folder removed once the report is written), so a
+    # run cut short loses none of them; under torchrun the ranks hand their rows to rank 0 through it.
+    identity = [os.getcwd(), *map(_as_typed, encoder_refs), _as_typed(anchors_file), str(data), str(limit)]
+    kept = cache or _run_folder(ranks, [*identity, dtype, str(view), str(source_options)])
+    try:
+        with progress_bar() as progress, contextlib.closing(ranks):
+            done = run_matrix(
+                encoder_refs,
+                decoder_refs,
+                anchors_file,
+                data,
+                limit=limit,
+                methods=methods,
+                null_baseline=null_baseline,
+                translation_scaling=check_scaling(scaling, methods),
+                groups=parse_groups(group),
+                metric=metric,
+                batch_size=_encoder_batch(batch_size),
+                device=device,
+                dtype=dtype,
+                cache=kept,
+                group=ranks if ranks.distributed else None,
+                fail_fast=fail_fast,
+                progress=progress if ranks.rank == 0 else silent,
+                force=force,
+                load=model_loader(
+                    view, source_options, trust_remote_code, refs=encoder_refs, trust_code=trust_code
+                ),
+                trust_code=trust_code,
+                outputs=[p for p in outputs.values() if p is not None],
+            )
+    except BaseException:  # refused, interrupted, killed by torchrun: keep what finished, not an empty folder
+        if cache is None and kept is not None and ranks.rank == 0:
+            discard_if_empty(kept)
+        raise
+    if ranks.rank != 0:  # its encoders are in the cache; rank 0 scores them and writes the report
+        return
+    if reused := [e["name"] for e in done.result.encoders if e.get("from_cache")]:
+        sys.stderr.write(f"reused {len(reused)} encoder(s) from {kept}: {', '.join(reused)}\n")
     # the files first: a reader of the table that goes away (`| head`) must not cost the reports
     written = write_reports(done.report, outputs, metric=metric, force=force)
+    if cache is None and kept is not None:  # the report is written: the per-run folder has done its job
+        remove_run(kept)
     print_report(console, done.report, metric, by_group=by_group)
     if written:
         console.print("wrote " + ", ".join(written))
@@ -1154,6 +1210,23 @@ def eval_matrix(
                 summary, hint="each reason is in the table and the report; --allow-failures exits 0"
             )
         sys.stderr.write(f"{summary} (--allow-failures: exit 0)\n")
+
+
+def _as_typed(ref: str | os.PathLike[str] | None) -> str:
+    """A reference in a run's identity: a file by its absolute path, anything typed as typed."""
+    return os.path.abspath(ref) if isinstance(ref, os.PathLike) else str(ref)
+
+
+def _run_folder(ranks: Any, identity: list[str]) -> Path | None:
+    """``eval-matrix`` without ``--cache``: the per-run folder under the user cache directory that keeps each
+    finished encoder's embeddings until the report is written, found again by the same command
+    (:func:`relstitch.io.cache.run_folder`); rank 0 makes it and every rank uses it. None where the cache
+    directory cannot be written (nothing is kept then; under torchrun the run is refused)."""
+    from .io.cache import run_folder
+
+    made = run_folder(identity, ["relstitch", *sys.argv[1:]]) if ranks.rank == 0 else None
+    named = ranks.broadcast(None if made is None else str(made))
+    return None if named is None else Path(named)
 
 
 def _check_zoo_models(
@@ -1271,15 +1344,14 @@ def compare(
     view: ViewOpt = None,
     source_options: SourceOptionsOpt = None,
     trust_remote_code: TrustOpt = False,
+    trust_code: TrustCodeOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Label-free similarity of latent spaces: Jaccard@k, MRR@k, mean cosine and linear CKA,
     in absolute and relative space (a matrix per metric for more than two)."""
     from .anchors import load_anchors
-    from .comparison import compare_spaces
+    from .api import compare as compare_models
     from .data import load_dataset
-    from .encoding import EncodedSpace
-    from .encoding import encode as encode_space
     from .errors import UsageError
     from .evaluation import agreed_record, check_records, precomputed_record
     from .io.atomic import atomic_write, check_outputs
@@ -1296,19 +1368,15 @@ def compare(
     )
     if json_out is not None:
         check_outputs([json_out], force=force, inputs=reference_files(*spaces, data, anchors_file))
-    load = model_loader(view, source_options, trust_remote_code, refs=spaces)
+    load = model_loader(view, source_options, trust_remote_code, refs=spaces, trust_code=trust_code)
     chosen = load_anchors(anchors_file) if live and anchors_file is not None else None
     dataset = load_dataset(data, limit=limit) if live and data is not None else None
     check_records(precomputed, dataset, chosen)  # embeddings of other data or anchors: one line, no work
-    loaded = []
     with progress_bar() as progress:
-        for ref in spaces:
-            item = load(ref)
-            if not isinstance(item, EncodedSpace):  # an encoder: embed the anchors and the data with it
-                assert chosen is not None and dataset is not None  # loaded above for encoders
-                item = encode_space(item, chosen, dataset, progress=progress)
-            loaded.append(item)
-    result = compare_spaces(loaded, k=k, projection=projection)
+        loaded = [load(ref) for ref in spaces]
+        result = compare_models(
+            loaded, anchors=chosen, data=dataset, k=k, projection=projection, progress=progress
+        )
     _print_comparison(result)
     if json_out is not None:
         atomic_write(json_out, json.dumps(result.to_dict(), indent=2) + "\n", force=force)
@@ -1373,6 +1441,42 @@ def _print_comparison(result: Any) -> None:
 
 @app.command()
 @handles_errors
+def export(
+    encoder: Annotated[
+        str, typer.Argument(help="Encoder checkpoint (one of relstitch's own architectures).")
+    ],
+    decoder: Annotated[Path, typer.Argument(help="Relative decoder checkpoint.")],
+    anchors_file: Annotated[
+        Path, typer.Option("--anchors", "-a", help="The anchor file the decoder was trained with.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Stitched model file to write.")],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="safetensors (a relstitch stitched file, read by relstitch.load_stitched) or onnx "
+            "(needs the onnx extra).",
+        ),
+    ] = "safetensors",
+    force: ForceOpt = False,
+) -> None:
+    """Ship ENCODER stitched into DECODER as one file: both models and the encoder's own anchor latents,
+    computed once now (no anchor inputs needed at run time)."""
+    from .api import export_stitched
+
+    model = export_stitched(encoder, decoder, anchors_file, output, format=fmt, force=force)
+    k, task = model.anchor_latents.shape[0], model.task
+    what = f"{len(model.classes)} classes" if model.classes else str(task.get("type"))
+    console.print(
+        f"wrote {output} ({fmt}): {model.meta['name']}, {k} anchor latents ({model.projection.describe()}), "
+        f"{what}",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+@app.command()
+@handles_errors
 def inspect(
     file: Annotated[Path, typer.Argument(help="Any relstitch (or safetensors) file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
@@ -1396,6 +1500,8 @@ def inspect(
         f"[bold]{info['path']}[/bold]: relstitch [bold]{info['kind']}[/bold] file, format {info['version']}, "
         f"{info['size_bytes']:,} bytes, sha256 {info['sha256'][:16]}…"
     )
+    if info["kind"] == "stitched":
+        console.print(_stitched_summary(info["metadata"]), markup=False, soft_wrap=True)
     if info["tensors"]:
         tensors = Table("tensor", "dtype", "shape", title="tensors", title_justify="left")
         for name, t in info["tensors"].items():
@@ -1408,6 +1514,27 @@ def inspect(
     console.print(meta)
 
 
+def _stitched_summary(meta: dict[str, Any]) -> str:
+    """One line on a stitched file from its header alone (read as written: a field may be missing or odd)."""
+    from .errors import printable
+
+    def field(owner: object, key: str) -> str:
+        value = owner.get(key) if isinstance(owner, dict) else None
+        return printable(str(value))[:80] if value is not None else "?"
+
+    task = meta.get("task")
+    classes = task.get("classes") if isinstance(task, dict) else None
+    what = f"{len(classes)} classes" if isinstance(classes, list) else field(task, "type")
+    projection = meta.get("projection")
+    similarity = field(projection, "similarity")
+    encoder, decoder = meta.get("encoder"), meta.get("decoder")
+    return (
+        f"stitched: encoder {field(encoder, 'name')} ({field(encoder, 'hash')[:12]}) → "
+        f"decoder {field(decoder, 'name')} ({field(decoder, 'hash')[:12]}), "
+        f"{field(meta, 'anchor_count')} anchors {field(meta, 'anchor_hash')[:12]} ({similarity}), {what}"
+    )
+
+
 def _starts_like_json(path: Path) -> bool:
     """Whether a file's first non-blank byte opens a JSON object (a report), without reading the rest."""
     from .errors import RelstitchError
@@ -1417,6 +1544,72 @@ def _starts_like_json(path: Path) -> bool:
         return read_head(path, 64).lstrip()[:1] == b"{"
     except (OSError, RelstitchError):
         return False  # the safetensors reader says what is wrong with the path (a FIFO is never opened)
+
+
+cache_app = typer.Typer(
+    name="cache",
+    help="What eval-matrix keeps: list or clear cached embeddings.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(cache_app)
+CacheDirsArg = Annotated[
+    list[Path] | None,
+    typer.Argument(help="--cache folders to include [default: only the per-run folders]."),
+]
+
+
+@cache_app.command("ls")
+@handles_errors
+def cache_ls(folders: CacheDirsArg = None) -> None:
+    """List the per-run folders eval-matrix keeps under $XDG_CACHE_HOME/relstitch/runs (those of runs that
+    were interrupted, or are running) and the --cache FOLDERS named: entries, size, age, command."""
+    import time
+
+    from .io.cache import age_label, check_cache_folder, describe_folder, run_folders, runs_root, size_label
+
+    found = [describe_folder(f) for f in [*run_folders(), *map(check_cache_folder, folders or [])]]
+    if not found:
+        console.print(f"no cached embeddings in {runs_root()}", soft_wrap=True)
+        return
+    now = time.time()
+    for f in found:
+        age = age_label(now - f.newest) if f.newest is not None else "empty"
+        what = " ".join(f.command) if f.command else ("--cache folder" if f.command is None else "")
+        console.print(
+            f"{f.path}  {f.entries} entries  {size_label(f.size)}  {age}  {what}".rstrip(),
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
+    total = sum(f.size for f in found)
+    console.print(
+        f"total: {len(found)} folder(s), {sum(f.entries for f in found)} entries, {size_label(total)}"
+    )
+
+
+@cache_app.command("clear")
+@handles_errors
+def cache_clear(
+    folders: CacheDirsArg = None,
+    runs: Annotated[
+        bool, typer.Option("--runs", help="Also the per-run folders (the default when no FOLDERS are named).")
+    ] = False,
+) -> None:
+    """Delete cached embeddings: the per-run folders interrupted eval-matrix runs left, or the entries in the
+    --cache FOLDERS named. Only files relstitch wrote there (matched by name) are removed; links are never
+    followed, and anything else stays."""
+    from .io.cache import check_cache_folder, clear_folder, run_folders, size_label
+
+    named = [check_cache_folder(f) for f in folders or []]  # every folder checked before anything goes
+    files = size = 0
+    for folder in run_folders() if runs or not named else []:
+        n, b = clear_folder(folder, remove_folder=True)
+        files, size = files + n, size + b
+    for folder in named:
+        n, b = clear_folder(folder)
+        files, size = files + n, size + b
+    console.print(f"removed {files} file(s), {size_label(size)}")
 
 
 def main() -> None:

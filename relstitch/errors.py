@@ -60,6 +60,12 @@ def unknown_choice(
     return UsageError(f"unknown {what} {value!r}; choose one of {', '.join(names)}", path=path, hint=hint)
 
 
+def first_line(exc: BaseException) -> str:
+    """``TypeName: the first line of its message``: what a third party's exception says, in one line."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
 _OS_HINTS = {
     "ENAMETOOLONG": "shorten the name (at most 255 bytes per file or folder name)",
     "ELOOP": "the path is a loop of symbolic links: point it at a real file",

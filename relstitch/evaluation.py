@@ -25,6 +25,7 @@ from .anchor_set import Anchors
 from .checkpoints import default_name
 from .components import Decoder, Encoder
 from .data import Dataset
+from .distributed import Group
 from .encoding import DEFAULT_BATCH, BatchSize, EncodedSpace, resolve_device
 from .errors import RelstitchError, UsageError
 from .io.artifacts import short
@@ -203,6 +204,8 @@ def evaluate(
     progress: ProgressFn = silent,
     outputs: Sequence[Reference] = (),
     force: bool = False,
+    trust_code: bool = False,
+    group: Group | None = None,
 ) -> Evaluation:
     """Score every encoder with every decoder on ``data`` through the ``anchors`` file, and build the report.
 
@@ -213,7 +216,10 @@ def evaluate(
     embeddings of other data or anchors than the run's (or than each other's). ``anchors``/``data`` None:
     those the precomputed embeddings were computed on, when every encoder is one. ``load`` turns each
     encoder reference into an encoder or precomputed embeddings (default: every model source, default
-    options). The other arguments are :func:`relstitch.matrix.eval_matrix`'s.
+    options). ``trust_code``: checkpoints of users' own modules may import the factories they record.
+    ``group``: under torchrun, every rank checks the inputs and encodes its share of the encoders into
+    ``cache``; rank 0 gets the evaluation (its report's ``run.world_size`` the number of ranks), the others
+    an empty report. The other arguments are :func:`relstitch.matrix.eval_matrix`'s.
     """
     from .anchor_set import load_anchors  # noqa: PLC0415
     from .data import load_dataset  # noqa: PLC0415
@@ -224,13 +230,16 @@ def evaluate(
     from .reports.document import check_groups  # noqa: PLC0415
 
     where, precision = resolve_device(device, dtype)  # a bad --device/--dtype costs nothing
+    if group is not None and group.distributed and where.type == "cuda":  # one GPU per rank
+        where = resolve_device(f"cuda:{group.local_rank}", dtype)[0]
     records = [r for r in map(precomputed_record, encoders) if r is not None]
     recorded = agreed_record(records)  # headers only: two files that disagree cost nothing either
     _check_recorded_use(recorded if len(records) == len(encoders) else None, anchors, data, limit)
     file_refs = [d for d in decoders if not isinstance(d, (Decoder, BrokenDecoder))]
     inputs = reference_files(*encoders, *file_refs, data, None if anchors is None else Path(anchors))
     check_outputs(outputs, force=force, inputs=inputs)
-    heads = load_decoders(decoders, fail_fast=fail_fast)  # one that cannot load is a failed column
+    # one that cannot load is a failed column
+    heads = load_decoders(decoders, fail_fast=fail_fast, trust_code=trust_code)
     known = sorted({m for h in heads if isinstance(h, Decoder) for m in TASK_METRICS[h.task["type"]]})
     if metric is not None and known and metric not in known:  # checked before the run, not after it
         raise UsageError(f"unknown metric {metric!r} for these decoders; choose one of {', '.join(known)}")
@@ -254,6 +263,7 @@ def evaluate(
         dataset,
         batch_size=batch_size,
         fail_fast=fail_fast,
+        trust_code=trust_code,
         cache=cache,
         progress=progress,
         methods=methods,
@@ -262,7 +272,10 @@ def evaluate(
         device=where,
         dtype=precision,
         translation_scaling=translation_scaling,
+        group=group,
     )
+    if group is not None and group.rank != 0:  # its rows went to rank 0 through the cache
+        return Evaluation(result, {})
     config = {
         "data": data if data is not None else dataset.name,
         "limit": limit,
@@ -276,7 +289,9 @@ def evaluate(
         "null_baseline": null_baseline,
         "translation_scaling": translation_scaling,
     }
-    return Evaluation(result, build_report(result, config=config, groups=list(groups), dataset=dataset))
+    report = build_report(result, config=config, groups=list(groups), dataset=dataset)
+    report["run"]["world_size"] = group.world if group is not None else 1
+    return Evaluation(result, report)
 
 
 def _check_recorded_use(

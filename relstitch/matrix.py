@@ -25,7 +25,7 @@ from .components import Decoder, Encoder
 from .controls import SHUFFLED_ANCHORS, shuffled_anchor_space
 from .data import Dataset
 from .encoding import DEFAULT_BATCH, BatchSize, EncodedSpace, Placement, embed, inputs_for
-from .errors import RelstitchError, os_error, unknown_choice
+from .errors import RelstitchError, UsageError, os_error, unknown_choice
 from .hygiene import warn_zero_norm, zero_norm_count
 from .io.artifacts import short
 from .io.cache import cached_encode, prepare_cache
@@ -38,6 +38,8 @@ from .translation import SCALINGS, evaluate_translation
 
 if TYPE_CHECKING:
     import torch
+
+    from .distributed import Group
 
 NATIVE_METHODS = ("relative", "absolute")
 """Methods that feed a decoder what it was trained on: its own space, no translation."""
@@ -83,11 +85,15 @@ class BrokenDecoder:
 
 
 def load_decoders(
-    refs: Sequence[Decoder | BrokenDecoder | str | os.PathLike[str]], *, fail_fast: bool = False
+    refs: Sequence[Decoder | BrokenDecoder | str | os.PathLike[str]],
+    *,
+    fail_fast: bool = False,
+    trust_code: bool = False,
 ) -> list[Decoder | BrokenDecoder]:
     """Load decoder files (loaded decoders pass through); one that fails becomes a :class:`BrokenDecoder`.
 
-    With ``fail_fast`` the first failure raises instead, naming the file.
+    With ``fail_fast`` the first failure raises instead, naming the file. ``trust_code``: a decoder of a
+    user's own module may import its recorded factory (:func:`relstitch.checkpoints.load_decoder`).
     """
     from .checkpoints import load_decoder  # noqa: PLC0415
 
@@ -97,7 +103,7 @@ def load_decoders(
             out.append(ref)
             continue
         try:
-            out.append(load_decoder(ref))
+            out.append(load_decoder(ref, trust_code=trust_code))
         except (RelstitchError, OSError) as exc:
             if fail_fast:
                 raise
@@ -217,6 +223,8 @@ def eval_matrix(
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
     translation_scaling: str = "standard",
+    trust_code: bool = False,
+    group: Group | None = None,
 ) -> MatrixResult:
     """Score every encoder with every decoder on ``dataset`` through ``anchors``.
 
@@ -241,12 +249,20 @@ def eval_matrix(
     on the CPU, on the float32 vectors.
     ``translation_scaling``: how each space is scaled before a translation is fitted
     (:data:`relstitch.translation.SCALINGS`; the paper's ``standard`` by default).
+    ``trust_code``: checkpoints of users' own modules may import the factories they record (the default
+    ``load`` and the decoder files; a given ``load`` decides for the encoders itself).
+    ``group``: under torchrun (:func:`relstitch.distributed.from_env`), rank r encodes encoders r, r+W, ...
+    into ``cache``, a folder every rank can read, and rank 0 scores every row as a single process does
+    (:func:`_run_rows_sharded`); the other ranks return a result with no encoders and no pairs.
     """
+    from functools import partial  # noqa: PLC0415
+
     from .adapters import load_encoder_ref
 
     if not encoder_paths or not decoders:
         raise RelstitchError("an eval-matrix needs at least one encoder and one decoder")
-    given = load_decoders(decoders, fail_fast=fail_fast)
+    load = load or partial(load_encoder_ref, trust_code=trust_code)
+    given = load_decoders(decoders, fail_fast=fail_fast, trust_code=trust_code)
     columns = _named_apart(given)
     loaded = [d for d in columns if isinstance(d, Decoder)]
     plan = _plan(columns, methods, null_baseline)
@@ -256,7 +272,15 @@ def eval_matrix(
         raise unknown_choice("translation scaling", translation_scaling, SCALINGS)
     needs_targets = any(m in TRANSLATIONS for _, m, _ in plan)
     on: Placement = {"device": device, "dtype": dtype}
-    targets = _own_encoder_anchors(encoder_paths, anchors, load, batch_size, **on) if needs_targets else {}
+    sharded = group is not None and group.world > 1
+    if sharded and cache is None:
+        raise UsageError("under torchrun, eval-matrix needs a cache folder every rank can read (--cache DIR)")
+    scores_here = group is None or group.rank == 0  # under torchrun only rank 0 scores
+    targets = (
+        _own_encoder_anchors(encoder_paths, anchors, load, batch_size, **on)
+        if needs_targets and scores_here
+        else {}
+    )
     tasks = {d.task["type"] for d in loaded} or {"classification"}  # no decoder loaded: every cell says why
     if len(tasks) > 1:
         raise RelstitchError(f"decoders mix tasks {sorted(tasks)}: run one matrix per task")
@@ -277,7 +301,14 @@ def eval_matrix(
         on,
         translation_scaling,
     )
-    encoders_info, rows, encode_seconds = _run_rows(job, encoder_paths, progress)
+    if sharded:
+        assert group is not None  # sharded says so
+        done = _run_rows_sharded(job, encoder_paths, progress, group)
+        if done is None:  # not rank 0: its rows are in the cache for rank 0 to score
+            return MatrixResult([], [], [], task, MAIN_METRIC[task], {}, dataset.describe())
+        encoders_info, rows, encode_seconds = done
+    else:
+        encoders_info, rows, encode_seconds = _run_rows(job, encoder_paths, progress)
     pairs = _rows_named_apart(encoders_info, rows)
     return MatrixResult(
         encoders=encoders_info,
@@ -325,6 +356,7 @@ class _Row:
     hash: str | None = None
     encoder_space: str | None = None
     failed: list[PairResult] = field(default_factory=list)
+    precomputed: bool = False  # embeddings read from a file: nothing ran, nothing went to the cache
 
 
 _Rows = tuple[list[dict[str, Any]], list[list[PairResult]], float]
@@ -338,6 +370,7 @@ def _encode_row(job: _Job, path: str | os.PathLike[str], progress: ProgressFn) -
     t0 = time.perf_counter()
     try:
         encoder = job.load(path)  # as given: a Path is a file, never parsed as a reference
+        precomputed = isinstance(encoder, EncodedSpace)
         if isinstance(
             encoder, EncodedSpace
         ):  # precomputed vectors: nothing to run, they must be of this data
@@ -362,16 +395,7 @@ def _encode_row(job: _Job, path: str | os.PathLike[str], progress: ProgressFn) -
         exc = (
             os_error(exc) if isinstance(exc, OSError) else exc
         )  # a path too long, a loop: one line in its row
-        name = default_name(path)
-        return _Row(
-            {"name": name, "path": str(path), "error": str(exc)},
-            failed=[
-                PairResult(
-                    name, d.name, _cell_space(d, m), True, error=str(exc), method=_label(m, c), control=c
-                )
-                for d, m, c in job.plan
-            ],
-        )
+        return _failed_row(job, path, str(exc))
     seconds = time.perf_counter() - t0
     encoder_space = encoder_space_of(encoder)
     # Zero-norm latents have no direction (cosine 0 by projection.EPS): counted per encoder for the report.
@@ -394,8 +418,20 @@ def _encode_row(job: _Job, path: str | os.PathLike[str], progress: ProgressFn) -
     if resolved := encoder.provenance().get("resolved"):  # the folder, snapshot, weights file it came from
         info["resolved"] = resolved
     return _Row(
-        info, seconds, space, encoder.name, encoder.hash, encoder_space
+        info, seconds, space, encoder.name, encoder.hash, encoder_space, precomputed=precomputed
     )  # the encoder itself is dropped here
+
+
+def _failed_row(job: _Job, path: str | os.PathLike[str], error: str) -> _Row:
+    """The row of an encoder that could not be loaded or encoded: ``error`` in every cell."""
+    name = default_name(path)
+    return _Row(
+        {"name": name, "path": str(path), "error": error},
+        failed=[
+            PairResult(name, d.name, _cell_space(d, m), True, error=error, method=_label(m, c), control=c)
+            for d, m, c in job.plan
+        ],
+    )
 
 
 def _score_row(job: _Job, row: _Row) -> list[PairResult]:
@@ -462,6 +498,79 @@ def _run_rows(job: _Job, encoder_paths: Sequence[str | os.PathLike[str]], progre
         pairs.append(_score_row(job, row))
         del row  # one encoded space in memory at a time
     return infos, pairs, seconds
+
+
+def _run_rows_sharded(
+    job: _Job, encoder_paths: Sequence[str | os.PathLike[str]], progress: ProgressFn, group: Group
+) -> _Rows | None:
+    """Under torchrun: rank r loads and encodes encoders r, r+W, ... (whole encoders) into the shared cache
+    and leaves a record of each row (:func:`relstitch.io.cache.write_record`): its ``encoders`` entry, or why
+    it failed. Rank 0 scores its own rows as it encodes them, then each other row as its record appears,
+    its space read back from the cache: the same spaces and the same scoring as one process, so the same
+    pairs. No collective waits on another rank's work (a long encoder never meets a timeout): a rank that
+    fails with a relstitch error records it, and one that dies makes torchrun stop the others. Returns
+    None on every rank but 0.
+    """
+    from .encoding import load_embeddings  # noqa: PLC0415
+    from .io.cache import (  # noqa: PLC0415
+        entry_path,
+        read_record,
+        records_folder,
+        remove_records,
+        write_record,
+    )
+
+    assert job.cache is not None  # eval_matrix refuses a sharded run without one
+    records = Path(group.broadcast(str(records_folder(job.cache))))  # rank 0 names it: one per run
+    done: dict[int, tuple[dict[str, Any], list[PairResult], float]] = {}
+    for i in range(group.rank, len(encoder_paths), group.world):
+        row = _encode_row(job, encoder_paths[i], progress)
+        if group.rank == 0:
+            done[i] = (row.info, _score_row(job, row), row.encode_seconds)
+        else:
+            write_record(records, i, _record_of(row))
+        del row  # one encoded space in memory at a time
+    if group.rank != 0:
+        return None
+    waiting = [i for i in range(len(encoder_paths)) if i not in done]
+    while waiting:
+        record = read_record(records, waiting[0])
+        if record is None:  # its rank is still encoding (torchrun stops this rank if that one dies)
+            time.sleep(0.05)
+            continue
+        i = waiting.pop(0)
+        if record.get("error") is not None:
+            row = _failed_row(job, encoder_paths[i], str(record["error"]))
+        elif record.get("precomputed"):  # nothing was run: read the file here, as one process does
+            row = _encode_row(job, encoder_paths[i], progress)
+        else:
+            dtype = job.on.get("dtype")
+            entry = entry_path(job.cache, record["hash"], job.anchors.hash, job.dataset.hash, dtype)
+            space = load_embeddings(entry)
+            space.encoder_name = record["name"]
+            row = _Row(
+                record["info"], record["seconds"], space, record["name"], record["hash"], record["space"]
+            )
+        done[i] = (row.info, _score_row(job, row), row.encode_seconds)
+        del row
+    remove_records(records)
+    ordered = [done[i] for i in range(len(encoder_paths))]
+    return [r[0] for r in ordered], [r[1] for r in ordered], sum(r[2] for r in ordered)
+
+
+def _record_of(row: _Row) -> dict[str, Any]:
+    """What rank 0 needs of a row another rank encoded (its space is in the cache, found by its hash)."""
+    if row.space is None:
+        return {"info": row.info, "error": str(row.info.get("error"))}
+    return {
+        "info": row.info,
+        "error": None,
+        "name": row.name,
+        "hash": row.hash,
+        "space": row.encoder_space,
+        "seconds": row.encode_seconds,
+        "precomputed": row.precomputed,
+    }
 
 
 _Plan = list[tuple["Decoder | BrokenDecoder", str, str | None]]

@@ -30,8 +30,9 @@ from .data.sources import test_split_reference
 from .encoding import EncodedSpace
 from .errors import RelstitchError, UsageError, unknown_choice
 from .metrics import classification_scores
+from .nn import RelativeProjection
 from .progress import ProgressFn, silent
-from .projection import ProjectionConfig, relative_projection
+from .projection import ProjectionConfig
 from .reports.document import label_baselines
 
 TASKS = ("classification", "reconstruction")
@@ -183,14 +184,23 @@ def train(
     decoder_module = create_decoder(head, **dec_args)
     projection = config.projection if relative_anchors is not None else None
     spec = default_image_spec(in_shape)
-    anchor_x = prepare_images(relative_anchors.inputs, spec) if relative_anchors is not None else None
+    # The relative bottleneck is the public layer: the anchors embedded by the same encoder at every step,
+    # without gradient (relstitch.nn.RelativeProjection), so users' own models train exactly as these do.
+    bottleneck = (
+        RelativeProjection(
+            prepare_images(relative_anchors.inputs, spec),
+            projection,
+            embed=encoder_module,
+            anchor_hash=relative_anchors.hash,
+        )
+        if relative_anchors is not None
+        else None
+    )
 
     def forward(x_uint8: torch.Tensor) -> torch.Tensor:
         z = encoder_module(prepare_images(x_uint8, spec))
-        if anchor_x is not None:
-            with torch.no_grad():  # anchors are embedded by the same encoder, without gradient
-                anchor_z = encoder_module(anchor_x)
-            z = relative_projection(z, anchor_z, projection)
+        if bottleneck is not None:
+            z = bottleneck(z)
         out: torch.Tensor = decoder_module(z)
         return out
 

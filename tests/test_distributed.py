@@ -6,6 +6,7 @@ exactly what docs/performance.md tells a user to type (``torchrun`` is that modu
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 ENCODER = REPO / "checkpoints" / "cnn-rel-s0.encoder.safetensors"
 
 
-def relstitch(*args: str, processes: int = 1) -> subprocess.CompletedProcess:
+def relstitch(*args: str, processes: int = 1, **env: str) -> subprocess.CompletedProcess:
     launcher = [
         sys.executable,
         "-m",
@@ -28,7 +29,7 @@ def relstitch(*args: str, processes: int = 1) -> subprocess.CompletedProcess:
         f"--nproc-per-node={processes}",
     ]
     command = (launcher if processes > 1 else [sys.executable]) + ["-m", "relstitch", *map(str, args)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), **env)
     return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
 
 
@@ -126,3 +127,59 @@ def test_a_batch_size_refused_on_rank_0_stops_every_rank(tmp_path):
             run.stdout + run.stderr
         )
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["ranks.py"]
+
+
+# ------------------------------------------------------------------------- eval-matrix under torchrun
+def results(path: Path) -> tuple[str, dict]:
+    """A report's results as bytes (everything but ``run``), and its ``run`` section."""
+    report = json.loads(path.read_text())
+    return json.dumps({k: v for k, v in report.items() if k != "run"}, sort_keys=True), report["run"]
+
+
+def test_two_process_eval_matrix_equals_a_single_process_run(tmp_path):
+    """Rank r encodes encoders r, r+2, ... into the per-run folder; rank 0 scores every pair: the same
+    report, results byte for byte, and the per-run folder gone once the report is written."""
+    xdg = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    one = relstitch("eval-matrix", "--limit", 300, "--json", tmp_path / "one.json", **xdg)
+    assert one.returncode == 0, one.stderr
+    two = relstitch("eval-matrix", "--limit", 300, "--json", tmp_path / "two.json", processes=2, **xdg)
+    assert two.returncode == 0, two.stderr
+    (single, run1), (double, run2) = results(tmp_path / "one.json"), results(tmp_path / "two.json")
+    assert double == single
+    assert run1["world_size"] == 1 and run2["world_size"] == 2
+    assert two.stdout.count("wrote") == 1 and two.stdout.count("main score") == 1  # rank 0 alone prints
+    assert list((tmp_path / "xdg" / "relstitch" / "runs").iterdir()) == []
+
+
+def test_a_failing_encoder_on_one_rank_is_its_failed_row_and_no_rank_waits(tmp_path):
+    """One broken encoder among four, on rank 1: its row fails with the single process's reason, rank 0
+    writes the report, every rank ends (no timeout), the exit status is a single process's (1)."""
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    names = ["cnn-rel-s0", "broken", "cnn-rel-s1", "cnn-abs-s0"]
+    for name in names:
+        target = zoo / f"{name}.encoder.safetensors"
+        if name == "broken":
+            target.write_bytes(b"not a safetensors file")
+        else:
+            target.write_bytes((REPO / "checkpoints" / f"{name}.encoder.safetensors").read_bytes())
+    args: list = ["eval-matrix", "--limit", 200]
+    for name in names:
+        args += ["-e", zoo / f"{name}.encoder.safetensors"]
+    args += [
+        "-D",
+        REPO / "checkpoints" / "cnn-rel-s0.decoder.safetensors",
+        "-a",
+        ENCODER.parent / "anchors.safetensors",
+    ]
+    one = relstitch(*args, "--json", tmp_path / "one.json", "--cache", tmp_path / "cache1")
+    two = relstitch(*args, "--json", tmp_path / "two.json", "--cache", tmp_path / "cache2", processes=2)
+    assert one.returncode == 1 and two.returncode == 1, (one.stderr, two.stderr)
+    assert "error: 1 of 4 pairs failed" in one.stderr and "error: 1 of 4 pairs failed" in two.stderr
+    (single, _), (double, run2) = results(tmp_path / "one.json"), results(tmp_path / "two.json")
+    assert double == single and run2["world_size"] == 2
+    report = json.loads((tmp_path / "two.json").read_text())
+    assert [e["name"] for e in report["encoders"] if e.get("error")] == ["broken"]
+    assert [
+        p.name for p in (tmp_path / "cache2").iterdir() if p.name.startswith(".")
+    ] == []  # no records left

@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from relstitch.anchors import load_anchors
-from relstitch.checkpoints import load_encoder
+from relstitch.checkpoints import load_decoder, load_encoder
 from relstitch.encoding import encode, save_embeddings
 from relstitch.errors import RelstitchError
+from relstitch.export import export_stitched
 from relstitch.io.artifacts import check_kind, read_header, serialize
 from relstitch.io.metadata_schema import FORMAT_VERSION, KINDS, SCHEMA_NAME, check_metadata, metadata_schema
 from relstitch.io.schema import (
@@ -193,7 +194,7 @@ def test_both_shipped_schemas_load_through_the_one_validator():
         load_schema(name)  # every shipped schema stays within the checked subset
     # the kinds: the `kind` enum, one $defs entry and one dispatch rule each
     schema = metadata_schema()
-    assert KINDS == ("anchors", "encoder", "decoder", "embeddings", "predictions")
+    assert KINDS == ("anchors", "encoder", "decoder", "embeddings", "predictions", "stitched")
     assert all(kind in schema["$defs"] and schema["$defs"][kind]["title"] == f"{kind} file" for kind in KINDS)
     dispatch = [rule["if"]["properties"]["kind"]["const"] for rule in schema["allOf"]]
     assert dispatch == list(KINDS)
@@ -220,6 +221,15 @@ VALID = {
         "data": {},
         "method": "relative",
         "task": {"type": "reconstruction"},
+    },
+    "stitched": {
+        "encoder": {"architecture": {"name": "cnn"}, "latent_dim": 32},
+        "decoder": {"architecture": {"name": "vision-head"}, "input_dim": 64},
+        "input": {},
+        "projection": {},
+        "task": {"type": "classification", "classes": ["a", "b"]},
+        "anchor_hash": "h",
+        "anchor_count": 64,
     },
 }
 
@@ -457,6 +467,9 @@ def written(tiny_zoo, test_data, tmp_path_factory) -> dict[str, Path]:
         "decoder": tiny_zoo.decoder("cnn-abs-s0"),
         "embeddings": embeddings,
         "predictions": predictions,
+        "stitched": export_stitched(
+            encoder, load_decoder(tiny_zoo.decoder("cnn-rel-s1")), anchors, out / "s.safetensors"
+        ).path,
     }
 
 

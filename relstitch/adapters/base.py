@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from ..components import Encoder
 from ..errors import RelstitchError, RelstitchWarning, UsageError
+from ..errors import first_line as first_line  # re-exported: the adapters import it from here
 from ..refs import parse_size, split_fragment, split_options
 from ..registry import Registry
 
@@ -68,11 +69,10 @@ def parse_options(text: str) -> dict[str, Any]:
 
 
 def _coerce(key: str, value: Any) -> Any:
-    if key == "trust_remote_code":
-        raise UsageError(
-            "remote code is enabled only by the --trust-remote-code flag (trust_remote_code=True), "
-            "not an option"
-        )
+    if key in ("trust_remote_code", "trust_code"):
+        what = "remote code" if key == "trust_remote_code" else "a checkpoint's factory"
+        flag = key.replace("_", "-")
+        raise UsageError(f"{what} is enabled only by the --{flag} flag ({key}=True), not an option")
     if key not in OPTION_TYPES:
         close = difflib.get_close_matches(key, OPTION_TYPES, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"known options: {', '.join(OPTION_TYPES)}"
@@ -103,6 +103,7 @@ class SourceOptions:
     mean: float | list[float] | None = None
     std: float | list[float] | None = None
     trust_remote_code: bool = False
+    trust_code: bool = False  # a checkpoint of a user's own module imports its recorded factory
 
 
 @dataclass
@@ -175,6 +176,7 @@ def load_encoder_ref(
     ref: str | os.PathLike[str],
     *,
     trust_remote_code: bool = ...,
+    trust_code: bool = ...,
     allow_embeddings: Literal[False],
     **options: Any,
 ) -> Encoder: ...
@@ -185,6 +187,7 @@ def load_encoder_ref(
     ref: str | os.PathLike[str],
     *,
     trust_remote_code: bool = ...,
+    trust_code: bool = ...,
     allow_embeddings: bool = ...,
     **options: Any,
 ) -> Encoder | EncodedSpace: ...
@@ -194,6 +197,7 @@ def load_encoder_ref(
     ref: str | os.PathLike[str],
     *,
     trust_remote_code: bool = False,
+    trust_code: bool = False,
     allow_embeddings: bool = True,
     **options: Any,
 ) -> Encoder | EncodedSpace:
@@ -204,7 +208,8 @@ def load_encoder_ref(
     never parsed, whatever its name says (:mod:`relstitch.refs`).
     ``options`` are defaults (strings are parsed as on the command line); the reference's own
     ``#key=value`` options override them. ``allow_embeddings=False`` refuses precomputed vectors
-    (for verbs that must run an encoder).
+    (for verbs that must run an encoder). ``trust_code``: a checkpoint of a user's own module may import
+    the factory it records (:func:`relstitch.checkpoints.load_encoder`).
     """
     merged = {
         key: _coerce(key.replace("-", "_"), value) for key, value in options.items() if value is not None
@@ -219,6 +224,7 @@ def load_encoder_ref(
     opts = SourceOptions(
         **{k: v for k, v in {**merged, **own}.items() if k in source.reads},
         trust_remote_code=trust_remote_code,
+        trust_code=trust_code,
     )
     if not locator:
         raise UsageError(
@@ -287,11 +293,6 @@ _EXAMPLES = {
     "embeddings": "FILE",
     "relstitch": "FILE",
 }
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 def list_model_sources() -> dict[str, str]:

@@ -16,7 +16,7 @@ from .base import MODEL_SOURCES, SourceOptions, register_model_source
 def _load_relstitch(locator: str, opts: SourceOptions) -> Encoder | EncodedSpace:
     if read_header(locator).kind == "embeddings":  # a plain path to vectors: treat as embeddings:FILE
         return MODEL_SOURCES["embeddings"].load(locator, opts)
-    encoder = load_encoder(locator)
+    encoder = load_encoder(locator, trust_code=opts.trust_code)
     if opts.name:
         encoder.name = opts.name
     return encoder

@@ -1,9 +1,10 @@
 """relstitch files: safetensors with JSON metadata under ``relstitch.*`` keys.
 
-Five kinds of file: ``anchors``, ``encoder``, ``decoder``, ``embeddings`` and ``predictions``
-(``stitch --predictions``). Each carries ``relstitch.kind`` and ``relstitch.version`` plus the metadata
-needed to refuse a wrong combination. Headers are read and validated in pure Python (no torch import), so
-``relstitch inspect`` is instant and a hostile header is rejected before any tensor is touched.
+Six kinds of file: ``anchors``, ``encoder``, ``decoder``, ``embeddings``, ``predictions``
+(``stitch --predictions``) and ``stitched`` (``export``: encoder, decoder and anchor latents in one file).
+Each carries ``relstitch.kind`` and ``relstitch.version`` plus the metadata needed to refuse a wrong
+combination. Headers are read and validated in pure Python (no torch import), so ``relstitch inspect`` is
+instant and a hostile header is rejected before any tensor is touched.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from pathlib import Path
 from statistics import mean, stdev
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
+from .._version import __version__
 from ..errors import RelstitchError, UsageError, os_error
 from ..io.atomic import atomic_write
 from .schema import schema_errors
