@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # the heavy modules stay out of start-up (see the module docs
     from .components import Encoder
     from .encoding import EncodedSpace
     from .evaluation import Precomputed
+    from .refs import Reference
+    from .results import PairResult
 
 
 class OneLineErrors(TyperGroup):
@@ -938,7 +940,6 @@ def stitch(
     from .checkpoints import load_decoder
     from .errors import unknown_choice
     from .evaluation import precomputed_record
-    from .refs import Reference
     from .translation import METHODS
 
     if method not in (None, "relative", "absolute", *METHODS):  # before any file is read
@@ -953,7 +954,6 @@ def stitch(
     data, anchors_file = default_inputs(
         data, anchors_file, needs_data=records[0] is None, needs_anchors=None in records, recorded=records[0]
     )
-    keep = predictions is not None
     if predictions is not None:  # before any work: a wrong extension or an existing file costs nothing
         from .predictions import check_predictions_output
         from .refs import reference_files
@@ -976,16 +976,21 @@ def stitch(
             batch_size=_encoder_batch(batch_size),
             device=device,
             dtype=dtype,
-            keep_predictions=keep,
+            keep_predictions=predictions is not None,
             progress=progress,
         )
     if predictions is not None:
         from .predictions import save_predictions
 
         save_predictions(result, predictions, force=force)
+    _print_pair(result, data, predictions, as_json)
+
+
+def _print_pair(result: PairResult, data: str | None, predictions: Path | None, as_json: bool) -> None:
+    """``stitch``'s output: the pair's scores in one line (or as JSON), and the predictions file written."""
     if as_json:
         info = result.to_dict()
-        if keep:
+        if predictions is not None:
             info["predictions_file"] = str(predictions)
         typer.echo(json.dumps(info, indent=2))
         return
@@ -1124,16 +1129,12 @@ def eval_matrix(
     that fails is recorded with its reason and the run goes on; the exit status is then 1 (after the
     report is written) unless --allow-failures.
     """
-    import glob
-
     from .api import eval_matrix as run_matrix
     from .distributed import from_env
     from .encoding import resolve_device
-    from .errors import RelstitchError, UsageError
-    from .evaluation import agreed_record, precomputed_record
+    from .errors import UsageError
     from .io.cache import discard_if_empty, remove_run
     from .progress import silent
-    from .refs import expand_references
     from .reports import parse_groups, print_report, write_reports
     from .translation import check_scaling
 
@@ -1142,20 +1143,8 @@ def eval_matrix(
             "--fail-fast stops at the first failure and --allow-failures lets failures pass: choose one"
         )
     outputs = {"json": json_out, "csv": csv_out, "md": markdown_out, "html": html_out}
-    _check_zoo_models(encoders, decoders, anchors_file)
-    zoo = glob.escape(str(zoo_dir()))  # the default is a folder on disk: its name is never a pattern
-    encoder_refs = expand_references(encoders or [f"{zoo}/*.encoder.safetensors"], "encoder")
-    decoder_refs = expand_references(decoders or [f"{zoo}/*.decoder.safetensors"], "decoder")
+    encoder_refs, decoder_refs, data, anchors_file = _matrix_inputs(encoders, decoders, data, anchors_file)
     methods = [m.strip() for m in method.split(",") if m.strip()]
-    records = [precomputed_record(e) for e in encoder_refs]
-    live = None in records  # precomputed embeddings alone know their data and anchors: None stays None
-    data, anchors_file = default_inputs(
-        data,
-        anchors_file,
-        needs_data=live,
-        needs_anchors=live,
-        recorded=agreed_record([r for r in records if r is not None]),
-    )
     ranks = from_env(resolve_device(device, dtype)[0].type)  # torchrun: this process's rank; else one
     # Each finished encoder is kept (--cache, or a per-run folder removed once the report is written), so a
     # run cut short loses none of them; under torchrun the ranks hand their rows to rank 0 through it.
@@ -1203,13 +1192,45 @@ def eval_matrix(
     print_report(console, done.report, metric, by_group=by_group)
     if written:
         console.print("wrote " + ", ".join(written))
-    # One policy scripts can rely on: any failed pair is exit 1, said last, after the report is written.
-    if (summary := done.failure_summary()) is not None:
-        if not allow_failures:
-            raise RelstitchError(
-                summary, hint="each reason is in the table and the report; --allow-failures exits 0"
-            )
-        sys.stderr.write(f"{summary} (--allow-failures: exit 0)\n")
+    _exit_on_failures(done.failure_summary(), allow_failures)
+
+
+def _matrix_inputs(
+    encoders: list[str] | None, decoders: list[str] | None, data: str | None, anchors_file: Path | None
+) -> tuple[list[Reference], list[Reference], str | None, Path | None]:
+    """``eval-matrix``'s encoder and decoder references (globs expanded; the shipped zoo's when none are
+    given, and only with its anchors), and its data and anchors (:func:`default_inputs`; precomputed
+    embeddings alone know their own: None stays None then)."""
+    import glob
+
+    from .evaluation import agreed_record, precomputed_record
+    from .refs import expand_references
+
+    _check_zoo_models(encoders, decoders, anchors_file)
+    zoo = glob.escape(str(zoo_dir()))  # the default is a folder on disk: its name is never a pattern
+    encoder_refs = expand_references(encoders or [f"{zoo}/*.encoder.safetensors"], "encoder")
+    decoder_refs = expand_references(decoders or [f"{zoo}/*.decoder.safetensors"], "decoder")
+    records = [precomputed_record(e) for e in encoder_refs]
+    live = None in records
+    recorded = agreed_record([r for r in records if r is not None])
+    data, anchors_file = default_inputs(
+        data, anchors_file, needs_data=live, needs_anchors=live, recorded=recorded
+    )
+    return encoder_refs, decoder_refs, data, anchors_file
+
+
+def _exit_on_failures(summary: str | None, allow_failures: bool) -> None:
+    """One policy scripts can rely on: any failed pair is exit 1, said last, after the report is written
+    (``--allow-failures``: said, exit 0)."""
+    from .errors import RelstitchError
+
+    if summary is None:
+        return
+    if not allow_failures:
+        raise RelstitchError(
+            summary, hint="each reason is in the table and the report; --allow-failures exits 0"
+        )
+    sys.stderr.write(f"{summary} (--allow-failures: exit 0)\n")
 
 
 def _as_typed(ref: str | os.PathLike[str] | None) -> str:
