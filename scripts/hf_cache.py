@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -42,6 +43,8 @@ def put_in_hf_cache(
         repo_folder_name,
     )
 
+    if commit is not None and not re.fullmatch(r"[0-9a-f]{40}", commit):
+        raise SystemExit(f"--commit {commit!r}: a commit is 40 lower-case hex digits")
     folder = folder.resolve()  # an assets/ entry is often a link into site-packages
     if not folder.is_dir():
         raise SystemExit(f"{folder}: not a folder (run scripts/fetch-assets.sh first)")

@@ -12,6 +12,7 @@ its file named by its sha256 as torchvision names them; timm's ``test_*`` models
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -33,6 +34,15 @@ from relstitch.data.text import TextViews
 from relstitch.encoding import encode, save_embeddings
 from relstitch.errors import RelstitchError, UsageError
 from relstitch.io.artifacts import read_header
+
+# huggingface_hub's own cache layout, built by the project's one helper (which users run too)
+_spec = importlib.util.spec_from_file_location(
+    "hf_cache", Path(__file__).parents[1] / "scripts" / "hf_cache.py"
+)
+assert _spec is not None and _spec.loader is not None
+_hf_cache = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_hf_cache)
+put_in_hf_cache = _hf_cache.put_in_hf_cache
 
 REPO = Path(__file__).resolve().parent.parent
 WORDS = ["the", "red", "blue", "cat", "dog", "bird", "fish", "cake", "bread", "near", "with", "and", "a"]
@@ -91,29 +101,6 @@ def save_bert(folder: Path, *, seed: int = 0, words: list[str] = WORDS, files: s
     elif files == "json":
         vocab_file.unlink()
     return folder
-
-
-def put_in_hf_cache(folder: Path, cache: Path, repo_id: str, commit: str, ref: str | None = "main") -> Path:
-    """Lay ``folder`` out in the cache as a download by ``huggingface_hub`` would: blobs by hash, the
-    snapshot's files linked to them, ``refs/REF`` naming the commit (the library's own helpers)."""
-    from huggingface_hub.file_download import (
-        _cache_commit_hash_for_specific_revision,
-        _create_symlink,
-        repo_folder_name,
-    )
-
-    storage = cache / repo_folder_name(repo_id=repo_id, repo_type="model")
-    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
-        data = file.read_bytes()
-        blob = storage / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        pointer = storage / "snapshots" / commit / file.relative_to(folder)
-        pointer.parent.mkdir(parents=True, exist_ok=True)
-        _create_symlink(str(blob), str(pointer), new_blob=True)
-    if ref is not None:
-        _cache_commit_hash_for_specific_revision(str(storage), ref, commit)
-    return storage / "snapshots" / commit
 
 
 COMMIT_A, COMMIT_B = "a" * 40, "b" * 40
