@@ -183,6 +183,26 @@ def test_what_a_hub_id_resolved_to_is_recorded_in_the_embeddings_file(
 
     precomputed = as_encoder(load_encoder_ref(f"embeddings:{saved}"))  # an eval-matrix row of the file
     assert precomputed.provenance()["resolved"]["revision"] == COMMIT_A
+    # and in the matrix report, for each encoder row: the exact snapshot a score came from
+    head = tmp_path / "h.decoder.safetensors"
+    assert cli("fit", out, "--space", "relative", "--epochs", 1, "-o", head).exit_code == 0
+    report = tmp_path / "r.json"
+    run = cli(
+        "eval-matrix",
+        "-e",
+        "hf:tiny-org/tiny-bert@v2",
+        "-D",
+        head,
+        "-a",
+        anchors,
+        "-d",
+        data,
+        "--json",
+        report,
+    )
+    assert run.exit_code == 0, run.stderr
+    (row,) = json.loads(report.read_text())["encoders"]
+    assert row["resolved"]["revision"] == COMMIT_B and row["resolved"]["requested_revision"] == "v2"
 
 
 def test_hub_id_bad_input(
