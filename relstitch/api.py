@@ -322,9 +322,12 @@ def export_stitched(
     """Ship ``encoder`` stitched into ``decoder`` as one file (``relstitch export``): the encoder, the decoder
     and the encoder's own anchor latents, computed once here; read it back with :func:`load_stitched`.
     ``format="onnx"`` writes an ONNX graph of the same module (the ``onnx`` extra)."""
-    from .errors import RelstitchError  # noqa: PLC0415
+    from .errors import RelstitchError, unknown_choice  # noqa: PLC0415
+    from .export import FORMATS  # noqa: PLC0415
     from .export import export_stitched as export  # noqa: PLC0415
 
+    if format not in FORMATS:  # bad usage (exit 2) before any file is looked at
+        raise unknown_choice("format", format, FORMATS)
     if isinstance(encoder, (str, os.PathLike)):
         from .adapters.base import _source_of  # noqa: PLC0415  (the one reading of a reference's kind)
 

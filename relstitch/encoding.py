@@ -20,7 +20,7 @@ from .anchor_set import Anchors
 from .components import Encoder
 from .data import Dataset
 from .data.text import TextViews
-from .errors import RelstitchError, printable, unknown_choice
+from .errors import RelstitchError, first_line, printable, unknown_choice
 from .hygiene import check_finite, check_labels
 from .io.artifacts import load_artifact, save_artifact
 from .progress import ProgressFn, silent
@@ -182,8 +182,19 @@ def iter_embed(
         batch = x[start : start + batch_size]
         if where.type == "cuda" and isinstance(batch, torch.Tensor):
             batch = batch.pin_memory().to(where, non_blocking=True)
-        with torch.autocast(where.type, dtype=dtype, enabled=cast):
-            z = encoder.embed_batch(batch)
+        try:
+            with torch.autocast(where.type, dtype=dtype, enabled=cast):
+                z = encoder.embed_batch(batch)
+        except RelstitchError:
+            raise
+        except Exception as exc:  # the model (any code a source wraps) refused its inputs: one line, so
+            # eval-matrix records this encoder's row as failed and goes on with the others
+            raise RelstitchError(
+                f"encoder {encoder.name!r} failed on its inputs ({description}): {first_line(exc)}",
+                path=encoder.path,
+                hint="check what the model expects (channels=, resize=, crop=, mean=, std=, layer=) "
+                "and --batch-size",
+            ) from None
         if (
             not encoder.latent_dim and z.ndim == 2
         ):  # adapters (relstitch.sources) learn their size on first use

@@ -45,6 +45,16 @@ linf        no        normalise     yes          -max|x - a| (axis-aligned)
 The LayerNorm the authors apply *after* the projection lives in the decoder (its first layer), so
 the projection stays a pure function.
 
+**Row-scale-free cosine** (``relative_projection(..., row_scale_free=True)``): the plain cosine
+without the division of each row by the sample's norm, ``r'(x) = max(|x|, EPS) · r(x)`` (the normal
+path divides by that clamped norm): the bare matrix product. A reader that only needs r up to a positive
+per-row factor (a LayerNorm first) may ask for it. Only the plain cosine with ``normalization="none"``
+has it (centering and top-k keep it; every other similarity is not a multiple of its rows' scale); for
+any other config the flag changes nothing. Caution: a LayerNorm is scale-free only up to its ``eps``:
+``LN(s·r) = (r - μ) / sqrt(σ² + eps/s²)``, so decoder outputs move by about ``eps·|1 - 1/|x|²| / 2σ²``
+for a row of variance σ²: little when σ² ≫ eps, a lot for latents of norm ≪ 1 or rows of cosines
+closer than eps (the shipped CNNs' rows have σ² ≈ 1e-6: logits move by up to 1.4). Hence an opt-in.
+
 Implementation notes (why it looks like this):
 - Anchors are prepared once (k x D, small). Samples are *not* copied into a normalised tensor: for
   cosine we compute ``x @ a_hat.T`` and divide each row by ``|x|`` afterwards, which is the same
@@ -178,6 +188,18 @@ def _cosine(x: torch.Tensor, anchors_hat: torch.Tensor) -> torch.Tensor:
     return (x @ anchors_hat.T) / _row_norms(x)
 
 
+def _unnormalised_cosine(x: torch.Tensor, anchors_hat: torch.Tensor) -> torch.Tensor:
+    """``max(|x|, EPS) · _cosine(x, a)``: the cosine for a row-scale-free reader (module docstring)."""
+    return x @ anchors_hat.T
+
+
+def row_scale_free_applies(config: ProjectionConfig | None) -> bool:
+    """Whether ``row_scale_free=True`` skips work for ``config``: the plain cosine, no per-sample
+    normalisation (centering and top-k are fine: top-k keeps the same entries of a rescaled row)."""
+    config = config or ProjectionConfig()
+    return config.similarities == ("cosine",) and config.normalization == "none"
+
+
 def _angular(x: torch.Tensor, anchors_hat: torch.Tensor) -> torch.Tensor:
     """``1 - angle/π`` in [0, 1]: 1 for the same direction, 0 for opposite ones."""
     cos = _cosine(x, anchors_hat)
@@ -276,6 +298,7 @@ def relative_projection(
     *,
     chunk_size: int | None = DEFAULT_CHUNK,
     max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+    row_scale_free: bool = False,
 ) -> torch.Tensor:
     """Project absolute latents ``x [N, D]`` onto ``anchors [k, D]`` → relative vectors ``[N, m*k]``.
 
@@ -283,9 +306,17 @@ def relative_projection(
     Differentiable in ``x`` (used inside training); anchors are typically computed under no_grad.
     Without grad, rows go in blocks of at most ``chunk_size`` (``None``: the budget alone decides)
     whose temporaries fit ``max_chunk_bytes``; anchors are split too when k is too large for that.
+    ``row_scale_free``: each row may come scaled by a positive factor (the sample's norm): the plain
+    cosine then skips its division, the bare matrix product (see the module docstring for when a
+    decoder's outputs stay equal); a no-op unless :func:`row_scale_free_applies`.
     """
     return relative_projector(
-        anchors, config, dtype=x.dtype, chunk_size=chunk_size, max_chunk_bytes=max_chunk_bytes
+        anchors,
+        config,
+        dtype=x.dtype,
+        chunk_size=chunk_size,
+        max_chunk_bytes=max_chunk_bytes,
+        row_scale_free=row_scale_free,
     )(x)
 
 
@@ -296,12 +327,14 @@ def relative_projector(
     dtype: torch.dtype | None = None,
     chunk_size: int | None = DEFAULT_CHUNK,
     max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+    row_scale_free: bool = False,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """:func:`relative_projection` with the anchors prepared once: ``project(x)`` for batch after batch.
 
     Validating the config, the anchors' statistics and their normalised copy are computed here, not
     per call (a streamed encode projects every batch onto the same anchors). ``dtype``: the dtype of
-    the latents it will be given (default: the anchors').
+    the latents it will be given (default: the anchors'). ``row_scale_free``: as
+    :func:`relative_projection`'s.
     """
     config = config or ProjectionConfig()
     config.validate()
@@ -314,6 +347,9 @@ def relative_projector(
     mean, std = anchor_statistics(anchors, config.centering)
     anchors = standardise(anchors, mean, std)
     blocks = [(SIMILARITIES[name][0](anchors), SIMILARITIES[name][1]) for name in config.similarities]
+    unscaled = row_scale_free and row_scale_free_applies(config)
+    if unscaled:  # one block: the cosine's prepared (unit-norm) anchors, compared without |x|
+        blocks = [(blocks[0][0], _unnormalised_cosine)]
     width = config.output_dim(k)
     # Per-row normalisation and top-k read a whole row of k values; otherwise anchors can be split.
     separable = config.normalization == "none" and not config.top_k
@@ -350,7 +386,10 @@ def relative_projector(
         for start in range(0, n, rows):
             if fused:
                 _cosine_into(
-                    standardise(x[start : start + rows], mean, std), blocks[0][0], out[start : start + rows]
+                    standardise(x[start : start + rows], mean, std),
+                    blocks[0][0],
+                    out[start : start + rows],
+                    scale=not unscaled,
                 )
                 continue
             if cols >= width:
@@ -378,10 +417,14 @@ def _check_latents(x: torch.Tensor, anchors: torch.Tensor) -> None:
         )
 
 
-def _cosine_into(x: torch.Tensor, anchors_hat: torch.Tensor, out: torch.Tensor) -> None:
-    """``out[:] = cos(x, anchors)``, the same numbers as :func:`_cosine`, with no temporary of out's size."""
+def _cosine_into(
+    x: torch.Tensor, anchors_hat: torch.Tensor, out: torch.Tensor, *, scale: bool = True
+) -> None:
+    """``out[:] = cos(x, anchors)``, the same numbers as :func:`_cosine`, with no temporary of out's size
+    (without ``scale``: :func:`_unnormalised_cosine`'s, the matrix product alone)."""
     torch.mm(x, anchors_hat.T, out=out)
-    out.div_(x.norm(dim=1, keepdim=True).clamp_min(EPS))
+    if scale:
+        out.div_(_row_norms(x))
 
 
 def block_shape(

@@ -21,6 +21,7 @@ from .hygiene import check_labels, warn_class_names, warn_single_class
 from .io.artifacts import short
 from .metrics import classification_scores, reconstruction_scores
 from .progress import ProgressFn, silent
+from .projection import relative_projection, row_scale_free_applies
 from .results import PairResult, Predictions
 
 
@@ -58,10 +59,30 @@ def check_pair(space: EncodedSpace, decoder: Decoder) -> None:
             )
 
 
-def decoder_inputs(space: EncodedSpace, decoder: Decoder) -> torch.Tensor:
-    """What ``decoder`` reads from ``space``: relative vectors under its own projection, or latents."""
+def reads_row_scale_free(decoder: Decoder) -> bool:
+    """Whether ``decoder`` may be fed the unnormalised cosine: a relative decoder whose architecture
+    declares ``row_scale_free`` (a leading LayerNorm over its input) under a projection that has the fast
+    path (:func:`~relstitch.projection.row_scale_free_applies`). A declaration, never a guess from its
+    layers: a module without the attribute reads the exact relative vectors."""
+    declared = getattr(type(decoder.module), "row_scale_free", False) is True
+    return decoder.space == "relative" and declared and row_scale_free_applies(decoder.projection)
+
+
+def decoder_inputs(space: EncodedSpace, decoder: Decoder, *, row_scale_free: bool = False) -> torch.Tensor:
+    """What ``decoder`` reads from ``space``: relative vectors under its own projection, or latents.
+
+    ``row_scale_free`` (opt-in): where :func:`reads_row_scale_free`, the cosine without its division by
+    each sample's norm, computed for this call (not cached in ``space``, whose vectors stay exact). The
+    decoder's outputs then move within its LayerNorm's eps (relstitch.projection's docstring).
+    """
     check_pair(space, decoder)
-    return space.relative(decoder.projection) if decoder.space == "relative" else space.absolute
+    if decoder.space != "relative":
+        return space.absolute
+    if row_scale_free and reads_row_scale_free(decoder):
+        return relative_projection(
+            space.absolute, space.anchor_absolute, decoder.projection, row_scale_free=True
+        )
+    return space.relative(decoder.projection)
 
 
 @dataclass
@@ -141,13 +162,15 @@ def evaluate_pair(
     encoder_space: str | None = None,
     *,
     keep_predictions: bool = False,
+    row_scale_free: bool = False,
 ) -> PairResult:
     """Score one decoder on an already encoded space. Errors raise; the matrix records them.
 
-    With ``keep_predictions`` the result carries the per-sample :class:`~relstitch.predictions.Predictions`.
+    With ``keep_predictions`` the result carries the per-sample :class:`~relstitch.predictions.Predictions`;
+    ``row_scale_free``: as :func:`decoder_inputs`'.
     """
     started = time.perf_counter()
-    inputs = decoder_inputs(space, decoder)
+    inputs = decoder_inputs(space, decoder, row_scale_free=row_scale_free)
     scores, kept = decode_and_score(decoder, inputs, space.labels, dataset, keep=keep_predictions)
     if decoder.task["type"] == "classification":  # after scoring: a refused pair needs no warning on top
         warn_class_names(decoder.task["classes"], space.dataset.get("classes"), decoder.name)
@@ -221,10 +244,11 @@ def stitch(
     progress: ProgressFn = silent,
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
+    row_scale_free: bool = False,
 ) -> PairResult:
     """Wire ``encoder`` into ``decoder`` through ``anchors`` and score on ``dataset`` (per-sample predictions
     kept in the result with ``keep_predictions``; the encoding reported to ``progress``; ``device``/``dtype``
-    as :func:`~relstitch.encoding.encode`'s)."""
+    as :func:`~relstitch.encoding.encode`'s; ``row_scale_free`` as :func:`decoder_inputs`')."""
     if decoder.space == "relative" and decoder.anchor_hash != anchors.hash:
         # Check before encoding: a wrong anchor file should cost nothing.
         raise RelstitchError(
@@ -238,7 +262,12 @@ def stitch(
         encoder, anchors, dataset, batch_size=batch_size, progress=progress, device=device, dtype=dtype
     )
     result = evaluate_pair(
-        space, decoder, dataset, encoder_space_of(encoder), keep_predictions=keep_predictions
+        space,
+        decoder,
+        dataset,
+        encoder_space_of(encoder),
+        keep_predictions=keep_predictions,
+        row_scale_free=row_scale_free,
     )
     result.seconds = time.perf_counter() - started
     return result

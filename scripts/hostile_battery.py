@@ -573,7 +573,8 @@ def execute(command: list[str], cwd: Path, timeout: float, logs: Path) -> Run:
             stdout=out,
             stderr=err,
             stdin=subprocess.DEVNULL,
-            env=child_env(),
+            # a per-run cache folder a failed case keeps stays with its logs, never in the user's cache
+            env={**child_env(), "XDG_CACHE_HOME": str(logs / "cache")},
             start_new_session=True,
         )
     timed_out = killed_for_memory = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,13 @@ REPO = Path(__file__).resolve().parent.parent
 # The models in the tests are tiny: one thread is faster than two fighting over a shared 2-core machine,
 # and results do not depend on it.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_user_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The suite's runs keep their per-run folders (a --fail-fast run does, by design) in a folder of its
+    own, inherited by every CLI subprocess, never in the user's cache."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
 
 
 @pytest.fixture(scope="session")

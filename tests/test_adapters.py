@@ -235,6 +235,23 @@ def test_hub_id_bad_input(
     assert not (tmp_path / "out.safetensors").exists()
 
 
+def test_a_hub_id_never_leads_outside_the_cache(
+    cached_bert: dict[str, Any], offline: Path, tmp_path: Path, cli: Any
+) -> None:
+    data, anchors = text_data(tmp_path)
+    args = ("-a", anchors, "-d", data, "-o", tmp_path / "out.safetensors")
+    # a real model outside the cache, and a file in the cache naming it (what refs/../.. would read)
+    outside = save_bert(tmp_path / "outside")
+    snapshots = offline / "models--tiny-org--tiny-bert" / "snapshots"
+    (offline / "evil").write_text(os.path.relpath(outside, snapshots))
+    fails(cli("encode", "hf:tiny-org/tiny-bert@../../evil", *args), 2, "a revision is a branch, tag or")
+    fails(cli("encode", "hf:tiny-org/tiny-bert@/etc", *args), 2, "not a path")
+    # an edited ref (or a snapshot linked elsewhere) is refused too
+    (offline / "models--tiny-org--tiny-bert" / "refs" / "main").write_text((offline / "evil").read_text())
+    fails(cli("encode", "hf:tiny-org/tiny-bert", *args), 1, "leads outside the Hugging Face cache")
+    assert not (tmp_path / "out.safetensors").exists()
+
+
 @pytest.mark.slow
 def test_env_variables_pick_the_cache(cached_bert: dict[str, Any], offline: Path, tmp_path: Path) -> None:
     """A fresh process: HF_HUB_CACHE / HF_HOME as huggingface_hub reads them at start-up."""

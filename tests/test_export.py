@@ -83,6 +83,10 @@ def test_cli_export_writes_inspect_describes_and_an_existing_output_is_refused(t
     assert out.read_bytes() == before
     assert cli("export", *args, "-o", out, "--force").exit_code == 0
     assert out.read_bytes() == before  # deterministic: the same pair, the same bytes
+    # a bad --format is bad usage (exit 2) whatever the output: checked before the existing file is
+    bogus = cli("export", *args, "-o", out, "--format", "tflite")
+    assert bogus.exit_code == 2 and "unknown format 'tflite'" in bogus.stderr
+    assert out.read_bytes() == before
 
 
 @pytest.mark.parametrize(

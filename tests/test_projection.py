@@ -4,6 +4,7 @@ centering, post-normalisation, top-k, the product of invariances, and the option
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
-from relstitch.architectures import create_decoder
-from relstitch.checkpoints import load_decoder
-from relstitch.encoding import load_embeddings
+from relstitch.anchor_set import load_anchors
+from relstitch.architectures import DECODERS, create_decoder
+from relstitch.checkpoints import load_decoder, load_encoder
+from relstitch.encoding import encode, load_embeddings
 from relstitch.errors import RelstitchError
 from relstitch.io.artifacts import save_artifact
-from relstitch.projection import SIMILARITIES, ProjectionConfig, relative_projection
+from relstitch.projection import (
+    EPS,
+    SIMILARITIES,
+    ProjectionConfig,
+    anchor_statistics,
+    relative_projection,
+    row_scale_free_applies,
+    standardise,
+)
+from relstitch.stitching import decoder_inputs, reads_row_scale_free
 
 REPO_ZOO = Path(__file__).resolve().parent.parent / "checkpoints"  # the shipped zoo
 
@@ -325,3 +336,123 @@ def test_train_records_the_projection_in_the_decoder(cli, tmp_path):
         similarity="angular,linf", centering="standard", normalization="l2"
     )
     assert decoder.input_dim == 600
+
+
+# ------------------------------------------------------------- the row-scale-free cosine (issue #15)
+FAST_CONFIGS = [
+    ProjectionConfig(centering=centering, top_k=top_k)
+    for centering in ("none", "center", "standard")
+    for top_k in (None, 3)
+]
+
+
+def latents_with_degenerate_rows(dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples of norms from 1e-12 to 1e3 (and an exact zero row, also after centering), and anchors."""
+    x, a = data(7, n=24, k=9, dim=6)
+    x = x.to(dtype) * torch.logspace(-12, 3, len(x), dtype=dtype)[:, None]
+    x[0] = 0
+    x[1] = a.to(dtype).mean(0)  # zero once centered
+    return x, a.to(dtype)
+
+
+def rescaled_rows(x: torch.Tensor, a: torch.Tensor, config: ProjectionConfig) -> torch.Tensor:
+    """The normal projection with each row multiplied by its (centered) sample's clamped norm."""
+    mean, std = anchor_statistics(a, config.centering)
+    norms = standardise(x, mean, std).norm(dim=1, keepdim=True).clamp_min(EPS)
+    return relative_projection(x, a, config) * norms
+
+
+@pytest.mark.parametrize("config", FAST_CONFIGS, ids=ProjectionConfig.describe)
+@pytest.mark.parametrize("budget", [1 << 30, 2_000])  # one block, and blocks of a few rows
+def test_row_scale_free_is_each_row_times_its_norm(config, budget):
+    x, a = latents_with_degenerate_rows()
+    assert row_scale_free_applies(config)
+    fast = relative_projection(x, a, config, row_scale_free=True, chunk_size=None, max_chunk_bytes=budget)
+    torch.testing.assert_close(fast, rescaled_rows(x, a, config), rtol=1e-12, atol=1e-15)
+    zero = 0 if config.centering == "none" else 1  # the row whose (centered) latent is 0
+    assert torch.equal(fast[zero], torch.zeros_like(fast[zero]))  # zero, as it is in the normal path
+    # With grad the rows are not blocked: the same numbers.
+    grad = relative_projection(x.clone().requires_grad_(), a, config, row_scale_free=True)
+    torch.testing.assert_close(grad.detach(), fast, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [ProjectionConfig(similarity=name) for name in SIMILARITIES if name != "cosine"]
+    + [
+        ProjectionConfig(normalization="l2"),
+        ProjectionConfig(normalization="standard", top_k=3),
+        ProjectionConfig(similarity="cosine,euclidean", normalization="standard"),
+    ],
+    ids=ProjectionConfig.describe,
+)
+def test_row_scale_free_changes_nothing_where_the_rows_are_not_a_scale(config):
+    x, a = data(8)
+    assert not row_scale_free_applies(config)
+    assert torch.equal(
+        relative_projection(x, a, config, row_scale_free=True), relative_projection(x, a, config)
+    )
+
+
+ROW_SCALE_FREE_HEADS = sorted(name for name in DECODERS if getattr(DECODERS[name], "row_scale_free", False))
+
+
+def head(name: str, in_dim: int, eps: float | None = None) -> torch.nn.Module:
+    """A registered head with random LayerNorm affines (so they matter); ``eps`` replaces its LayerNorms'."""
+    kwargs = {} if name == "conv-decoder" else {"num_classes": 5}
+    module: torch.nn.Module = create_decoder(name, in_dim=in_dim, **kwargs).eval()
+    gen = torch.Generator().manual_seed(3)
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.LayerNorm):
+            layer.weight.data = torch.randn(layer.weight.shape, generator=gen)
+            layer.bias.data = torch.randn(layer.bias.shape, generator=gen)
+            layer.eps = layer.eps if eps is None else eps
+    return module
+
+
+def test_every_head_of_relstitch_declares_its_leading_layernorm():
+    assert ROW_SCALE_FREE_HEADS == ["conv-decoder", "text-head", "vision-head"]
+    for name in ROW_SCALE_FREE_HEADS:
+        module = head(name, 9)
+        first = next(m for m in module.modules() if not list(m.children()))
+        assert isinstance(first, torch.nn.LayerNorm) and first.normalized_shape == (9,), name
+
+
+@pytest.mark.parametrize("name", ROW_SCALE_FREE_HEADS)
+@pytest.mark.parametrize("config", FAST_CONFIGS, ids=ProjectionConfig.describe)
+def test_head_outputs_are_equal_on_the_row_scale_free_cosine(name, config):
+    x, a = latents_with_degenerate_rows(torch.float32)
+    with torch.no_grad():
+        normal = relative_projection(x, a, config)
+        fast = relative_projection(x, a, config, row_scale_free=True)
+        norms = standardise(x, *anchor_statistics(a, config.centering)).norm(dim=1)
+        zero, large, small = norms == 0, norms >= 1, (norms < 1e-3) & (norms > 0)
+        # A LayerNorm without eps is exactly blind to a positive row scale: equal to float32 rounding
+        # (zero rows left out: without eps they are 0/0 either way).
+        exact = head(name, a.shape[0], eps=0.0)
+        torch.testing.assert_close(exact(fast[~zero]), exact(normal[~zero]), rtol=0, atol=1e-5)
+        # With the real eps (1e-5): a zero row reads the same (the LayerNorm's bias), latents of norm
+        # >= 1 stay within 1e-2, latents of norm << 1 do not: eps/|x|² swamps their variance.
+        module = head(name, a.shape[0])
+        assert zero.sum() == 1
+        torch.testing.assert_close(module(fast[zero]), module(normal[zero]), rtol=0, atol=1e-6)
+        torch.testing.assert_close(module(fast[large]), module(normal[large]), rtol=0, atol=1e-2)
+        if config.centering == "none":  # centered, the tiny latents are no longer tiny
+            assert (module(fast[small]) - module(normal[small])).abs().max() > 1e-2
+
+
+def test_stitching_feeds_the_fast_path_only_when_asked_and_declared(tiny_zoo, test_data):
+    encoder = load_encoder(tiny_zoo.encoder("cnn-rel-s0"))
+    decoder = load_decoder(tiny_zoo.decoder("cnn-rel-s1"))
+    space = encode(encoder, load_anchors(tiny_zoo.anchors_path), test_data.subset(torch.arange(200)))
+    assert reads_row_scale_free(decoder)
+    exact = decoder_inputs(space, decoder)
+    fast = decoder_inputs(space, decoder, row_scale_free=True)
+    torch.testing.assert_close(fast, exact * space.absolute.norm(dim=1, keepdim=True).clamp_min(EPS))
+    assert decoder_inputs(space, decoder) is exact  # the space's cached vectors stay the exact ones
+    # Not declared (a plain Sequential), or another similarity: the exact vectors, whatever is asked.
+    undeclared = replace(decoder, module=torch.nn.Sequential(*decoder.module.net))
+    assert not reads_row_scale_free(undeclared)
+    assert torch.equal(decoder_inputs(space, undeclared, row_scale_free=True), exact)
+    euclid = replace(decoder, projection=ProjectionConfig(similarity="euclidean"))
+    assert not reads_row_scale_free(euclid)

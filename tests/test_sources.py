@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -486,6 +487,19 @@ def test_prepare_images_resizes_and_normalises_per_channel() -> None:
     assert out.shape == (2, 3, 224, 224)
     assert torch.allclose(out[:, 0], torch.ones(1)) and torch.allclose(out[:, 1], torch.full((1,), 3.0))
     assert torch.allclose(out[:, 2], torch.ones(1))
+
+
+@pytest.mark.parametrize(
+    ("spec", "said"),
+    [
+        ({"channels": 7, "mean": [0.5, 0.5, 0.5]}, "mean gives 3 values but the images have 7 channel(s)"),
+        ({"std": [0.5, 0.25]}, "std gives 2 values but the images have 1 channel(s)"),
+    ],
+)
+def test_prepare_images_refuses_per_channel_values_of_another_count(spec, said) -> None:
+    grey = torch.zeros((2, 1, 8, 8), dtype=torch.uint8)
+    with pytest.raises(RelstitchError, match=re.escape(said)):
+        prepare_images(grey, {"modality": "image", **spec})
 
 
 def test_torchvision_bad_input(

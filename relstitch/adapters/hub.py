@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..errors import RelstitchError
+from ..errors import RelstitchError, UsageError, printable
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 """``ORG/NAME`` as the Hub spells repository ids (letters, digits, ``-``, ``_``, ``.``)."""
@@ -63,6 +63,12 @@ def cached_snapshot(
 
     cache = hub_cache_dir()
     shown = repo_id + (f"@{revision}" if revision else "")
+    if revision is not None and (revision.startswith("/") or "\\" in revision or ".." in revision.split("/")):
+        # huggingface_hub joins a revision onto the cache's refs/ folder: `..` would read another file there
+        raise UsageError(
+            f"hf:{printable(shown)}: a revision is a branch, tag or commit, not a path",
+            hint="e.g. hf:ORG/NAME@main, @v1.0 or @<commit>",
+        )
     try:
         folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache, local_files_only=True))
     except ValueError as exc:  # HFValidationError: an id or revision the Hub would refuse
@@ -79,6 +85,12 @@ def cached_snapshot(
                 "the Hugging Face cache holds", "it holds"
             )
         raise RelstitchError(message, path=cache, hint=fetch_hint(repo_id, revision)) from None
+    if not folder.resolve().is_relative_to(cache.resolve()):  # an edited ref or a linked snapshot folder
+        raise RelstitchError(
+            f"the cached snapshot of {shown} leads outside the Hugging Face cache ({printable(str(folder))})",
+            path=cache,
+            hint=fetch_hint(repo_id, revision),
+        )
     return folder, {
         "repo_id": repo_id,
         "revision": folder.name,  # the snapshot folder is named by its commit

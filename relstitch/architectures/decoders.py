@@ -3,9 +3,15 @@
 Every head starts with a LayerNorm over its input: for relative vectors this is the normalisation
 the authors apply after the projection (Moschella et al. 2023); for absolute latents it is kept too, so the
 two spaces differ only in what they read.
+
+``row_scale_free = True`` on a head declares that leading LayerNorm over its whole input: its outputs
+ignore a positive per-row factor on its input (up to the LayerNorm's eps), so a caller may feed it the
+unnormalised cosine (``relative_projection(..., row_scale_free=True)``; ``stitching.decoder_inputs``).
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +38,8 @@ _ACTIVATIONS = {"tanh": nn.Tanh, "silu": nn.SiLU, "relu": nn.ReLU}
 class VisionHead(nn.Module):
     """LayerNorm → Linear → Tanh → RowNorm → Linear(classes): the authors' vision head."""
 
+    row_scale_free: ClassVar[bool] = True  # a leading LayerNorm: see the module docstring
+
     def __init__(self, in_dim: int, num_classes: int, hidden: int = 128, activation: str = "tanh") -> None:
         super().__init__()
         self.net = nn.Sequential(
@@ -50,6 +58,8 @@ class VisionHead(nn.Module):
 @DECODERS.register("text-head")
 class TextHead(nn.Module):
     """LayerNorm → (Linear → SiLU → RowNorm) x2 → Linear(classes): the authors' text head."""
+
+    row_scale_free: ClassVar[bool] = True  # a leading LayerNorm: see the module docstring
 
     def __init__(self, in_dim: int, num_classes: int, hidden: int = 128) -> None:
         super().__init__()
@@ -72,6 +82,8 @@ class TextHead(nn.Module):
 @DECODERS.register("conv-decoder")
 class ConvDecoder(nn.Module):
     """Decoder half of the convolutional autoencoder: vector → 1x28x28 image in [0, 1]."""
+
+    row_scale_free: ClassVar[bool] = True  # a leading LayerNorm: see the module docstring
 
     def __init__(self, in_dim: int, out_channels: int = 1) -> None:
         super().__init__()

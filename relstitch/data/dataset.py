@@ -171,6 +171,12 @@ def prepare_images(x: torch.Tensor | TextViews, spec: dict[str, Any]) -> torch.T
         )
     mean, std = spec.get("mean", 0.0), spec.get("std", 1.0)
     if isinstance(mean, list | tuple) or isinstance(std, list | tuple):
+        for key, values in (("mean", mean), ("std", std)):
+            if isinstance(values, list | tuple) and len(values) not in (1, out.shape[1]):
+                raise RelstitchError(
+                    f"{key} gives {len(values)} values but the images have {out.shape[1]} channel(s)",
+                    hint=f"give one {key} value, or one per channel (or channels= to convert the images)",
+                )
         shape = (1, -1) + (1,) * (out.ndim - 2)  # one value per channel
         mean, std = torch.tensor(mean).view(shape), torch.tensor(std).view(shape)
     normalised: torch.Tensor = (out - mean) / std  # mean and std come from the spec (Any): typed here
