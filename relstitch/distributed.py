@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,8 @@ class Group:
     world: int = 1
     local_rank: int = 0
     distributed: bool = False
+    process_group: Any = None  # a subgroup's torch handle (:func:`split`); None: every process
+    leader: int = 0  # the global rank of this group's rank 0 (collectives name their source globally)
 
     def broadcast(self, value: Any) -> Any:
         """Rank 0's ``value`` on every rank (a small picklable object such as a file name)."""
@@ -34,14 +37,28 @@ class Group:
         import torch.distributed as dist  # noqa: PLC0415
 
         box = [value]
-        dist.broadcast_object_list(box, src=0)
+        dist.broadcast_object_list(box, src=self.leader, group=self.process_group)
         return box[0]
 
     def barrier(self) -> None:
         if self.distributed:
             import torch.distributed as dist  # noqa: PLC0415
 
-            dist.barrier()
+            dist.barrier(group=self.process_group)
+
+    def first_error(self, error: str | None) -> str | None:
+        """Every rank's ``error`` (None: it went well) gathered: the lowest rank's error, on every rank.
+
+        Where ranks share one piece of work, each says how its part went before any of them commits, so
+        one that failed stops them all with its reason instead of leaving the others at a barrier.
+        """
+        if not self.distributed:
+            return error
+        import torch.distributed as dist  # noqa: PLC0415
+
+        errors: list[str | None] = [None] * self.world
+        dist.all_gather_object(errors, error, group=self.process_group)
+        return next((e for e in errors if e is not None), None)
 
     def close(self) -> None:
         """Leave the process group (torch warns at exit if it is left open)."""
@@ -50,6 +67,32 @@ class Group:
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+
+
+def split(group: Group, members: Sequence[Sequence[int]]) -> Group:
+    """This rank's subgroup among ``members`` (disjoint lists of global ranks covering every rank).
+
+    Collective: every rank of ``group`` calls it with the same ``members``, and torch creates each
+    subgroup of two or more on all ranks in the same order. A rank alone in its list gets a group of one.
+    """
+    mine = next(list(m) for m in members if group.rank in m)
+    handle = None
+    if group.distributed:
+        import torch.distributed as dist  # noqa: PLC0415
+
+        for ranks in members:
+            if len(ranks) > 1:
+                created = dist.new_group(ranks=list(ranks))
+                if group.rank in ranks:
+                    handle = created
+    return Group(
+        rank=mine.index(group.rank),
+        world=len(mine),
+        local_rank=group.local_rank,
+        distributed=group.distributed and len(mine) > 1,
+        process_group=handle,
+        leader=mine[0],
+    )
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:

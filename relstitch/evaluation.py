@@ -291,6 +291,8 @@ def evaluate(
     }
     report = build_report(result, config=config, groups=list(groups), dataset=dataset)
     report["run"]["world_size"] = group.world if group is not None else 1
+    if result.ranks:  # under torchrun: which ranks encoded each encoder (more than one: its data split)
+        report["run"]["encoder_ranks"] = result.ranks
     return Evaluation(result, report)
 
 

@@ -57,6 +57,7 @@ class MatrixResult:
     anchors: dict[str, Any]
     dataset: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
+    ranks: dict[str, list[int]] = field(default_factory=dict)  # under torchrun: which ranks encoded whom
 
     def cell(self, encoder: str, decoder: str, method: str | None = None) -> PairResult | None:
         """The pair of ``encoder`` and ``decoder`` under ``method`` (default: the decoder's own space)."""
@@ -252,7 +253,8 @@ def eval_matrix(
     ``trust_code``: checkpoints of users' own modules may import the factories they record (the default
     ``load`` and the decoder files; a given ``load`` decides for the encoders itself).
     ``group``: under torchrun (:func:`relstitch.distributed.from_env`), rank r encodes encoders r, r+W, ...
-    into ``cache``, a folder every rank can read, and rank 0 scores every row as a single process does
+    into ``cache``, a folder every rank can read (with more ranks than encoders, the spare ranks split an
+    encoder's data: :func:`encoder_ranks`), and rank 0 scores every row as a single process does
     (:func:`_run_rows_sharded`); the other ranks return a result with no encoders and no pairs.
     """
     from functools import partial  # noqa: PLC0415
@@ -310,6 +312,7 @@ def eval_matrix(
     else:
         encoders_info, rows, encode_seconds = _run_rows(job, encoder_paths, progress)
     pairs = _rows_named_apart(encoders_info, rows)
+    teams = encoder_ranks(len(encoder_paths), group.world) if sharded and group is not None else []
     return MatrixResult(
         encoders=encoders_info,
         decoders=[_decoder_info(d, own.name) for d, own in zip(columns, given)],
@@ -325,6 +328,7 @@ def eval_matrix(
         },
         dataset=dataset.describe(),
         timings={"total_seconds": time.perf_counter() - started, "encode_seconds": encode_seconds},
+        ranks={info["name"]: ranks for info, ranks in zip(encoders_info, teams)},
     )
 
 
@@ -363,19 +367,31 @@ _Rows = tuple[list[dict[str, Any]], list[list[PairResult]], float]
 """``encoders`` entries, each row's pairs in column order, seconds spent loading and encoding."""
 
 
-def _encode_row(job: _Job, path: str | os.PathLike[str], progress: ProgressFn) -> _Row:
-    """Load and encode one encoder; a RelstitchError (or an OSError) gives a failed row."""
+def _encode_row(
+    job: _Job, path: str | os.PathLike[str], progress: ProgressFn, team: Group | None = None
+) -> _Row | None:
+    """Load and encode one encoder; a RelstitchError (or an OSError) gives a failed row.
+
+    ``team`` (under torchrun, when there are more ranks than encoders): the ranks that encode this
+    encoder together, each a shard of whole batches of the data, into its one cache entry
+    (:func:`_encode_together`). The row is returned on the team's first rank, None on the others.
+    """
     from .adapters.precomputed import as_encoder, check_precomputed
 
+    together = team if team is not None and team.distributed else None
     t0 = time.perf_counter()
     try:
-        encoder = job.load(path)  # as given: a Path is a file, never parsed as a reference
-        precomputed = isinstance(encoder, EncodedSpace)
-        if isinstance(
-            encoder, EncodedSpace
-        ):  # precomputed vectors: nothing to run, they must be of this data
-            space, from_cache = check_precomputed(encoder, job.dataset.hash), False
-            encoder = as_encoder(space)
+        encoder = _load_agreed(job, path, together) if together else job.load(path)
+        if isinstance(encoder, EncodedSpace):  # precomputed: nothing to run, must be of this data
+            if team is not None and team.rank != 0:
+                return None
+            space = check_precomputed(encoder, job.dataset.hash)
+            return _encoded_row(job, path, as_encoder(space), space, t0, from_cache=False, precomputed=True)
+        if together:
+            found = _encode_together(job, encoder, progress, together)
+            if found is None:
+                return None
+            space, from_cache = found
         else:
             space, from_cache = cached_encode(
                 encoder,
@@ -386,17 +402,83 @@ def _encode_row(job: _Job, path: str | os.PathLike[str], progress: ProgressFn) -
                 progress=progress,
                 **job.on,
             )
-            encoder.latent_dim = (
-                encoder.latent_dim or space.absolute.shape[1]
-            )  # adapters learn it when they run
     except (RelstitchError, OSError) as exc:
         if job.fail_fast:
             raise
+        if team is not None and team.rank != 0:
+            return None
         exc = (
             os_error(exc) if isinstance(exc, OSError) else exc
         )  # a path too long, a loop: one line in its row
         return _failed_row(job, path, str(exc))
+    return _encoded_row(job, path, encoder, space, t0, from_cache=from_cache)
+
+
+def _load_agreed(job: _Job, path: str | os.PathLike[str], team: Group) -> Encoder | EncodedSpace:
+    """``job.load(path)`` on every rank of ``team``; if it fails on any, it fails on all with that reason
+    (so no rank goes on to wait for a shard that will never come)."""
+    loaded: Encoder | EncodedSpace | None = None
+    failed: str | None = None
+    try:
+        loaded = job.load(path)
+    except (RelstitchError, OSError) as exc:
+        failed = str(os_error(exc) if isinstance(exc, OSError) else exc)
+    reason = team.first_error(failed)
+    if reason is not None:
+        raise RelstitchError(reason)
+    assert loaded is not None  # no rank failed
+    return loaded
+
+
+def _encode_together(
+    job: _Job, encoder: Encoder, progress: ProgressFn, team: Group
+) -> tuple[EncodedSpace, bool] | None:
+    """One encoder encoded by every rank of ``team``, into its cache entry; on the team's first rank, the
+    space read back (and whether the cache already held it), None on the others.
+
+    :func:`relstitch.streaming.encode_to_file` gives each rank a shard of whole batches, as ``encode`` does
+    under torchrun, so the entry holds the vectors one process computes; a failure on any rank stops all.
+    """
+    from .encoding import load_embeddings  # noqa: PLC0415
+    from .io.cache import cache_path, cached_space  # noqa: PLC0415
+    from .streaming import encode_to_file  # noqa: PLC0415
+
+    assert job.cache is not None  # a sharded run always has one
+    entry = cache_path(prepare_cache(job.cache), encoder, job.anchors, job.dataset, job.on.get("dtype"))
+    found = cached_space(entry, encoder, job.anchors, job.dataset) if team.rank == 0 else None
+    if team.broadcast(found is not None):
+        return (found, True) if found is not None else None
+    encode_to_file(
+        encoder,
+        job.anchors,
+        job.dataset,
+        entry,
+        batch_size=job.batch_size,
+        progress=progress,
+        force=True,  # an entry that failed its check is replaced
+        group=team,
+        **job.on,
+    )
+    if team.rank != 0:
+        return None
+    space = load_embeddings(entry)
+    space.encoder_name = encoder.name  # as cached_encode names it
+    return space, False
+
+
+def _encoded_row(
+    job: _Job,
+    path: str | os.PathLike[str],
+    encoder: Encoder,
+    space: EncodedSpace,
+    t0: float,
+    *,
+    from_cache: bool,
+    precomputed: bool = False,
+) -> _Row:
+    """The row of ``encoder``, encoded into ``space`` since ``t0``: its ``encoders`` entry and its space."""
     seconds = time.perf_counter() - t0
+    encoder.latent_dim = encoder.latent_dim or space.absolute.shape[1]  # adapters learn it when they run
     encoder_space = encoder_space_of(encoder)
     # Zero-norm latents have no direction (cosine 0 by projection.EPS): counted per encoder for the report.
     zero_norm = zero_norm_count(space.absolute, space.anchor_absolute)
@@ -493,6 +575,7 @@ def _run_rows(job: _Job, encoder_paths: Sequence[str | os.PathLike[str]], progre
     seconds = 0.0
     for path in encoder_paths:
         row = _encode_row(job, path, progress)
+        assert row is not None  # no team: every row comes back
         infos.append(row.info)
         seconds += row.encode_seconds
         pairs.append(_score_row(job, row))
@@ -508,9 +591,11 @@ def _run_rows_sharded(
     it failed. Rank 0 scores its own rows as it encodes them, then each other row as its record appears,
     its space read back from the cache: the same spaces and the same scoring as one process, so the same
     pairs. No collective waits on another rank's work (a long encoder never meets a timeout): a rank that
-    fails with a relstitch error records it, and one that dies makes torchrun stop the others. Returns
-    None on every rank but 0.
+    fails with a relstitch error records it, and one that dies makes torchrun stop the others. With more
+    ranks than encoders, the spare ranks split an encoder's data with its rank (:func:`encoder_ranks`).
+    Returns None on every rank but 0.
     """
+    from .distributed import split  # noqa: PLC0415
     from .encoding import load_embeddings  # noqa: PLC0415
     from .io.cache import (  # noqa: PLC0415
         entry_path,
@@ -522,9 +607,13 @@ def _run_rows_sharded(
 
     assert job.cache is not None  # eval_matrix refuses a sharded run without one
     records = Path(group.broadcast(str(records_folder(job.cache))))  # rank 0 names it: one per run
+    teams = encoder_ranks(len(encoder_paths), group.world)
+    team = split(group, teams) if group.world > len(encoder_paths) else None
     done: dict[int, tuple[dict[str, Any], list[PairResult], float]] = {}
-    for i in range(group.rank, len(encoder_paths), group.world):
-        row = _encode_row(job, encoder_paths[i], progress)
+    for i in (i for i, ranks in enumerate(teams) if group.rank in ranks):
+        row = _encode_row(job, encoder_paths[i], progress, team)
+        if row is None:  # a spare rank: its shard is in the cache entry its team's first rank read back
+            continue
         if group.rank == 0:
             done[i] = (row.info, _score_row(job, row), row.encode_seconds)
         else:
@@ -542,7 +631,9 @@ def _run_rows_sharded(
         if record.get("error") is not None:
             row = _failed_row(job, encoder_paths[i], str(record["error"]))
         elif record.get("precomputed"):  # nothing was run: read the file here, as one process does
-            row = _encode_row(job, encoder_paths[i], progress)
+            read = _encode_row(job, encoder_paths[i], progress)
+            assert read is not None  # no team: every row comes back
+            row = read
         else:
             dtype = job.on.get("dtype")
             entry = entry_path(job.cache, record["hash"], job.anchors.hash, job.dataset.hash, dtype)
@@ -556,6 +647,15 @@ def _run_rows_sharded(
     remove_records(records)
     ordered = [done[i] for i in range(len(encoder_paths))]
     return [r[0] for r in ordered], [r[1] for r in ordered], sum(r[2] for r in ordered)
+
+
+def encoder_ranks(encoders: int, world: int) -> list[list[int]]:
+    """Which ranks encode each encoder under torchrun: rank r encoders r, r+W, ... when there are at least
+    as many encoders as ranks; with more ranks, each encoder i its rank i and the spare ranks i+E, i+2E, ...
+    (E encoders), which split its data between them (the first of each list writes the row)."""
+    if encoders >= world:
+        return [[i % world] for i in range(encoders)]
+    return [list(range(i, world, encoders)) for i in range(encoders)]
 
 
 def _record_of(row: _Row) -> dict[str, Any]:

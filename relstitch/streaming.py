@@ -198,6 +198,11 @@ def _agreed_batch_size(group: Group, resolve: Callable[[], int]) -> int:
     return int(value)
 
 
+def _cannot_write(exc: OSError, path: str | os.PathLike[str]) -> str:
+    """The one line for an output that cannot be written (a full disk, a file-size limit)."""
+    return str(RelstitchError(f"cannot write ({exc.strerror or exc})", path=path))
+
+
 def encode_to_file(
     encoder: Encoder,
     anchors: Anchors,
@@ -271,44 +276,59 @@ def encode_to_file(
         ),
     )
     writer = None
+    zero_norm = 0  # sample latents with no direction, summed over this rank's batches
+    start, stop = batch_shard(n, batch_size, group.rank, group.world)
     try:
+        failed: str | None = None  # this rank's reason to stop; every rank hears of it before any commits
         if group.rank == 0:
-            writer = StreamWriter(path, shapes, metadata, force=force)
-        tmp = group.broadcast(writer.tmp if writer else None)
-        if writer is None:
-            writer = StreamWriter.attach(tmp, path, shapes, metadata)
-        start, stop = batch_shard(n, batch_size, group.rank, group.world)
-        on = anchor_absolute.to(device) if device is not None else anchor_absolute
-        anchor_zero = zero_norm_count(anchor_absolute, anchor_absolute, projection)  # hygiene, for the report
-        warn_zero_norm(anchor_zero, k, f"anchor latents of {encoder.name!r}")
-        project = relative_projector(on, projection)  # the anchors are prepared once, not per batch
-        zero_norm = 0  # sample latents with no direction, summed over this rank's batches
-        for offset, z in iter_embed(
-            encoder,
-            x[start:stop],
-            batch_size=batch_size,
-            device=device,
-            dtype=dtype,
-            progress=progress,
-            description=f"{encoder.name}: data",
-        ):
-            with torch.inference_mode():  # iter_embed's mode covers its own frame only, not this loop
-                writer.write("relative", project(z), start + offset)
-                zero_norm += zero_norm_count(z, on, projection)
-            writer.write("absolute", z, start + offset)
-        if group.rank == 0:
-            writer.write("anchor_absolute", anchor_absolute)
-            writer.write("labels", dataset.y)
-            writer.write("ids", dataset.ids)
-        group.barrier()  # every shard is in the file before rank 0 renames it
+            try:
+                writer = StreamWriter(path, shapes, metadata, force=force)
+            except OSError as exc:
+                failed = _cannot_write(exc, path)
+        created, tmp = group.broadcast((True, writer.tmp) if writer else (False, failed))
+        if not created:  # rank 0 could not create the file: every rank stops with its reason
+            raise RelstitchError(tmp)
+        try:
+            if writer is None:
+                writer = StreamWriter.attach(tmp, path, shapes, metadata)
+            on = anchor_absolute.to(device) if device is not None else anchor_absolute
+            anchor_zero = zero_norm_count(anchor_absolute, anchor_absolute, projection)  # for the report
+            warn_zero_norm(anchor_zero, k, f"anchor latents of {encoder.name!r}")
+            project = relative_projector(on, projection)  # the anchors are prepared once, not per batch
+            for offset, z in iter_embed(
+                encoder,
+                x[start:stop],
+                batch_size=batch_size,
+                device=device,
+                dtype=dtype,
+                progress=progress,
+                description=f"{encoder.name}: data",
+            ):
+                with torch.inference_mode():  # iter_embed's mode covers its own frame only, not this loop
+                    writer.write("relative", project(z), start + offset)
+                    zero_norm += zero_norm_count(z, on, projection)
+                writer.write("absolute", z, start + offset)
+            if group.rank == 0:
+                writer.write("anchor_absolute", anchor_absolute)
+                writer.write("labels", dataset.y)
+                writer.write("ids", dataset.ids)
+        except RelstitchError as exc:
+            failed = str(exc)
+        except OSError as exc:  # a full disk or a file-size limit: the user's problem, said in one line
+            failed = _cannot_write(exc, path)
+        # Instead of a barrier: every shard is in the file, or every rank stops with the first reason.
+        reason = group.first_error(failed)
+        if reason is not None:
+            raise RelstitchError(reason)
+        assert writer is not None  # created or attached, or the reason above stopped this rank
         if group.rank == 0:
             writer.commit()
         else:
             writer.close()
-    except OSError as exc:  # a full disk or a file-size limit: the user's problem, said in one line
+    except OSError as exc:  # committing: the rename or the fsync
         if writer is not None:
             writer.abort()
-        raise RelstitchError(f"cannot write ({exc.strerror or exc})", path=path) from None
+        raise RelstitchError(_cannot_write(exc, path)) from None
     except BaseException:
         if writer is not None:
             writer.abort()

@@ -29,7 +29,7 @@ def relstitch(*args: str, processes: int = 1, **env: str) -> subprocess.Complete
         f"--nproc-per-node={processes}",
     ]
     command = (launcher if processes > 1 else [sys.executable]) + ["-m", "relstitch", *map(str, args)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), **env)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **env}
     return subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
 
 
@@ -183,3 +183,80 @@ def test_a_failing_encoder_on_one_rank_is_its_failed_row_and_no_rank_waits(tmp_p
     assert [
         p.name for p in (tmp_path / "cache2").iterdir() if p.name.startswith(".")
     ] == []  # no records left
+
+
+def test_spare_ranks_split_an_encoders_data_and_the_report_equals_one_process(tmp_path):
+    """Two ranks, one encoder: both encode it, each a shard of whole batches, into its one cache entry;
+    rank 0 scores it. The results are a single process's byte for byte; the report says who encoded it."""
+    args: list = ["eval-matrix", "-e", ENCODER, "--limit", 300, "--batch-size", 64]
+    for name in ("cnn-rel-s0", "cnn-rel-s1"):
+        args += ["-D", REPO / "checkpoints" / f"{name}.decoder.safetensors"]
+    xdg = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    one = relstitch(*args, "--json", tmp_path / "one.json", **xdg)
+    two = relstitch(*args, "--json", tmp_path / "two.json", processes=2, **xdg)
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr, two.stderr)
+    (single, run1), (double, run2) = results(tmp_path / "one.json"), results(tmp_path / "two.json")
+    assert double == single
+    assert run2["encoder_ranks"] == {"cnn-rel-s0": [0, 1]} and "encoder_ranks" not in run1
+    assert list((tmp_path / "xdg" / "relstitch" / "runs").iterdir()) == []
+
+
+PICKY = '''
+from torch import nn
+
+
+class Picky(nn.Module):
+    """Refuses a batch of 36: with 100 samples in batches of 64, only the second shard's batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(784, 16))
+
+    def forward(self, x):
+        if len(x) == 36:
+            raise RuntimeError("picky refuses a batch of 36")
+        return self.net(x)
+
+
+def build():
+    return Picky()
+'''
+
+
+def test_an_encoder_that_fails_on_one_ranks_shard_fails_its_row_and_no_rank_waits(tmp_path):
+    """The encoder fails on rank 1's shard only (its data split across both ranks): rank 0 hears of it
+    instead of waiting for the shard, records the row as failed with the single process's reason, and
+    both ranks end with a single process's exit status."""
+    import torch
+
+    from relstitch.checkpoints import save_encoder
+    from relstitch.data import default_image_spec
+
+    (tmp_path / "picky_models.py").write_text(PICKY)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import picky_models
+
+        torch.manual_seed(0)
+        save_encoder(
+            picky_models.build(),
+            tmp_path / "picky.encoder.safetensors",
+            factory="picky_models:build",
+            input_spec=default_image_spec([1, 28, 28]),
+        )
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("picky_models", None)
+    args: list = ["eval-matrix", "--trust-code", "-e", tmp_path / "picky.encoder.safetensors"]
+    args += ["-D", REPO / "checkpoints" / "cnn-rel-s0.decoder.safetensors"]
+    args += ["--limit", 100, "--batch-size", 64]
+    env = {"PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}", "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    one = relstitch(*args, "--json", tmp_path / "one.json", **env)
+    two = relstitch(*args, "--json", tmp_path / "two.json", processes=2, **env)
+    assert one.returncode == 1 and two.returncode == 1, (one.stderr, two.stderr)
+    assert "error: 1 of 1 pairs failed" in two.stderr
+    assert str(REPO / "relstitch") not in two.stderr  # no relstitch traceback (torchrun prints its own)
+    (single, _), (double, run2) = results(tmp_path / "one.json"), results(tmp_path / "two.json")
+    assert double == single and run2["encoder_ranks"] == {"picky": [0, 1]}
+    report = json.loads((tmp_path / "two.json").read_text())
+    assert "picky refuses a batch of 36" in report["encoders"][0]["error"]

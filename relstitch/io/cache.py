@@ -115,7 +115,7 @@ def cached_encode(
 
     Returns the space and whether it came from the cache.
     """
-    from ..encoding import encode, load_embeddings, save_embeddings  # noqa: PLC0415
+    from ..encoding import encode, save_embeddings  # noqa: PLC0415
 
     def run() -> EncodedSpace:
         return encode(
@@ -125,22 +125,33 @@ def cached_encode(
     if folder is None:
         return run(), False
     path = cache_path(prepare_cache(folder), encoder, anchors, dataset, dtype)
-    if path.exists():
-        try:
-            space = load_embeddings(path)
-        except RelstitchError:
-            space = None  # unreadable entry: encode again and replace it
-        if (
-            space is not None
-            and space.encoder_hash == encoder.hash
-            and space.anchor_hash == anchors.hash
-            and space.dataset.get("hash") == dataset.hash
-        ):
-            space.encoder_name = encoder.name  # the entry may have been written under another file name
-            return space, True
+    found = cached_space(path, encoder, anchors, dataset)
+    if found is not None:
+        return found, True
     space = run()
     save_embeddings(space, path, force=True)
     return space, False
+
+
+def cached_space(path: Path, encoder: Encoder, anchors: Anchors, dataset: Dataset) -> EncodedSpace | None:
+    """The space in cache entry ``path`` when it is there, readable, and of this encoder, anchors and data;
+    None when it must be encoded (again: a bad entry is replaced)."""
+    from ..encoding import load_embeddings  # noqa: PLC0415
+
+    if not path.exists():
+        return None
+    try:
+        space = load_embeddings(path)
+    except RelstitchError:
+        return None  # unreadable entry: encode again and replace it
+    if (
+        space.encoder_hash != encoder.hash
+        or space.anchor_hash != anchors.hash
+        or space.dataset.get("hash") != dataset.hash
+    ):
+        return None
+    space.encoder_name = encoder.name  # the entry may have been written under another file name
+    return space
 
 
 # ------------------------------------------------------------------ the per-run folder (no --cache)
