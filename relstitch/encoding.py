@@ -22,9 +22,15 @@ from .data import Dataset
 from .data.text import TextViews
 from .errors import RelstitchError, first_line, printable, unknown_choice
 from .hygiene import check_finite, check_labels
-from .io.artifacts import load_artifact, save_artifact
+from .io.artifacts import Header, load_artifact, save_artifact
 from .progress import ProgressFn, silent
-from .projection import ProjectionConfig, relative_projection
+from .projection import (
+    MAX_HELD_RELATIVE_BYTES,
+    ProjectedRows,
+    ProjectionConfig,
+    relative_projection,
+    relative_projector,
+)
 from .runtime import MMAP_THRESHOLD
 
 DEFAULT_BATCH = 256
@@ -262,6 +268,25 @@ class EncodedSpace:
             self._relative_cache[config] = relative_projection(self.absolute, self.anchor_absolute, config)
         return self._relative_cache[config]
 
+    def relative_rows(
+        self, config: ProjectionConfig | None = None, *, row_scale_free: bool = False
+    ) -> torch.Tensor | ProjectedRows:
+        """What a decoder under ``config`` reads, batch by batch: :meth:`relative` (held, shared by every
+        decoder of ``config``) when the N x k vectors fit ``MAX_HELD_RELATIVE_BYTES``, else
+        :class:`~relstitch.projection.ProjectedRows`, computed slice by slice as they are read.
+        ``row_scale_free``: the unnormalised cosine (:func:`relative_projection`'s), never held."""
+        config = config or ProjectionConfig()
+        held = self._relative_cache.get(config)
+        if held is not None and not row_scale_free:
+            return held
+        size = len(self.absolute) * config.output_dim(len(self.anchor_absolute)) * 4
+        if size <= MAX_HELD_RELATIVE_BYTES:
+            if not row_scale_free:
+                return self.relative(config)
+            return relative_projection(self.absolute, self.anchor_absolute, config, row_scale_free=True)
+        project = relative_projector(self.anchor_absolute, config, row_scale_free=row_scale_free)
+        return ProjectedRows(self.absolute, project)
+
 
 def _reads_text(encoder: Encoder) -> bool:
     modality: object = encoder.input_spec.get("modality", "image")
@@ -415,12 +440,17 @@ def save_embeddings(
     *,
     projection: ProjectionConfig | None = None,
     force: bool = False,
+    relative: bool = True,
 ) -> Path:
-    """Write an embeddings file: absolute and relative vectors, labels, ids, anchor latents, hashes."""
+    """Write an embeddings file: absolute and relative vectors, labels, ids, anchor latents, hashes.
+
+    ``relative=False`` leaves the relative vectors out (they follow from the absolute and anchor latents):
+    the cache's entries, which would otherwise hold N x k numbers nobody reads back.
+    """
     projection = projection or ProjectionConfig()
     tensors = {
         "absolute": space.absolute,
-        "relative": space.relative(projection),
+        **({"relative": space.relative(projection)} if relative else {}),
         "anchor_absolute": space.anchor_absolute,
         "labels": space.labels,
         "ids": space.ids,
@@ -457,9 +487,19 @@ def embeddings_meta(
     }
 
 
+def _too_large_to_hold(header: Header) -> list[str]:
+    """The stored relative vectors, when they are past the size a space holds (:meth:`relative_rows`)."""
+    stored = header.tensors.get("relative")
+    return ["relative"] if stored is not None and stored.nbytes > MAX_HELD_RELATIVE_BYTES else []
+
+
 def load_embeddings(path: str | os.PathLike[str]) -> EncodedSpace:
-    """Read an embeddings file back into an :class:`EncodedSpace`."""
-    art = load_artifact(path, "embeddings")
+    """Read an embeddings file back into an :class:`EncodedSpace`.
+
+    Stored relative vectors larger than ``MAX_HELD_RELATIVE_BYTES`` are not read (a million samples on ten
+    thousand anchors are 40 GB): they follow from the latents, slice by slice (:meth:`relative_rows`).
+    """
+    art = load_artifact(path, "embeddings", skip=_too_large_to_hold)
     needed = {"absolute", "anchor_absolute", "labels", "ids"}
     if needed - set(art.tensors):
         raise RelstitchError(

@@ -457,6 +457,7 @@ def _encode_together(
         progress=progress,
         force=True,  # an entry that failed its check is replaced
         group=team,
+        relative=False,  # as cached_encode writes entries: scoring projects under each decoder's config
         **job.on,
     )
     if team.rank != 0:

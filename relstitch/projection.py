@@ -86,6 +86,10 @@ EPS = 1e-8
 DEFAULT_CHUNK = 16384
 DEFAULT_MAX_CHUNK_BYTES = 256 * 1024**2
 """Budget for one block's temporaries (a standardised copy of its rows, its similarities)."""
+MAX_HELD_RELATIVE_BYTES = 512 * 1024**2
+"""A space's relative vectors are computed once and held (every decoder of one projection reads them) up to
+this size; past it (a million samples on ten thousand anchors are 40 GB) they are computed slice by slice
+as each decoder reads them (:class:`ProjectedRows`), so memory stays flat in N."""
 MIN_BLOCK_ROWS = 256  # fewer rows and a matrix product runs far from peak speed: split the anchors instead
 CENTERINGS = ("none", "center", "standard")
 NORMALIZATIONS = ("none", "l2", "standard")
@@ -462,3 +466,21 @@ def count_degenerate(x: torch.Tensor, anchors: torch.Tensor, config: ProjectionC
     return int((standardise(x, mean, std).norm(dim=1) < EPS).sum()) + int(
         (standardise(anchors, mean, std).norm(dim=1) < EPS).sum()
     )
+
+
+class ProjectedRows:
+    """Relative vectors of ``absolute`` computed per slice when read, never all N rows at once.
+
+    What a decoder reads when a whole space's relative vectors would not fit in memory
+    (:data:`MAX_HELD_RELATIVE_BYTES`): ``len`` and ``rows[a:b]``, as a tensor of them offers. Every
+    projection is per sample, so a slice's vectors are the rows the whole projection would give.
+    """
+
+    def __init__(self, absolute: torch.Tensor, project: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.absolute, self.project = absolute, project
+
+    def __len__(self) -> int:
+        return len(self.absolute)
+
+    def __getitem__(self, rows: slice) -> torch.Tensor:
+        return self.project(self.absolute[rows])

@@ -19,9 +19,9 @@ from .encoding import DEFAULT_BATCH, BatchSize, EncodedSpace, encode
 from .errors import RelstitchError
 from .hygiene import check_labels, warn_class_names, warn_single_class
 from .io.artifacts import short
-from .metrics import classification_scores, reconstruction_scores
+from .metrics import ClassificationCounts, reconstruction_scores
 from .progress import ProgressFn, silent
-from .projection import relative_projection, row_scale_free_applies
+from .projection import ProjectedRows, row_scale_free_applies
 from .results import PairResult, Predictions
 
 
@@ -68,9 +68,13 @@ def reads_row_scale_free(decoder: Decoder) -> bool:
     return decoder.space == "relative" and declared and row_scale_free_applies(decoder.projection)
 
 
-def decoder_inputs(space: EncodedSpace, decoder: Decoder, *, row_scale_free: bool = False) -> torch.Tensor:
+def decoder_inputs(
+    space: EncodedSpace, decoder: Decoder, *, row_scale_free: bool = False
+) -> torch.Tensor | ProjectedRows:
     """What ``decoder`` reads from ``space``: relative vectors under its own projection, or latents.
 
+    Relative vectors too large to hold (N x k past :data:`~relstitch.projection.MAX_HELD_RELATIVE_BYTES`)
+    come as :class:`~relstitch.projection.ProjectedRows`, computed batch by batch as the decoder reads them.
     ``row_scale_free`` (opt-in): where :func:`reads_row_scale_free`, the cosine without its division by
     each sample's norm, computed for this call (not cached in ``space``, whose vectors stay exact). The
     decoder's outputs then move within its LayerNorm's eps (relstitch.projection's docstring).
@@ -78,11 +82,8 @@ def decoder_inputs(space: EncodedSpace, decoder: Decoder, *, row_scale_free: boo
     check_pair(space, decoder)
     if decoder.space != "relative":
         return space.absolute
-    if row_scale_free and reads_row_scale_free(decoder):
-        return relative_projection(
-            space.absolute, space.anchor_absolute, decoder.projection, row_scale_free=True
-        )
-    return space.relative(decoder.projection)
+    fast = row_scale_free and reads_row_scale_free(decoder)
+    return space.relative_rows(decoder.projection, row_scale_free=fast)
 
 
 @dataclass
@@ -96,7 +97,7 @@ class DecoderOutputs:
 
 def score(
     decoder: Decoder,
-    inputs: torch.Tensor,
+    inputs: torch.Tensor | ProjectedRows,
     labels: torch.Tensor,
     dataset: Dataset | None = None,
     *,
@@ -109,7 +110,7 @@ def score(
 @torch.inference_mode()
 def decode_and_score(
     decoder: Decoder,
-    inputs: torch.Tensor,
+    inputs: torch.Tensor | ProjectedRows,
     labels: torch.Tensor,
     dataset: Dataset | None = None,
     *,
@@ -119,7 +120,8 @@ def decode_and_score(
     """:func:`score`, and with ``keep`` the outputs the scores were computed from (one decoder pass either
     way).
 
-    Keeping costs memory only for a reconstruction (its images); logits are gathered to be scored anyway.
+    Without ``keep`` nothing of size N is held: a classifier's hits are counted batch by batch
+    (:class:`~relstitch.metrics.ClassificationCounts`), a reconstruction's squared errors summed.
     """
     decoder.module.eval()
     task = decoder.task
@@ -127,10 +129,13 @@ def decode_and_score(
         classes = task["classes"]
         check_labels(labels, classes, f"the data for decoder {decoder.name!r}", path=decoder.path)
         warn_single_class(labels, classes, "the evaluation data")
-        logits = torch.cat(
-            [decoder.module(inputs[s : s + batch_size]) for s in range(0, len(inputs), batch_size)]
-        )
-        return classification_scores(logits, labels, len(classes)), DecoderOutputs(logits) if keep else None
+        counts, kept_logits = ClassificationCounts(len(classes)), []
+        for s in range(0, len(inputs), batch_size):
+            logits = decoder.module(inputs[s : s + batch_size])
+            counts.add(logits.argmax(dim=1), labels[s : s + batch_size])
+            if keep:
+                kept_logits.append(logits)
+        return counts.scores(), DecoderOutputs(torch.cat(kept_logits)) if keep else None
     if dataset is None:
         raise RelstitchError("a reconstruction decoder needs the original images to score against")
     images = dataset.x

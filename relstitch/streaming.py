@@ -216,12 +216,14 @@ def encode_to_file(
     force: bool = False,
     progress: ProgressFn | None = None,
     group: Group | None = None,
+    relative: bool = True,
 ) -> dict[str, Any]:
     """Embed anchors and data with ``encoder`` and stream the embeddings file to ``path``.
 
     The same file as ``save_embeddings(encode(...))``, written batch by batch: resident memory holds the
     anchors' latents and one batch, never N rows. With a ``group`` (torchrun), each rank encodes its
     shard of whole batches into the shared temporary file; rank 0 writes the rest and commits.
+    ``relative=False``: without the relative vectors (``save_embeddings``'s, for the cache's entries).
     Returns a summary (samples, latent size, anchors) for the caller to print.
     """
     import torch  # noqa: PLC0415
@@ -263,7 +265,7 @@ def encode_to_file(
     n, d, k = len(dataset), anchor_absolute.shape[1], len(anchors)
     shapes: Shapes = {
         "absolute": ("F32", (n, d)),
-        "relative": ("F32", (n, projection.output_dim(k))),
+        **({"relative": ("F32", (n, projection.output_dim(k)))} if relative else {}),
         "anchor_absolute": ("F32", (k, d)),
         "labels": (safetensors_dtype(dataset.y.dtype), (n,)),
         "ids": (safetensors_dtype(dataset.ids.dtype), (n,)),
@@ -305,7 +307,8 @@ def encode_to_file(
                 description=f"{encoder.name}: data",
             ):
                 with torch.inference_mode():  # iter_embed's mode covers its own frame only, not this loop
-                    writer.write("relative", project(z), start + offset)
+                    if relative:
+                        writer.write("relative", project(z), start + offset)
                     zero_norm += zero_norm_count(z, on, projection)
                 writer.write("absolute", z, start + offset)
             if group.rank == 0:
@@ -339,7 +342,7 @@ def encode_to_file(
         "samples": n,
         "latent_dim": d,
         "anchors": k,
-        "relative_dim": shapes["relative"][1][1],
+        "relative_dim": projection.output_dim(k),
         "ranks": group.world,
         "zero_norm_latents": zero_norm,
         "batch_size": batch_size,

@@ -190,3 +190,68 @@ def test_an_interrupt_while_encoding_propagates_and_leaves_no_thread(zoo_anchors
     with pytest.raises(KeyboardInterrupt):
         eval_matrix(ENCODERS, decoders, zoo_anchors, data, progress=progress, batch_size=64)
     assert threading.active_count() == threads_before
+
+
+def test_relative_vectors_too_large_to_hold_are_streamed_with_the_same_scores(
+    zoo_anchors, data, decoders, monkeypatch
+):
+    """Past the budget, a row's relative vectors are computed batch by batch as each decoder reads them,
+    never held whole (the space's cache of them stays empty); every pair scores as the held path does."""
+    import relstitch.encoding as encoding
+    from relstitch.projection import ProjectedRows
+
+    paths = [p for p in ENCODERS if "-rel-" in p.name][:2]
+    heads = [d for d in decoders if d.space == "relative"]
+    held = eval_matrix(paths, heads, zoo_anchors, data)
+    spaces: list[EncodedSpace] = []
+    real_encode = encoding.encode
+
+    def keep(*args, **kwargs):  # the real encode; the spaces are kept to look at afterwards
+        spaces.append(real_encode(*args, **kwargs))
+        return spaces[-1]
+
+    monkeypatch.setattr(encoding, "MAX_HELD_RELATIVE_BYTES", 0)
+    monkeypatch.setattr(encoding, "encode", keep)
+    streamed = eval_matrix(paths, heads, zoo_anchors, data)
+    assert len(spaces) == len(paths)
+    assert all(space._relative_cache == {} for space in spaces)  # no N x k tensor was kept
+    assert isinstance(spaces[0].relative_rows(heads[0].projection), ProjectedRows)
+    assert [(p.encoder, p.decoder, p.error) for p in streamed.pairs] == [
+        (p.encoder, p.decoder, p.error) for p in held.pairs
+    ]
+    for a, b in zip(streamed.pairs, held.pairs):
+        assert a.scores.keys() == b.scores.keys()
+        for metric, value in a.scores.items():
+            assert value == pytest.approx(b.scores[metric], abs=1e-6), (a.encoder, a.decoder, metric)
+    assert any(p.scores for p in streamed.pairs)  # real scores were compared, not only failures
+
+
+def test_projected_rows_equal_the_whole_projection(zoo_anchors, data):
+    """A slice of ProjectedRows is the same rows of the whole projection (every projection is per sample)."""
+    from relstitch.projection import ProjectedRows, ProjectionConfig, relative_projection, relative_projector
+
+    torch.manual_seed(0)
+    x, anchors = torch.randn(700, 16), torch.randn(50, 16)
+    for config in (ProjectionConfig(), ProjectionConfig(centering="standard", normalization="l2", top_k=5)):
+        whole = relative_projection(x, anchors, config)
+        rows = ProjectedRows(x, relative_projector(anchors, config))
+        assert len(rows) == 700
+        assert torch.allclose(torch.cat([rows[s : s + 256] for s in range(0, 700, 256)]), whole, atol=1e-6)
+
+
+def test_stored_relative_vectors_too_large_to_hold_are_not_read(zoo_anchors, data, tmp_path, monkeypatch):
+    """An embeddings file's relative vectors past the budget stay on disk: the space is read without them,
+    and a decoder gets the same vectors computed slice by slice from the latents."""
+    import relstitch.encoding as encoding
+    from relstitch.encoding import load_embeddings, save_embeddings
+    from relstitch.projection import ProjectedRows
+
+    space = encode(load_encoder(ENCODERS[0]), zoo_anchors, data)
+    path = save_embeddings(space, tmp_path / "e.embeddings.safetensors")
+    assert load_embeddings(path)._relative_cache  # within the budget: read and held as written
+    monkeypatch.setattr(encoding, "MAX_HELD_RELATIVE_BYTES", 0)
+    back = load_embeddings(path)
+    assert back._relative_cache == {}
+    rows = back.relative_rows()
+    assert isinstance(rows, ProjectedRows)
+    assert torch.allclose(rows[0 : len(rows)], space.relative(), atol=1e-6)

@@ -169,6 +169,23 @@ def test_streaming_file_equals_in_memory_file_byte_for_byte(tmp_path, small_data
     ]  # no temp left
 
 
+def test_cache_entries_leave_the_relative_vectors_out_in_both_writers(tmp_path, small_data, zoo_anchors):
+    """Without relative vectors (the cache's entries), the streaming and in-memory files are still the same
+    bytes, and read back into the same space (its relative vectors recomputed from the latents)."""
+    encoder = load_encoder(ENCODERS[0])
+    space = encode(encoder, zoo_anchors, small_data, batch_size=64)
+    in_memory = save_embeddings(space, tmp_path / "mem.safetensors", relative=False)
+    encode_to_file(
+        encoder, zoo_anchors, small_data, tmp_path / "stream.safetensors", batch_size=64, relative=False
+    )
+    assert in_memory.read_bytes() == (tmp_path / "stream.safetensors").read_bytes()
+    with_relative = save_embeddings(space, tmp_path / "full.safetensors")
+    assert in_memory.stat().st_size < with_relative.stat().st_size
+    back = load_embeddings(in_memory)
+    assert back._relative_cache == {}
+    assert torch.allclose(back.relative(), space.relative(), atol=1e-6)
+
+
 def test_stream_writer_writes_rows_in_any_order_and_matches_serialize(tmp_path):
     tensors = {
         "a": torch.arange(12, dtype=torch.float32).reshape(6, 2),

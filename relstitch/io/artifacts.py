@@ -14,6 +14,7 @@ import json
 import os
 import struct
 import zipfile
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -286,17 +287,28 @@ def check_kind(header: Header, expected: str | tuple[str, ...]) -> str:
     return check_metadata(header.metadata, expected, header.path)
 
 
-def load_artifact(path: str | os.PathLike[str], kind: str | tuple[str, ...]) -> Artifact:
-    """Load a relstitch file of the given kind(s): header validated first, then tensors."""
+def load_artifact(
+    path: str | os.PathLike[str],
+    kind: str | tuple[str, ...],
+    *,
+    skip: Callable[[Header], Collection[str]] | None = None,
+) -> Artifact:
+    """Load a relstitch file of the given kind(s): header validated first, then tensors.
+
+    ``skip``: given the validated header, the tensors not to read at all (an embeddings file's relative
+    vectors when they are too large to hold: :func:`relstitch.encoding.load_embeddings`).
+    """
     header = read_header(path)
     found = check_kind(header, kind)
-    from safetensors.torch import load_file  # noqa: PLC0415  (lazy: keeps torch out of start-up)
+    from safetensors import safe_open  # noqa: PLC0415  (lazy: keeps torch out of start-up)
 
     check_regular(
         header.path
     )  # safetensors opens the path itself: refuse a FIFO swapped in since read_header
+    left_out = set(skip(header)) if skip else set()
     try:
-        tensors = load_file(str(header.path))
+        with safe_open(str(header.path), framework="pt") as f:
+            tensors = {name: f.get_tensor(name) for name in f.keys() if name not in left_out}  # noqa: SIM118
     except Exception as exc:  # safetensors raises its own types; the header check already passed
         raise RelstitchError(f"cannot read tensors: {exc}", path=header.path) from None
     return Artifact(path=header.path, kind=found, tensors=tensors, meta=header.metadata)
