@@ -31,8 +31,9 @@ from torch import nn
 
 from .architectures import create_decoder, create_encoder
 from .components import Decoder, Encoder
-from .data import prepare_images
-from .errors import RelstitchError, UsageError, first_line, printable
+from .data import check_input_spec, prepare_images
+from .errors import RelstitchError, UsageError, first_line, printable, shorten_path
+from .hygiene import warn
 from .io.artifacts import content_hash, load_artifact, read_header, save_artifact, short
 from .io.metadata_schema import FORMAT_VERSION, check_metadata, metadata_schema
 from .nn import RelativeHead, RelativeProjection
@@ -201,7 +202,7 @@ def module_encoder(
     one) and its latent size (measured on one zero input of the spec's shape when not given)."""
     architecture = factory_architecture(factory, factory_kwargs)
     _check_rebuilds(module, architecture, f"encoder built by {factory}")
-    spec = dict(input_spec)
+    spec = check_input_spec(input_spec)  # refused now, not by the loader of the file it goes into
     if latent_dim is None:
         shape = spec.get("shape")
         if not isinstance(shape, list | tuple) or not all(isinstance(n, int) and n > 0 for n in shape):
@@ -535,6 +536,9 @@ def _builder(kind: str, architecture: dict[str, Any], path: Path, trust_code: bo
             path=path,
             hint=TRUST_HINT,
         )
+    # The one place a file's factory is imported: say which, and from which file, before it runs (a glob
+    # given --trust-code trusts every match; the user sees each one on stderr, a warning: line).
+    warn(f"trusting factory {printable(str(factory))} (from {printable(shorten_path(str(path)))})")
     return lambda _name, **args: build_from_factory(factory, args)
 
 
@@ -617,6 +621,7 @@ def load_encoder(path: str | os.PathLike[str], *, trust_code: bool = False) -> E
     Python factory a checkpoint of a user's own module records (refused in one line without it)."""
     art = load_artifact(path, "encoder")
     arch = _require(art.meta, "architecture", dict, art.path)
+    spec = check_input_spec(_require(art.meta, "input", dict, art.path), path=art.path)  # before any work
     try:
         module, digest = _build("encoder", arch, art.tensors, art.path, art.meta.get("hash"), trust_code)
     except RuntimeError as exc:  # shape mismatch inside load_state_dict
@@ -626,7 +631,7 @@ def load_encoder(path: str | os.PathLike[str], *, trust_code: bool = False) -> E
     encoder = Encoder(
         module=module,
         architecture=arch,
-        input_spec=_require(art.meta, "input", dict, art.path),
+        input_spec=spec,
         latent_dim=_require(art.meta, "latent_dim", int, art.path),
         name=name_of(art.meta, art.path),
         meta=art.meta,

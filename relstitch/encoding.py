@@ -170,8 +170,12 @@ def iter_embed(
     dtype: torch.dtype | None = None,
     progress: ProgressFn = silent,
     description: str = "encoding",
+    first_row: int = 0,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield ``(start, latents [B, latent_dim] float32)`` batch by batch, on ``device``.
+
+    ``first_row``: the row of the whole data ``x`` starts at (a torchrun rank's shard), so an error names
+    the same row a single process would.
 
     ``device`` moves the module there (default: where it already is); uint8 batches are copied from
     pinned memory without blocking on CUDA. A ``dtype`` other than float32 runs the encoder under
@@ -212,7 +216,10 @@ def iter_embed(
                 path=encoder.path,
             )
         check_finite(
-            z, f"latents of encoder {encoder.name!r} ({description})", path=encoder.path, offset=start
+            z,
+            f"latents of encoder {encoder.name!r} ({description})",
+            path=encoder.path,
+            offset=first_row + start,
         )
         yield start, z.float()
         progress(description, len(batch), len(x))

@@ -36,7 +36,7 @@ from .anchor_set import Anchors
 from .architectures import ENCODERS
 from .checkpoints import _build
 from .components import Decoder, Encoder
-from .data import prepare_images
+from .data import check_input_spec, prepare_images
 from .encoding import embed, inputs_for
 from .errors import RelstitchError, UsageError, printable, unknown_choice
 from .hygiene import check_finite
@@ -77,7 +77,9 @@ class StitchedModel(nn.Module):
         self.decoder = decoder
         self.register_buffer(ANCHOR_LATENTS, anchor_latents)
         self.projection = projection
-        self.input_spec = dict(input_spec)
+        # checked here, where every stitched model is made (a file's or one built in Python): forward
+        # trusts it
+        self.input_spec = check_input_spec(input_spec, path=path)
         self.task = dict(task)
         self.meta = dict(meta or {})
         self.path = path

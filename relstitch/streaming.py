@@ -305,6 +305,7 @@ def encode_to_file(
                 dtype=dtype,
                 progress=progress,
                 description=f"{encoder.name}: data",
+                first_row=start,
             ):
                 with torch.inference_mode():  # iter_embed's mode covers its own frame only, not this loop
                     if relative:

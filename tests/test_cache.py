@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 
 from relstitch.io.cache import (
+    MAX_MARKER_BYTES,
+    MAX_RECORD_BYTES,
     clear_folder,
     describe_folder,
     read_record,
@@ -81,6 +83,42 @@ def test_records_round_trip_and_are_removed(tmp_path: Path) -> None:
     assert read_record(records, 0) == {"error": "broken"}
     remove_records(records)
     assert not records.exists()
+
+
+GOOD_RECORD = {"info": {"name": "e"}, "error": None, "name": "e", "hash": "h", "space": None, "seconds": 1.5}
+
+
+@pytest.mark.parametrize(
+    "content, why",
+    [
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "is list, expected a JSON object"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000, "not JSON"),  # nested past Python's recursion limit
+        (b"x" * (MAX_RECORD_BYTES + 1), "larger than 1 MiB"),
+        (json.dumps({**GOOD_RECORD, "hash": None}).encode(), "hash missing or of the wrong type"),
+        (json.dumps({**GOOD_RECORD, "seconds": True}).encode(), "seconds missing or of the wrong type"),
+        (json.dumps({**GOOD_RECORD, "info": {}}).encode(), "info.name missing or of the wrong type"),
+        (json.dumps({"unrelated": 1}).encode(), "info, name, hash, seconds missing"),
+    ],
+)
+def test_a_garbage_record_is_a_failed_row_not_a_crash(tmp_path: Path, content: bytes, why: str) -> None:
+    records = records_folder(tmp_path)
+    write_record(records, 0, GOOD_RECORD)
+    assert read_record(records, 0) == GOOD_RECORD  # a whole record is read as written
+    (records / "0.row.json").write_bytes(content)
+    record = read_record(records, 0)
+    # rank 0 turns {"error": ...} into that encoder's failed row, saying why; it neither waits nor crashes
+    assert record is not None and set(record) == {"error"}
+    assert why in record["error"] and "0.row.json" in record["error"] and "\n" not in record["error"]
+
+
+def test_a_record_that_is_not_a_regular_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    records = records_folder(tmp_path)
+    records.mkdir()
+    os.mkfifo(records / "0.row.json")  # a FIFO would block a plain open() until a writer appeared
+    record = read_record(records, 0)
+    assert record is not None and "FIFO" in record["error"]
 
 
 # ------------------------------------------------------------------------------------ eval-matrix
@@ -197,6 +235,30 @@ def fake_run(xdg: Path, entries: int = 2) -> Path:
     for i in range(entries):
         (folder / ENTRY.replace("0", str(i + 1), 1)).write_bytes(b"x" * 1000)
     return folder
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\x00garbage",
+        b'["a list"]',
+        b'{"command": "not a list"}',
+        b'{"command": ["x"], "pad": "' + b"y" * MAX_MARKER_BYTES + b'"}',
+    ],
+)
+def test_a_damaged_run_marker_leaves_the_folder_listed(cli, xdg: Path, content: bytes) -> None:
+    folder = fake_run(xdg)
+    (folder / "run.json").write_bytes(content)
+    described = describe_folder(folder)
+    assert described.command == [] and described.entries == 2  # listed, its command unknown
+    listed = cli("cache", "ls")
+    assert listed.exit_code == 0 and "2 entries" in listed.stdout.replace("\n", " "), listed.stdout
+
+
+def test_a_run_markers_command_is_shown_not_obeyed(xdg: Path) -> None:
+    folder = fake_run(xdg)
+    (folder / "run.json").write_text(json.dumps({"command": ["relstitch", "\x1b[2Jcleared"]}))
+    assert describe_folder(folder).command == ["relstitch", "\\x1b[2Jcleared"]
 
 
 def test_cache_ls_lists_run_folders_and_named_cache_folders(cli, xdg: Path, tmp_path: Path) -> None:

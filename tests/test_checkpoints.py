@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 from relstitch.anchors import Anchors, save_anchors, select_anchors
 from relstitch.checkpoints import load_decoder, load_encoder, save_decoder, save_encoder
 from relstitch.data import Dataset, default_image_spec
-from relstitch.errors import RelstitchError, UsageError
+from relstitch.errors import RelstitchError, RelstitchWarning, UsageError
 from relstitch.io.artifacts import load_artifact, save_artifact
 from relstitch.nn import RelativeHead, RelativeProjection
 
@@ -239,3 +240,85 @@ def test_cli_inspect_needs_no_trust_and_eval_matrix_needs_it(
     assert (
         sneaked.exit_code == 2 and "only by the --trust-code flag" in sneaked.stderr
     )  # a flag, never an option
+
+
+def test_saving_refuses_an_input_spec_no_loader_would_take(tmp_path: Path, user_models) -> None:
+    out = tmp_path / "x.encoder.safetensors"
+    for bad, words in (
+        ({"std": 0}, "input spec: std is 0"),
+        ({"resize": [224000, 9]}, "resize[0] is 224000"),
+    ):
+        with pytest.raises(UsageError, match=re.escape(words)):
+            save_encoder(
+                user_models.build_encoder(),
+                out,
+                factory="user_models_f1:build_encoder",
+                input_spec={**SPEC, **bad},
+            )
+        assert not out.exists()
+
+
+LOUD_MODELS = 'import sys\nsys.stderr.write("importing loud_models_f1\\n")\n' + MODELS
+"""A user's module that says when it is imported: the trust line must come first."""
+
+
+def test_trust_code_names_each_factory_and_its_file_before_importing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_zoo, cli
+) -> None:
+    (tmp_path / "loud_models_f1.py").write_text(LOUD_MODELS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+    import sys
+
+    module = importlib.import_module("loud_models_f1")
+    paths = [
+        save_encoder(
+            module.build_encoder(),
+            tmp_path / f"{name}.encoder.safetensors",
+            factory="loud_models_f1:build_encoder",
+            input_spec=SPEC,
+        )
+        for name in ("a", "b")
+    ]
+    lines = [f"warning: trusting factory loud_models_f1:build_encoder (from {p})" for p in paths]
+    with pytest.warns(RelstitchWarning, match=re.escape(lines[0].removeprefix("warning: "))):
+        load_encoder(paths[0], trust_code=True)
+    args = [
+        "eval-matrix",
+        "-e",
+        str(tmp_path / "*.encoder.safetensors"),
+        "-D",
+        tiny_zoo.decoder("cnn-rel-s0"),
+    ]
+    args += [
+        "--anchors",
+        tiny_zoo.anchors_path,
+        "--data",
+        "builtin:test",
+        "--limit",
+        "60",
+        "--method",
+        "relative",
+    ]
+    refused = cli(*args)
+    assert refused.exit_code == 1 and "trusting" not in refused.stderr  # nothing trusted, nothing said
+    monkeypatch.delitem(
+        sys.modules, "loud_models_f1"
+    )  # imported afresh by the run below, as in a new process
+    done = cli(*args, TRUST)
+    assert done.exit_code == 0, done.stderr
+    said = done.stderr.splitlines()
+    assert all(line in said for line in lines), done.stderr  # one line per file the glob matched
+    assert said.index(lines[0]) < said.index("importing loud_models_f1")  # said before the code ran
+    plain = cli(
+        "encode",
+        tiny_zoo.encoder("cnn-rel-s0"),
+        "-a",
+        tiny_zoo.anchors_path,
+        "--limit",
+        10,
+        "-o",
+        tmp_path / "e.safetensors",
+        TRUST,
+    )
+    assert plain.exit_code == 0 and "trusting" not in plain.stderr  # no factory: nothing to trust

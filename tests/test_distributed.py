@@ -213,20 +213,29 @@ class Picky(nn.Module):
         self.net = nn.Sequential(nn.Flatten(), nn.Linear(784, 16))
 
     def forward(self, x):
-        if len(x) == 36:
+        if len(x) == 36 and self.mode == "raise":
             raise RuntimeError("picky refuses a batch of 36")
-        return self.net(x)
+        z = self.net(x)
+        if len(x) == 36:  # "nan": the sixth row of that batch has no value
+            z[5] = float("nan")
+        return z
 
 
-def build():
-    return Picky()
+def build(mode="raise"):
+    model = Picky()
+    model.mode = mode
+    return model
 '''
 
 
-def test_an_encoder_that_fails_on_one_ranks_shard_fails_its_row_and_no_rank_waits(tmp_path):
+@pytest.mark.parametrize(
+    "mode,reason", [("raise", "picky refuses a batch of 36"), ("nan", "the first at index [69, 0]")]
+)
+def test_an_encoder_that_fails_on_one_ranks_shard_fails_its_row_and_no_rank_waits(tmp_path, mode, reason):
     """The encoder fails on rank 1's shard only (its data split across both ranks): rank 0 hears of it
-    instead of waiting for the shard, records the row as failed with the single process's reason, and
-    both ranks end with a single process's exit status."""
+    instead of waiting for the shard, records the row as failed with the single process's reason (a
+    non-finite latent named by its row of the whole data, not of the shard), and both ranks end with a
+    single process's exit status."""
     import torch
 
     from relstitch.checkpoints import save_encoder
@@ -239,9 +248,10 @@ def test_an_encoder_that_fails_on_one_ranks_shard_fails_its_row_and_no_rank_wait
 
         torch.manual_seed(0)
         save_encoder(
-            picky_models.build(),
+            picky_models.build(mode),
             tmp_path / "picky.encoder.safetensors",
             factory="picky_models:build",
+            factory_kwargs={"mode": mode},
             input_spec=default_image_spec([1, 28, 28]),
         )
     finally:
@@ -259,4 +269,4 @@ def test_an_encoder_that_fails_on_one_ranks_shard_fails_its_row_and_no_rank_wait
     (single, _), (double, run2) = results(tmp_path / "one.json"), results(tmp_path / "two.json")
     assert double == single and run2["encoder_ranks"] == {"picky": [0, 1]}
     report = json.loads((tmp_path / "two.json").read_text())
-    assert "picky refuses a batch of 36" in report["encoders"][0]["error"]
+    assert reason in report["encoders"][0]["error"], report["encoders"][0]["error"]

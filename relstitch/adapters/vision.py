@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..checkpoints import check_shapes, check_weights
-from ..data import prepare_images
+from ..data import check_input_spec, prepare_images
 from ..errors import RelstitchError, UsageError
 from ..io.userfiles import open_regular
 from .base import SourceEncoder, SourceOptions, first_line, parse_call, register_model_source
@@ -155,10 +155,6 @@ def fit_weights(model: nn.Module, path: str | Path, what: str) -> None:
     model.load_state_dict(state)
 
 
-INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
-"""How an image encoder's resize may interpolate (torchvision's and timm's names)."""
-
-
 @dataclass
 class ImageEncoder(SourceEncoder):
     """An image network behind a :class:`LatentTap`, fed per its input spec.
@@ -242,25 +238,27 @@ def image_spec(
     interpolation: str | None = None,
 ) -> dict[str, Any]:
     """An image encoder's input spec: the source's own preprocessing, each part the user gives replacing
-    it. A ``resize=`` of the user's replaces the source's resize *and* crop (``crop=`` crops again)."""
-    if opts.resize:
+    it. A ``resize=`` of the user's replaces the source's resize *and* crop (``crop=`` crops again).
+    Checked whole (:func:`~relstitch.data.dataset.check_input_spec`) before any model runs: a bad option is
+    refused here, not as a failed or huge batch later."""
+    if opts.resize is not None:
         resize, resize_shorter, crop = opts.resize, None, None
-    if interpolation is not None and interpolation not in INTERPOLATIONS:
-        raise RelstitchError(
-            f"unsupported interpolation {interpolation!r}; relstitch resizes {INTERPOLATIONS}"
-        )
+
+    def mine(value: Any, own: Any) -> Any:
+        return own if value is None else value  # a 0 the user gave is checked, never taken for "not given"
+
     spec = {
         "modality": "image",
         "scale": 255.0,
         "resize": resize,
         "resize_shorter": resize_shorter,
-        "crop": opts.crop or crop,
+        "crop": mine(opts.crop, crop),
         "interpolation": interpolation,
-        "channels": opts.channels or channels,
-        "mean": opts.mean if opts.mean is not None else mean,
-        "std": opts.std if opts.std is not None else std,
+        "channels": mine(opts.channels, channels),
+        "mean": mine(opts.mean, mean),
+        "std": mine(opts.std, std),
     }
-    return {k: v for k, v in spec.items() if v is not None}
+    return check_input_spec({k: v for k, v in spec.items() if v is not None}, option=True)
 
 
 # ----------------------------------------------------------------------------- torchvision enums

@@ -8,6 +8,7 @@ preprocessing), so a dataset costs one byte per pixel in memory. Where data come
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -138,6 +139,138 @@ def default_image_spec(
 ) -> dict[str, Any]:
     """Input spec of relstitch's own image encoders (Fashion-MNIST statistics by default)."""
     return {"modality": "image", "shape": list(shape), "scale": 255.0, "mean": mean, "std": std}
+
+
+MAX_IMAGE_SIDE = 4096
+"""The largest side ``resize``, ``crop`` or ``resize_shorter`` may ask for: far above any model's input
+(ImageNet models read 224 to 518 pixels a side), and the only bound between a typo (``resize=224000``) and
+a ``[B, C, 224000, 224000]`` tensor allocated before anything else could fail."""
+IMAGE_CHANNELS = (1, 3)
+"""The channel counts an input spec may ask for: image data is grey or RGB (the data sources refuse
+anything else), and :func:`prepare_images` converts between exactly these."""
+MAX_SAMPLE_VALUES = max(IMAGE_CHANNELS) * MAX_IMAGE_SIDE**2
+"""The most values a spec's per-sample ``shape`` may hold (the largest image the bounds above allow): a
+header declaring ``[3, 10**6, 10**6]`` would otherwise allocate that for a probe or an ONNX example."""
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+"""How an image encoder's resize may interpolate (torchvision's and timm's names)."""
+_OPTIONS = ("resize", "crop", "channels", "mean", "std")
+"""The keys a user sets through the image sources' options (``-O resize=...``)."""
+_FILE_FIX = "the header was edited or damaged: use an intact copy, or re-save the file with relstitch"
+
+
+def _shown(value: object) -> str:
+    """A value read from a file, as a message shows it: its ``repr`` (control characters escaped), cut short
+    (a header may hold a 400-digit number or a megabyte of text)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def check_input_spec(spec: object, *, path: object | None = None, option: bool = False) -> dict[str, Any]:
+    """``spec`` as a dict once it is an input spec every consumer can rely on, or one line naming the bad
+    key.
+
+    The one check of an input spec, wherever one enters: a checkpoint's or a stitched file's header
+    (``path``: a :class:`RelstitchError` naming ``relstitch.input.KEY`` and the file), the image sources'
+    ``resize=``/``crop=``/``channels=``/``mean=``/``std=`` options (``option``: a
+    :class:`UsageError` naming the option to fix; exit 1 for the source's own ``interpolation``) and a spec
+    given from Python (a :class:`UsageError`, exit 2). Rules: ``mean`` finite and ``std``
+    finite and > 0, each one number or one per channel; ``channels`` one of :data:`IMAGE_CHANNELS`;
+    ``resize``/``crop`` ``[H, W]`` and ``resize_shorter`` integers from 1 to :data:`MAX_IMAGE_SIDE`;
+    ``shape`` positive integers (at most :data:`MAX_SAMPLE_VALUES` values); ``scale`` finite and > 0;
+    ``interpolation`` a known name, ``modality`` a name. A null value is an absent key; keys it does not
+    know (a text encoder's ``view``, provenance) are left as they are.
+    """
+
+    def refuse(key: str, problem: str) -> RelstitchError:
+        if path is not None:
+            return RelstitchError(
+                f"corrupt metadata: relstitch.input{'.' + key if key else ''} {problem}",
+                path=path,
+                hint=_FILE_FIX,
+            )
+        name, message = key.partition("[")[0], f"input spec{': ' + key if key else ''} {problem}"
+        if option and name in _OPTIONS:
+            return UsageError(
+                message, hint=f"give another {name}= (-O {name}=... or #{name}=... on the reference)"
+            )
+        # a model source's own preprocessing (its interpolation) is not the user's usage: exit 1
+        return (RelstitchError if option else UsageError)(message)
+
+    if not isinstance(spec, dict):
+        raise refuse("", f"is {type(spec).__name__}, expected an object of preprocessing keys")
+    given = {key: value for key, value in spec.items() if value is not None}
+
+    def integer(key: str, value: object, high: int) -> int:
+        # bool is an int to Python, and 224.0 is not a size: both refused
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+            raise refuse(key, f"is {_shown(value)}, expected an integer from 1 to {high}")
+        return value
+
+    def sizes(key: str, count: int | None, high: int) -> list[int]:
+        value = given[key]
+        if not isinstance(value, list | tuple) or not value or (count is not None and len(value) != count):
+            raise refuse(
+                key, f"is {_shown(value)}, expected " + ("[height, width]" if count else "a list of sizes")
+            )
+        return [integer(f"{key}[{i}]", n, high) for i, n in enumerate(value)]
+
+    def numbers(key: str, positive: bool) -> int:
+        """How many values ``key`` holds (one number, or a list of them), each finite (and > 0)."""
+        value = given[key]
+        values = list(value) if isinstance(value, list | tuple) else [value]
+        wanted = "a finite number" + (" > 0" if positive else "")
+        if not values:
+            raise refuse(key, f"is empty, expected {wanted} or one per channel")
+        for i, v in enumerate(values):
+            try:
+                ok = not isinstance(v, bool) and math.isfinite(v) and (v > 0 or not positive)
+            except (TypeError, OverflowError):  # a string, a list, an object; an int too large for a float
+                ok = False
+            if not ok:
+                where = f"{key}[{i}]" if isinstance(value, list | tuple) else key
+                raise refuse(where, f"is {_shown(v)}, expected {wanted}")
+        return len(values)
+
+    if "modality" in given and not isinstance(given["modality"], str):  # "text", else images are read
+        raise refuse("modality", f"is {_shown(given['modality'])}, expected a name (image, text)")
+    if "interpolation" in given and given["interpolation"] not in INTERPOLATIONS:
+        raise refuse(
+            "interpolation",
+            f"is {_shown(given['interpolation'])}, expected one of {', '.join(INTERPOLATIONS)}",
+        )
+    shape = sizes("shape", None, MAX_SAMPLE_VALUES) if "shape" in given else []
+    if math.prod(shape) > MAX_SAMPLE_VALUES:
+        raise refuse("shape", f"is {shape}: more than {MAX_SAMPLE_VALUES:,} values per sample")
+    for key in ("resize", "crop"):
+        if key in given:
+            sizes(key, 2, MAX_IMAGE_SIDE)
+    if "resize_shorter" in given:
+        integer("resize_shorter", given["resize_shorter"], MAX_IMAGE_SIDE)
+    if "scale" in given and (
+        isinstance(given["scale"], list | tuple) or numbers("scale", positive=True) != 1
+    ):
+        raise refuse("scale", f"is {_shown(given['scale'])}, expected one finite number > 0")
+    channels = given.get("channels")
+    if channels is not None and (
+        isinstance(channels, bool) or not isinstance(channels, int) or channels not in IMAGE_CHANNELS
+    ):
+        raise refuse(
+            "channels", f"is {_shown(channels)}, expected one of {', '.join(map(str, IMAGE_CHANNELS))}"
+        )
+    # the channels the normalisation meets: those channels= converts to, else the declared [C, H, W]'s
+    channels = channels or (shape[0] if len(shape) == 3 else None)
+    lengths = {key: numbers(key, positive=key == "std") for key in ("mean", "std") if key in given}
+    for key, length in lengths.items():
+        if length > 1 and channels is not None and length != channels:
+            raise refuse(
+                key, f"has {length} values for {channels}-channel images (expected one, or one per channel)"
+            )
+    if len(set(lengths.values()) - {1}) > 1:
+        raise refuse(
+            "std",
+            f"has {lengths['std']} values and mean {lengths['mean']} (expected one per channel in both)",
+        )
+    return dict(spec)
 
 
 def prepare_images(x: torch.Tensor | TextViews, spec: dict[str, Any]) -> torch.Tensor:

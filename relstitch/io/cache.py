@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import RelstitchError
+from ..errors import RelstitchError, first_line, os_error, printable
+from .userfiles import read_text
 
 if TYPE_CHECKING:
     import torch
@@ -129,7 +130,9 @@ def cached_encode(
     if found is not None:
         return found, True
     space = run()
-    save_embeddings(space, path, force=True)
+    # Without relative vectors: scoring computes them under each decoder's own projection anyway, and at
+    # N x k (a million samples, ten thousand anchors: 40 GB) they would dwarf the latents.
+    save_embeddings(space, path, force=True, relative=False)
     return space, False
 
 
@@ -210,16 +213,65 @@ def write_record(folder: Path, index: int, record: dict[str, Any]) -> None:
     atomic_write(folder / f"{index}.row.json", json.dumps(record), force=True)
 
 
-def read_record(folder: Path, index: int) -> dict[str, Any] | None:
-    """Encoder ``index``'s record, None while its rank has not finished it."""
+MAX_RECORD_BYTES = 1024**2
+"""A rank's record (an encoder's row: names, hashes, timings, provenance) is a few KiB; 1 MiB is refused."""
+MAX_MARKER_BYTES = 256 * 1024
+"""A per-run folder's ``run.json`` (the command that made it) is a few hundred bytes; 256 KiB is refused."""
+_RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "info": dict,
+    "name": str,
+    "hash": str,
+    "space": (str, type(None)),
+    "seconds": (int, float),
+}
+"""What rank 0 reads of a finished row's record (``relstitch.matrix`` writes them), and their types."""
+
+
+def _read_object(path: Path, *, limit: int, what: str) -> dict[str, Any]:
+    """The JSON object in ``path``, read as every user file is (a regular file, at most ``limit`` bytes).
+
+    A missing file raises ``FileNotFoundError``; anything else wrong with it (not a regular file, too large,
+    not UTF-8, not JSON, not an object) one :class:`RelstitchError` naming it.
+    """
     try:
-        record = json.loads((folder / f"{index}.row.json").read_text())
+        found = json.loads(read_text(path, limit=limit, what=what))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise os_error(exc, path, f"cannot read {what}") from None
+    except (ValueError, RecursionError) as exc:  # not JSON, or arrays nested past Python's recursion limit
+        raise RelstitchError(f"{what} is not JSON ({first_line(exc)})", path=path) from None
+    if not isinstance(found, dict):
+        raise RelstitchError(f"{what} is {type(found).__name__}, expected a JSON object", path=path)
+    return found
+
+
+def read_record(folder: Path, index: int) -> dict[str, Any] | None:
+    """Encoder ``index``'s record, None while its rank has not finished it.
+
+    Records are written whole (:func:`write_record`), so one that cannot be read, is too large, is not a
+    JSON object or lacks what rank 0 reads of a row was damaged or planted: it comes back as a failed
+    row's record, ``{"error": why}``, so that encoder's row says why instead of rank 0 stopping with a
+    traceback (and waiting would never end: its rank does not write it again).
+    """
+    path = folder / f"{index}.row.json"
+    try:
+        record = _read_object(path, limit=MAX_RECORD_BYTES, what="a rank's record")
+        # a failed row, or precomputed vectors rank 0 reads itself, carry nothing more that is read
+        if record.get("error") is None and not record.get("precomputed"):
+            wrong = [
+                key
+                for key, kind in _RECORD_FIELDS.items()
+                if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool)
+            ]
+            if not wrong and not isinstance(record["info"].get("name"), str):
+                wrong = ["info.name"]
+            if wrong:
+                raise RelstitchError(f"{', '.join(wrong)} missing or of the wrong type", path=path)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
-        raise RelstitchError(f"cannot read a rank's record: {exc}", path=folder) from None
-    if not isinstance(record, dict):
-        raise RelstitchError("a rank's record is not an object", path=folder / f"{index}.row.json")
+    except RelstitchError as exc:
+        return {"error": f"its rank's record cannot be used: {exc}"}
     return record
 
 
@@ -277,10 +329,13 @@ def describe_folder(folder: str | os.PathLike[str]) -> CacheFolder:
     command = None
     if (root.parent == runs_root()) and (root / RUN_MARKER).is_file():
         try:
-            found = json.loads((root / RUN_MARKER).read_text()).get("command")
-            command = [str(c) for c in found] if isinstance(found, list) else []
-        except (OSError, ValueError, AttributeError):
-            command = []
+            found = _read_object(root / RUN_MARKER, limit=MAX_MARKER_BYTES, what="a run's marker").get(
+                "command"
+            )
+        except (OSError, RelstitchError):  # damaged or replaced: the folder is listed, its command unknown
+            found = None
+        # shown on a terminal: a control character in it is written out, never obeyed
+        command = [printable(str(c)) for c in found] if isinstance(found, list) else []
     return CacheFolder(
         root,
         sum(1 for e in files if _ENTRY.fullmatch(e.name)),
