@@ -159,3 +159,38 @@ def reset_peak_rss() -> float:
 def peak_rss() -> float:
     """Peak resident size (MB) since the last :func:`reset_peak_rss`."""
     return _status_kb("VmHWM") / 1024
+
+
+_MEASURE = """
+import resource, subprocess, sys, time
+t0 = time.perf_counter()
+done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+wall = time.perf_counter() - t0
+print(wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, done.returncode)
+sys.stderr.write(done.stderr[-2000:])
+"""
+
+
+def measured_matrix(command: list[str], out: Path, **env: str) -> dict[str, Any]:
+    """One ``relstitch eval-matrix`` command writing ``--json out``, run in a fresh process with its own
+    empty ``XDG_CACHE_HOME``: wall time, peak resident memory of its largest process, the report's
+    matrix time, and the report."""
+    import json
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as xdg:
+        full = dict(os.environ, XDG_CACHE_HOME=xdg, PYTHONPATH=str(REPO), **env)
+        done = subprocess.run(
+            [sys.executable, "-c", _MEASURE, *command], env=full, capture_output=True, text=True, check=False
+        )
+    wall, rss_kb, code = done.stdout.split()
+    if code != "0":
+        raise SystemExit(f"eval-matrix failed: {done.stderr}")
+    matrix = json.loads(out.read_text())
+    return {
+        "wall": float(wall),
+        "matrix": float(matrix["run"]["timings"]["total_seconds"]),
+        "peak_mb": int(rss_kb) / 1024,
+        "report": matrix,
+    }

@@ -28,27 +28,15 @@ Measured, each N a fresh ``relstitch eval-matrix`` command:
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, configure_threads, finish, report
+from _common import configure_threads, finish, measured_matrix, report
 
 CLASSES = [f"class-{i}" for i in range(10)]
-
-MEASURE = """
-import resource, subprocess, sys, time
-t0 = time.perf_counter()
-done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-wall = time.perf_counter() - t0
-print(wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, done.returncode)
-sys.stderr.write(done.stderr[-2000:])
-"""
 
 
 def latents(n: int, k: int, d: int, seed: int = 0) -> dict[str, Any]:
@@ -134,21 +122,7 @@ def matrix_run(files: list[Path], heads: list[Path], out: Path, threads: int) ->
     for head in heads:
         command += ["-D", str(head)]
     command += ["--json", str(out), "--force"]
-    with tempfile.TemporaryDirectory() as xdg:
-        env = dict(os.environ, XDG_CACHE_HOME=xdg, PYTHONPATH=str(REPO), OMP_NUM_THREADS=str(threads))
-        done = subprocess.run(
-            [sys.executable, "-c", MEASURE, *command], env=env, capture_output=True, text=True, check=False
-        )
-    wall, rss_kb, code = done.stdout.split()
-    if code != "0":
-        raise SystemExit(f"eval-matrix failed: {done.stderr}")
-    matrix = json.loads(out.read_text())
-    return {
-        "wall": float(wall),
-        "matrix": float(matrix["run"]["timings"]["total_seconds"]),
-        "peak_mb": int(rss_kb) / 1024,
-        "report": matrix,
-    }
+    return measured_matrix(command, out, OMP_NUM_THREADS=str(threads))
 
 
 def bare_seconds(files: list[Path], heads: list[Path], batch: int = 1024) -> tuple[float, list[float]]:

@@ -29,15 +29,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, configure_threads, finish, report
+from _common import configure_threads, finish, measured_matrix, report
 
 
 def prepare(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -102,16 +100,6 @@ def bare_seconds(setup: dict[str, Any], args: argparse.Namespace) -> list[float]
     return out
 
 
-MEASURE = """
-import resource, subprocess, sys, time
-t0 = time.perf_counter()
-done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-wall = time.perf_counter() - t0
-print(wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, done.returncode)
-sys.stderr.write(done.stderr[-2000:])
-"""
-
-
 def matrix_run(setup: dict[str, Any], args: argparse.Namespace, processes: int, out: Path) -> dict[str, Any]:
     """One ``relstitch eval-matrix`` command in a fresh process (or torchrun), timed from outside."""
     launcher = [sys.executable, "-m", "relstitch"]
@@ -124,21 +112,7 @@ def matrix_run(setup: dict[str, Any], args: argparse.Namespace, processes: int, 
     for head in setup["heads"]:
         command += ["-D", str(head)]
     command += ["--data", "builtin:test", "--device", "cpu", "--json", str(out), "--force"]
-    with tempfile.TemporaryDirectory() as xdg:
-        env = dict(os.environ, XDG_CACHE_HOME=xdg, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-        done = subprocess.run(
-            [sys.executable, "-c", MEASURE, *command], env=env, capture_output=True, text=True, check=False
-        )
-    wall, rss_kb, code = done.stdout.split()
-    if code != "0":
-        raise SystemExit(f"eval-matrix with {processes} process(es) failed: {done.stderr}")
-    matrix = json.loads(out.read_text())
-    return {
-        "wall": float(wall),
-        "matrix": float(matrix["run"]["timings"]["total_seconds"]),
-        "peak_mb": int(rss_kb) / 1024,
-        "report": matrix,
-    }
+    return measured_matrix(command, out, OMP_NUM_THREADS="1")
 
 
 def main() -> None:
