@@ -514,14 +514,35 @@ def check_weights(
             )
     for name in sorted(found):
         tensor = found[name]
-        # one reduction per floating tensor; the counts are computed only for the refusal
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        # one reduction per floating tensor, a sum (a NaN or an infinity anywhere makes it non-finite, and
+        # it allocates no mask: 12x cheaper than isfinite().all() on ViT-B/16); the exact test and the
+        # counts only when it is not finite (a huge but finite tensor can overflow the sum)
+        if (
+            tensor.is_floating_point()
+            and not bool(torch.isfinite(tensor.sum()))
+            and not bool(torch.isfinite(tensor).all())
+        ):
             nan, inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
             raise RelstitchError(
                 f"weight {name!r} holds {nan} NaN and {inf} infinite value(s) of {tensor.numel()}: "
                 f"{what} cannot compute anything meaningful with it",
                 hint=finite_hint,
             )
+
+
+def assignable(probe: nn.Module, state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether ``state`` can become the tensors of ``probe``, a module built on the meta device
+    (``load_state_dict(assign=True)``) instead of building it again for real, drawing a random init and
+    copying every weight over it (ViT-B/16: 1.4 s of init for nothing).
+
+    Only when the weights cover every buffer (a non-persistent one would stay on meta), no parameter is
+    shared (assigning would untie it) and no plain tensor attribute was built on meta.
+    """
+    return (
+        {n for n, _ in probe.named_buffers()} <= state.keys()
+        and len(list(probe.parameters())) == len(list(probe.named_parameters(remove_duplicate=False)))
+        and not any(isinstance(v, torch.Tensor) for m in probe.modules() for v in vars(m).values())
+    )
 
 
 def _builder(kind: str, architecture: dict[str, Any], path: Path, trust_code: bool) -> Callable[..., Any]:
@@ -572,15 +593,7 @@ def _build(
         check_weights(
             probe.state_dict(), tensors, f"{kind} {name!r}", exact=True, hint=RESAVE, finite_hint=RETRAIN
         )
-        # The shapes fit: the loaded weights become the probe's tensors (load_state_dict(assign=True)),
-        # rather than building again, drawing a random init and copying every weight over it. Only when
-        # the file covers every buffer (a non-persistent one would stay on meta), no parameter is shared
-        # (assigning would untie it) and no plain tensor attribute was built on meta.
-        covered = (
-            {n for n, _ in probe.named_buffers()} <= tensors.keys()
-            and len(list(probe.parameters())) == len(list(probe.named_parameters(remove_duplicate=False)))
-            and not any(isinstance(v, torch.Tensor) for m in probe.modules() for v in vars(m).values())
-        )
+        covered = assignable(probe, tensors)
         # No cast here: check_weights made every dtype equal to the architecture's (a silent cast once
         # turned an F32 bias declared I32 into integers and a decoder scoring 0.05).
         module = probe if covered else create(name, **args)

@@ -135,7 +135,7 @@ def _cpu_auto_batch(encoder: Encoder, x: Any, where: torch.device, dtype: torch.
 
     glibc never keeps a freed block that large for reuse (32 MiB is its ceiling, tuned or not), so a
     batch whose activations cross it faults them back in at every batch: ResNet-50 runs 1.3-1.7x
-    faster at 64 than at 256 on the CPU, a tiny CNN is fastest at 256 (docs/performance.md). One probe
+    faster at 64 than at 256 on the CPU, a tiny CNN is fastest at 256 (docs/PERFORMANCE.md). One probe
     batch of a few samples, with forward hooks, measures the largest activation per sample.
     """
     if len(x) <= CPU_AUTO_MIN_BATCH:

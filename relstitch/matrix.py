@@ -6,7 +6,7 @@ holds one encoder and one encoded space at a time. A pair that cannot run (wrong
 sizes, a broken file) is recorded with its reason and the run goes on, unless ``fail_fast``.
 
 One loop on the caller's thread: with real encoders, scoring a row is well under 1 % of the run, so
-overlapping it with the next encoder saves nothing measurable (docs/performance.md, "Machinery on
+overlapping it with the next encoder saves nothing measurable (docs/PERFORMANCE.md, "Machinery on
 real-size encoders").
 """
 

@@ -622,3 +622,96 @@ def test_new_options_parse() -> None:
     assert parse_options("normalize=Yes")["normalize"] is True
     with pytest.raises(UsageError, match="normalize"):
         parse_options("normalize=sometimes")
+
+
+# ------------------------------------------------------- weights files become the model's tensors (#15)
+class _NonPersistent(nn.Module):
+    """A buffer no weights file holds: the model cannot be built on meta and given the file's tensors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.register_buffer("scale", torch.full((3,), 2.0), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) * self.scale
+
+
+class _NeedsRealTensors(nn.Module):
+    """A builder that computes with a tensor it makes (``.item()`` cannot run on the meta device)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, int(torch.tensor(3.0).item()))
+
+
+def test_torchvision_weights_become_the_models_tensors_with_the_values_a_copy_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A float16 weights file for a float32 torchvision model: no tensor left on meta, every weight the
+    float32 value load_state_dict's copy gives, the same latents and the same hash as a model built for
+    real and loaded (the hash keys the cache: it must not depend on how the model was built)."""
+    import torchvision
+
+    from relstitch.adapters.vision import built_with_weights
+
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet18(num_classes=10).eval()
+    weights = tmp_path / "r18.safetensors"
+    save_file(
+        {k: v.half() for k, v in reference.state_dict().items() if v.is_floating_point()}
+        | {k: v for k, v in reference.state_dict().items() if not v.is_floating_point()},
+        str(weights),
+    )
+    reference.load_state_dict(
+        {k: v.half().float() if v.is_floating_point() else v for k, v in reference.state_dict().items()}
+    )
+    drawn: list[torch.Tensor] = []  # random inits drawn on real tensors while loading: none
+    kaiming = nn.init.kaiming_normal_
+    monkeypatch.setattr(nn.init, "kaiming_normal_", lambda t, *a, **k: drawn.append(t) or kaiming(t, *a, **k))
+    encoder = load_encoder_ref(f"torchvision:resnet18(num_classes=10)#weights={weights},resize=32,32")
+    assert not [t for t in drawn if not t.is_meta] and drawn  # the builder ran, on meta only
+    monkeypatch.undo()
+    model = encoder.module.model
+    tensors = dict(model.state_dict())
+    assert not any(t.is_meta for t in tensors.values())
+    assert {k: t.dtype for k, t in tensors.items()} == {k: t.dtype for k, t in reference.state_dict().items()}
+    for name, expected in reference.state_dict().items():
+        assert torch.equal(tensors[name], expected), name
+
+    def real_only() -> nn.Module:  # the same model, built for real: meta_build cannot run it
+        if torch.empty(0).is_meta:
+            raise RuntimeError("not on meta")
+        return torchvision.models.resnet18(num_classes=10)
+
+    copied = built_with_weights(real_only, weights, "torchvision:resnet18").eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.equal(model(x), copied(x))
+        assert torch.equal(model(x), reference(x))
+    again = load_encoder_ref(f"torchvision:resnet18(num_classes=10)#weights={weights},resize=32,32")
+    assert encoder.hash == again.hash
+
+
+@pytest.mark.parametrize("model_class", [_NonPersistent, _NeedsRealTensors])
+def test_models_that_cannot_take_the_files_tensors_are_built_for_real(
+    model_class: type[nn.Module], tmp_path: Path
+) -> None:
+    from relstitch.adapters.vision import built_with_weights
+
+    torch.manual_seed(1)
+    source = model_class()
+    weights = tmp_path / "w.safetensors"
+    save_file(source.state_dict(), str(weights))
+    built = built_with_weights(model_class, weights, "a model")
+    assert not any(t.is_meta for t in [*built.parameters(), *built.buffers()])
+    for name, tensor in source.state_dict().items():
+        assert torch.equal(built.state_dict()[name], tensor), name
+    if isinstance(built, _NonPersistent):
+        assert torch.equal(built.scale, torch.full((3,), 2.0))  # the builder's value, not a meta tensor
+    broken = tmp_path / "broken.safetensors"  # the checks still run on this path
+    save_file(
+        {**source.state_dict(), "fc.weight": torch.full_like(source.fc.weight, float("nan"))}, str(broken)
+    )
+    with pytest.raises(RelstitchError, match="NaN"):
+        built_with_weights(model_class, broken, "a model")

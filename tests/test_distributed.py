@@ -1,7 +1,7 @@
 """Scale-out: ``encode`` data-parallel under torchrun (2 CPU processes, gloo) equals a single-process run.
 
 Real processes: ``python -m torch.distributed.run --standalone --nproc-per-node 2 -m relstitch encode ...``,
-exactly what docs/performance.md tells a user to type (``torchrun`` is that module's console script).
+exactly what docs/PERFORMANCE.md tells a user to type (``torchrun`` is that module's console script).
 """
 
 from __future__ import annotations

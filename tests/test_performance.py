@@ -260,7 +260,7 @@ def test_encode_bfloat16_on_cpu_is_close_to_float32(cli, tmp_path):
         assert result.exit_code == 0, result.stderr
     full, half = (load_embeddings(tmp_path / f"{d}.safetensors") for d in ("float32", "bfloat16"))
     assert not torch.equal(full.absolute, half.absolute)  # autocast really ran the encoder in bfloat16
-    # The tolerance docs/performance.md states for reduced precision: cosines within 0.05.
+    # The tolerance docs/PERFORMANCE.md states for reduced precision: cosines within 0.05.
     assert (full.relative() - half.relative()).abs().max() < 0.05
 
 

@@ -21,7 +21,8 @@ from .vision import ImageEncoder, fit_weights, image_encoder, image_spec
 )
 def _load_python(locator: str, opts: SourceOptions) -> ImageEncoder:
     target, kwargs = parse_call(locator)
-    model = build_from_factory(target, kwargs)  # the user typed this reference: running it is their choice
+    # The user typed this reference: running it is their choice, once (never again on the meta device)
+    model = build_from_factory(target, kwargs)
     if opts.weights:
         fit_weights(model, opts.weights, target)
     spec = image_spec(opts, resize=None, channels=None, mean=0.0, std=1.0)

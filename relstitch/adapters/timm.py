@@ -23,7 +23,7 @@ from torch import nn
 from ..errors import RelstitchError, UsageError
 from .base import SourceOptions, first_line, parse_call, register_model_source
 from .hub import cached_snapshot
-from .vision import ImageEncoder, fit_weights, image_encoder, image_spec
+from .vision import ImageEncoder, built_with_weights, image_encoder, image_spec, meta_build
 
 HUB_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 """The weights files of a timm repository on the Hub, in the order timm itself prefers them."""
@@ -104,11 +104,16 @@ def _load_timm(locator: str, opts: SourceOptions) -> ImageEncoder:
             f"timm has no model {arch!r}",
             hint=f"did you mean {close[0]!r}?" if close else "see timm.list_models()",
         )
-    try:
-        model = timm.create_model(arch, pretrained=False, **kwargs)
-    except Exception as exc:  # timm raises TypeError/ValueError/RuntimeError/...: the arguments do not build
-        raise RelstitchError(f"cannot build timm:{arch}: {first_line(exc)}") from None
-    config = dict(getattr(model, "pretrained_cfg", None) or {})
+
+    def create() -> nn.Module:
+        try:
+            model: nn.Module = timm.create_model(arch, pretrained=False, **kwargs)
+            return model
+        except Exception as exc:  # timm raises TypeError/ValueError/RuntimeError/...: they do not build
+            raise RelstitchError(f"cannot build timm:{arch}: {first_line(exc)}") from None
+
+    probe = meta_build(create)  # no random init: the weights file's tensors become the model's
+    config = dict(getattr(probe if probe is not None else create(), "pretrained_cfg", None) or {})
     resolved: dict[str, Any] = {}
     if opts.weights:
         weights = Path(opts.weights)
@@ -119,7 +124,7 @@ def _load_timm(locator: str, opts: SourceOptions) -> ImageEncoder:
             f"timm:{arch} names no Hugging Face repository for its weights",
             hint=f"write timm:{arch}#weights=FILE or pass -O weights=FILE",
         )
-    fit_weights(model, weights, f"timm:{arch}")
+    model = built_with_weights(create, weights, f"timm:{arch}", probe=probe)
     spec = timm_spec(timm.data.resolve_model_data_config(model), opts)
     architecture = {
         "name": f"timm:{config.get('architecture') or arch}",  # the tag shows in the weights and the spec
