@@ -9,10 +9,11 @@ encoder. Encoder B is encoder A rotated and rescaled (an orthogonal map times 3)
 are zero-shot stitched pairs; the latents are class-conditional Gaussians in ``--d`` dimensions, the
 anchors ``--k`` draws of the same distribution.
 
-At N x k = 10^6 x 10^4 the relative vectors alone are 40 GB: relstitch never holds them. Past
-``relstitch.projection.MAX_HELD_RELATIVE_BYTES`` each decoder reads them batch by batch as they are
-projected (``ProjectedRows``), and hits are counted per batch (``ClassificationCounts``). What does grow
-with N is the data itself: one encoder's latents (N x d floats) and the labels and ids.
+At N x k = 10^6 x 10^4 the relative vectors alone are 40 GB: relstitch never holds them. Past the held
+budget (``relstitch.projection.held_budget``: ``RELSTITCH_MAX_HELD_MB``, set here by ``--held-mb``) each
+decoder reads them batch by batch as they are projected (``ProjectedRows``), the latents are read from
+their file slice by slice (``StoredRows``), and hits are counted per batch (``ClassificationCounts``).
+What still grows with N is the labels and ids (16 bytes a sample).
 
 Measured, each N a fresh ``relstitch eval-matrix`` command:
 
@@ -114,15 +115,19 @@ def prepare(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     return {"files": files, "heads": heads}
 
 
-def matrix_run(files: list[Path], heads: list[Path], out: Path, threads: int) -> dict[str, Any]:
-    """One ``relstitch eval-matrix`` command in a fresh process, timed and its peak memory measured."""
+def matrix_run(
+    files: list[Path], heads: list[Path], out: Path, threads: int, held_mb: int | None
+) -> dict[str, Any]:
+    """One ``relstitch eval-matrix`` command in a fresh process, timed and its peak memory measured;
+    ``held_mb``: its ``RELSTITCH_MAX_HELD_MB`` (None: relstitch's default budget)."""
     command = [sys.executable, "-m", "relstitch", "eval-matrix"]
     for path in files:
         command += ["-e", str(path)]
     for head in heads:
         command += ["-D", str(head)]
     command += ["--json", str(out), "--force"]
-    return measured_matrix(command, out, OMP_NUM_THREADS=str(threads))
+    budget = {} if held_mb is None else {"RELSTITCH_MAX_HELD_MB": str(held_mb)}
+    return measured_matrix(command, out, OMP_NUM_THREADS=str(threads), **budget)
 
 
 def bare_seconds(files: list[Path], heads: list[Path], batch: int = 1024) -> tuple[float, list[float]]:
@@ -157,6 +162,13 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10_000, help="anchors")
     parser.add_argument("--d", type=int, default=64, help="latent size")
     parser.add_argument("--hidden", type=int, default=32, help="the heads' hidden width")
+    parser.add_argument(
+        "--held-mb",
+        type=int,
+        default=16,
+        help="RELSTITCH_MAX_HELD_MB of the matrix: past it latents are read from their files slice by slice "
+        "(default 16: below one encoder's latents at every N here, so the streamed path is the one measured)",
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
     threads = configure_threads()
@@ -165,10 +177,13 @@ def main() -> None:
         folder = Path(tmp)
         setup = prepare(folder, args)
         for n in args.n:
-            run = matrix_run(setup["files"][n], setup["heads"], folder / f"m{n}.json", threads)
+            run = matrix_run(setup["files"][n], setup["heads"], folder / f"m{n}.json", threads, args.held_mb)
             bare, accuracies = bare_seconds(setup["files"][n], setup["heads"])
             shown = [p["scores"]["accuracy"] for p in run["report"]["pairs"]]
-            shapes = f"N={n:,}, k={args.k:,}, d={args.d}, 2 encoders x 2 heads (hidden {args.hidden})"
+            shapes = (
+                f"N={n:,}, k={args.k:,}, d={args.d}, 2 encoders x 2 heads (hidden {args.hidden}), "
+                f"RELSTITCH_MAX_HELD_MB={args.held_mb}"
+            )
             report(
                 f"extreme/N={n}",
                 shapes,
@@ -188,7 +203,7 @@ def main() -> None:
         per_sample = (m1 - m0) * 1024**2 / (n1 - n0)
         print(
             f"peak memory {m0:,.0f} MB at N={n0:,} -> {m1:,.0f} MB at N={n1:,}: {per_sample:,.0f} bytes "
-            f"per added sample; one encoder's latents, labels and ids take {4 * args.d + 16} bytes a sample, "
+            f"per added sample; one encoder's latents take {4 * args.d} bytes a sample, labels and ids 16, "
             f"the relative vectors would take {4 * args.k:,} "
             f"({4 * args.k * n1 / 1024**3:,.1f} GB at N={n1:,})",
             flush=True,

@@ -6,7 +6,8 @@
 The zoo: ``--encoders`` D randomly initialised ``torchvision`` ResNet-18s (one seed each; nothing downloaded),
 loaded the way a user loads them (``torchvision:resnet18#weights=FILE,resize=S,S``), and D relative heads,
 one fitted on each encoder's embeddings of 200 training images (``relstitch.api.fit``). Each encoder reads
-the ``--k`` anchors and the first ``--n`` built-in test images.
+the ``--k`` anchors and the first ``--n`` images of ``--data`` (the built-in test set; ``builtin:train``
+for N past its 1,000).
 
 Measured, every run a fresh ``relstitch eval-matrix`` command (start-up included) with its own empty
 ``XDG_CACHE_HOME``, one torch thread per process, 1 and 2 processes alternated (A B A B, best of
@@ -84,8 +85,8 @@ def bare_seconds(setup: dict[str, Any], args: argparse.Namespace) -> list[float]
     from relstitch.encoding import embed, inputs_for
 
     anchors = load_anchors(setup["anchors"])
-    data = load_dataset("builtin:test")
-    data = data.subset(torch.arange(args.n), name=f"builtin:test[:{args.n}]")
+    data = load_dataset(args.data)
+    data = data.subset(torch.arange(args.n), name=f"{args.data}[:{args.n}]")
     out = []
     for ref in setup["refs"]:
         encoder = load_encoder_ref(ref, allow_embeddings=False)
@@ -111,14 +112,19 @@ def matrix_run(setup: dict[str, Any], args: argparse.Namespace, processes: int, 
         command += ["-e", ref]
     for head in setup["heads"]:
         command += ["-D", str(head)]
-    command += ["--data", "builtin:test", "--device", "cpu", "--json", str(out), "--force"]
+    command += ["--data", args.data, "--device", "cpu", "--json", str(out), "--force"]
     return measured_matrix(command, out, OMP_NUM_THREADS="1")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--encoders", type=int, default=4, help="D: encoders, and as many heads")
-    parser.add_argument("--n", type=int, default=300, help="test images each encoder reads")
+    parser.add_argument("--n", type=int, default=300, help="images each encoder reads")
+    parser.add_argument(
+        "--data",
+        default="builtin:test",
+        help="builtin:test (1,000 images) or builtin:train (6,000) for larger N",
+    )
     parser.add_argument("--k", type=int, default=64, help="anchors")
     parser.add_argument("--resize", type=int, default=64, help="image side the ResNets read")
     parser.add_argument("--repeats", type=int, default=2)
@@ -139,7 +145,10 @@ def main() -> None:
         for b in best.values()
     ]
     assert same[0] == same[1], "the 2-process report differs from the single-process one"
-    shapes = f"D={args.encoders} ResNet-18 @ {args.resize} px x {args.encoders} heads, N={args.n}, k={args.k}"
+    shapes = (
+        f"D={args.encoders} ResNet-18 @ {args.resize} px x {args.encoders} heads, N={args.n} of {args.data}, "
+        f"k={args.k}"
+    )
     total = sum(bare)
     critical = max(sum(bare[r::2]) for r in range(2))
     print(

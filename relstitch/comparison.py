@@ -155,7 +155,10 @@ def compare_spaces(
     names = names or [s.encoder_name for s in spaces]
     if len(set(names)) != len(names):  # two seeds saved under one name: keep them apart
         names = [f"{n}#{i + 1}" for i, n in enumerate(names)]
-    vectors = {"absolute": [s.absolute for s in spaces], "relative": [s.relative(projection) for s in spaces]}
+    vectors = {
+        "absolute": [s.latents() for s in spaces],
+        "relative": [s.relative(projection) for s in spaces],
+    }
     result = CompareResult(names=names, k=k, projection=projection.to_dict())
     cka_cache: dict[tuple[str, int, int], float] = {}
     for space in SPACES:

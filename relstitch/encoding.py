@@ -8,6 +8,7 @@ embeddings file is an EncodedSpace on disk.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,12 +23,13 @@ from .data import Dataset
 from .data.text import TextViews
 from .errors import RelstitchError, first_line, printable, unknown_choice
 from .hygiene import check_finite, check_labels
-from .io.artifacts import Header, load_artifact, save_artifact
+from .io.artifacts import Header, load_artifact, read_header, save_artifact
+from .io.rows import StoredRows
 from .progress import ProgressFn, silent
 from .projection import (
-    MAX_HELD_RELATIVE_BYTES,
     ProjectedRows,
     ProjectionConfig,
+    held_budget,
     relative_projection,
     relative_projector,
 )
@@ -254,11 +256,16 @@ def embed(
 
 @dataclass
 class EncodedSpace:
-    """One encoder's absolute latents for a dataset and an anchor set, plus provenance."""
+    """One encoder's absolute latents for a dataset and an anchor set, plus provenance.
+
+    ``absolute`` is a tensor, except for a space read from an embeddings file whose latents are past the
+    held budget (:func:`~relstitch.projection.held_budget`): then :class:`~relstitch.io.rows.StoredRows`,
+    read from the file slice by slice. :meth:`latents` is the whole tensor either way.
+    """
 
     encoder_name: str
     encoder_hash: str
-    absolute: torch.Tensor  # [N, D]
+    absolute: torch.Tensor | StoredRows  # [N, D]
     anchor_absolute: torch.Tensor  # [k, D]
     labels: torch.Tensor  # [N]
     ids: torch.Tensor  # [N]
@@ -268,18 +275,22 @@ class EncodedSpace:
     path: Path | None = None
     _relative_cache: dict[ProjectionConfig, torch.Tensor] = field(default_factory=dict, repr=False)
 
+    def latents(self) -> torch.Tensor:
+        """The absolute latents ``[N, D]`` as one tensor (read whole when they are stored: each call)."""
+        return self.absolute.read() if isinstance(self.absolute, StoredRows) else self.absolute
+
     def relative(self, config: ProjectionConfig | None = None) -> torch.Tensor:
         """Relative vectors ``[N, k]`` under ``config``; computed once per config."""
         config = config or ProjectionConfig()
         if config not in self._relative_cache:
-            self._relative_cache[config] = relative_projection(self.absolute, self.anchor_absolute, config)
+            self._relative_cache[config] = relative_projection(self.latents(), self.anchor_absolute, config)
         return self._relative_cache[config]
 
     def relative_rows(
         self, config: ProjectionConfig | None = None, *, row_scale_free: bool = False
     ) -> torch.Tensor | ProjectedRows:
         """What a decoder under ``config`` reads, batch by batch: :meth:`relative` (held, shared by every
-        decoder of ``config``) when the N x k vectors fit ``MAX_HELD_RELATIVE_BYTES``, else
+        decoder of ``config``) when the N x k vectors fit the held budget and the latents are held, else
         :class:`~relstitch.projection.ProjectedRows`, computed slice by slice as they are read.
         ``row_scale_free``: the unnormalised cosine (:func:`relative_projection`'s), never held."""
         config = config or ProjectionConfig()
@@ -287,7 +298,7 @@ class EncodedSpace:
         if held is not None and not row_scale_free:
             return held
         size = len(self.absolute) * config.output_dim(len(self.anchor_absolute)) * 4
-        if size <= MAX_HELD_RELATIVE_BYTES:
+        if size <= held_budget() and isinstance(self.absolute, torch.Tensor):
             if not row_scale_free:
                 return self.relative(config)
             return relative_projection(self.absolute, self.anchor_absolute, config, row_scale_free=True)
@@ -456,7 +467,7 @@ def save_embeddings(
     """
     projection = projection or ProjectionConfig()
     tensors = {
-        "absolute": space.absolute,
+        "absolute": space.latents(),
         **({"relative": space.relative(projection)} if relative else {}),
         "anchor_absolute": space.anchor_absolute,
         "labels": space.labels,
@@ -495,19 +506,34 @@ def embeddings_meta(
 
 
 def _too_large_to_hold(header: Header) -> list[str]:
-    """The stored relative vectors, when they are past the size a space holds (:meth:`relative_rows`)."""
-    stored = header.tensors.get("relative")
-    return ["relative"] if stored is not None and stored.nbytes > MAX_HELD_RELATIVE_BYTES else []
+    """The tensors of an embeddings file past the held budget (:func:`~relstitch.projection.held_budget`):
+    stored relative vectors are never read then, the latents are read slice by slice (:class:`StoredRows`).
+    Sizes as float32, what they would take once read."""
+    budget = held_budget()
+    return [
+        name
+        for name in ("absolute", "relative")
+        if (info := header.tensors.get(name)) is not None and math.prod(info.shape) * 4 > budget
+    ]
 
 
 def load_embeddings(path: str | os.PathLike[str]) -> EncodedSpace:
     """Read an embeddings file back into an :class:`EncodedSpace`.
 
-    Stored relative vectors larger than ``MAX_HELD_RELATIVE_BYTES`` are not read (a million samples on ten
-    thousand anchors are 40 GB): they follow from the latents, slice by slice (:meth:`relative_rows`).
+    Past the held budget (:func:`~relstitch.projection.held_budget`, 512 MiB by default; a million samples
+    on ten thousand anchors are 40 GB of relative vectors) stored relative vectors are not read (they follow
+    from the latents, slice by slice: :meth:`EncodedSpace.relative_rows`) and the latents stay in the file,
+    read slice by slice (:class:`~relstitch.io.rows.StoredRows`), checked block by block here.
     """
+    header = read_header(path)
+    # Opened (and held open) first, on the file this header describes; the rest is read by name after, so
+    # the file must still be that one when it has been read (one replaced meanwhile is refused).
+    rows = StoredRows(header, "absolute") if "absolute" in _too_large_to_hold(header) else None
     art = load_artifact(path, "embeddings", skip=_too_large_to_hold)
-    needed = {"absolute", "anchor_absolute", "labels", "ids"}
+    if rows is not None and read_header(art.path).identity != header.identity:
+        raise rows.changed()
+    stored = rows is not None
+    needed = {"absolute", "anchor_absolute", "labels", "ids"} - ({"absolute"} if stored else set())
     if needed - set(art.tensors):
         raise RelstitchError(
             f"corrupt embeddings file: missing {sorted(needed - set(art.tensors))}", path=art.path
@@ -522,8 +548,9 @@ def load_embeddings(path: str | os.PathLike[str]) -> EncodedSpace:
         raise RelstitchError(
             "corrupt embeddings file: encoder, dataset or anchor_hash metadata missing", path=art.path
         )
-    absolute, anchor_absolute = art.tensors["absolute"].float(), art.tensors["anchor_absolute"].float()
-    if absolute.ndim != 2 or anchor_absolute.ndim != 2 or absolute.shape[1] != anchor_absolute.shape[1]:
+    absolute = rows if rows is not None else art.tensors["absolute"].float()
+    anchor_absolute = art.tensors["anchor_absolute"].float()
+    if len(absolute.shape) != 2 or anchor_absolute.ndim != 2 or absolute.shape[1] != anchor_absolute.shape[1]:
         raise RelstitchError(
             "corrupt embeddings file: absolute and anchor latents disagree in shape", path=art.path
         )
@@ -535,6 +562,9 @@ def load_embeddings(path: str | os.PathLike[str]) -> EncodedSpace:
     check_labels(
         art.tensors["labels"], classes if isinstance(classes, list) else [], f"embeddings {art.path}"
     )
+    if isinstance(absolute, StoredRows):  # checked as it would be whole, a block at a time
+        for first, block in absolute.blocks():
+            check_finite(block, "absolute vectors", path=art.path, offset=first)
     for name in ("absolute", "anchor_absolute", "relative"):
         if name in art.tensors:
             check_finite(art.tensors[name], f"{name} vectors", path=art.path)

@@ -20,7 +20,7 @@ from .errors import RelstitchError, RelstitchWarning
 if TYPE_CHECKING:
     import torch
 
-    from .projection import ProjectionConfig
+    from .projection import ProjectionConfig, Rows
 
 
 CHECK_ROWS = 65536
@@ -66,15 +66,17 @@ def check_finite(values: torch.Tensor, what: str, *, path: object | None = None,
     )
 
 
-def zero_norm_count(x: torch.Tensor, anchors: torch.Tensor, config: ProjectionConfig | None = None) -> int:
+def zero_norm_count(x: Rows, anchors: torch.Tensor, config: ProjectionConfig | None = None) -> int:
     """Rows of ``x`` whose (centered, per ``config``) norm is below ``projection.EPS``: their cosines
-    are 0."""
+    are 0. Counted a block of rows at a time (``x`` may be read from a file slice by slice)."""
     from .projection import EPS, ProjectionConfig, anchor_statistics, standardise  # noqa: PLC0415
 
     config = config or ProjectionConfig()
     mean, std = anchor_statistics(anchors, config.centering) if len(anchors) else (None, None)
-    x = standardise(x, mean, std)
-    return int((x.norm(dim=1) < EPS).sum()) if len(x) else 0
+    return sum(
+        int((standardise(x[s : s + CHECK_ROWS], mean, std).norm(dim=1) < EPS).sum())
+        for s in range(0, len(x), CHECK_ROWS)
+    )
 
 
 def warn_zero_norm(count: int, total: int, what: str) -> None:

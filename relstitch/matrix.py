@@ -458,6 +458,7 @@ def _encode_together(
         force=True,  # an entry that failed its check is replaced
         group=team,
         relative=False,  # as cached_encode writes entries: scoring projects under each decoder's config
+        quiet=True,  # _encoded_row counts zero-norm latents for the report and warns once
         **job.on,
     )
     if team.rank != 0:

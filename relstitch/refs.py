@@ -48,16 +48,24 @@ def split_options(text: str) -> dict[str, str]:
 
 
 def parse_size(text: str) -> list[int]:
-    """``H,W`` / ``HxW`` / ``N`` (square) → ``[H, W]`` of positive integers; anything else is a ValueError.
+    """``H,W`` / ``HxW`` / ``N`` (square) → ``[H, W]`` of integers from 1 to ``MAX_IMAGE_SIDE``; anything
+    else is a ValueError.
 
     One reading for every source option that takes an image size (``resize=`` of model sources,
     ``size=`` of image data).
     """
-    values = [int(p) for p in text.replace("x", ",").split(",") if p.strip()]
+    from .data.dataset import MAX_IMAGE_SIDE  # noqa: PLC0415  (relstitch.data imports this module)
+
+    try:
+        values = [int(p) for p in text.replace("x", ",").split(",") if p.strip()]
+    except ValueError:  # int()'s own words name Python, not the option
+        raise ValueError(f"expected H,W or one size, got {text!r}") from None
     if len(values) == 1:
         values *= 2  # 224 means 224x224
     if len(values) != 2 or min(values) < 1:
         raise ValueError(f"expected H,W or one size, got {text!r}")
+    if max(values) > MAX_IMAGE_SIDE:  # a typo (224000) would ask for a tensor no machine holds
+        raise ValueError(f"sides go from 1 to {MAX_IMAGE_SIDE} pixels, got {text!r}")
     return values
 
 

@@ -21,7 +21,7 @@ from .hygiene import check_labels, warn_class_names, warn_single_class
 from .io.artifacts import short
 from .metrics import ClassificationCounts, reconstruction_scores
 from .progress import ProgressFn, silent
-from .projection import ProjectedRows, row_scale_free_applies
+from .projection import Rows, row_scale_free_applies
 from .results import PairResult, Predictions
 
 
@@ -68,9 +68,7 @@ def reads_row_scale_free(decoder: Decoder) -> bool:
     return decoder.space == "relative" and declared and row_scale_free_applies(decoder.projection)
 
 
-def decoder_inputs(
-    space: EncodedSpace, decoder: Decoder, *, row_scale_free: bool = False
-) -> torch.Tensor | ProjectedRows:
+def decoder_inputs(space: EncodedSpace, decoder: Decoder, *, row_scale_free: bool = False) -> Rows:
     """What ``decoder`` reads from ``space``: relative vectors under its own projection, or latents.
 
     Relative vectors too large to hold (N x k past :data:`~relstitch.projection.MAX_HELD_RELATIVE_BYTES`)
@@ -97,7 +95,7 @@ class DecoderOutputs:
 
 def score(
     decoder: Decoder,
-    inputs: torch.Tensor | ProjectedRows,
+    inputs: Rows,
     labels: torch.Tensor,
     dataset: Dataset | None = None,
     *,
@@ -110,7 +108,7 @@ def score(
 @torch.inference_mode()
 def decode_and_score(
     decoder: Decoder,
-    inputs: torch.Tensor | ProjectedRows,
+    inputs: Rows,
     labels: torch.Tensor,
     dataset: Dataset | None = None,
     *,

@@ -217,6 +217,7 @@ def encode_to_file(
     progress: ProgressFn | None = None,
     group: Group | None = None,
     relative: bool = True,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     """Embed anchors and data with ``encoder`` and stream the embeddings file to ``path``.
 
@@ -224,6 +225,7 @@ def encode_to_file(
     anchors' latents and one batch, never N rows. With a ``group`` (torchrun), each rank encodes its
     shard of whole batches into the shared temporary file; rank 0 writes the rest and commits.
     ``relative=False``: without the relative vectors (``save_embeddings``'s, for the cache's entries).
+    ``quiet``: no warning of zero-norm latents (eval-matrix counts and warns them for its report).
     Returns a summary (samples, latent size, anchors) for the caller to print.
     """
     import torch  # noqa: PLC0415
@@ -294,8 +296,9 @@ def encode_to_file(
             if writer is None:
                 writer = StreamWriter.attach(tmp, path, shapes, metadata)
             on = anchor_absolute.to(device) if device is not None else anchor_absolute
-            anchor_zero = zero_norm_count(anchor_absolute, anchor_absolute, projection)  # for the report
-            warn_zero_norm(anchor_zero, k, f"anchor latents of {encoder.name!r}")
+            if not quiet:
+                anchor_zero = zero_norm_count(anchor_absolute, anchor_absolute, projection)
+                warn_zero_norm(anchor_zero, k, f"anchor latents of {encoder.name!r}")
             project = relative_projector(on, projection)  # the anchors are prepared once, not per batch
             for offset, z in iter_embed(
                 encoder,
@@ -337,7 +340,8 @@ def encode_to_file(
         if writer is not None:
             writer.abort()
         raise
-    warn_zero_norm(zero_norm, stop - start, f"sample latents of {encoder.name!r}")
+    if not quiet:
+        warn_zero_norm(zero_norm, stop - start, f"sample latents of {encoder.name!r}")
     return {
         "path": str(path),
         "samples": n,

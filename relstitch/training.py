@@ -365,7 +365,7 @@ def fit(
         raise RelstitchError("embeddings hold a single class: nothing to learn", path=space.path)
     # Labels past the class names never get here: a Dataset and load_embeddings refuse them.
     projection = (projection or ProjectionConfig()) if config.space == "relative" else None
-    inputs = space.relative(projection) if projection else space.absolute
+    inputs = space.relative(projection) if projection else space.latents()
     held: torch.Tensor | None = None
     if config.val:
         kept, held = held_out_split(len(inputs), config.val, config.seed, hint="fit with --val 0")

@@ -317,7 +317,7 @@ def evaluate_translation(
     translation = fit_translation(
         space.anchor_absolute, target_anchor_absolute, method, scaling=scaling, seed=seed
     )
-    mapped = translation(space.absolute).float()
+    mapped = translation(space.latents()).float()
     scores, kept = decode_and_score(decoder, mapped, space.labels, dataset, keep=keep_predictions)
     return scored_pair(
         space, decoder, scores, started, encoder_space, space_name="absolute", method=method, kept=kept

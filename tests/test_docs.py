@@ -38,7 +38,7 @@ TOPIC_PAGES = [
     "API",
     "your-own-models",
     "text-walkthrough",
-    "performance",
+    "PERFORMANCE",
     "safety",
     "reproducing",
 ]

@@ -159,8 +159,11 @@ NET = f"python:{__name__}:tiny_net"
         ({"std": "0"}, "input spec: std is 0.0, expected a finite number > 0", "std"),
         ({"std": "0.5,0,0.5", "channels": "3"}, "std[1] is 0.0", "std"),
         ({"mean": "nan"}, "mean is nan, expected a finite number", "mean"),
-        ({"resize": "224000"}, "resize[0] is 224000, expected an integer from 1 to 4096", "resize"),
-        ({"crop": "5000,20"}, "crop[0] is 5000", "crop"),
+        # sizes typed as text: refused as the option is read, before any model is built or weights read
+        ({"resize": "224000"}, "'resize' (sides go from 1 to 4096 pixels, got '224000')", "resize"),
+        ({"crop": "5000,20"}, "'crop' (sides go from 1 to 4096 pixels", "crop"),
+        ({"resize": "2,3,4"}, "'resize' (expected H,W or one size, got '2,3,4')", "resize"),
+        ({"resize": [224000, 3]}, "resize[0] is 224000, expected an integer from 1 to 4096", "resize"),
         ({"channels": "0"}, "channels is 0", "channels"),  # a 0 is the user's: never read as "not given"
         ({"channels": "4"}, "channels is 4, expected one of 1, 3", "channels"),
         ({"channels": "3", "mean": "0.1,0.2"}, "mean has 2 values for 3-channel images", "mean"),
@@ -190,6 +193,10 @@ def test_the_cli_refuses_a_bad_option_in_one_line_before_any_work(tiny_zoo, tmp_
     out = tmp_path / "e.safetensors"
     args = ["encode", NET, "-a", tiny_zoo.anchors_path, "--limit", 10, "-o", out]
     line = one_line_error(cli(*args, "-O", "resize=224000"), code=2)
-    assert "resize[0] is 224000" in line and "-O resize=" in line and not out.exists()
+    assert "1 to 4096 pixels, got '224000'" in line and "-O resize=" in line and not out.exists()
+    # refused as it is read: before a weights file (here, one that does not exist) is looked for
+    tv = ["encode", "torchvision:resnet18#weights=absent.safetensors", *args[2:]]
+    line = one_line_error(cli(*tv, "-O", "resize=224000"), code=2)
+    assert "1 to 4096 pixels" in line and "absent" not in line
     line = one_line_error(cli(*args[:1], f"{NET}#std=0", *args[2:]), code=2)
     assert "std is 0.0" in line and not out.exists()

@@ -210,7 +210,7 @@ def test_relative_vectors_too_large_to_hold_are_streamed_with_the_same_scores(
         spaces.append(real_encode(*args, **kwargs))
         return spaces[-1]
 
-    monkeypatch.setattr(encoding, "MAX_HELD_RELATIVE_BYTES", 0)
+    monkeypatch.setenv("RELSTITCH_MAX_HELD_MB", "0")
     monkeypatch.setattr(encoding, "encode", keep)
     streamed = eval_matrix(paths, heads, zoo_anchors, data)
     assert len(spaces) == len(paths)
@@ -242,16 +242,49 @@ def test_projected_rows_equal_the_whole_projection(zoo_anchors, data):
 def test_stored_relative_vectors_too_large_to_hold_are_not_read(zoo_anchors, data, tmp_path, monkeypatch):
     """An embeddings file's relative vectors past the budget stay on disk: the space is read without them,
     and a decoder gets the same vectors computed slice by slice from the latents."""
-    import relstitch.encoding as encoding
     from relstitch.encoding import load_embeddings, save_embeddings
     from relstitch.projection import ProjectedRows
 
     space = encode(load_encoder(ENCODERS[0]), zoo_anchors, data)
     path = save_embeddings(space, tmp_path / "e.embeddings.safetensors")
     assert load_embeddings(path)._relative_cache  # within the budget: read and held as written
-    monkeypatch.setattr(encoding, "MAX_HELD_RELATIVE_BYTES", 0)
+    monkeypatch.setenv("RELSTITCH_MAX_HELD_MB", "0")
     back = load_embeddings(path)
     assert back._relative_cache == {}
     rows = back.relative_rows()
     assert isinstance(rows, ProjectedRows)
     assert torch.allclose(rows[0 : len(rows)], space.relative(), atol=1e-6)
+
+
+def test_latents_too_large_to_hold_stay_in_the_cache_with_the_same_scores(
+    zoo_anchors, data, decoders, tmp_path, monkeypatch
+):
+    """With a cache, each encoder's latents are streamed into its entry and, past the budget, read back
+    slice by slice (StoredRows): no N-row tensor of latents or relative vectors is held, and every pair,
+    absolute and translated ones included, scores as the held path does."""
+    import relstitch.encoding as encoding
+    from relstitch.io.rows import StoredRows
+
+    paths = ENCODERS[:3]
+    methods = ("relative", "absolute", "procrustes")
+    held = eval_matrix(paths, decoders, zoo_anchors, data, methods=methods)
+    spaces: list[EncodedSpace] = []
+    real_load = encoding.load_embeddings  # cached_encode imports it where it runs: watched there
+
+    def keep(*args, **kwargs):
+        spaces.append(real_load(*args, **kwargs))
+        return spaces[-1]
+
+    monkeypatch.setenv("RELSTITCH_MAX_HELD_MB", "0")
+    monkeypatch.setattr(encoding, "load_embeddings", keep)
+    stored = eval_matrix(paths, decoders, zoo_anchors, data, methods=methods, cache=tmp_path / "c")
+    assert len(spaces) == len(paths)
+    assert all(isinstance(space.absolute, StoredRows) and not space._relative_cache for space in spaces)
+    assert [(p.encoder, p.decoder, p.method, p.error) for p in stored.pairs] == [
+        (p.encoder, p.decoder, p.method, p.error) for p in held.pairs
+    ]
+    for a, b in zip(stored.pairs, held.pairs):
+        assert a.scores.keys() == b.scores.keys()
+        for metric, value in a.scores.items():
+            assert value == pytest.approx(b.scores[metric], abs=1e-6), (a.encoder, a.decoder, a.method)
+    assert {p.method for p in stored.pairs if p.scores} == set(methods)  # every method really scored

@@ -79,10 +79,15 @@ def _coerce(key: str, value: Any) -> Any:
         raise UsageError(f"unknown source option {key!r}", hint=hint)
     if not isinstance(value, str):
         return value
+    read = OPTION_TYPES[key]
     try:
-        return OPTION_TYPES[key](value)
-    except ValueError:
-        raise UsageError(f"bad value {value!r} for source option {key!r}") from None
+        return read(value)
+    except ValueError as exc:  # relstitch's own readers say what they expected; int()'s words are Python's
+        why = f" ({exc})" if read not in (int, str) else ""
+        raise UsageError(
+            f"bad value {value!r} for source option {key!r}{why}",
+            hint=f"fix -O {key}= (or {key}= after the reference's #)",
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -1132,8 +1132,8 @@ def _parse_size(text: str, kind: str) -> list[int] | None:
         return None
     try:
         return parse_size(text)
-    except ValueError:
-        raise UsageError(f"{kind}: bad size {text!r}; write size=H,W or size=N") from None
+    except ValueError as exc:
+        raise UsageError(f"{kind}: bad size {text!r} ({exc}); write size=H,W or size=N") from None
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ class TensorInfo:
     dtype: str
     shape: tuple[int, ...]
     nbytes: int
+    start: int = 0  # where its bytes begin in the file (after the 8-byte length and the header)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class Header:
     metadata: dict[str, Any]  # relstitch.* keys, prefix stripped, values JSON-decoded
     raw_metadata: dict[str, str]
     file_size: int
+    identity: tuple[int, int] = (0, 0)  # (device, inode) of the file read: a later open checks it is this one
 
     @property
     def kind(self) -> str | None:
@@ -90,7 +92,8 @@ def read_header(path: str | os.PathLike[str]) -> Header:
     p = check_regular(path, expected="a .safetensors file")  # missing, a loop, a FIFO: one line each
     try:
         with open_regular(p) as handle:  # a FIFO or a device is refused here, unopened or unread
-            size = os.fstat(handle.fileno()).st_size
+            stat = os.fstat(handle.fileno())
+            size = stat.st_size
             head = handle.read(8)
             if len(head) < 8:
                 raise not_safetensors(p, "shorter than 8 bytes")
@@ -117,7 +120,7 @@ def read_header(path: str | os.PathLike[str]) -> Header:
     tensors: dict[str, TensorInfo] = {}
     spans = []
     for name, entry in header.items():
-        info = _validate_entry(p, name, entry, data_size)
+        info = _validate_entry(p, name, entry, data_size, 8 + n)
         tensors[name] = info
         spans.append(tuple(entry["data_offsets"]))
     _check_coverage(p, sorted(spans), data_size)
@@ -128,7 +131,14 @@ def read_header(path: str | os.PathLike[str]) -> Header:
                 meta[key[len(PREFIX) :]] = _parse_json(value)
             except ValueError:
                 raise RelstitchError(f"corrupt metadata: {key} is not JSON", path=p) from None
-    return Header(path=p, tensors=tensors, metadata=meta, raw_metadata=raw_meta, file_size=size)
+    return Header(
+        path=p,
+        tensors=tensors,
+        metadata=meta,
+        raw_metadata=raw_meta,
+        file_size=size,
+        identity=(stat.st_dev, stat.st_ino),
+    )
 
 
 GIVE_ARTIFACT = "give a relstitch .safetensors file"
@@ -228,7 +238,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not a size
 
 
-def _validate_entry(p: Path, name: str, entry: Any, data_size: int) -> TensorInfo:
+def _validate_entry(p: Path, name: str, entry: Any, data_size: int, data_start: int) -> TensorInfo:
     bad = f"corrupt safetensors header (tensor {name[:60]!r}"
     if not isinstance(entry, dict):
         raise RelstitchError(f"{bad} is not an object)", path=p)
@@ -257,7 +267,7 @@ def _validate_entry(p: Path, name: str, entry: Any, data_size: int) -> TensorInf
         raise RelstitchError(
             f"{bad}: shape {shown} of {dtype} does not match its {offsets[1] - offsets[0]} bytes)", path=p
         )
-    return TensorInfo(dtype=dtype, shape=tuple(shape), nbytes=nbytes)
+    return TensorInfo(dtype=dtype, shape=tuple(shape), nbytes=nbytes, start=data_start + offsets[0])
 
 
 def _check_coverage(p: Path, spans: list[tuple[int, int]], data_size: int) -> None:

@@ -114,25 +114,40 @@ def cached_encode(
 ) -> tuple[EncodedSpace, bool]:
     """``encode(encoder, anchors, dataset)``, read from / written to the cache ``folder`` when given.
 
-    Returns the space and whether it came from the cache.
+    Into the cache, the latents are streamed to the entry batch by batch
+    (:func:`relstitch.streaming.encode_to_file`, as the ranks of a torchrun encode) and read back from it
+    (:func:`relstitch.encoding.load_embeddings`), so past the held budget they stay there, read slice by
+    slice: memory flat in N. Returns the space and whether it came from the cache.
     """
-    from ..encoding import encode, save_embeddings  # noqa: PLC0415
-
-    def run() -> EncodedSpace:
-        return encode(
-            encoder, anchors, dataset, batch_size=batch_size, progress=progress, device=device, dtype=dtype
-        )
+    from ..encoding import encode, load_embeddings  # noqa: PLC0415
+    from ..streaming import encode_to_file  # noqa: PLC0415
 
     if folder is None:
-        return run(), False
+        space = encode(
+            encoder, anchors, dataset, batch_size=batch_size, progress=progress, device=device, dtype=dtype
+        )
+        return space, False
     path = cache_path(prepare_cache(folder), encoder, anchors, dataset, dtype)
     found = cached_space(path, encoder, anchors, dataset)
     if found is not None:
         return found, True
-    space = run()
-    # Without relative vectors: scoring computes them under each decoder's own projection anyway, and at
-    # N x k (a million samples, ten thousand anchors: 40 GB) they would dwarf the latents.
-    save_embeddings(space, path, force=True, relative=False)
+    encode_to_file(
+        encoder,
+        anchors,
+        dataset,
+        path,
+        batch_size=batch_size,
+        progress=progress,
+        device=device,
+        dtype=dtype,
+        force=True,  # an entry that failed its check is replaced
+        # Without relative vectors: scoring computes them under each decoder's own projection anyway, and
+        # at N x k (a million samples, ten thousand anchors: 40 GB) they would dwarf the latents.
+        relative=False,
+        quiet=True,  # the caller counts zero-norm latents for its report, and warns once
+    )
+    space = load_embeddings(path)
+    space.encoder_name = encoder.name  # the file keeps it printable-escaped: the name as loaded wins
     return space, False
 
 
