@@ -275,6 +275,22 @@ CRAFT: dict[str, Callable[[], bytes]] = {
         (CKPT / "mlp-rel-s0.decoder.safetensors").read_bytes(), name="cnn-rel-s1"
     ),
     "enc-s1-as-s0": lambda: with_meta(shipped(E1), name="cnn-rel-s0"),
+    # the input spec edited in the metadata (the weights and their hash untouched)
+    "enc-input-huge": lambda: with_meta(
+        shipped(E1),
+        input={
+            "modality": "image",
+            "shape": [1, 28, 28],
+            "scale": 255.0,
+            "mean": 0.286,
+            "std": 0.353,
+            "resize": [224000, 224000],
+        },
+    ),
+    "enc-input-std0": lambda: with_meta(
+        shipped(E1),
+        input={"modality": "image", "shape": [1, 28, 28], "scale": 255.0, "mean": 0.286, "std": 0},
+    ),
     "dec-hostile-name": lambda: with_meta(shipped(D1), name=HOSTILE_NAME),
     "tensors-labels-134": lambda: tensors_data(list(range(134)), FASHION),
     "tensors-labels-134-unnamed": lambda: tensors_data(list(range(134)), None),
@@ -2196,6 +2212,8 @@ def cases() -> list[Case]:
     weights_pair("inf", "decoder", "dec-inf", "+Inf in the head's weights (hash recomputed)")
     weights_pair("nan", "encoder", "enc-nan", "NaN weights (hash recomputed)")
     weights_pair("tampered", "encoder", "enc-tampered", "tensors changed, relstitch.hash kept")
+    weights_pair("input-huge", "encoder", "enc-input-huge", "relstitch.input edited: resize 224000x224000")
+    weights_pair("input-std0", "encoder", "enc-input-std0", "relstitch.input edited: std 0")
     add(
         Case(
             "weights-tampered-encode",
@@ -2245,6 +2263,11 @@ def cases() -> list[Case]:
         add(Case(f"codes-{cid}", "codes", args, setup, codes, note=note))
 
     usage("encode-dtype-float8", [*enc_args, "--dtype", "float8", "-o", "o.safetensors"])
+    usage(
+        "encode-resize-huge",
+        ["encode", "torchvision:resnet18#weights=absent.safetensors", *ANCH, *LIM, "-O", "resize=224000"],
+        note="a typo'd size is bad usage, refused before the weights file is even looked for",
+    )
     usage("matrix-method-bogus", matrix("-e", E0, "-D", D0, "--method", "bogus"))
     usage("stitch-method-bogus", ["stitch", E0, DA0, *ANCH, *LIM, "--method", "bogus"])
     usage("encode-device-tpu", [*enc_args, "--device", "tpu", "-o", "o.safetensors"])
