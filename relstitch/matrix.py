@@ -374,7 +374,8 @@ def _encode_row(
 
     ``team`` (under torchrun, when there are more ranks than encoders): the ranks that encode this
     encoder together, each a shard of whole batches of the data, into its one cache entry
-    (:func:`_encode_together`). The row is returned on the team's first rank, None on the others.
+    (:func:`relstitch.io.cache.cached_encode`). The row is returned on the team's first rank, None on the
+    others.
     """
     from .adapters.precomputed import as_encoder, check_precomputed
 
@@ -387,21 +388,19 @@ def _encode_row(
                 return None
             space = check_precomputed(encoder, job.dataset.hash)
             return _encoded_row(job, path, as_encoder(space), space, t0, from_cache=False, precomputed=True)
-        if together:
-            found = _encode_together(job, encoder, progress, together)
-            if found is None:
-                return None
-            space, from_cache = found
-        else:
-            space, from_cache = cached_encode(
-                encoder,
-                job.anchors,
-                job.dataset,
-                job.cache,
-                batch_size=job.batch_size,
-                progress=progress,
-                **job.on,
-            )
+        found = cached_encode(
+            encoder,
+            job.anchors,
+            job.dataset,
+            job.cache,  # a sharded run always has one
+            batch_size=job.batch_size,
+            progress=progress,
+            group=together,
+            **job.on,
+        )
+        if found is None:  # a spare rank: its shard is in the entry its team's first rank read back
+            return None
+        space, from_cache = found
     except (RelstitchError, OSError) as exc:
         if job.fail_fast:
             raise
@@ -428,44 +427,6 @@ def _load_agreed(job: _Job, path: str | os.PathLike[str], team: Group) -> Encode
         raise RelstitchError(reason)
     assert loaded is not None  # no rank failed
     return loaded
-
-
-def _encode_together(
-    job: _Job, encoder: Encoder, progress: ProgressFn, team: Group
-) -> tuple[EncodedSpace, bool] | None:
-    """One encoder encoded by every rank of ``team``, into its cache entry; on the team's first rank, the
-    space read back (and whether the cache already held it), None on the others.
-
-    :func:`relstitch.streaming.encode_to_file` gives each rank a shard of whole batches, as ``encode`` does
-    under torchrun, so the entry holds the vectors one process computes; a failure on any rank stops all.
-    """
-    from .encoding import load_embeddings  # noqa: PLC0415
-    from .io.cache import cache_path, cached_space  # noqa: PLC0415
-    from .streaming import encode_to_file  # noqa: PLC0415
-
-    assert job.cache is not None  # a sharded run always has one
-    entry = cache_path(prepare_cache(job.cache), encoder, job.anchors, job.dataset, job.on.get("dtype"))
-    found = cached_space(entry, encoder, job.anchors, job.dataset) if team.rank == 0 else None
-    if team.broadcast(found is not None):
-        return (found, True) if found is not None else None
-    encode_to_file(
-        encoder,
-        job.anchors,
-        job.dataset,
-        entry,
-        batch_size=job.batch_size,
-        progress=progress,
-        force=True,  # an entry that failed its check is replaced
-        group=team,
-        relative=False,  # as cached_encode writes entries: scoring projects under each decoder's config
-        quiet=True,  # _encoded_row counts zero-norm latents for the report and warns once
-        **job.on,
-    )
-    if team.rank != 0:
-        return None
-    space = load_embeddings(entry)
-    space.encoder_name = encoder.name  # as cached_encode names it
-    return space, False
 
 
 def _encoded_row(

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from ..anchor_set import Anchors
     from ..components import Encoder
     from ..data import Dataset
+    from ..distributed import Group
     from ..encoding import BatchSize, EncodedSpace
     from ..progress import ProgressFn
 
@@ -111,26 +112,34 @@ def cached_encode(
     progress: ProgressFn,
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
-) -> tuple[EncodedSpace, bool]:
+    group: Group | None = None,
+) -> tuple[EncodedSpace, bool] | None:
     """``encode(encoder, anchors, dataset)``, read from / written to the cache ``folder`` when given.
 
     Into the cache, the latents are streamed to the entry batch by batch
-    (:func:`relstitch.streaming.encode_to_file`, as the ranks of a torchrun encode) and read back from it
+    (:func:`relstitch.streaming.encode_to_file`) and read back from it
     (:func:`relstitch.encoding.load_embeddings`), so past the held budget they stay there, read slice by
     slice: memory flat in N. Returns the space and whether it came from the cache.
+
+    ``group`` (under torchrun, eval-matrix's spare ranks): the ranks that encode this encoder together, each
+    a shard of whole batches written into the one entry, as ``encode`` does under torchrun; a failure on any
+    rank stops them all with its reason. The space comes back on the group's first rank, None on the others.
     """
     from ..encoding import encode, load_embeddings  # noqa: PLC0415
     from ..streaming import encode_to_file  # noqa: PLC0415
 
     if folder is None:
+        if group is not None:
+            raise ValueError("ranks encode together into a cache entry: give a cache folder")
         space = encode(
             encoder, anchors, dataset, batch_size=batch_size, progress=progress, device=device, dtype=dtype
         )
         return space, False
     path = cache_path(prepare_cache(folder), encoder, anchors, dataset, dtype)
-    found = cached_space(path, encoder, anchors, dataset)
-    if found is not None:
-        return found, True
+    first = group is None or group.rank == 0
+    found = cached_space(path, encoder, anchors, dataset) if first else None
+    if group.broadcast(found is not None) if group is not None else found is not None:
+        return (found, True) if found is not None else None
     encode_to_file(
         encoder,
         anchors,
@@ -141,11 +150,14 @@ def cached_encode(
         device=device,
         dtype=dtype,
         force=True,  # an entry that failed its check is replaced
+        group=group,
         # Without relative vectors: scoring computes them under each decoder's own projection anyway, and
         # at N x k (a million samples, ten thousand anchors: 40 GB) they would dwarf the latents.
         relative=False,
         quiet=True,  # the caller counts zero-norm latents for its report, and warns once
     )
+    if not first:
+        return None
     space = load_embeddings(path)
     space.encoder_name = encoder.name  # the file keeps it printable-escaped: the name as loaded wins
     return space, False
