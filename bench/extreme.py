@@ -10,7 +10,7 @@ are zero-shot stitched pairs; the latents are class-conditional Gaussians in ``-
 anchors ``--k`` draws of the same distribution.
 
 At N x k = 10^6 x 10^4 the relative vectors alone are 40 GB: relstitch never holds them. Past the held
-budget (``relstitch.projection.held_budget``: ``RELSTITCH_MAX_HELD_MB``, set here by ``--held-mb``) each
+budget (``relstitch.runtime.held_budget``: ``RELSTITCH_MAX_HELD_MB``, set here by ``--held-mb``) each
 decoder reads them batch by batch as they are projected (``ProjectedRows``), the latents are read from
 their file slice by slice (``StoredRows``), and hits are counted per batch (``ClassificationCounts``).
 What still grows with N is the labels and ids (16 bytes a sample).

@@ -140,12 +140,14 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         from .errors import RelstitchError, Terminated, os_error
-        from .runtime import tune_allocator
+        from .runtime import held_budget, tune_allocator
 
         if command.__name__ not in READS_ONLY:
             # before any tensor exists: freed activations are reused, not faulted back in per batch
             tune_allocator()
         try:
+            if command.__name__ not in READS_ONLY:
+                held_budget()  # RELSTITCH_MAX_HELD_MB checked before any work, not halfway through it
             with sigterm_as_interrupt(), warnings_as_lines():
                 return command(*args, **kwargs)
         except RelstitchError as exc:

@@ -29,11 +29,10 @@ from .progress import ProgressFn, silent
 from .projection import (
     ProjectedRows,
     ProjectionConfig,
-    held_budget,
     relative_projection,
     relative_projector,
 )
-from .runtime import MMAP_THRESHOLD
+from .runtime import MMAP_THRESHOLD, held_budget
 
 DEFAULT_BATCH = 256
 
@@ -259,7 +258,7 @@ class EncodedSpace:
     """One encoder's absolute latents for a dataset and an anchor set, plus provenance.
 
     ``absolute`` is a tensor, except for a space read from an embeddings file whose latents are past the
-    held budget (:func:`~relstitch.projection.held_budget`): then :class:`~relstitch.io.rows.StoredRows`,
+    held budget (:func:`~relstitch.runtime.held_budget`): then :class:`~relstitch.io.rows.StoredRows`,
     read from the file slice by slice. :meth:`latents` is the whole tensor either way.
     """
 
@@ -506,7 +505,7 @@ def embeddings_meta(
 
 
 def _too_large_to_hold(header: Header) -> list[str]:
-    """The tensors of an embeddings file past the held budget (:func:`~relstitch.projection.held_budget`):
+    """The tensors of an embeddings file past the held budget (:func:`~relstitch.runtime.held_budget`):
     stored relative vectors are never read then, the latents are read slice by slice (:class:`StoredRows`).
     Sizes as float32, what they would take once read."""
     budget = held_budget()
@@ -520,16 +519,17 @@ def _too_large_to_hold(header: Header) -> list[str]:
 def load_embeddings(path: str | os.PathLike[str]) -> EncodedSpace:
     """Read an embeddings file back into an :class:`EncodedSpace`.
 
-    Past the held budget (:func:`~relstitch.projection.held_budget`, 512 MiB by default; a million samples
+    Past the held budget (:func:`~relstitch.runtime.held_budget`, 512 MiB by default; a million samples
     on ten thousand anchors are 40 GB of relative vectors) stored relative vectors are not read (they follow
     from the latents, slice by slice: :meth:`EncodedSpace.relative_rows`) and the latents stay in the file,
     read slice by slice (:class:`~relstitch.io.rows.StoredRows`), checked block by block here.
     """
     header = read_header(path)
+    left_out = _too_large_to_hold(header)
     # Opened (and held open) first, on the file this header describes; the rest is read by name after, so
     # the file must still be that one when it has been read (one replaced meanwhile is refused).
-    rows = StoredRows(header, "absolute") if "absolute" in _too_large_to_hold(header) else None
-    art = load_artifact(path, "embeddings", skip=_too_large_to_hold)
+    rows = StoredRows(header, "absolute") if "absolute" in left_out else None
+    art = load_artifact(header.path, "embeddings", skip=lambda _: left_out, header=header)
     if rows is not None and read_header(art.path).identity != header.identity:
         raise rows.changed()
     stored = rows is not None

@@ -86,29 +86,6 @@ EPS = 1e-8
 DEFAULT_CHUNK = 16384
 DEFAULT_MAX_CHUNK_BYTES = 256 * 1024**2
 """Budget for one block's temporaries (a standardised copy of its rows, its similarities)."""
-MAX_HELD_BYTES = 512 * 1024**2
-"""The largest N-row array a space holds whole: its latents (read from an embeddings file) and its relative
-vectors under one projection (computed once, read by every decoder of that projection). Past it (a million
-samples on ten thousand anchors are 40 GB of relative vectors) the latents stay in their file
-(:class:`~relstitch.io.rows.StoredRows`) and the relative vectors are computed slice by slice as each
-decoder reads them (:class:`ProjectedRows`), so memory stays flat in N. ``RELSTITCH_MAX_HELD_MB`` in the
-environment overrides it (:func:`held_budget`)."""
-HELD_BUDGET_VARIABLE = "RELSTITCH_MAX_HELD_MB"
-
-
-def held_budget() -> int:
-    """:data:`MAX_HELD_BYTES`, or ``RELSTITCH_MAX_HELD_MB`` MiB when that is set (0: hold nothing N-sized)."""
-    import os  # noqa: PLC0415
-
-    text = os.environ.get(HELD_BUDGET_VARIABLE, "").strip()
-    if not text:
-        return MAX_HELD_BYTES
-    if not text.isdigit():
-        raise RelstitchError(
-            f"{HELD_BUDGET_VARIABLE} is {text[:40]!r}, expected a whole number of MiB (0 or more)",
-            hint=f"unset it for the default ({MAX_HELD_BYTES // 1024**2}), or give e.g. 256",
-        )
-    return int(text) * 1024**2
 
 
 class Rows(Protocol):
@@ -502,9 +479,9 @@ class ProjectedRows:
     """Relative vectors of ``absolute`` computed per slice when read, never all N rows at once.
 
     What a decoder reads when a whole space's relative vectors would not fit in memory
-    (:func:`held_budget`): ``len`` and ``rows[a:b]``, as a tensor of them offers. Every projection is per
-    sample, so a slice's vectors are the rows the whole projection would give. ``absolute`` may itself be
-    read slice by slice (:class:`~relstitch.io.rows.StoredRows`).
+    (:func:`relstitch.runtime.held_budget`): ``len`` and ``rows[a:b]``, as a tensor of them offers. Every
+    projection is per sample, so a slice's vectors are the rows the whole projection would give.
+    ``absolute`` may itself be read slice by slice (:class:`~relstitch.io.rows.StoredRows`).
     """
 
     def __init__(self, absolute: Rows, project: Callable[[torch.Tensor], torch.Tensor]) -> None:

@@ -57,3 +57,32 @@ def tune_allocator() -> bool:
     if mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1:
         _applied = mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
     return _applied
+
+
+MAX_HELD_BYTES = 512 * 1024**2
+"""The largest N-row array a space holds whole: its latents (read from an embeddings file) and its relative
+vectors under one projection (computed once, read by every decoder of that projection). Past it (a million
+samples on ten thousand anchors are 40 GB of relative vectors) the latents stay in their file
+(:class:`~relstitch.io.rows.StoredRows`) and the relative vectors are computed slice by slice as each
+decoder reads them (:class:`~relstitch.projection.ProjectedRows`), so memory stays flat in N.
+``RELSTITCH_MAX_HELD_MB`` in the environment overrides it (:func:`held_budget`)."""
+HELD_BUDGET_VARIABLE = "RELSTITCH_MAX_HELD_MB"
+
+
+def held_budget() -> int:
+    """:data:`MAX_HELD_BYTES`, or ``RELSTITCH_MAX_HELD_MB`` MiB when that is set (0: hold nothing N-sized).
+
+    A value that is not a whole number is bad usage (exit 2); the ``relstitch`` command checks it before any
+    work, so a typo never surfaces halfway through a matrix.
+    """
+    from .errors import UsageError  # noqa: PLC0415  (this module stays import-light)
+
+    text = os.environ.get(HELD_BUDGET_VARIABLE, "").strip()
+    if not text:
+        return MAX_HELD_BYTES
+    if not text.isdigit():
+        raise UsageError(
+            f"{HELD_BUDGET_VARIABLE} is {text[:40]!r}, expected a whole number of MiB (0 or more)",
+            hint=f"unset it for the default ({MAX_HELD_BYTES // 1024**2}), or give e.g. 256",
+        )
+    return int(text) * 1024**2

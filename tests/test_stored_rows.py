@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_checks import one_line_error
 from safetensors.torch import save_file
 
 from relstitch.encoding import EncodedSpace, load_embeddings, save_embeddings
 from relstitch.errors import RelstitchError
 from relstitch.io.artifacts import read_header
 from relstitch.io.rows import StoredRows
-from relstitch.projection import MAX_HELD_BYTES, ProjectedRows, held_budget
+from relstitch.projection import ProjectedRows
+from relstitch.runtime import MAX_HELD_BYTES, held_budget
 
 
 def _space(n: int = 1000, d: int = 7, k: int = 12) -> EncodedSpace:
@@ -100,3 +102,15 @@ def test_the_held_budget_comes_from_the_environment(monkeypatch) -> None:
         monkeypatch.setenv("RELSTITCH_MAX_HELD_MB", bad)
         with pytest.raises(RelstitchError, match="RELSTITCH_MAX_HELD_MB .* whole number of MiB"):
             held_budget()
+
+
+def test_a_bad_budget_stops_the_command_before_any_work(tmp_path: Path, monkeypatch, cli) -> None:
+    """A typo in RELSTITCH_MAX_HELD_MB is bad usage: one line, exit 2, before a matrix starts (it would
+    otherwise fail every pair halfway through) and before any output is written."""
+    checkpoints = Path(__file__).resolve().parent.parent / "checkpoints"
+    monkeypatch.setenv("RELSTITCH_MAX_HELD_MB", "lots")
+    out = tmp_path / "m.json"
+    args = ["eval-matrix", "-e", checkpoints / "cnn-rel-s0.encoder.safetensors"]
+    args += ["-D", checkpoints / "cnn-rel-s1.decoder.safetensors", "--limit", 50, "--json", out]
+    line = one_line_error(cli(*args), code=2)
+    assert "RELSTITCH_MAX_HELD_MB is 'lots'" in line and not out.exists()

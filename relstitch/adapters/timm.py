@@ -23,7 +23,7 @@ from torch import nn
 from ..errors import RelstitchError, UsageError
 from .base import SourceOptions, first_line, parse_call, register_model_source
 from .hub import cached_snapshot
-from .vision import ImageEncoder, built_with_weights, image_encoder, image_spec, meta_build
+from .vision import ImageEncoder, built_with_weights, fit_weights, image_encoder, image_spec, meta_build
 
 HUB_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 """The weights files of a timm repository on the Hub, in the order timm itself prefers them."""
@@ -113,7 +113,8 @@ def _load_timm(locator: str, opts: SourceOptions) -> ImageEncoder:
             raise RelstitchError(f"cannot build timm:{arch}: {first_line(exc)}") from None
 
     probe = meta_build(create)  # no random init: the weights file's tensors become the model's
-    config = dict(getattr(probe if probe is not None else create(), "pretrained_cfg", None) or {})
+    built = create() if probe is None else None  # cannot run on meta: built for real, once
+    config = dict(getattr(probe if probe is not None else built, "pretrained_cfg", None) or {})
     resolved: dict[str, Any] = {}
     if opts.weights:
         weights = Path(opts.weights)
@@ -124,7 +125,11 @@ def _load_timm(locator: str, opts: SourceOptions) -> ImageEncoder:
             f"timm:{arch} names no Hugging Face repository for its weights",
             hint=f"write timm:{arch}#weights=FILE or pass -O weights=FILE",
         )
-    model = built_with_weights(create, weights, f"timm:{arch}", probe=probe)
+    if built is not None:
+        fit_weights(built, weights, f"timm:{arch}")
+        model = built
+    else:
+        model = built_with_weights(create, weights, f"timm:{arch}", probe=probe)
     spec = timm_spec(timm.data.resolve_model_data_config(model), opts)
     architecture = {
         "name": f"timm:{config.get('architecture') or arch}",  # the tag shows in the weights and the spec

@@ -302,13 +302,15 @@ def load_artifact(
     kind: str | tuple[str, ...],
     *,
     skip: Callable[[Header], Collection[str]] | None = None,
+    header: Header | None = None,
 ) -> Artifact:
     """Load a relstitch file of the given kind(s): header validated first, then tensors.
 
     ``skip``: given the validated header, the tensors not to read at all (an embeddings file's relative
-    vectors when they are too large to hold: :func:`relstitch.encoding.load_embeddings`).
+    vectors when they are too large to hold: :func:`relstitch.encoding.load_embeddings`). ``header``: the
+    file's header when the caller has already read it with :func:`read_header` (so it is read once).
     """
-    header = read_header(path)
+    header = header or read_header(path)
     found = check_kind(header, kind)
     from safetensors import safe_open  # noqa: PLC0415  (lazy: keeps torch out of start-up)
 

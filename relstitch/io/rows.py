@@ -2,7 +2,7 @@
 
 An embeddings file of a million samples holds latents no matrix needs whole: each decoder reads them a
 batch at a time (:class:`~relstitch.projection.ProjectedRows` projects each slice as it is read). So past
-the held budget (:func:`relstitch.projection.held_budget`) :func:`relstitch.encoding.load_embeddings`
+the held budget (:func:`relstitch.runtime.held_budget`) :func:`relstitch.encoding.load_embeddings`
 leaves the latents in their file and reads each slice from it with ``pread``: memory holds one batch,
 whatever N. No memory map: a mapped file that shrinks under it kills the process (SIGBUS), where a read
 comes back short and is refused in one line.
@@ -16,13 +16,11 @@ from collections.abc import Iterator
 import torch
 
 from ..errors import RelstitchError
+from ..hygiene import CHECK_ROWS
 from .artifacts import Header
 from .userfiles import open_regular
 
 _FLOATS = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
-
-BLOCK_ROWS = 65536
-"""Rows per read when a stored tensor is checked or reduced as a whole (:meth:`StoredRows.blocks`)."""
 
 
 class StoredRows:
@@ -78,7 +76,7 @@ class StoredRows:
         # safetensors is little-endian, as every platform torch runs on
         return torch.frombuffer(buffer, dtype=self._dtype).reshape(n, self.shape[1]).float()
 
-    def blocks(self, rows: int = BLOCK_ROWS) -> Iterator[tuple[int, torch.Tensor]]:
+    def blocks(self, rows: int = CHECK_ROWS) -> Iterator[tuple[int, torch.Tensor]]:
         """``(first row, rows)`` block by block, in order: the whole tensor, never all of it at once."""
         for start in range(0, len(self), rows):
             yield start, self[start : start + rows]
